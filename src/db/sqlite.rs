@@ -1,0 +1,146 @@
+//! The embedded SQLite backend (rusqlite, bundled). The database-level lock is SQLite's
+//! own write lock, taken with `BEGIN IMMEDIATE`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags};
+
+use super::{Backend, DbError, Value};
+use crate::sql::Dialect;
+
+/// How long a second writer waits for the first before giving up; upgrades can be long.
+const WRITE_WAIT: Duration = Duration::from_secs(600);
+
+/// A connection to an SQLite database file.
+pub struct Sqlite {
+    connection: Connection,
+}
+
+impl Sqlite {
+    /// Opens (creating if needed) the database file for a run.
+    pub fn open(path: &Path) -> Result<Sqlite, DbError> {
+        let connection = Connection::open(path)
+            .map_err(|e| DbError::new(format!("cannot open {}: {e}", path.display())))?;
+        connection.busy_timeout(WRITE_WAIT).map_err(DbError::new)?;
+        Ok(Sqlite { connection })
+    }
+
+    /// Opens an existing database file for reading; `None` when the file does not exist.
+    pub fn open_read_only(path: &Path) -> Result<Option<Sqlite>, DbError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connection = Connection::open_with_flags(path, flags)
+            .map_err(|e| DbError::new(format!("cannot open {}: {e}", path.display())))?;
+        connection
+            .busy_timeout(Duration::from_secs(5))
+            .map_err(DbError::new)?;
+        Ok(Some(Sqlite { connection }))
+    }
+}
+
+fn to_sql(value: &Value) -> rusqlite::types::Value {
+    match value {
+        Value::Null => rusqlite::types::Value::Null,
+        Value::Bool(v) => rusqlite::types::Value::Integer(i64::from(*v)),
+        Value::Int(v) => rusqlite::types::Value::Integer(*v),
+        Value::Float(v) => rusqlite::types::Value::Real(*v),
+        Value::Text(v) => rusqlite::types::Value::Text(v.clone()),
+        Value::Blob(v) => rusqlite::types::Value::Blob(v.clone()),
+    }
+}
+
+fn from_sql(value: ValueRef<'_>) -> Value {
+    match value {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(v) => Value::Int(v),
+        ValueRef::Real(v) => Value::Float(v),
+        ValueRef::Text(v) => Value::Text(String::from_utf8_lossy(v).into_owned()),
+        ValueRef::Blob(v) => Value::Blob(v.to_vec()),
+    }
+}
+
+impl Backend for Sqlite {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    fn execute(&mut self, sql: &str) -> Result<(), DbError> {
+        let mut statement = self.connection.prepare(sql).map_err(DbError::new)?;
+        let mut rows = statement.raw_query();
+        while rows.next().map_err(DbError::new)?.is_some() {}
+        Ok(())
+    }
+
+    fn execute_params(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
+        let mut statement = self.connection.prepare_cached(sql).map_err(DbError::new)?;
+        let params: Vec<rusqlite::types::Value> = params.iter().map(to_sql).collect();
+        let changed = statement
+            .execute(rusqlite::params_from_iter(params))
+            .map_err(DbError::new)?;
+        Ok(changed as u64)
+    }
+
+    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, DbError> {
+        let mut statement = self.connection.prepare_cached(sql).map_err(DbError::new)?;
+        let columns = statement.column_count();
+        let params: Vec<rusqlite::types::Value> = params.iter().map(to_sql).collect();
+        let mut rows = statement
+            .query(rusqlite::params_from_iter(params))
+            .map_err(DbError::new)?;
+        let mut result = Vec::new();
+        while let Some(row) = rows.next().map_err(DbError::new)? {
+            let mut values = Vec::with_capacity(columns);
+            for index in 0..columns {
+                values.push(from_sql(row.get_ref(index).map_err(DbError::new)?));
+            }
+            result.push(values);
+        }
+        Ok(result)
+    }
+
+    fn begin(&mut self) -> Result<(), DbError> {
+        self.connection
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(DbError::new)
+    }
+
+    fn commit(&mut self) -> Result<(), DbError> {
+        self.connection
+            .execute_batch("COMMIT")
+            .map_err(DbError::new)
+    }
+
+    fn rollback(&mut self) -> Result<(), DbError> {
+        if self.connection.is_autocommit() {
+            return Ok(());
+        }
+        self.connection
+            .execute_batch("ROLLBACK")
+            .map_err(DbError::new)
+    }
+
+    fn table_exists(&mut self, name: &str) -> Result<bool, DbError> {
+        let rows = self.query(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+            &[Value::from(name)],
+        )?;
+        Ok(!rows.is_empty())
+    }
+
+    fn user_table_count(&mut self) -> Result<u64, DbError> {
+        let rows = self.query(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' \
+             AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE 'upgrader\\_%' ESCAPE '\\'",
+            &[],
+        )?;
+        Ok(rows
+            .first()
+            .and_then(|row| row.first())
+            .and_then(Value::as_int)
+            .unwrap_or(0) as u64)
+    }
+}

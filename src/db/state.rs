@@ -1,0 +1,263 @@
+//! upgrader's own tables (`upgrader_version`, `upgrader_history`, `upgrader_schema`):
+//! created on first contact and versioned as the project `upgrader`, so that later
+//! releases can change them with the same safety as any application.
+
+use serde::Serialize;
+
+use super::{Backend, DbError, Value};
+use crate::sql::Dialect;
+
+/// The project name under which upgrader records the version of its own tables.
+pub const OWN_PROJECT: &str = "upgrader";
+
+/// One change to upgrader's own tables.
+struct OwnStep {
+    to: &'static str,
+    statements: fn(Dialect) -> Vec<String>,
+}
+
+/// upgrader's own upgrades, oldest first; a later release appends, never edits.
+const OWN_STEPS: &[OwnStep] = &[OwnStep {
+    to: "1.0.0",
+    statements: schema_v1,
+}];
+
+/// Column types that differ between dialects.
+struct Types {
+    id: &'static str,
+    key: &'static str,
+    text: &'static str,
+    boolean: &'static str,
+}
+
+fn types(dialect: Dialect) -> Types {
+    match dialect {
+        Dialect::Sqlite => Types {
+            id: "INTEGER PRIMARY KEY AUTOINCREMENT",
+            key: "TEXT",
+            text: "TEXT",
+            boolean: "INTEGER",
+        },
+        Dialect::Postgres => Types {
+            id: "BIGSERIAL PRIMARY KEY",
+            key: "VARCHAR(200)",
+            text: "TEXT",
+            boolean: "BOOLEAN",
+        },
+        Dialect::MySql => Types {
+            id: "BIGINT AUTO_INCREMENT PRIMARY KEY",
+            key: "VARCHAR(200)",
+            text: "TEXT",
+            boolean: "BOOLEAN",
+        },
+    }
+}
+
+fn schema_v1(dialect: Dialect) -> Vec<String> {
+    let Types {
+        id,
+        key,
+        text,
+        boolean,
+    } = types(dialect);
+    let engine = if dialect == Dialect::MySql {
+        " ENGINE=InnoDB"
+    } else {
+        ""
+    };
+    vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS upgrader_version (project {key} PRIMARY KEY, \
+             version {key} NOT NULL, updated_at {key} NOT NULL){engine}"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS upgrader_history (id {id}, project {key} NOT NULL, \
+             kind {key} NOT NULL, name {key} NOT NULL, from_version {key}, to_version {key} NOT NULL, \
+             checksum {key}, started_at {key} NOT NULL, finished_at {key} NOT NULL, \
+             duration_ms BIGINT NOT NULL, host {key} NOT NULL, pid BIGINT NOT NULL, \
+             success {boolean} NOT NULL, error {text}){engine}"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS upgrader_schema (project {key} NOT NULL, \
+             table_name {key} NOT NULL, table_version {key} NOT NULL, schema_text {text} NOT NULL, \
+             fingerprint {key} NOT NULL, recorded_at {key} NOT NULL, \
+             PRIMARY KEY (project, table_name, table_version)){engine}"
+        ),
+    ]
+}
+
+/// The newest version of upgrader's own tables this build knows.
+pub fn own_version() -> &'static str {
+    OWN_STEPS.last().map_or("0.0.0", |step| step.to)
+}
+
+/// Creates or upgrades upgrader's own tables, in a transaction of its own.
+pub fn ensure(db: &mut dyn Backend, now: &str) -> Result<(), DbError> {
+    if db.table_exists("upgrader_version")? {
+        if read_version(db, OWN_PROJECT)?.as_deref() == Some(own_version()) {
+            return Ok(());
+        }
+    }
+    db.begin()?;
+    let result = (|| {
+        let current = if db.table_exists("upgrader_version")? {
+            read_version(db, OWN_PROJECT)?
+        } else {
+            None
+        };
+        let current = current
+            .as_deref()
+            .and_then(|v| crate::version::Version::parse(v).ok());
+        for step in OWN_STEPS {
+            let to = crate::version::Version::parse(step.to).expect("own versions are valid");
+            if current.as_ref().is_some_and(|current| *current >= to) {
+                continue;
+            }
+            for statement in (step.statements)(db.dialect()) {
+                db.execute(&statement)?;
+            }
+            write_version(db, OWN_PROJECT, step.to, now)?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => db.commit(),
+        Err(error) => {
+            let _ = db.rollback();
+            Err(error)
+        }
+    }
+}
+
+/// The version recorded for a project; `None` when there is none or the tables do not exist.
+pub fn read_version(db: &mut dyn Backend, project: &str) -> Result<Option<String>, DbError> {
+    let rows = match db.query(
+        "SELECT version FROM upgrader_version WHERE project = ?",
+        &[Value::from(project)],
+    ) {
+        Ok(rows) => rows,
+        Err(error) => {
+            // A missing table is the ordinary state of a database upgrader has never seen.
+            if !db.table_exists("upgrader_version")? {
+                return Ok(None);
+            }
+            return Err(error);
+        }
+    };
+    Ok(rows
+        .into_iter()
+        .next()
+        .and_then(|row| row.into_iter().next())
+        .and_then(|value| value.as_text().map(str::to_string)))
+}
+
+/// Records a project's version.
+pub fn write_version(
+    db: &mut dyn Backend,
+    project: &str,
+    version: &str,
+    now: &str,
+) -> Result<(), DbError> {
+    let changed = db.execute_params(
+        "UPDATE upgrader_version SET version = ?, updated_at = ? WHERE project = ?",
+        &[version.into(), now.into(), project.into()],
+    )?;
+    if changed == 0 {
+        db.execute_params(
+            "INSERT INTO upgrader_version (project, version, updated_at) VALUES (?, ?, ?)",
+            &[project.into(), version.into(), now.into()],
+        )?;
+    }
+    Ok(())
+}
+
+/// One row of `upgrader_history`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistoryRow {
+    /// Row id (assigned by the database).
+    pub id: Option<i64>,
+    /// The project upgraded.
+    pub project: String,
+    /// `install`, `step` or `version-only`.
+    pub kind: String,
+    /// Step name (`install` for the install, `version-only` for a bump).
+    pub name: String,
+    /// The version before; none for an install.
+    pub from_version: Option<String>,
+    /// The version after.
+    pub to_version: String,
+    /// SHA-256 of the step's content; none for a version-only bump.
+    pub checksum: Option<String>,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    /// RFC 3339, UTC.
+    pub finished_at: String,
+    /// Wall-clock duration.
+    pub duration_ms: i64,
+    /// Host that ran it.
+    pub host: String,
+    /// Process that ran it.
+    pub pid: i64,
+    /// Whether it was applied.
+    pub success: bool,
+    /// The error, for a failed run.
+    pub error: Option<String>,
+}
+
+/// Appends a history row.
+pub fn insert_history(db: &mut dyn Backend, row: &HistoryRow) -> Result<(), DbError> {
+    db.execute_params(
+        "INSERT INTO upgrader_history (project, kind, name, from_version, to_version, checksum, \
+         started_at, finished_at, duration_ms, host, pid, success, error) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        &[
+            row.project.as_str().into(),
+            row.kind.as_str().into(),
+            row.name.as_str().into(),
+            row.from_version.clone().into(),
+            row.to_version.as_str().into(),
+            row.checksum.clone().into(),
+            row.started_at.as_str().into(),
+            row.finished_at.as_str().into(),
+            row.duration_ms.into(),
+            row.host.as_str().into(),
+            row.pid.into(),
+            row.success.into(),
+            row.error.clone().into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// A project's history, oldest first; empty when the tables do not exist.
+pub fn read_history(db: &mut dyn Backend, project: &str) -> Result<Vec<HistoryRow>, DbError> {
+    if !db.table_exists("upgrader_history")? {
+        return Ok(Vec::new());
+    }
+    let rows = db.query(
+        "SELECT id, project, kind, name, from_version, to_version, checksum, started_at, \
+         finished_at, duration_ms, host, pid, success, error FROM upgrader_history \
+         WHERE project = ? ORDER BY id",
+        &[project.into()],
+    )?;
+    let text = |value: &Value| value.as_text().map(str::to_string);
+    Ok(rows
+        .iter()
+        .map(|row| HistoryRow {
+            id: row[0].as_int(),
+            project: text(&row[1]).unwrap_or_default(),
+            kind: text(&row[2]).unwrap_or_default(),
+            name: text(&row[3]).unwrap_or_default(),
+            from_version: text(&row[4]),
+            to_version: text(&row[5]).unwrap_or_default(),
+            checksum: text(&row[6]),
+            started_at: text(&row[7]).unwrap_or_default(),
+            finished_at: text(&row[8]).unwrap_or_default(),
+            duration_ms: row[9].as_int().unwrap_or(0),
+            host: text(&row[10]).unwrap_or_default(),
+            pid: row[11].as_int().unwrap_or(0),
+            success: row[12].as_int().unwrap_or(0) != 0,
+            error: text(&row[13]),
+        })
+        .collect())
+}

@@ -1,0 +1,867 @@
+//! The workflow, written once over the parts: load the project, plan, prepare every
+//! statement, take the lock, run the plan in a transaction, record, unlock; and the
+//! read-only reports (status, plan, history) and `unlock`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::db::{state, Backend, DatabaseUrl};
+use crate::error::Error;
+use crate::lock::{self, LockGuard, LockRecord, LockState};
+use crate::manifest::{Action, Manifest, SqlSource, StepTransaction};
+use crate::plan::{self, DbFacts, ItemKind, Plan, PlanItem};
+use crate::sql::{self, guard, Dialect};
+use crate::version::{Version, VersionFile};
+
+/// How the run uses transactions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TransactionMode {
+    /// The whole run is one transaction: all of it or none of it.
+    #[default]
+    Single,
+    /// Each step commits on its own; a failure keeps the steps before it.
+    PerStep,
+}
+
+/// What the engine works on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The project directory (VERSION, upgrade.xml, scripts/).
+    pub project_dir: PathBuf,
+    /// The database URL; `None` means `sqlite://DIR/upgrader.db`.
+    pub database_url: Option<String>,
+    /// Transaction use for `run`.
+    pub transaction: TransactionMode,
+}
+
+impl Config {
+    /// A configuration for `project_dir` with the default database and single transaction.
+    pub fn new(project_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            project_dir: project_dir.into(),
+            database_url: None,
+            transaction: TransactionMode::Single,
+        }
+    }
+}
+
+/// A loaded and validated project: its name, code version and manifest.
+#[derive(Debug, Clone)]
+pub struct Project {
+    /// The project directory.
+    pub dir: PathBuf,
+    /// The project name that keys its recorded version.
+    pub name: String,
+    /// The code version from `VERSION`.
+    pub code_version: Version,
+    /// The validated manifest.
+    pub manifest: Manifest,
+}
+
+impl Project {
+    /// Reads `VERSION` and `upgrade.xml` from `dir` and checks they agree.
+    pub fn load(dir: &Path) -> Result<Project, Error> {
+        let version_file = VersionFile::load(&dir.join("VERSION"))?;
+        let manifest = Manifest::load(&dir.join("upgrade.xml"), dir)?;
+        let name = match (&version_file.project, &manifest.project) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(Error::Config(format!(
+                    "the project is named \"{a}\" in {} but \"{b}\" in {}; make them agree",
+                    dir.join("VERSION").display(),
+                    manifest.path.display()
+                )))
+            }
+            (Some(name), _) | (None, Some(name)) => name.clone(),
+            (None, None) => {
+                return Err(Error::Config(format!(
+                    "no project name: add project=\"NAME\" to <upgrade> in {} (or a `PROJECT: NAME` line to VERSION)",
+                    manifest.path.display()
+                )))
+            }
+        };
+        if name == state::OWN_PROJECT {
+            return Err(Error::Config(format!(
+                "the project name \"{name}\" is reserved for upgrader's own tables"
+            )));
+        }
+        Ok(Project {
+            dir: dir.to_path_buf(),
+            name,
+            code_version: version_file.version,
+            manifest,
+        })
+    }
+}
+
+/// One item of a plan as reported (`status`, `plan`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ReportItem {
+    /// Step name, `install` or `version-only`.
+    pub name: String,
+    /// Version before (null for install).
+    pub from: Option<String>,
+    /// Version after.
+    pub to: String,
+    /// `install`, `step` or `version-only`.
+    pub kind: &'static str,
+}
+
+impl From<&PlanItem> for ReportItem {
+    fn from(item: &PlanItem) -> Self {
+        ReportItem {
+            name: item.name.clone(),
+            from: item.from.as_ref().map(ToString::to_string),
+            to: item.to.to_string(),
+            kind: item.kind.name(),
+        }
+    }
+}
+
+/// The lock as reported.
+#[derive(Debug, Clone, Serialize)]
+pub struct LockReport {
+    /// `free`, `held`, `failed` or `stale`.
+    pub state: &'static str,
+    /// Upgrading or failed process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Its host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// When its run started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// The step running or failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// The error of a failed run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// A sentence for a person.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The lock file.
+    pub path: String,
+}
+
+impl LockReport {
+    fn new(state: &LockState, path: &Path) -> LockReport {
+        let record = state.record();
+        LockReport {
+            state: state.name(),
+            pid: record.map(|r| r.pid),
+            host: record.map(|r| r.host.clone()),
+            started_at: record.map(|r| r.started_at.clone()),
+            step: record.and_then(|r| r.step.clone()),
+            error: record.and_then(|r| r.error.clone()),
+            message: state.explain(path),
+            path: path.display().to_string(),
+        }
+    }
+}
+
+/// What `status` and `check` show.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Project name.
+    pub project: String,
+    /// Version in `VERSION`.
+    pub code_version: String,
+    /// Version recorded in the database, null when none.
+    pub db_version: Option<String>,
+    /// `current`, `pending`, `halted` or `uninitialized`.
+    pub state: &'static str,
+    /// What `run` would do.
+    pub pending: Vec<ReportItem>,
+    /// The lock.
+    pub lock: LockReport,
+    /// Code update packages waiting in `updates/Updates_Pending/`.
+    pub updates_pending: Vec<String>,
+    /// The database, password hidden.
+    pub database: String,
+    /// Why no plan can be made (downgrade, no starting version), if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+impl Report {
+    /// The `check` exit code: 0 current, 1 problem, 3 pending, 4 halted.
+    pub fn exit_code(&self) -> i32 {
+        match self.state {
+            "halted" => 4,
+            _ if self.problem.is_some() => 1,
+            "pending" | "uninitialized" => 3,
+            _ => 0,
+        }
+    }
+}
+
+/// What `plan` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanReport {
+    /// Project name.
+    pub project: String,
+    /// Where the run starts (null for an install).
+    pub from: Option<String>,
+    /// The code version.
+    pub to: String,
+    /// The items, in order.
+    pub steps: Vec<ReportItem>,
+}
+
+/// One item a run applied.
+#[derive(Debug, Clone, Serialize)]
+pub struct Applied {
+    /// Step name, `install` or `version-only`.
+    pub name: String,
+    /// `install`, `step` or `version-only`.
+    pub kind: &'static str,
+    /// Version before.
+    pub from: Option<String>,
+    /// Version after.
+    pub to: String,
+    /// Statements executed.
+    pub statements: usize,
+    /// How long it took.
+    pub duration_ms: u64,
+}
+
+/// The result of `run`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunOutcome {
+    /// Project name.
+    pub project: String,
+    /// `upgraded`, `installed` or `current`.
+    pub result: &'static str,
+    /// The version before (null when none was recorded).
+    pub from: Option<String>,
+    /// The version now.
+    pub to: String,
+    /// What ran.
+    pub applied: Vec<Applied>,
+    /// Whole run, lock to unlock.
+    pub duration_ms: u64,
+}
+
+/// A statement ready to send, with where it came from.
+#[derive(Debug, Clone)]
+struct Prepared {
+    text: String,
+    /// `file:line:column`.
+    origin: String,
+}
+
+#[derive(Debug, Clone)]
+struct PreparedItem {
+    item: PlanItem,
+    statements: Vec<Prepared>,
+    checksum: Option<String>,
+    transaction: StepTransaction,
+}
+
+/// The engine: owns the workflow for one project and database.
+pub struct Engine {
+    config: Config,
+    project: Project,
+    url: DatabaseUrl,
+}
+
+impl Engine {
+    /// Loads and validates the project; touches no database.
+    pub fn open(config: Config) -> Result<Engine, Error> {
+        let url = match &config.database_url {
+            Some(url) => DatabaseUrl::parse(url)?,
+            None => DatabaseUrl::default_for(&config.project_dir),
+        };
+        let project = Project::load(&config.project_dir)?;
+        Ok(Engine {
+            config,
+            project,
+            url,
+        })
+    }
+
+    /// The loaded project.
+    pub fn project(&self) -> &Project {
+        &self.project
+    }
+
+    /// The database URL (shown with any password hidden).
+    pub fn database(&self) -> &DatabaseUrl {
+        &self.url
+    }
+
+    /// The lock file path.
+    pub fn lock_path(&self) -> PathBuf {
+        self.project.dir.join(lock::LOCK_FILE)
+    }
+
+    fn dialect(&self) -> Dialect {
+        match self.url {
+            DatabaseUrl::Sqlite(_) => Dialect::Sqlite,
+            DatabaseUrl::Postgres(_) => Dialect::Postgres,
+            DatabaseUrl::MySql(_) => Dialect::MySql,
+        }
+    }
+
+    fn facts(&self, db: Option<&mut dyn Backend>) -> Result<DbFacts, Error> {
+        let Some(db) = db else {
+            return Ok(DbFacts::default());
+        };
+        let version = match state::read_version(db, &self.project.name)? {
+            Some(text) => Some(Version::parse(&text).map_err(|e| {
+                Error::Config(format!(
+                    "the database records {} for project {}: {e}",
+                    text, self.project.name
+                ))
+            })?),
+            None => None,
+        };
+        let has_user_tables = version.is_none() && db.user_table_count()? > 0;
+        Ok(DbFacts {
+            version,
+            has_user_tables,
+        })
+    }
+
+    fn read_only_facts(&self) -> Result<DbFacts, Error> {
+        match self.url.connect_read_only()? {
+            Some(mut db) => self.facts(Some(db.as_mut())),
+            None => self.facts(None),
+        }
+    }
+
+    /// The status report (read-only).
+    pub fn status(&self) -> Result<Report, Error> {
+        let lock_path = self.lock_path();
+        let lock_state = lock::inspect(&lock_path)?;
+        let facts = self.read_only_facts()?;
+        let (pending, problem) =
+            match plan::plan(&self.project.manifest, &self.project.code_version, &facts) {
+                Ok(plan) => (plan.items.iter().map(ReportItem::from).collect(), None),
+                Err(error) => (Vec::new(), Some(error.to_string())),
+            };
+        let state = if lock_state != LockState::Free {
+            "halted"
+        } else if facts.version.is_none() {
+            "uninitialized"
+        } else if !pending.is_empty() {
+            "pending"
+        } else {
+            "current"
+        };
+        Ok(Report {
+            project: self.project.name.clone(),
+            code_version: self.project.code_version.to_string(),
+            db_version: facts.version.map(|v| v.to_string()),
+            state,
+            pending,
+            lock: LockReport::new(&lock_state, &lock_path),
+            updates_pending: Vec::new(),
+            database: self.url.to_string(),
+            problem,
+        })
+    }
+
+    /// The plan `run` would execute (read-only).
+    pub fn plan(&self) -> Result<PlanReport, Error> {
+        let facts = self.read_only_facts()?;
+        let plan = plan::plan(&self.project.manifest, &self.project.code_version, &facts)?;
+        Ok(PlanReport {
+            project: self.project.name.clone(),
+            from: plan.start.as_ref().map(ToString::to_string),
+            to: plan.target.to_string(),
+            steps: plan.items.iter().map(ReportItem::from).collect(),
+        })
+    }
+
+    /// The applied steps, oldest first (read-only).
+    pub fn history(&self) -> Result<Vec<state::HistoryRow>, Error> {
+        match self.url.connect_read_only()? {
+            Some(mut db) => Ok(state::read_history(db.as_mut(), &self.project.name)?),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Removes a failed or stale lock; refuses while a live process holds it.
+    pub fn unlock(&self) -> Result<LockState, Error> {
+        Ok(lock::unlock(&self.lock_path())?)
+    }
+
+    /// Reads every script of the plan, splits it, guards each statement and computes each
+    /// step's checksum, so that nothing that would be refused is found mid-run.
+    fn prepare(&self, plan: &Plan, dialect: Dialect) -> Result<Vec<PreparedItem>, Error> {
+        let manifest = &self.project.manifest;
+        let mut prepared = Vec::with_capacity(plan.items.len());
+        for item in &plan.items {
+            let (actions, transaction) = match item.kind {
+                ItemKind::Install => (
+                    &manifest
+                        .install
+                        .as_ref()
+                        .expect("planned install exists")
+                        .actions,
+                    StepTransaction::Shared,
+                ),
+                ItemKind::Step => {
+                    let step = &manifest.steps[item.step_index.expect("steps have an index")];
+                    (&step.actions, step.transaction)
+                }
+                ItemKind::VersionOnly => {
+                    prepared.push(PreparedItem {
+                        item: item.clone(),
+                        statements: Vec::new(),
+                        checksum: None,
+                        transaction: StepTransaction::Shared,
+                    });
+                    continue;
+                }
+            };
+            let mut hasher = Sha256::new();
+            let mut statements = Vec::new();
+            for action in actions {
+                match action {
+                    Action::Sql { source, .. } => {
+                        let (origin_file, text, line_offset, first_column) = match source {
+                            SqlSource::File(file) => {
+                                let full = self.project.dir.join(file);
+                                let text = std::fs::read_to_string(&full).map_err(|e| {
+                                    Error::Refused(format!(
+                                        "{}: cannot read script for step '{}': {e}",
+                                        full.display(),
+                                        item.name
+                                    ))
+                                })?;
+                                (file.display().to_string(), text, 0, 1)
+                            }
+                            SqlSource::Inline { text, pos } => (
+                                manifest.path.display().to_string(),
+                                text.clone(),
+                                pos.line - 1,
+                                pos.column,
+                            ),
+                        };
+                        hasher.update(b"sql\0");
+                        hasher.update(text.as_bytes());
+                        hasher.update(b"\0");
+                        let place = |line: u32, column: u32| {
+                            let column = if line == 1 {
+                                column + first_column - 1
+                            } else {
+                                column
+                            };
+                            format!("{origin_file}:{}:{column}", line + line_offset)
+                        };
+                        let split = sql::split(&text, dialect).map_err(|e| {
+                            Error::Refused(format!(
+                                "{}: step '{}': cannot split the SQL: {}",
+                                place(e.line, e.column),
+                                item.name,
+                                e.message
+                            ))
+                        })?;
+                        for statement in split {
+                            let origin = place(statement.line, statement.column);
+                            if transaction == StepTransaction::Shared {
+                                if let Err(refusal) = guard::check(&statement, dialect) {
+                                    return Err(Error::Refused(format!(
+                                        "{origin}: step '{}': statement refused on {}: {}: `{}`",
+                                        item.name,
+                                        dialect.name(),
+                                        refusal.reason,
+                                        abbreviate(&statement.text)
+                                    )));
+                                }
+                            }
+                            statements.push(Prepared {
+                                text: statement.text,
+                                origin,
+                            });
+                        }
+                    }
+                    Action::Plugin {
+                        library, method, ..
+                    } => {
+                        return Err(Error::Refused(format!(
+                            "step '{}' calls method '{method}' of plugin library '{library}', but this build of upgrader cannot load step plugins yet",
+                            item.name
+                        )));
+                    }
+                }
+            }
+            prepared.push(PreparedItem {
+                item: item.clone(),
+                statements,
+                checksum: Some(hex(&hasher.finalize())),
+                transaction,
+            });
+        }
+        Ok(prepared)
+    }
+
+    /// Performs the upgrade: lock, steps in a transaction, record, unlock.
+    pub fn run(&self) -> Result<RunOutcome, Error> {
+        let run_started = Instant::now();
+        let lock_path = self.lock_path();
+        if let Some(message) = lock::inspect(&lock_path)?.explain(&lock_path) {
+            return Err(Error::Halted(message));
+        }
+        let facts = self.read_only_facts()?;
+        let plan = plan::plan(&self.project.manifest, &self.project.code_version, &facts)?;
+        if !plan.is_needed() {
+            return Ok(self.current_outcome(&plan, run_started));
+        }
+        let dialect = self.dialect();
+        let prepared = self.prepare(&plan, dialect)?;
+
+        let record = LockRecord {
+            pid: std::process::id(),
+            host: host(),
+            started_at: now(),
+            from: plan.start.as_ref().map(ToString::to_string),
+            to: plan.target.to_string(),
+            state: "running".into(),
+            step: None,
+            error: None,
+            non_transactional: false,
+        };
+        let guard = LockGuard::acquire(&lock_path, record)?;
+        let mut db = self.url.connect()?;
+        state::ensure(db.as_mut(), &now())?;
+        let mut runner = Runner {
+            engine: self,
+            db: db.as_mut(),
+            guard: Some(guard),
+            mode: self.config.transaction,
+            in_transaction: false,
+            committed_version: None,
+            applied: Vec::new(),
+        };
+        runner.begin()?;
+        // Another host may have upgraded between our look and our lock: plan again under it.
+        let facts = self.facts(Some(&mut *runner.db))?;
+        runner.committed_version = facts.version.clone();
+        let plan = match plan::plan(&self.project.manifest, &self.project.code_version, &facts) {
+            Ok(plan) => plan,
+            Err(error) => {
+                runner.db.rollback()?;
+                return Err(error.into());
+            }
+        };
+        if !plan.is_needed() {
+            runner.db.rollback()?;
+            return Ok(self.current_outcome(&plan, run_started));
+        }
+        let prepared = if plan.items == prepared.iter().map(|p| p.item.clone()).collect::<Vec<_>>()
+        {
+            prepared
+        } else {
+            match self.prepare(&plan, dialect) {
+                Ok(prepared) => prepared,
+                Err(error) => {
+                    runner.db.rollback()?;
+                    return Err(error);
+                }
+            }
+        };
+        runner.execute(&plan, &prepared)?;
+        let installed = plan
+            .items
+            .first()
+            .is_some_and(|i| i.kind == ItemKind::Install);
+        Ok(RunOutcome {
+            project: self.project.name.clone(),
+            result: if installed { "installed" } else { "upgraded" },
+            from: plan.start.as_ref().map(ToString::to_string),
+            to: plan.target.to_string(),
+            applied: std::mem::take(&mut runner.applied),
+            duration_ms: run_started.elapsed().as_millis() as u64,
+        })
+    }
+
+    fn current_outcome(&self, plan: &Plan, started: Instant) -> RunOutcome {
+        RunOutcome {
+            project: self.project.name.clone(),
+            result: "current",
+            from: plan.db_version.as_ref().map(ToString::to_string),
+            to: plan.target.to_string(),
+            applied: Vec::new(),
+            duration_ms: started.elapsed().as_millis() as u64,
+        }
+    }
+}
+
+/// The state of one run in progress; owns the transaction bookkeeping.
+struct Runner<'a> {
+    engine: &'a Engine,
+    db: &'a mut dyn Backend,
+    guard: Option<LockGuard>,
+    mode: TransactionMode,
+    in_transaction: bool,
+    /// The version the database holds if everything uncommitted is rolled back.
+    committed_version: Option<Version>,
+    applied: Vec<Applied>,
+}
+
+/// What went wrong inside a run, before it is turned into the user's error.
+struct Failure {
+    item: String,
+    message: String,
+    non_transactional: bool,
+}
+
+impl Runner<'_> {
+    fn begin(&mut self) -> Result<(), Error> {
+        self.db.begin()?;
+        self.in_transaction = true;
+        Ok(())
+    }
+
+    fn commit(&mut self, version: &Version) -> Result<(), Error> {
+        self.db.commit()?;
+        self.in_transaction = false;
+        self.committed_version = Some(version.clone());
+        Ok(())
+    }
+
+    fn execute(&mut self, plan: &Plan, prepared: &[PreparedItem]) -> Result<(), Error> {
+        match self.apply_all(plan, prepared) {
+            Ok(()) => {
+                // Dropping the guard removes the lock file: the run is over.
+                self.guard.take();
+                Ok(())
+            }
+            Err(failure) => Err(self.fail(failure)),
+        }
+    }
+
+    fn apply_all(&mut self, plan: &Plan, prepared: &[PreparedItem]) -> Result<(), Failure> {
+        let project = &self.engine.project.name;
+        let failure = |item: &str, message: String| Failure {
+            item: item.to_string(),
+            message,
+            non_transactional: false,
+        };
+        for entry in prepared {
+            let item = &entry.item;
+            let alone = entry.transaction == StepTransaction::NoneUnsafe;
+            if alone && self.in_transaction {
+                let version = self.committed_or_current(item);
+                self.commit(&version)
+                    .map_err(|e| failure(&item.name, e.to_string()))?;
+            }
+            if !alone && !self.in_transaction {
+                self.begin()
+                    .map_err(|e| failure(&item.name, e.to_string()))?;
+                self.check_version(item)
+                    .map_err(|e| failure(&item.name, e))?;
+            }
+            if let Some(guard) = self.guard.as_mut() {
+                guard
+                    .set_step(&item.name, alone)
+                    .map_err(|e| failure(&item.name, e.to_string()))?;
+            }
+            let started_at = now();
+            let started = Instant::now();
+            for statement in &entry.statements {
+                log::debug!("{}: {}", statement.origin, statement.text);
+                if let Err(error) = self.db.execute(&statement.text) {
+                    return Err(Failure {
+                        item: item.name.clone(),
+                        message: format!(
+                            "{} '{}' failed at {}: {}",
+                            item.kind.name(),
+                            item.name,
+                            statement.origin,
+                            error
+                        ),
+                        non_transactional: alone,
+                    });
+                }
+            }
+            let duration = started.elapsed();
+            if alone {
+                self.begin()
+                    .map_err(|e| failure(&item.name, e.to_string()))?;
+            }
+            let row = history_row(project, entry, &started_at, duration);
+            let recorded = state::insert_history(self.db, &row)
+                .and_then(|()| state::write_version(self.db, project, item.to.as_str(), &now()));
+            recorded.map_err(|e| failure(&item.name, format!("recording {}: {e}", item.name)))?;
+            if alone || self.mode == TransactionMode::PerStep {
+                self.commit(&item.to)
+                    .map_err(|e| failure(&item.name, e.to_string()))?;
+            }
+            self.applied.push(Applied {
+                name: item.name.clone(),
+                kind: item.kind.name(),
+                from: item.from.as_ref().map(ToString::to_string),
+                to: item.to.to_string(),
+                statements: entry.statements.len(),
+                duration_ms: duration.as_millis() as u64,
+            });
+        }
+        if !self.in_transaction {
+            self.begin().map_err(|e| failure("record", e.to_string()))?;
+        }
+        // Adopting a database at exactly the code version runs nothing but must record it.
+        if prepared.is_empty() {
+            state::write_version(self.db, project, plan.target.as_str(), &now())
+                .map_err(|e| failure("record", e.to_string()))?;
+        }
+        self.commit(&plan.target)
+            .map_err(|e| failure("commit", e.to_string()))
+    }
+
+    /// The version a `transaction="none"` step finds committed before it runs.
+    fn committed_or_current(&self, item: &PlanItem) -> Version {
+        item.from.clone().unwrap_or_else(|| item.to.clone())
+    }
+
+    /// In per-step mode another process could slip in between two commits; make sure the
+    /// database is still where this run left it.
+    fn check_version(&mut self, item: &PlanItem) -> Result<(), String> {
+        let Some(expected) = &self.committed_version else {
+            return Ok(());
+        };
+        let recorded =
+            state::read_version(self.db, &self.engine.project.name).map_err(|e| e.to_string())?;
+        let recorded = recorded.and_then(|v| Version::parse(&v).ok());
+        if recorded.as_ref() != Some(expected) {
+            return Err(format!(
+                "before step '{}': the database version changed to {} under this run (another process upgraded it)",
+                item.name,
+                recorded.map_or("none".into(), |v| v.to_string())
+            ));
+        }
+        Ok(())
+    }
+
+    /// Rolls back, records the failure outside the rolled-back work, and leaves the lock
+    /// failed.
+    fn fail(&mut self, failure: Failure) -> Error {
+        if self.in_transaction {
+            if let Err(error) = self.db.rollback() {
+                log::error!("rollback failed: {error}");
+            }
+            self.in_transaction = false;
+        }
+        let version = self
+            .committed_version
+            .as_ref()
+            .map_or_else(|| "none recorded".to_string(), ToString::to_string);
+        let mut message = failure.message.clone();
+        if failure.non_transactional {
+            message.push_str(&format!(
+                "; the step ran without a transaction (transaction=\"none\"), so the database may hold part of it; the recorded version is {version}"
+            ));
+        } else if self.mode == TransactionMode::PerStep {
+            message.push_str(&format!(
+                "; this step was rolled back, steps before it stay committed, and the database is at version {version}"
+            ));
+        } else {
+            message.push_str(&format!(
+                "; the whole run was rolled back and the database is unchanged (version {version})"
+            ));
+        }
+        let project = &self.engine.project.name;
+        let failed_row = state::HistoryRow {
+            id: None,
+            project: project.clone(),
+            kind: "step".into(),
+            name: failure.item.clone(),
+            from_version: self.committed_version.as_ref().map(ToString::to_string),
+            to_version: self.engine.project.code_version.to_string(),
+            checksum: None,
+            started_at: now(),
+            finished_at: now(),
+            duration_ms: 0,
+            host: host(),
+            pid: i64::from(std::process::id()),
+            success: false,
+            error: Some(message.clone()),
+        };
+        let recorded = self.db.begin().map_err(Error::from).and_then(|()| {
+            state::insert_history(self.db, &failed_row)?;
+            Ok(self.db.commit()?)
+        });
+        if let Err(error) = recorded {
+            let _ = self.db.rollback();
+            log::error!("could not record the failure in upgrader_history: {error}");
+        }
+        if let Some(guard) = self.guard.take() {
+            if let Err(error) = guard.fail(Some(&failure.item), &message) {
+                log::error!("could not mark the lock failed: {error}");
+            }
+        }
+        Error::StepFailed {
+            step: failure.item,
+            message,
+        }
+    }
+}
+
+impl Drop for Runner<'_> {
+    fn drop(&mut self) {
+        if self.in_transaction {
+            let _ = self.db.rollback();
+        }
+    }
+}
+
+fn history_row(
+    project: &str,
+    entry: &PreparedItem,
+    started_at: &str,
+    duration: Duration,
+) -> state::HistoryRow {
+    state::HistoryRow {
+        id: None,
+        project: project.to_string(),
+        kind: entry.item.kind.name().to_string(),
+        name: entry.item.name.clone(),
+        from_version: entry.item.from.as_ref().map(ToString::to_string),
+        to_version: entry.item.to.to_string(),
+        checksum: entry.checksum.clone(),
+        started_at: started_at.to_string(),
+        finished_at: now(),
+        duration_ms: duration.as_millis() as i64,
+        host: host(),
+        pid: i64::from(std::process::id()),
+        success: true,
+        error: None,
+    }
+}
+
+/// The current time, RFC 3339 in UTC with milliseconds.
+pub(crate) fn now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+fn host() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
+            let _ = write!(out, "{byte:02x}");
+            out
+        })
+}
+
+/// A statement shortened for an error message.
+fn abbreviate(text: &str) -> String {
+    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() > 80 {
+        let cut: String = one_line.chars().take(77).collect();
+        format!("{cut}...")
+    } else {
+        one_line
+    }
+}

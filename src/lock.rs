@@ -1,0 +1,400 @@
+//! `upgrade.lock`: a JSON record of the run held with an OS file lock for the run's whole
+//! life. Its four states (free, held, failed, stale) decide whether anyone may upgrade.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The file name, in the project directory.
+pub const LOCK_FILE: &str = "upgrade.lock";
+
+/// What the lock file says about a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockRecord {
+    /// Process id of the upgrading process.
+    pub pid: u32,
+    /// Host it runs on.
+    pub host: String,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    /// Database version when the run started (null for an install).
+    pub from: Option<String>,
+    /// The version the run aims for.
+    pub to: String,
+    /// `running` or `failed`.
+    pub state: String,
+    /// The step running, or the one that failed.
+    pub step: Option<String>,
+    /// The error of a failed run.
+    pub error: Option<String>,
+    /// Set while a `transaction="none"` step runs, and kept if it fails: the database may
+    /// then hold part of that step.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub non_transactional: bool,
+}
+
+/// The lock as found by someone who does not hold it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockState {
+    /// No lock file.
+    Free,
+    /// A live process holds the OS lock: an upgrade is in progress.
+    Held(Option<LockRecord>),
+    /// A run failed and left the lock for a developer to look at.
+    Failed(LockRecord),
+    /// The file says running but nobody holds it: the upgrading process died.
+    Stale(Option<LockRecord>),
+}
+
+impl LockState {
+    /// `free`, `held`, `failed` or `stale`, as in `status --json`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            LockState::Free => "free",
+            LockState::Held(_) => "held",
+            LockState::Failed(_) => "failed",
+            LockState::Stale(_) => "stale",
+        }
+    }
+
+    /// The record in the file, when it could be read.
+    pub fn record(&self) -> Option<&LockRecord> {
+        match self {
+            LockState::Free => None,
+            LockState::Held(record) | LockState::Stale(record) => record.as_ref(),
+            LockState::Failed(record) => Some(record),
+        }
+    }
+
+    /// A sentence for a person saying why upgrading is halted; `None` when free.
+    pub fn explain(&self, lock_path: &Path) -> Option<String> {
+        let shown = lock_path.display();
+        let who = |r: &LockRecord| format!("pid {} on {}", r.pid, r.host);
+        match self {
+            LockState::Free => None,
+            LockState::Held(record) => Some(format!(
+                "upgrade in progress ({}); try again when it has finished",
+                record
+                    .as_ref()
+                    .map_or_else(|| "another process".into(), who)
+            )),
+            LockState::Failed(record) => {
+                let mut text = format!(
+                    "the last upgrade failed at step '{}': {}",
+                    record.step.as_deref().unwrap_or("?"),
+                    record.error.as_deref().unwrap_or("unknown error")
+                );
+                if record.non_transactional {
+                    text.push_str(
+                        "; the step ran without a transaction (transaction=\"none\"), so the database may hold part of it",
+                    );
+                }
+                text.push_str(&format!(
+                    ". Fix the cause, then run `upgrader unlock` to remove {shown}"
+                ));
+                Some(text)
+            }
+            LockState::Stale(record) => {
+                let mut text = match record {
+                    Some(r) => format!(
+                        "the upgrading process is gone ({}, step '{}'); the database was rolled back",
+                        who(r),
+                        r.step.as_deref().unwrap_or("?")
+                    ),
+                    None => "the upgrading process is gone; the database was rolled back".into(),
+                };
+                if record.as_ref().is_some_and(|r| r.non_transactional) {
+                    text = text.replace(
+                        "the database was rolled back",
+                        "it was running a step without a transaction (transaction=\"none\"), so the database may hold part of it",
+                    );
+                }
+                text.push_str(&format!(". Run `upgrader unlock` to remove {shown}"));
+                Some(text)
+            }
+        }
+    }
+}
+
+/// Lock file errors.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Someone else is upgrading, or a previous run left the lock.
+    #[error("{0}")]
+    Halted(String),
+    /// File system trouble.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The lock file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> LockError + '_ {
+    move |source| LockError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn read_record(file: &mut File) -> Option<LockRecord> {
+    let mut text = String::new();
+    file.seek(SeekFrom::Start(0)).ok()?;
+    file.read_to_string(&mut text).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Looks at the lock without taking it.
+pub fn inspect(path: &Path) -> Result<LockState, LockError> {
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LockState::Free),
+        Err(e) => return Err(io(path)(e)),
+    };
+    // A shared lock is enough to learn whether a runner holds its exclusive one.
+    let held = match file.try_lock_shared() {
+        Ok(()) => false,
+        Err(TryLockError::WouldBlock) => true,
+        Err(TryLockError::Error(e)) => return Err(io(path)(e)),
+    };
+    let record = read_record(&mut file);
+    let _ = file.unlock();
+    Ok(match (held, record) {
+        (true, record) => LockState::Held(record),
+        (false, Some(record)) if record.state == "failed" => LockState::Failed(record),
+        (false, record) => LockState::Stale(record),
+    })
+}
+
+/// The lock, held by this process; released when dropped. A failed run calls
+/// [`LockGuard::fail`] so that the file stays behind.
+#[derive(Debug)]
+pub struct LockGuard {
+    path: PathBuf,
+    file: File,
+    record: LockRecord,
+    keep: bool,
+}
+
+impl LockGuard {
+    /// Takes the lock for a run described by `record`, or says why it cannot.
+    pub fn acquire(path: &Path, record: LockRecord) -> Result<LockGuard, LockError> {
+        loop {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .map_err(io(path))?;
+            match try_lock_patiently(&file) {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => {
+                    let state = inspect(path)?;
+                    let state = match state {
+                        LockState::Free => continue,
+                        held @ LockState::Held(_) => held,
+                        other => other,
+                    };
+                    return Err(LockError::Halted(
+                        state
+                            .explain(path)
+                            .unwrap_or_else(|| "upgrade in progress".into()),
+                    ));
+                }
+                Err(TryLockError::Error(e)) => return Err(io(path)(e)),
+            }
+            // The holder before us may have removed the file after we opened it; a lock
+            // on a removed file protects nothing, so start again with the new one.
+            if !same_file(&file, path) {
+                continue;
+            }
+            let mut guard = LockGuard {
+                path: path.to_path_buf(),
+                file,
+                record,
+                keep: true,
+            };
+            let existing = {
+                let mut text = String::new();
+                guard.file.read_to_string(&mut text).map_err(io(path))?;
+                (!text.trim().is_empty()).then(|| serde_json::from_str::<LockRecord>(&text).ok())
+            };
+            if let Some(existing) = existing {
+                let state = match existing {
+                    Some(record) if record.state == "failed" => LockState::Failed(record),
+                    other => LockState::Stale(other),
+                };
+                // Leave the file exactly as it was for the developer to read.
+                return Err(LockError::Halted(state.explain(path).unwrap_or_default()));
+            }
+            guard.keep = false;
+            guard.write()?;
+            return Ok(guard);
+        }
+    }
+
+    /// The record as last written.
+    pub fn record(&self) -> &LockRecord {
+        &self.record
+    }
+
+    /// Records which step is running (and whether it runs without a transaction).
+    pub fn set_step(&mut self, step: &str, non_transactional: bool) -> Result<(), LockError> {
+        self.record.step = Some(step.to_string());
+        self.record.non_transactional = non_transactional;
+        self.write()
+    }
+
+    /// Marks the run failed; the file stays after the guard is dropped.
+    pub fn fail(mut self, step: Option<&str>, error: &str) -> Result<(), LockError> {
+        self.record.state = "failed".into();
+        if let Some(step) = step {
+            self.record.step = Some(step.to_string());
+        }
+        self.record.error = Some(error.to_string());
+        self.keep = true;
+        self.write()
+    }
+
+    fn write(&mut self) -> Result<(), LockError> {
+        let path = self.path.clone();
+        let mut text = serde_json::to_string_pretty(&self.record).expect("lock record serializes");
+        text.push('\n');
+        self.file.set_len(0).map_err(io(&path))?;
+        self.file.seek(SeekFrom::Start(0)).map_err(io(&path))?;
+        self.file.write_all(text.as_bytes()).map_err(io(&path))?;
+        Ok(())
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        // Removing before unlocking means nobody can take a lock on a file about to vanish
+        // without noticing (see `same_file`).
+        if !self.keep {
+            let _ = std::fs::remove_file(&self.path);
+        }
+        let _ = self.file.unlock();
+    }
+}
+
+/// `status` probes the lock with a brief shared lock; a runner that meets such a probe
+/// tries again for a moment instead of reporting a run in progress that is not there.
+fn try_lock_patiently(file: &File) -> Result<(), TryLockError> {
+    for _ in 0..20 {
+        match file.try_lock() {
+            Err(TryLockError::WouldBlock) => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            other => return other,
+        }
+    }
+    file.try_lock()
+}
+
+#[cfg(unix)]
+fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn same_file(_file: &File, path: &Path) -> bool {
+    path.exists()
+}
+
+/// Removes a failed or stale lock; refuses while a live process holds it.
+/// Returns the state that was cleared.
+pub fn unlock(path: &Path) -> Result<LockState, LockError> {
+    let file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LockState::Free),
+        Err(e) => return Err(io(path)(e)),
+    };
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let state = inspect(path)?;
+            return Err(LockError::Halted(format!(
+                "refusing to unlock: {}",
+                state
+                    .explain(path)
+                    .unwrap_or_else(|| "a live process holds the lock".into())
+            )));
+        }
+        Err(TryLockError::Error(e)) => return Err(io(path)(e)),
+    }
+    let mut file = file;
+    let record = read_record(&mut file);
+    let state = match record {
+        Some(record) if record.state == "failed" => LockState::Failed(record),
+        other => LockState::Stale(other),
+    };
+    std::fs::remove_file(path).map_err(io(path))?;
+    let _ = file.unlock();
+    Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> LockRecord {
+        LockRecord {
+            pid: 1,
+            host: "h".into(),
+            started_at: "t".into(),
+            from: Some("1.0.0".into()),
+            to: "1.1.0".into(),
+            state: "running".into(),
+            ..LockRecord::default()
+        }
+    }
+
+    #[test]
+    fn free_held_failed_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOCK_FILE);
+        assert_eq!(inspect(&path).unwrap(), LockState::Free);
+        let guard = LockGuard::acquire(&path, record()).unwrap();
+        assert!(matches!(inspect(&path).unwrap(), LockState::Held(Some(_))));
+        let second = LockGuard::acquire(&path, record()).unwrap_err();
+        assert!(
+            second.to_string().contains("upgrade in progress"),
+            "{second}"
+        );
+        assert!(unlock(&path).is_err());
+        guard.fail(Some("s"), "boom").unwrap();
+        let state = inspect(&path).unwrap();
+        assert!(matches!(&state, LockState::Failed(r) if r.error.as_deref() == Some("boom")));
+        let again = LockGuard::acquire(&path, record()).unwrap_err();
+        assert!(
+            again.to_string().contains("failed at step 's': boom"),
+            "{again}"
+        );
+        assert!(matches!(unlock(&path).unwrap(), LockState::Failed(_)));
+        assert_eq!(inspect(&path).unwrap(), LockState::Free);
+
+        std::fs::write(&path, serde_json::to_string(&record()).unwrap()).unwrap();
+        assert!(matches!(inspect(&path).unwrap(), LockState::Stale(Some(_))));
+        let stale = LockGuard::acquire(&path, record()).unwrap_err();
+        assert!(stale.to_string().contains("process is gone"), "{stale}");
+    }
+
+    #[test]
+    fn released_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOCK_FILE);
+        drop(LockGuard::acquire(&path, record()).unwrap());
+        assert!(!path.exists());
+        assert_eq!(inspect(&path).unwrap(), LockState::Free);
+    }
+}

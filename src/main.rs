@@ -1,0 +1,281 @@
+//! The `upgrader` command line: a thin face over the library's [`upgrader::Engine`].
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use upgrader::engine::{PlanReport, ReportItem};
+use upgrader::lock::LockState;
+use upgrader::{Config, Engine, Error, Report, RunOutcome, TransactionMode};
+
+/// Safe, transactional self-upgrade of database-driven applications.
+#[derive(Parser, Debug)]
+#[command(name = "upgrader", version, about, long_about = None)]
+struct Cli {
+    /// Project directory holding VERSION and upgrade.xml.
+    #[arg(long, global = true, value_name = "DIR", default_value = ".")]
+    project: PathBuf,
+
+    /// Database URL: sqlite://PATH, postgres://…, mysql://… [default: $DATABASE_URL, else sqlite://DIR/upgrader.db]
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "DATABASE_URL",
+        hide_env_values = true
+    )]
+    database: Option<String>,
+
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    json: bool,
+
+    /// `single`: the whole run is one transaction. `per-step`: each step commits on its
+    /// own, so a failure keeps the steps before it (the run can then stop half-way).
+    #[arg(long, global = true, value_enum, default_value = "single")]
+    transaction: TransactionArg,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum TransactionArg {
+    Single,
+    PerStep,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Code version, database version, pending steps, lock state.
+    Status,
+    /// Like status, then exit 0 current, 3 upgrade pending, 4 halted by a lock.
+    Check,
+    /// The exact steps `run` would execute, executing nothing.
+    Plan,
+    /// Perform the upgrade.
+    Run,
+    /// Clear a failed or stale lock (refused while a live process holds it).
+    Unlock,
+    /// The applied steps.
+    History,
+}
+
+/// Exit codes of DESIGN.md.
+const EXIT_ERROR: u8 = 1;
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp_millis()
+        .init();
+    let cli = Cli::parse();
+    let config = Config {
+        project_dir: cli.project.clone(),
+        database_url: cli.database.clone(),
+        transaction: match cli.transaction {
+            TransactionArg::Single => TransactionMode::Single,
+            TransactionArg::PerStep => TransactionMode::PerStep,
+        },
+    };
+    match execute(&cli, config) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            if cli.json {
+                let body = serde_json::json!({ "error": error.to_string(), "exit_code": error.exit_code() });
+                println!("{body}");
+            } else {
+                eprintln!("upgrader: error: {error}");
+            }
+            ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(EXIT_ERROR))
+        }
+    }
+}
+
+fn execute(cli: &Cli, config: Config) -> Result<u8, Error> {
+    let engine = Engine::open(config)?;
+    let mut out = std::io::stdout().lock();
+    let json = cli.json;
+    let code = match cli.command {
+        Command::Status | Command::Check => {
+            let report = engine.status()?;
+            if json {
+                print_json(&mut out, &report);
+            } else {
+                print_report(&mut out, &report);
+            }
+            match cli.command {
+                Command::Check => report.exit_code() as u8,
+                _ if report.problem.is_some() => EXIT_ERROR,
+                _ => 0,
+            }
+        }
+        Command::Plan => {
+            let plan = engine.plan()?;
+            if json {
+                print_json(&mut out, &plan);
+            } else {
+                print_plan(&mut out, &plan);
+            }
+            0
+        }
+        Command::Run => {
+            let outcome = engine.run()?;
+            if json {
+                print_json(&mut out, &outcome);
+            } else {
+                print_outcome(&mut out, &outcome);
+            }
+            0
+        }
+        Command::Unlock => {
+            let cleared = engine.unlock()?;
+            let message = match &cleared {
+                LockState::Free => "no lock to clear".to_string(),
+                other => format!(
+                    "removed the {} lock {}",
+                    other.name(),
+                    engine.lock_path().display()
+                ),
+            };
+            if json {
+                print_json(
+                    &mut out,
+                    &serde_json::json!({ "cleared": cleared.name(), "message": message }),
+                );
+            } else {
+                let _ = writeln!(out, "{message}");
+            }
+            0
+        }
+        Command::History => {
+            let rows = engine.history()?;
+            if json {
+                print_json(&mut out, &rows);
+            } else if rows.is_empty() {
+                let _ = writeln!(out, "no history for {}", engine.project().name);
+            } else {
+                for row in rows {
+                    let _ = writeln!(
+                        out,
+                        "{:<20} {:<12} {:<24} {:>10} -> {:<10} {:>6} ms  {}{}",
+                        row.started_at,
+                        row.kind,
+                        row.name,
+                        row.from_version.as_deref().unwrap_or("-"),
+                        row.to_version,
+                        row.duration_ms,
+                        if row.success { "ok" } else { "FAILED" },
+                        row.error.map(|e| format!(": {e}")).unwrap_or_default()
+                    );
+                }
+            }
+            0
+        }
+    };
+    Ok(code)
+}
+
+fn print_json(out: &mut impl Write, value: &impl serde::Serialize) {
+    let text = serde_json::to_string_pretty(value).expect("reports serialize");
+    let _ = writeln!(out, "{text}");
+}
+
+fn item_line(item: &ReportItem) -> String {
+    format!(
+        "{:<12} {:<28} {} -> {}",
+        item.kind,
+        if item.kind == "version-only" {
+            ""
+        } else {
+            &item.name
+        },
+        item.from.as_deref().unwrap_or("(empty)"),
+        item.to
+    )
+}
+
+fn print_report(out: &mut impl Write, report: &Report) {
+    let _ = writeln!(out, "project:   {}", report.project);
+    let _ = writeln!(out, "database:  {}", report.database);
+    let _ = writeln!(out, "code:      {}", report.code_version);
+    let _ = writeln!(
+        out,
+        "db:        {}",
+        report.db_version.as_deref().unwrap_or("(none recorded)")
+    );
+    let _ = writeln!(out, "state:     {}", report.state);
+    let _ = writeln!(out, "lock:      {}", report.lock.state);
+    if let Some(message) = &report.lock.message {
+        let _ = writeln!(out, "           {message}");
+    }
+    if let Some(problem) = &report.problem {
+        let _ = writeln!(out, "problem:   {problem}");
+    }
+    if !report.pending.is_empty() {
+        let _ = writeln!(out, "pending:");
+        for item in &report.pending {
+            let _ = writeln!(out, "  {}", item_line(item));
+        }
+    }
+}
+
+fn print_plan(out: &mut impl Write, plan: &PlanReport) {
+    if plan.steps.is_empty() && plan.from.as_deref() == Some(plan.to.as_str()) {
+        let _ = writeln!(
+            out,
+            "{} is current at {}; nothing to do",
+            plan.project, plan.to
+        );
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "plan for {}: {} -> {}",
+        plan.project,
+        plan.from.as_deref().unwrap_or("(empty database)"),
+        plan.to
+    );
+    if plan.steps.is_empty() {
+        let _ = writeln!(out, "  record version {} (no steps to run)", plan.to);
+    }
+    for (index, item) in plan.steps.iter().enumerate() {
+        let _ = writeln!(out, "  {:>3}. {}", index + 1, item_line(item));
+    }
+}
+
+fn print_outcome(out: &mut impl Write, outcome: &RunOutcome) {
+    if outcome.result == "current" {
+        let _ = writeln!(out, "{} is current at {}", outcome.project, outcome.to);
+        return;
+    }
+    let verb = if outcome.result == "installed" {
+        "installed"
+    } else {
+        "upgraded"
+    };
+    let _ = writeln!(
+        out,
+        "{verb} {} {} -> {} in {} ms",
+        outcome.project,
+        outcome.from.as_deref().unwrap_or("(empty)"),
+        outcome.to,
+        outcome.duration_ms
+    );
+    for applied in &outcome.applied {
+        let _ = writeln!(
+            out,
+            "  {:<12} {:<28} {} -> {}  ({} statements, {} ms)",
+            applied.kind,
+            if applied.kind == "version-only" {
+                ""
+            } else {
+                &applied.name
+            },
+            applied.from.as_deref().unwrap_or("(empty)"),
+            applied.to,
+            applied.statements,
+            applied.duration_ms
+        );
+    }
+}

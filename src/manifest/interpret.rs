@@ -1,0 +1,494 @@
+//! Reads the element tree as a canonical or older-format manifest, checking names,
+//! attributes and values element by element.
+
+use std::path::{Path, PathBuf};
+
+use super::xml::{Attr, Element};
+use super::{
+    Action, ErrorFn, Format, Install, Manifest, ManifestError, Pos, SqlSource, Step,
+    StepTransaction,
+};
+use crate::version::Version;
+
+fn is(element: &Element, name: &str) -> bool {
+    element.name.eq_ignore_ascii_case(name)
+}
+
+/// Checks that an element has only `allowed` attributes and returns a lookup.
+struct Attrs<'a> {
+    element: &'a Element,
+}
+
+impl<'a> Attrs<'a> {
+    fn check(
+        element: &'a Element,
+        allowed: &[&str],
+        error: &ErrorFn<'_>,
+    ) -> Result<Self, ManifestError> {
+        for attr in &element.attrs {
+            if !allowed.contains(&attr.name.as_str()) {
+                let expected = if allowed.is_empty() {
+                    "it takes no attributes".to_string()
+                } else {
+                    format!("expected {}", list(allowed))
+                };
+                return Err(error(
+                    attr.pos,
+                    format!(
+                        "unknown attribute `{}` on <{}>; {expected}",
+                        attr.name, element.name
+                    ),
+                ));
+            }
+        }
+        Ok(Attrs { element })
+    }
+
+    fn get(&self, name: &str) -> Option<&'a Attr> {
+        self.element.attrs.iter().find(|a| a.name == name)
+    }
+
+    fn required(&self, name: &str, error: &ErrorFn<'_>) -> Result<&'a Attr, ManifestError> {
+        let attr = self.get(name).ok_or_else(|| {
+            error(
+                self.element.pos,
+                format!("<{}> needs a `{name}` attribute", self.element.name),
+            )
+        })?;
+        if attr.value.trim().is_empty() {
+            return Err(error(attr.pos, format!("attribute `{name}` is empty")));
+        }
+        Ok(attr)
+    }
+
+    fn version(&self, name: &str, error: &ErrorFn<'_>) -> Result<Version, ManifestError> {
+        let attr = self.required(name, error)?;
+        Version::parse(&attr.value).map_err(|e| error(attr.pos, format!("attribute `{name}`: {e}")))
+    }
+}
+
+fn list(names: &[&str]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    quoted.join(", ")
+}
+
+fn no_text(element: &Element, error: &ErrorFn<'_>) -> Result<(), ManifestError> {
+    match element.text_pos {
+        Some(pos) => Err(error(
+            pos,
+            format!("unexpected text inside <{}>", element.name),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn no_children(element: &Element, error: &ErrorFn<'_>) -> Result<(), ManifestError> {
+    match element.children.first() {
+        Some(child) => Err(error(
+            child.pos,
+            format!(
+                "unexpected element <{}> inside <{}>",
+                child.name, element.name
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn text_version(element: &Element, error: &ErrorFn<'_>) -> Result<Version, ManifestError> {
+    no_children(element, error)?;
+    Attrs::check(element, &[], error)?;
+    let pos = element.text_pos.unwrap_or(element.pos);
+    Version::parse(&element.text).map_err(|e| error(pos, format!("<{}>: {e}", element.name)))
+}
+
+fn text_value(element: &Element, error: &ErrorFn<'_>) -> Result<String, ManifestError> {
+    no_children(element, error)?;
+    Attrs::check(element, &[], error)?;
+    let value = element.text.trim();
+    if value.is_empty() {
+        return Err(error(element.pos, format!("<{}> is empty", element.name)));
+    }
+    Ok(value.to_string())
+}
+
+pub(super) fn interpret(
+    root: Element,
+    path: &Path,
+    error: &ErrorFn<'_>,
+) -> Result<Manifest, ManifestError> {
+    if !is(&root, "upgrade") {
+        return Err(error(
+            root.pos,
+            format!("the root element is <{}>; expected <upgrade>", root.name),
+        ));
+    }
+    no_text(&root, error)?;
+    let attrs = Attrs::check(&root, &["project", "initial-version"], error)?;
+    let project = match attrs.get("project") {
+        Some(attr) => {
+            let name = attrs.required("project", error)?.value.trim().to_string();
+            check_project_name(&name, attr.pos, error)?;
+            Some(name)
+        }
+        None => None,
+    };
+    let mut initial_version = match attrs.get("initial-version") {
+        Some(_) => Some((attrs.version("initial-version", error)?, root.pos)),
+        None => None,
+    };
+    let mut manifest = Manifest {
+        path: path.to_path_buf(),
+        format: Format::Canonical,
+        project,
+        initial_version: None,
+        install: None,
+        steps: Vec::new(),
+    };
+    for child in &root.children {
+        if is(child, "initialversion") {
+            let version = text_version(child, error)?;
+            if let Some((_, first)) = initial_version {
+                return Err(error(
+                    child.pos,
+                    format!(
+                        "the initial version is given twice (first at line {})",
+                        first.line
+                    ),
+                ));
+            }
+            initial_version = Some((version, child.pos));
+        } else if is(child, "install") {
+            if let Some(first) = &manifest.install {
+                return Err(error(
+                    child.pos,
+                    format!(
+                        "a second <install> (the first is at line {})",
+                        first.pos.line
+                    ),
+                ));
+            }
+            Attrs::check(child, &[], error)?;
+            no_text(child, error)?;
+            let actions = actions(child, &mut [], error)?;
+            manifest.install = Some(Install {
+                actions,
+                pos: child.pos,
+            });
+        } else if is(child, "step") {
+            manifest.steps.push(step(child, error)?);
+        } else if is(child, "matching") {
+            manifest.format = Format::Legacy;
+            Attrs::check(child, &[], error)?;
+            no_text(child, error)?;
+            for entry in &child.children {
+                if let Some(step) = legacy_step(entry, error)? {
+                    manifest.steps.push(step);
+                }
+            }
+        } else if is(child, "system_note") {
+            // Older deployments kept free-form notes here; they mean nothing to upgrader.
+        } else {
+            return Err(error(
+                child.pos,
+                format!(
+                    "unknown element <{}> in <upgrade>; expected <install>, <step>, <initialversion> or <matching>",
+                    child.name
+                ),
+            ));
+        }
+    }
+    manifest.initial_version = initial_version.map(|(version, _)| version);
+    Ok(manifest)
+}
+
+fn check_project_name(name: &str, pos: Pos, error: &ErrorFn<'_>) -> Result<(), ManifestError> {
+    if name.chars().any(|c| c.is_control()) || name.len() > 200 {
+        return Err(error(
+            pos,
+            format!("project name {name:?} must be printable and at most 200 bytes"),
+        ));
+    }
+    Ok(())
+}
+
+fn step(element: &Element, error: &ErrorFn<'_>) -> Result<Step, ManifestError> {
+    let attrs = Attrs::check(element, &["name", "from", "to", "transaction"], error)?;
+    no_text(element, error)?;
+    let name = attrs.required("name", error)?.value.trim().to_string();
+    let from = attrs.version("from", error)?;
+    let to = attrs.version("to", error)?;
+    let transaction =
+        match attrs.get("transaction") {
+            None => StepTransaction::Shared,
+            Some(attr) => match attr.value.trim() {
+                "shared" => StepTransaction::Shared,
+                "none" => StepTransaction::NoneUnsafe,
+                other => return Err(error(
+                    attr.pos,
+                    format!(
+                        "attribute `transaction` is \"{other}\"; expected \"none\" or \"shared\""
+                    ),
+                )),
+            },
+        };
+    let mut description = None;
+    let actions = actions(element, &mut [("description", &mut description)], error)?;
+    Ok(Step {
+        name,
+        from,
+        to,
+        description,
+        actions,
+        transaction,
+        pos: element.pos,
+    })
+}
+
+/// Reads `<sql>` and `<plugin>` children; `extra` names text-only children that may appear
+/// once (such as `<description>`).
+fn actions(
+    parent: &Element,
+    extra: &mut [(&str, &mut Option<String>)],
+    error: &ErrorFn<'_>,
+) -> Result<Vec<Action>, ManifestError> {
+    let mut actions = Vec::new();
+    'children: for child in &parent.children {
+        for (name, slot) in extra.iter_mut() {
+            if child.name == *name {
+                if slot.is_some() {
+                    return Err(error(
+                        child.pos,
+                        format!("a second <{name}> in <{}>", parent.name),
+                    ));
+                }
+                **slot = Some(text_value(child, error)?);
+                continue 'children;
+            }
+        }
+        if child.name == "sql" {
+            actions.push(sql_action(child, error)?);
+        } else if child.name == "plugin" {
+            let attrs = Attrs::check(child, &["library", "method"], error)?;
+            no_children(child, error)?;
+            no_text(child, error)?;
+            let library = attrs.required("library", error)?;
+            let method = attrs.required("method", error)?;
+            check_library(&library.value, library.pos, error)?;
+            check_method(&method.value, method.pos, error)?;
+            actions.push(Action::Plugin {
+                library: library.value.clone(),
+                method: method.value.clone(),
+                pos: child.pos,
+            });
+        } else {
+            let mut expected: Vec<String> = extra.iter().map(|(n, _)| format!("<{n}>")).collect();
+            expected.extend(["<sql>".to_string(), "<plugin>".to_string()]);
+            return Err(error(
+                child.pos,
+                format!(
+                    "unknown element <{}> in <{}>; expected {}",
+                    child.name,
+                    parent.name,
+                    expected.join(", ")
+                ),
+            ));
+        }
+    }
+    if actions.is_empty() {
+        return Err(error(
+            parent.pos,
+            format!("<{}> has no actions; add <sql> or <plugin>", parent.name),
+        ));
+    }
+    Ok(actions)
+}
+
+fn sql_action(element: &Element, error: &ErrorFn<'_>) -> Result<Action, ManifestError> {
+    let attrs = Attrs::check(element, &["file"], error)?;
+    no_children(element, error)?;
+    let source = match (attrs.get("file"), element.text_pos) {
+        (Some(file), None) => {
+            let file = attrs.required("file", error).map(|_| file)?;
+            let path = PathBuf::from(file.value.trim());
+            if path.is_absolute()
+                || path
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                return Err(error(
+                    file.pos,
+                    format!(
+                        "script path {:?} must be relative to the project and stay inside it",
+                        file.value
+                    ),
+                ));
+            }
+            SqlSource::File(path)
+        }
+        (Some(_), Some(text_pos)) => {
+            return Err(error(
+                text_pos,
+                "<sql> has both a `file` attribute and inline text; use one".into(),
+            ))
+        }
+        (None, Some(pos)) => SqlSource::Inline {
+            text: element.text.clone(),
+            pos: text_start(element, pos),
+        },
+        (None, None) => {
+            return Err(error(
+                element.pos,
+                "<sql> is empty; give a `file` attribute or inline SQL".into(),
+            ))
+        }
+    };
+    Ok(Action::Sql {
+        source,
+        pos: element.pos,
+    })
+}
+
+/// The position of the first character of an element's text (leading whitespace
+/// included), so that statement positions inside inline SQL map back to the manifest.
+fn text_start(element: &Element, first_non_blank: Pos) -> Pos {
+    let leading = &element.text[..element.text.len() - element.text.trim_start().len()];
+    let newlines = leading.matches('\n').count() as u32;
+    let last_line = leading.rsplit('\n').next().unwrap_or("");
+    let column = if newlines == 0 {
+        first_non_blank.column - leading.chars().count() as u32
+    } else {
+        first_non_blank.column - last_line.chars().count() as u32
+    };
+    Pos {
+        line: first_non_blank.line - newlines,
+        column: if newlines == 0 { column } else { 1 },
+    }
+}
+
+/// A bare library name: no directory separators, no `..`, nothing the loader would read
+/// as a path.
+pub(crate) fn check_library(
+    name: &str,
+    pos: Pos,
+    error: &ErrorFn<'_>,
+) -> Result<(), ManifestError> {
+    let ok = !name.is_empty()
+        && !name.starts_with('.')
+        && !name.contains("..")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(error(
+            pos,
+            format!(
+                "plugin library \"{name}\" must be a bare name (letters, digits, '_', '-', '.'; no path separators or '..')"
+            ),
+        ))
+    }
+}
+
+fn check_method(name: &str, pos: Pos, error: &ErrorFn<'_>) -> Result<(), ManifestError> {
+    let mut chars = name.chars();
+    let ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(error(
+            pos,
+            format!("plugin method \"{name}\" must be an identifier (letters, digits, '_')"),
+        ))
+    }
+}
+
+/// One `<vX.Y.Z>` entry of `<matching>`. An entry without `script_name` only moves the
+/// version, which the plan's version-only bumps already do, so it yields no step.
+fn legacy_step(entry: &Element, error: &ErrorFn<'_>) -> Result<Option<Step>, ManifestError> {
+    let from_text = entry
+        .name
+        .strip_prefix(['v', 'V'])
+        .ok_or_else(|| {
+            error(
+                entry.pos,
+                format!(
+                    "unknown element <{}> in <matching>; entries are named after their from-version, like <v1.2.0>",
+                    entry.name
+                ),
+            )
+        })?;
+    let from = Version::parse(from_text)
+        .map_err(|e| error(entry.pos, format!("<{}>: {e}", entry.name)))?;
+    Attrs::check(entry, &[], error)?;
+    no_text(entry, error)?;
+    let mut fields: [(&str, Option<(String, Pos)>); 4] = [
+        ("target_version", None),
+        ("script_name", None),
+        ("class_name", None),
+        ("call_method", None),
+    ];
+    for child in &entry.children {
+        let Some(slot) = fields.iter_mut().find(|(name, _)| is(child, name)) else {
+            return Err(error(
+                child.pos,
+                format!(
+                    "unknown element <{}> in <{}>; expected <target_version>, <script_name>, <class_name> or <call_method>",
+                    child.name, entry.name
+                ),
+            ));
+        };
+        if slot.1.is_some() {
+            return Err(error(
+                child.pos,
+                format!("a second <{}> in <{}>", child.name, entry.name),
+            ));
+        }
+        slot.1 = Some((
+            text_value(child, error)?,
+            child.text_pos.unwrap_or(child.pos),
+        ));
+    }
+    let [(_, target), (_, script), (_, class), (_, method)] = fields;
+    let (target, target_pos) = target.ok_or_else(|| {
+        error(
+            entry.pos,
+            format!("<{}> needs a <target_version>", entry.name),
+        )
+    })?;
+    let to =
+        Version::parse(&target).map_err(|e| error(target_pos, format!("<target_version>: {e}")))?;
+    let Some((script, script_pos)) = script else {
+        return Ok(None);
+    };
+    let (method, method_pos) = method.ok_or_else(|| {
+        error(
+            entry.pos,
+            format!("<{}> has a <script_name> but no <call_method>", entry.name),
+        )
+    })?;
+    let library = match script.rsplit_once('.') {
+        Some((stem, _extension)) if !stem.is_empty() => stem.to_string(),
+        _ => script.clone(),
+    };
+    check_library(&library, script_pos, error)?;
+    check_method(&method, method_pos, error)?;
+    let name = class.map_or_else(|| format!("v{from}"), |(class, _)| class);
+    Ok(Some(Step {
+        name,
+        from,
+        to,
+        description: None,
+        actions: vec![Action::Plugin {
+            library,
+            method,
+            pos: entry.pos,
+        }],
+        transaction: StepTransaction::Shared,
+        pos: entry.pos,
+    }))
+}

@@ -1,0 +1,303 @@
+//! `upgrade.xml`, canonical and older format, read into a validated [`Manifest`].
+//!
+//! Every check that can be made without a database happens here, so that a bad manifest
+//! is refused before anything is touched. Errors carry file, line and column.
+
+mod interpret;
+pub(crate) mod xml;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::version::Version;
+
+/// A 1-based position in a file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Pos {
+    /// Line, from 1.
+    pub line: u32,
+    /// Column in characters, from 1.
+    pub column: u32,
+}
+
+impl fmt::Display for Pos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.line, self.column)
+    }
+}
+
+/// A manifest that cannot be used, with where the problem is.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The manifest file could not be read.
+    #[error("{}: cannot read the manifest: {source}", file.display())]
+    Read {
+        /// The manifest file.
+        file: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A problem at a position in the manifest.
+    #[error("{}:{pos}: {message}", file.display())]
+    At {
+        /// The manifest file.
+        file: PathBuf,
+        /// Where.
+        pos: Pos,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl ManifestError {
+    /// The position of the problem, when there is one.
+    pub fn pos(&self) -> Option<Pos> {
+        match self {
+            ManifestError::Read { .. } => None,
+            ManifestError::At { pos, .. } => Some(*pos),
+        }
+    }
+}
+
+/// Which syntax the manifest was written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `<step name from to>` elements.
+    Canonical,
+    /// `<matching>` with `<vX.Y.Z>` children.
+    Legacy,
+}
+
+/// How a step relates to the run's transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepTransaction {
+    /// The step runs inside the run's transaction (the default).
+    Shared,
+    /// `transaction="none"`: the step runs alone and may leave partial work on failure.
+    NoneUnsafe,
+}
+
+/// Where a SQL action's text comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqlSource {
+    /// `<sql file="…"/>`, relative to the project directory.
+    File(PathBuf),
+    /// Inline `<sql>…</sql>`; `pos` is where the text starts in the manifest.
+    Inline {
+        /// The SQL text.
+        text: String,
+        /// Where the text starts.
+        pos: Pos,
+    },
+}
+
+/// One thing a step does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Run SQL statements.
+    Sql {
+        /// The SQL.
+        source: SqlSource,
+        /// The `<sql>` element's position.
+        pos: Pos,
+    },
+    /// Call `method` in the plugin library `library`.
+    Plugin {
+        /// Bare library name.
+        library: String,
+        /// Exported step name.
+        method: String,
+        /// The `<plugin>` element's position.
+        pos: Pos,
+    },
+}
+
+/// A named upgrade step from one version to the next.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Unique name.
+    pub name: String,
+    /// The version the step starts from.
+    pub from: Version,
+    /// The version the step reaches.
+    pub to: Version,
+    /// Optional human description.
+    pub description: Option<String>,
+    /// Actions, in document order.
+    pub actions: Vec<Action>,
+    /// Whether the step shares the run's transaction.
+    pub transaction: StepTransaction,
+    /// Where the step is declared.
+    pub pos: Pos,
+}
+
+/// The actions that create the schema of an empty database.
+#[derive(Debug, Clone)]
+pub struct Install {
+    /// Actions in document order.
+    pub actions: Vec<Action>,
+    /// Where `<install>` is declared.
+    pub pos: Pos,
+}
+
+/// A validated manifest: only [`Manifest::load`] and [`Manifest::parse`] make one.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// The manifest file.
+    pub path: PathBuf,
+    /// Syntax of the file.
+    pub format: Format,
+    /// `project` attribute of the root.
+    pub project: Option<String>,
+    /// Where a database never upgraded by upgrader starts.
+    pub initial_version: Option<Version>,
+    /// Optional install actions for an empty database.
+    pub install: Option<Install>,
+    /// Steps, ordered by their `from` version.
+    pub steps: Vec<Step>,
+}
+
+impl Manifest {
+    /// Reads and validates `path`; script files are looked up relative to `project_dir`.
+    pub fn load(path: &Path, project_dir: &Path) -> Result<Manifest, ManifestError> {
+        let text = std::fs::read(path).map_err(|source| ManifestError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        let text = match String::from_utf8(text) {
+            Ok(text) => text,
+            Err(e) => {
+                let valid = e.utf8_error().valid_up_to();
+                let prefix = std::str::from_utf8(&e.as_bytes()[..valid]).unwrap_or("");
+                let pos = xml::LineIndex::new(prefix).pos(valid);
+                return Err(ManifestError::At {
+                    file: path.to_path_buf(),
+                    pos,
+                    message: "the manifest is not valid UTF-8".into(),
+                });
+            }
+        };
+        Self::parse(&text, path, Some(project_dir))
+    }
+
+    /// Validates manifest text. `path` names the file in errors; with `project_dir`, every
+    /// referenced script must exist there.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        project_dir: Option<&Path>,
+    ) -> Result<Manifest, ManifestError> {
+        let error = |pos: Pos, message: String| ManifestError::At {
+            file: path.to_path_buf(),
+            pos,
+            message,
+        };
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let root = xml::parse(text, &error)?;
+        let mut manifest = interpret::interpret(root, path, &error)?;
+        validate(&mut manifest, project_dir, &error)?;
+        Ok(manifest)
+    }
+
+    /// The step that starts at `from`, if any.
+    pub fn step_from(&self, from: &Version) -> Option<&Step> {
+        self.steps
+            .binary_search_by(|step| step.from.cmp(from))
+            .ok()
+            .map(|index| &self.steps[index])
+    }
+}
+
+type ErrorFn<'a> = dyn Fn(Pos, String) -> ManifestError + 'a;
+
+/// Checks that involve several steps or the file system.
+fn validate(
+    manifest: &mut Manifest,
+    project_dir: Option<&Path>,
+    error: &ErrorFn<'_>,
+) -> Result<(), ManifestError> {
+    // Steps are still in document order here, so "the second one" is the later one.
+    let mut by_name: std::collections::HashMap<&str, &Step> = std::collections::HashMap::new();
+    for step in &manifest.steps {
+        if step.from >= step.to {
+            return Err(error(
+                step.pos,
+                format!(
+                    "step '{}': from {} must be below to {}",
+                    step.name, step.from, step.to
+                ),
+            ));
+        }
+        if let Some(first) = by_name.insert(&step.name, step) {
+            return Err(error(
+                step.pos,
+                format!(
+                    "duplicate step name '{}' (first declared at line {})",
+                    step.name, first.pos.line
+                ),
+            ));
+        }
+    }
+    let mut order: Vec<usize> = (0..manifest.steps.len()).collect();
+    order.sort_by(|a, b| {
+        manifest.steps[*a]
+            .from
+            .cmp(&manifest.steps[*b].from)
+            .then(a.cmp(b))
+    });
+    for pair in order.windows(2) {
+        let (first, second) = (&manifest.steps[pair[0]], &manifest.steps[pair[1]]);
+        let (earlier, later) = if first.pos <= second.pos {
+            (first, second)
+        } else {
+            (second, first)
+        };
+        if first.from == second.from {
+            return Err(error(
+                later.pos,
+                format!(
+                    "step '{}' starts from {} like step '{}' at line {}; each version may start only one step",
+                    later.name, later.from, earlier.name, earlier.pos.line
+                ),
+            ));
+        }
+        if second.from < first.to {
+            return Err(error(
+                later.pos,
+                format!(
+                    "step '{}' ({} -> {}) overlaps step '{}' ({} -> {}) at line {}",
+                    later.name,
+                    later.from,
+                    later.to,
+                    earlier.name,
+                    earlier.from,
+                    earlier.to,
+                    earlier.pos.line
+                ),
+            ));
+        }
+    }
+    if let Some(dir) = project_dir {
+        let install_actions = manifest.install.iter().flat_map(|i| &i.actions);
+        let step_actions = manifest.steps.iter().flat_map(|s| &s.actions);
+        for action in install_actions.chain(step_actions) {
+            if let Action::Sql {
+                source: SqlSource::File(file),
+                pos,
+            } = action
+            {
+                let full = dir.join(file);
+                if !full.is_file() {
+                    return Err(error(
+                        *pos,
+                        format!("script file {} does not exist", full.display()),
+                    ));
+                }
+            }
+        }
+    }
+    let mut steps = std::mem::take(&mut manifest.steps);
+    steps.sort_by(|a, b| a.from.cmp(&b.from));
+    manifest.steps = steps;
+    Ok(())
+}

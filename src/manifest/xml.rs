@@ -1,0 +1,229 @@
+//! The only XML-aware code: turns manifest text into a small element tree whose every
+//! element, attribute and text carries its line and column.
+
+use quick_xml::events::Event;
+use quick_xml::Reader;
+
+use super::{ManifestError, Pos};
+
+/// An XML element with positions; names are kept as written.
+#[derive(Debug, Default)]
+pub(crate) struct Element {
+    pub name: String,
+    pub pos: Pos,
+    pub attrs: Vec<Attr>,
+    pub children: Vec<Element>,
+    /// Text and CDATA content with references resolved, concatenated.
+    pub text: String,
+    /// Where the first non-whitespace text starts.
+    pub text_pos: Option<Pos>,
+}
+
+/// An attribute with the position of its name.
+#[derive(Debug)]
+pub(crate) struct Attr {
+    pub name: String,
+    pub value: String,
+    pub pos: Pos,
+}
+
+/// Maps byte offsets to 1-based line and column (columns count characters).
+pub(crate) struct LineIndex<'a> {
+    text: &'a str,
+    line_starts: Vec<usize>,
+}
+
+impl<'a> LineIndex<'a> {
+    pub fn new(text: &'a str) -> Self {
+        let mut line_starts = vec![0];
+        line_starts.extend(
+            text.bytes()
+                .enumerate()
+                .filter(|(_, b)| *b == b'\n')
+                .map(|(i, _)| i + 1),
+        );
+        LineIndex { text, line_starts }
+    }
+
+    pub fn pos(&self, offset: usize) -> Pos {
+        let offset = offset.min(self.text.len());
+        let line = self.line_starts.partition_point(|start| *start <= offset) - 1;
+        let start = self.line_starts[line];
+        let column = self
+            .text
+            .get(start..offset)
+            .map_or(offset - start, |s| s.chars().count());
+        Pos {
+            line: line as u32 + 1,
+            column: column as u32 + 1,
+        }
+    }
+}
+
+/// Parses the document and returns its root element.
+pub(crate) fn parse(
+    text: &str,
+    error: &dyn Fn(Pos, String) -> ManifestError,
+) -> Result<Element, ManifestError> {
+    let index = LineIndex::new(text);
+    let mut reader = Reader::from_str(text);
+    reader.config_mut().check_end_names = true;
+    let mut stack: Vec<Element> = Vec::new();
+    let mut root: Option<Element> = None;
+    loop {
+        let start = reader.buffer_position() as usize;
+        let event = match reader.read_event() {
+            Ok(event) => event,
+            Err(e) => {
+                let at = reader.error_position() as usize;
+                return Err(error(index.pos(at), format!("malformed XML: {e}")));
+            }
+        };
+        match event {
+            Event::Start(tag) | Event::Empty(tag) if root.is_some() => {
+                let _ = tag;
+                return Err(error(
+                    index.pos(start),
+                    "malformed XML: a second root element; the manifest has one <upgrade> root"
+                        .into(),
+                ));
+            }
+            Event::Start(ref tag) | Event::Empty(ref tag) => {
+                let name = tag.name();
+                let name = name.as_ref().to_string();
+                let raw = tag.attributes_raw();
+                let raw_offset = offset_in(text, raw).unwrap_or(start);
+                let mut attrs = Vec::new();
+                let mut search_from = 0;
+                for attr in tag.attributes().with_checks(true) {
+                    let attr = attr.map_err(|e| {
+                        error(index.pos(start), format!("malformed XML attribute: {e}"))
+                    })?;
+                    let key = attr.key.as_ref().to_string();
+                    let value = attr
+                        .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                        .map_err(|e| error(index.pos(start), format!("attribute `{key}`: {e}")))?;
+                    let at = find_attr(raw, &key, search_from);
+                    search_from = at.map_or(search_from, |at| at + key.len());
+                    attrs.push(Attr {
+                        pos: index.pos(at.map_or(start, |at| raw_offset + at)),
+                        name: key,
+                        value: value.into_owned(),
+                    });
+                }
+                let element = Element {
+                    name,
+                    pos: index.pos(start),
+                    attrs,
+                    ..Element::default()
+                };
+                if matches!(event, Event::Empty(_)) {
+                    close(element, &mut stack, &mut root);
+                } else {
+                    stack.push(element);
+                }
+            }
+            Event::End(_) => {
+                let element = stack.pop().expect("quick-xml checks end names");
+                close(element, &mut stack, &mut root);
+            }
+            Event::Text(content) => {
+                let content = content.xml10_content();
+                add_text(&mut stack, &content, start, &index, &error)?;
+            }
+            Event::CData(data) => {
+                let data = data.xml10_content();
+                add_text(&mut stack, &data, start, &index, &error)?;
+            }
+            Event::GeneralRef(reference) => {
+                let resolved = match reference.resolve_char_ref() {
+                    Ok(Some(ch)) => ch.to_string(),
+                    Ok(None) => quick_xml::escape::resolve_predefined_entity(&reference)
+                        .map(str::to_string)
+                        .ok_or_else(|| {
+                            error(
+                                index.pos(start),
+                                format!("unknown entity &{};", &*reference),
+                            )
+                        })?,
+                    Err(e) => {
+                        return Err(error(
+                            index.pos(start),
+                            format!("bad character reference: {e}"),
+                        ))
+                    }
+                };
+                add_text(&mut stack, &resolved, start, &index, &error)?;
+            }
+            Event::Eof => break,
+            Event::Comment(_) | Event::Decl(_) | Event::PI(_) | Event::DocType(_) => {}
+        }
+    }
+    if let Some(open) = stack.last() {
+        return Err(error(
+            open.pos,
+            format!("malformed XML: <{}> is never closed", open.name),
+        ));
+    }
+    root.ok_or_else(|| {
+        error(
+            index.pos(text.len()),
+            "malformed XML: the document has no root element".into(),
+        )
+    })
+}
+
+fn close(element: Element, stack: &mut [Element], root: &mut Option<Element>) {
+    match stack.last_mut() {
+        Some(parent) => parent.children.push(element),
+        None => *root = Some(element),
+    }
+}
+
+fn add_text(
+    stack: &mut [Element],
+    content: &str,
+    start: usize,
+    index: &LineIndex<'_>,
+    error: &dyn Fn(Pos, String) -> ManifestError,
+) -> Result<(), ManifestError> {
+    match stack.last_mut() {
+        Some(element) => {
+            if element.text_pos.is_none() {
+                if let Some(first) = content.find(|c: char| !c.is_whitespace()) {
+                    element.text_pos = Some(index.pos(start + first));
+                }
+            }
+            element.text.push_str(content);
+            Ok(())
+        }
+        None if content.trim().is_empty() => Ok(()),
+        None => Err(error(
+            index.pos(start),
+            "malformed XML: text outside the root element".into(),
+        )),
+    }
+}
+
+/// Byte offset of `part` inside `whole`, when `part` borrows from it.
+fn offset_in(whole: &str, part: &str) -> Option<usize> {
+    let offset = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    (offset + part.len() <= whole.len()).then_some(offset)
+}
+
+/// Where the attribute `key` is written in the raw attribute text: the name preceded by
+/// whitespace (or the start) and followed by optional whitespace and `=`.
+fn find_attr(raw: &str, key: &str, from: usize) -> Option<usize> {
+    let bytes = raw.as_bytes();
+    let mut search = from;
+    while let Some(found) = raw.get(search..)?.find(key) {
+        let at = search + found;
+        let before_ok = at == 0 || bytes[at - 1].is_ascii_whitespace();
+        let after = raw[at + key.len()..].trim_start();
+        if before_ok && after.starts_with('=') {
+            return Some(at);
+        }
+        search = at + key.len();
+    }
+    None
+}

@@ -1,0 +1,403 @@
+//! Versions (`MAJOR.MINOR[.PATCH][-SUFFIX]`), their order, and the `VERSION` file.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A version that cannot be parsed, with the offending text quoted in the message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid version \"{text}\": {reason}")]
+pub struct VersionError {
+    /// The text as it was given.
+    pub text: String,
+    /// Why it was rejected.
+    pub reason: &'static str,
+}
+
+/// An application or database version.
+///
+/// Ordering follows DESIGN.md: a missing patch is 0; `ALPHAn < BETAn < RCn` (any case,
+/// numbers compared numerically); other suffixes follow semver pre-release rules; a
+/// version with a suffix comes before the same version without one.
+#[derive(Clone)]
+pub struct Version {
+    major: u64,
+    minor: u64,
+    patch: u64,
+    /// Normalized pre-release used for ordering; empty when there is no suffix.
+    pre: semver::Prerelease,
+    /// The text as written, shown back to the user.
+    text: String,
+}
+
+impl Version {
+    /// Parses a version, rejecting anything outside `MAJOR.MINOR[.PATCH][-SUFFIX]`.
+    pub fn parse(input: &str) -> Result<Version, VersionError> {
+        let text = input.trim();
+        let fail = |reason| VersionError {
+            text: input.to_string(),
+            reason,
+        };
+        if text.is_empty() {
+            return Err(fail("it is empty"));
+        }
+        let (core, suffix) = match text.split_once('-') {
+            Some((core, suffix)) => (core, Some(suffix)),
+            None => (text, None),
+        };
+        let parts: Vec<&str> = core.split('.').collect();
+        if parts.len() < 2 {
+            return Err(fail("expected MAJOR.MINOR[.PATCH][-SUFFIX]"));
+        }
+        if parts.len() > 3 {
+            return Err(fail("expected at most three numbers (MAJOR.MINOR.PATCH)"));
+        }
+        let mut numbers = [0u64; 3];
+        for (slot, part) in numbers.iter_mut().zip(&parts) {
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(fail("MAJOR, MINOR and PATCH must be whole numbers"));
+            }
+            *slot = part.parse().map_err(|_| fail("a number is too large"))?;
+        }
+        let pre = match suffix {
+            None => semver::Prerelease::EMPTY,
+            Some("") => return Err(fail("the suffix after '-' is empty")),
+            Some(suffix) => normalize_suffix(suffix).ok_or_else(|| {
+                fail("the suffix must be ALPHAn, BETAn, RCn or a semver pre-release")
+            })?,
+        };
+        Ok(Version {
+            major: numbers[0],
+            minor: numbers[1],
+            patch: numbers[2],
+            pre,
+            text: text.to_string(),
+        })
+    }
+
+    /// The version as it was written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+/// Maps `ALPHA3`/`beta-10`/`Rc.2` to the semver pre-release `alpha.3`, `beta.10`, `rc.2`,
+/// whose semver order is exactly the order DESIGN.md asks for; anything else must be a
+/// valid semver pre-release and is kept as it is.
+fn normalize_suffix(suffix: &str) -> Option<semver::Prerelease> {
+    let lower = suffix.to_ascii_lowercase();
+    for word in ["alpha", "beta", "rc"] {
+        if let Some(rest) = lower.strip_prefix(word) {
+            let digits = rest.trim_start_matches(['.', '-']);
+            if rest.is_empty() {
+                return semver::Prerelease::new(word).ok();
+            }
+            if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                let number: u64 = digits.parse().ok()?;
+                return semver::Prerelease::new(&format!("{word}.{number}")).ok();
+            }
+        }
+    }
+    semver::Prerelease::new(suffix).ok()
+}
+
+impl Ord for Version {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.major, self.minor, self.patch)
+            .cmp(&(other.major, other.minor, other.patch))
+            .then_with(|| match (self.pre.is_empty(), other.pre.is_empty()) {
+                (true, true) => Ordering::Equal,
+                (true, false) => Ordering::Greater,
+                (false, true) => Ordering::Less,
+                (false, false) => self.pre.cmp(&other.pre),
+            })
+    }
+}
+
+impl PartialOrd for Version {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Version {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Version {}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl fmt::Debug for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Version({})", self.text)
+    }
+}
+
+impl std::str::FromStr for Version {
+    type Err = VersionError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Version::parse(s)
+    }
+}
+
+/// The contents of a project's `VERSION` file.
+#[derive(Debug, Clone)]
+pub struct VersionFile {
+    /// The code version.
+    pub version: Version,
+    /// The project name from a `PROJECT:` line, when the key-value form gives one.
+    pub project: Option<String>,
+}
+
+/// A `VERSION` file that cannot be read or understood; says which file and line.
+#[derive(Debug, thiserror::Error)]
+pub enum VersionFileError {
+    /// The file could not be read.
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file has no usable version line, or the version is invalid.
+    #[error("{}:{line}: {message}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the problem.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl VersionFile {
+    /// Reads and parses a `VERSION` file.
+    pub fn load(path: &Path) -> Result<VersionFile, VersionFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| VersionFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses the text of a `VERSION` file; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<VersionFile, VersionFileError> {
+        let invalid = |line: usize, message: String| VersionFileError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            message,
+        };
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let lines: Vec<(usize, &str)> = text
+            .lines()
+            .enumerate()
+            .map(|(index, line)| (index + 1, line.trim()))
+            .filter(|(_, line)| !line.is_empty())
+            .collect();
+        let key_value = lines.iter().any(|(_, line)| key_of(line).is_some());
+        if !key_value {
+            return match lines.as_slice() {
+                [] => Err(invalid(
+                    1,
+                    "the file is empty; write the version, e.g. 1.0.0".into(),
+                )),
+                [(line, value)] => Version::parse(value)
+                    .map(|version| VersionFile {
+                        version,
+                        project: None,
+                    })
+                    .map_err(|error| invalid(*line, error.to_string())),
+                [_, (line, _), ..] => Err(invalid(
+                    *line,
+                    "expected one line holding the version, or `VERSION: x.y.z` lines".into(),
+                )),
+            };
+        }
+        let mut version = None;
+        let mut project = None;
+        for (line, text) in &lines {
+            let Some((key, value)) = key_of(text) else {
+                continue;
+            };
+            let slot = match key.as_str() {
+                "VERSION" => &mut version,
+                "PROJECT" => &mut project,
+                _ => continue,
+            };
+            if slot.is_some() {
+                return Err(invalid(*line, format!("{key} is given twice")));
+            }
+            *slot = Some((*line, value.to_string()));
+        }
+        let Some((version_line, version_text)) = version else {
+            return Err(invalid(1, "no `VERSION:` line".into()));
+        };
+        let version = Version::parse(&version_text)
+            .map_err(|error| invalid(version_line, error.to_string()))?;
+        let project = match project {
+            Some((line, name)) if name.is_empty() => {
+                return Err(invalid(line, "PROJECT is empty".into()))
+            }
+            Some((_, name)) => Some(name),
+            None => None,
+        };
+        Ok(VersionFile { version, project })
+    }
+}
+
+/// `KEY: value` with an upper-case-insensitive alphabetic key, as older deployments wrote.
+fn key_of(line: &str) -> Option<(String, &str)> {
+    let (key, value) = line.split_once(':')?;
+    let key = key.trim();
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_') {
+        return None;
+    }
+    Some((key.to_ascii_uppercase(), value.trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(text: &str) -> Version {
+        Version::parse(text).unwrap()
+    }
+
+    #[test]
+    fn missing_patch_is_zero() {
+        assert_eq!(v("1.2"), v("1.2.0"));
+        assert!(v("1.2") < v("1.2.1"));
+    }
+
+    #[test]
+    fn numeric_suffix_order() {
+        assert!(v("1.0.0-BETA10") > v("1.0.0-BETA9"));
+        assert!(v("1.0.0-RC10") > v("1.0.0-RC2"));
+        assert!(v("1.0.0-ALPHA2") < v("1.0.0-ALPHA11"));
+    }
+
+    #[test]
+    fn alpha_beta_rc_release() {
+        let ordered = [
+            "1.0.0-ALPHA1",
+            "1.0.0-ALPHA2",
+            "1.0.0-BETA1",
+            "1.0.0-BETA9",
+            "1.0.0-BETA10",
+            "1.0.0-RC1",
+            "1.0.0-RC2",
+            "1.0.0",
+            "1.0.1-alpha1",
+            "1.0.1",
+            "1.1",
+            "2.0.0-rc1",
+            "2.0.0",
+        ];
+        for pair in ordered.windows(2) {
+            assert!(v(pair[0]) < v(pair[1]), "{} < {}", pair[0], pair[1]);
+            assert!(v(pair[1]) > v(pair[0]), "{} > {}", pair[1], pair[0]);
+        }
+    }
+
+    #[test]
+    fn suffix_before_release() {
+        assert!(v("1.0.0-RC2") < v("1.0.0"));
+        assert!(v("1.0-beta") < v("1.0"));
+    }
+
+    #[test]
+    fn suffix_case_does_not_matter() {
+        assert_eq!(v("1.0.0-beta2"), v("1.0.0-BETA2"));
+        assert_eq!(v("1.0.0-Rc3"), v("1.0.0-RC3"));
+        assert!(v("1.0.0-alpha3") < v("1.0.0-Beta1"));
+        assert_eq!(v("1.0.0-rc.3"), v("1.0.0-RC3"));
+    }
+
+    #[test]
+    fn other_suffixes_follow_semver() {
+        assert!(v("1.0.0-x.1") < v("1.0.0-x.2"));
+        assert!(v("1.0.0-x.2") < v("1.0.0-x.10"));
+        assert!(v("1.0.0-x") < v("1.0.0-x.1"));
+        assert!(v("1.0.0-1") < v("1.0.0-x"));
+        assert!(v("1.0.0-SNAPSHOT") < v("1.0.0"));
+    }
+
+    #[test]
+    fn keeps_text() {
+        assert_eq!(v(" 1.4.0-BETA2 ").to_string(), "1.4.0-BETA2");
+    }
+
+    #[test]
+    fn rejects_with_text_quoted() {
+        for bad in [
+            "1",
+            "1.x",
+            "1.2.3.4",
+            "",
+            "   ",
+            "1.2.",
+            ".1.2",
+            "1..2",
+            "v1.2",
+            "1.2-",
+            "1.2.3-beta+",
+            "1.2.3+build",
+            "a.b.c",
+            "1.2.-3",
+            "1.2.3-bé",
+        ] {
+            let error = Version::parse(bad).expect_err(bad);
+            assert!(
+                error.to_string().contains(&format!("\"{bad}\"")),
+                "{bad}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn version_file_plain() {
+        let file = VersionFile::parse("1.4.0\n", Path::new("VERSION")).unwrap();
+        assert_eq!(file.version, v("1.4.0"));
+        assert_eq!(file.project, None);
+    }
+
+    #[test]
+    fn version_file_key_value() {
+        let text = "PROJECT: shop\nBUILD: 77\nVERSION: 1.4.0-BETA2\n";
+        let file = VersionFile::parse(text, Path::new("VERSION")).unwrap();
+        assert_eq!(file.version.as_str(), "1.4.0-BETA2");
+        assert_eq!(file.project.as_deref(), Some("shop"));
+    }
+
+    #[test]
+    fn version_file_errors_name_line() {
+        let cases = [
+            ("", "VERSION:1:"),
+            ("\n\n", "VERSION:1:"),
+            ("PROJECT: shop\n", "no `VERSION:` line"),
+            (
+                "PROJECT: shop\nVERSION: 1.x\n",
+                "VERSION:2: invalid version \"1.x\"",
+            ),
+            ("1.0\n2.0\n", "VERSION:2:"),
+            (
+                "VERSION: 1.0\nVERSION: 1.1\n",
+                "VERSION:2: VERSION is given twice",
+            ),
+            ("PROJECT:\nVERSION: 1.0\n", "VERSION:1: PROJECT is empty"),
+        ];
+        for (text, expected) in cases {
+            let error = VersionFile::parse(text, Path::new("VERSION")).unwrap_err();
+            assert!(error.to_string().contains(expected), "{text:?}: {error}");
+        }
+    }
+}
