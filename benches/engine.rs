@@ -1,1 +1,68 @@
-fn main() {}
+//! Criterion benchmarks of the hot library paths: manifest parsing and validation,
+//! planning, version ordering and statement splitting.
+
+use std::fmt::Write;
+use std::hint::black_box;
+use std::path::Path;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use upgrader::manifest::Manifest;
+use upgrader::plan::{plan, DbFacts};
+use upgrader::sql::{split, Dialect};
+use upgrader::Version;
+
+/// A canonical manifest with `steps` consecutive steps of inline SQL.
+fn generated_manifest(steps: usize) -> String {
+    let mut text = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<upgrade project=\"bench\" initial-version=\"1.0.0\">\n");
+    for index in 0..steps {
+        let _ = writeln!(
+            text,
+            "  <step name=\"step-{index}\" from=\"1.{index}.0\" to=\"1.{}.0\">\n    <description>Step {index}</description>\n    <sql>INSERT INTO t (n) VALUES ({index});</sql>\n  </step>",
+            index + 1
+        );
+    }
+    text.push_str("</upgrade>\n");
+    text
+}
+
+fn manifest(c: &mut Criterion) {
+    let text = generated_manifest(10_000);
+    c.bench_function("parse and validate a 10,000-step manifest", |b| {
+        b.iter(|| Manifest::parse(black_box(&text), Path::new("upgrade.xml"), None).unwrap())
+    });
+    let parsed = Manifest::parse(&text, Path::new("upgrade.xml"), None).unwrap();
+    let code = Version::parse("1.10000.0").unwrap();
+    let facts = DbFacts {
+        version: Some(Version::parse("1.0.0").unwrap()),
+        has_user_tables: true,
+    };
+    c.bench_function("plan 10,000 steps", |b| {
+        b.iter(|| plan(black_box(&parsed), &code, &facts).unwrap())
+    });
+}
+
+fn versions(c: &mut Criterion) {
+    c.bench_function("parse and compare two versions", |b| {
+        b.iter(|| {
+            let a = Version::parse(black_box("1.4.0-BETA10")).unwrap();
+            let b = Version::parse(black_box("1.4.0-RC1")).unwrap();
+            a < b
+        })
+    });
+}
+
+fn statements(c: &mut Criterion) {
+    let mut script = String::new();
+    for index in 0..1_000 {
+        let _ = writeln!(
+            script,
+            "INSERT INTO t (n, s) VALUES ({index}, 'text; with a semicolon'); -- comment {index}"
+        );
+    }
+    c.bench_function("split a 1,000-statement script", |b| {
+        b.iter(|| split(black_box(&script), Dialect::Sqlite).unwrap())
+    });
+}
+
+criterion_group!(benches, manifest, versions, statements);
+criterion_main!(benches);

@@ -21,7 +21,7 @@ pub enum Error {
     Url(#[from] UrlError),
     /// No plan can be made (downgrade, no starting version, straddling step).
     #[error(transparent)]
-    Plan(#[from] PlanError),
+    Plan(Box<PlanError>),
     /// The lock file could not be handled.
     #[error(transparent)]
     Lock(LockError),
@@ -46,6 +46,12 @@ pub enum Error {
         /// The whole explanation.
         message: String,
     },
+}
+
+impl From<PlanError> for Error {
+    fn from(error: PlanError) -> Self {
+        Error::Plan(Box::new(error))
+    }
 }
 
 impl From<LockError> for Error {

@@ -97,23 +97,28 @@ pub enum PlanError {
     #[error("{0}")]
     NoStart(String),
     /// A step's range contains the start or the target, so it can neither run nor be skipped.
-    #[error("{file}:{pos}: step '{step}' ({from} -> {to}) straddles {what} {version}; steps must start and end on versions the database can be at")]
-    Straddle {
-        /// The manifest.
-        file: String,
-        /// The step's position.
-        pos: Pos,
-        /// The step.
-        step: String,
-        /// Its from version.
-        from: String,
-        /// Its to version.
-        to: String,
-        /// `the database version` or `the code version`.
-        what: &'static str,
-        /// That version.
-        version: String,
-    },
+    #[error("{0}")]
+    Straddle(Box<Straddle>),
+}
+
+/// A step whose range straddles the database or code version.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{pos}: step '{step}' ({from} -> {to}) straddles {what} {version}; steps must start and end on versions the database can be at")]
+pub struct Straddle {
+    /// The manifest.
+    pub file: String,
+    /// The step's position.
+    pub pos: Pos,
+    /// The step.
+    pub step: String,
+    /// Its from version.
+    pub from: String,
+    /// Its to version.
+    pub to: String,
+    /// `the database version` or `the code version`.
+    pub what: &'static str,
+    /// That version.
+    pub version: String,
 }
 
 /// Plans the run from the database facts to `code`.
@@ -167,7 +172,7 @@ pub fn plan(manifest: &Manifest, code: &Version, db: &DbFacts) -> Result<Plan, P
         let straddles = |version: &Version| step.from < *version && *version < step.to;
         for (what, version) in [("the database version", &start), ("the code version", code)] {
             if straddles(version) {
-                return Err(PlanError::Straddle {
+                return Err(PlanError::Straddle(Box::new(Straddle {
                     file: manifest.path.display().to_string(),
                     pos: step.pos,
                     step: step.name.clone(),
@@ -175,7 +180,7 @@ pub fn plan(manifest: &Manifest, code: &Version, db: &DbFacts) -> Result<Plan, P
                     to: step.to.to_string(),
                     what,
                     version: version.to_string(),
-                });
+                })));
             }
         }
         if step.from < start || step.to > *code {

@@ -93,10 +93,10 @@ pub fn own_version() -> &'static str {
 
 /// Creates or upgrades upgrader's own tables, in a transaction of its own.
 pub fn ensure(db: &mut dyn Backend, now: &str) -> Result<(), DbError> {
-    if db.table_exists("upgrader_version")? {
-        if read_version(db, OWN_PROJECT)?.as_deref() == Some(own_version()) {
-            return Ok(());
-        }
+    if db.table_exists("upgrader_version")?
+        && read_version(db, OWN_PROJECT)?.as_deref() == Some(own_version())
+    {
+        return Ok(());
     }
     db.begin()?;
     let result = (|| {

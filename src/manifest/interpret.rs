@@ -218,20 +218,21 @@ fn step(element: &Element, error: &ErrorFn<'_>) -> Result<Step, ManifestError> {
     let name = attrs.required("name", error)?.value.trim().to_string();
     let from = attrs.version("from", error)?;
     let to = attrs.version("to", error)?;
-    let transaction =
-        match attrs.get("transaction") {
-            None => StepTransaction::Shared,
-            Some(attr) => match attr.value.trim() {
-                "shared" => StepTransaction::Shared,
-                "none" => StepTransaction::NoneUnsafe,
-                other => return Err(error(
+    let transaction = match attrs.get("transaction") {
+        None => StepTransaction::Shared,
+        Some(attr) => match attr.value.trim() {
+            "shared" => StepTransaction::Shared,
+            "none" => StepTransaction::NoneUnsafe,
+            other => {
+                return Err(error(
                     attr.pos,
                     format!(
                         "attribute `transaction` is \"{other}\"; expected \"none\" or \"shared\""
                     ),
-                )),
-            },
-        };
+                ))
+            }
+        },
+    };
     let mut description = None;
     let actions = actions(element, &mut [("description", &mut description)], error)?;
     Ok(Step {

@@ -1,1 +1,7 @@
+//! The integration suite: one binary, a module per area, each test on its own temporary
+//! project directory and database.
 
+mod concurrency;
+mod manifest_errors;
+mod run;
+mod util;

@@ -1,0 +1,162 @@
+//! Two processes at once, and a process killed mid-step: the lock keeps everyone else
+//! out, and the database never shows half a step.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::util::{slow_sql, wait_for, TestProject};
+
+fn project_with_slow_step(rows: u64) -> TestProject {
+    let manifest = r#"<upgrade project="test" initial-version="1.0.0">
+  <step name="first" from="1.0.0" to="1.1.0">
+    <sql>CREATE TABLE first_table (x INTEGER); INSERT INTO first_table VALUES (1);</sql>
+  </step>
+  <step name="slow" from="1.1.0" to="1.2.0">
+    <sql file="scripts/slow.sql"/>
+  </step>
+  <step name="last" from="1.2.0" to="1.3.0">
+    <sql>INSERT INTO first_table VALUES (3);</sql>
+  </step>
+</upgrade>
+"#;
+    let project = TestProject::new("1.3.0", manifest);
+    project.write(
+        "scripts/slow.sql",
+        &format!(
+            "INSERT INTO first_table VALUES (2);\nCREATE TABLE slow_table (x INTEGER);\n{}\n",
+            slow_sql(rows)
+        ),
+    );
+    project.sql("CREATE TABLE existing (x INTEGER); INSERT INTO existing VALUES (42);");
+    project
+}
+
+fn lock_step(project: &TestProject) -> Option<String> {
+    project.lock_json()?["step"].as_str().map(str::to_string)
+}
+
+#[test]
+fn second_run_reports_upgrade_in_progress() {
+    let project = project_with_slow_step(6_000_000);
+    let first = project
+        .command(&["run"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(30), "the slow step to start", || {
+        lock_step(&project).as_deref() == Some("slow")
+    });
+    let second = project.run(&["run"]);
+    second.assert_code(4).assert_stderr("upgrade in progress");
+    let status = project.run(&["status", "--json"]).json();
+    assert_eq!(status["lock"]["state"], "held");
+    assert_eq!(status["state"], "halted");
+    project.run(&["check"]).assert_code(4);
+    project
+        .run(&["unlock"])
+        .assert_code(4)
+        .assert_stderr("refusing to unlock");
+
+    let output = first.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "first run failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(project.recorded_version().as_deref(), Some("1.3.0"));
+    let history = project.history();
+    let names: Vec<&str> = history
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["first", "slow", "last"]);
+    assert_eq!(project.query_i64("SELECT count(*) FROM first_table"), 3);
+    project
+        .run(&["run"])
+        .assert_code(0)
+        .assert_stdout("current");
+}
+
+#[test]
+fn many_simultaneous_runs_apply_each_step_once() {
+    let project = project_with_slow_step(1_000_000);
+    let children: Vec<_> = (0..6)
+        .map(|_| {
+            project
+                .command(&["run"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        let code = output.status.code().unwrap();
+        assert!(
+            code == 0 || code == 4,
+            "exit {code}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        codes.push(code);
+    }
+    assert!(codes.contains(&0), "{codes:?}");
+    assert_eq!(project.recorded_version().as_deref(), Some("1.3.0"));
+    let history = project.history();
+    let names: Vec<&str> = history
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["first", "slow", "last"]);
+    assert_eq!(project.query_i64("SELECT count(*) FROM first_table"), 3);
+    assert!(!project.lock_path().exists());
+}
+
+#[test]
+fn killed_run_leaves_old_version_and_a_stale_lock() {
+    let project = project_with_slow_step(2_000_000_000);
+    let before = project.app_snapshot();
+    let mut child = project
+        .command(&["run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(30), "the slow step to start", || {
+        lock_step(&project).as_deref() == Some("slow")
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+
+    // SQLite rolls the interrupted transaction back when the database is next opened.
+    assert_eq!(project.app_snapshot(), before, "part of the run is visible");
+    assert_eq!(project.recorded_version(), None);
+    assert_eq!(
+        project.query_i64(
+            "SELECT count(*) FROM sqlite_master WHERE name IN ('first_table', 'slow_table')"
+        ),
+        0
+    );
+
+    let status = project.run(&["status", "--json"]).json();
+    assert_eq!(status["lock"]["state"], "stale");
+    assert_eq!(status["state"], "halted");
+    assert_eq!(status["lock"]["step"], "slow");
+    project
+        .run(&["run"])
+        .assert_code(4)
+        .assert_stderr("the upgrading process is gone");
+    project.run(&["check"]).assert_code(4);
+
+    project.write("scripts/slow.sql", "INSERT INTO first_table VALUES (2);\n");
+    project
+        .run(&["unlock"])
+        .assert_code(0)
+        .assert_stdout("removed the stale lock");
+    project.run(&["run"]).assert_code(0);
+    assert_eq!(project.recorded_version().as_deref(), Some("1.3.0"));
+    assert_eq!(project.query_i64("SELECT count(*) FROM first_table"), 3);
+}

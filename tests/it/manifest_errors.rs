@@ -1,0 +1,146 @@
+//! Every catalogued bad manifest and VERSION file (tests/fixtures/invalid/) is refused
+//! with its file:line:column, and leaves the database and the lock exactly as they were.
+
+use std::path::{Path, PathBuf};
+
+use crate::util::TestProject;
+
+const VALID_MANIFEST: &str = r#"<upgrade project="test" initial-version="1.0.0">
+  <step name="a" from="1.0.0" to="1.1.0"><sql file="scripts/a.sql"/></step>
+</upgrade>
+"#;
+
+fn fixtures() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/invalid");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("xml" | "VERSION")
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_invalid_fixture_is_refused_with_its_position_and_touches_nothing() {
+    let fixtures = fixtures();
+    assert!(fixtures.len() >= 20, "only {} fixtures", fixtures.len());
+    let mut failures = Vec::new();
+    for fixture in &fixtures {
+        let expected_path = fixture.with_extension("expected");
+        let expected = std::fs::read_to_string(&expected_path)
+            .unwrap_or_else(|_| panic!("{} has no .expected file", fixture.display()));
+        let expected = expected.trim();
+        let content = std::fs::read_to_string(fixture).unwrap();
+        let is_version = fixture.extension().unwrap() == "VERSION";
+        let project = if is_version {
+            let project = TestProject::new("1.2.0", VALID_MANIFEST);
+            project.write("VERSION", &content);
+            project
+        } else {
+            TestProject::new("1.2.0", &content)
+        };
+        project.write("scripts/a.sql", "CREATE TABLE a (x INTEGER);\n");
+        project.sql("CREATE TABLE keep (x INTEGER); INSERT INTO keep VALUES (1), (2);");
+        let before = project.snapshot();
+        for command in [&["run"][..], &["status"], &["plan"], &["check"]] {
+            let run = project.run(command);
+            let name = fixture.file_name().unwrap().to_string_lossy();
+            if run.code != 1 || !run.stderr.contains(expected) {
+                failures.push(format!(
+                    "{name} ({}): exit {}, wanted 1 and {expected:?}; stderr: {}",
+                    command[0],
+                    run.code,
+                    run.stderr.trim()
+                ));
+            }
+        }
+        assert_eq!(
+            project.snapshot(),
+            before,
+            "{} changed the database",
+            fixture.display()
+        );
+        assert!(
+            !project.lock_path().exists(),
+            "{} left a lock file",
+            fixture.display()
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn fixtures_are_catalogued() {
+    let readme = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/invalid/README.md"),
+    )
+    .unwrap();
+    for fixture in fixtures() {
+        let name = fixture.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "README.md does not list {name}"
+        );
+    }
+}
+
+#[test]
+fn legacy_manifest_plans_like_the_canonical_one() {
+    let legacy = r#"<?xml version="1.0"?>
+<UPGRADE>
+  <INITIALVERSION>1.0.0</INITIALVERSION>
+  <System_Note>deployed by hand in 2011</System_Note>
+  <Matching>
+    <v1.0.0>
+      <Target_Version>1.1.0</Target_Version>
+      <Script_Name>shop_steps.php</Script_Name>
+      <Class_Name>AddOrders</Class_Name>
+      <Call_Method>run</Call_Method>
+    </v1.0.0>
+    <v1.2.0-ALPHA1>
+      <target_version>1.2.0</target_version>
+      <script_name>shop_steps.php</script_name>
+      <call_method>finish</call_method>
+    </v1.2.0-ALPHA1>
+    <v1.2.0>
+      <target_version>1.3.0</target_version>
+    </v1.2.0>
+  </Matching>
+</UPGRADE>
+"#;
+    let canonical = r#"<upgrade initial-version="1.0.0">
+  <step name="AddOrders" from="1.0.0" to="1.1.0"><plugin library="shop_steps" method="run"/></step>
+  <step name="v1.2.0-ALPHA1" from="1.2.0-ALPHA1" to="1.2.0"><plugin library="shop_steps" method="finish"/></step>
+</upgrade>
+"#;
+    let mut plans = Vec::new();
+    for manifest in [legacy, canonical] {
+        let project = TestProject::new("PROJECT: test\nVERSION: 1.3.0", manifest);
+        project.sql("CREATE TABLE existing (x INTEGER);");
+        let plan = project.run(&["plan", "--json"]);
+        plan.assert_code(0);
+        plans.push(plan.json());
+    }
+    assert_eq!(plans[0], plans[1]);
+    let names: Vec<&str> = plans[0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["AddOrders", "version-only", "v1.2.0-ALPHA1", "version-only"]
+    );
+}

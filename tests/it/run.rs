@@ -1,0 +1,416 @@
+//! The upgrade workflow end to end through the real binary: install, adoption, gap
+//! filling, failures and rollback, per-step transactions, downgrade.
+
+use crate::util::TestProject;
+
+const MANIFEST: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<upgrade project="test" initial-version="1.0.0">
+  <install>
+    <sql file="scripts/install.sql"/>
+  </install>
+  <step name="one" from="1.0.0" to="1.1.0">
+    <sql file="scripts/one.sql"/>
+  </step>
+  <step name="two" from="1.2.0" to="1.3.0">
+    <sql file="scripts/two.sql"/>
+  </step>
+  <step name="three" from="1.3.0" to="1.4.0">
+    <sql>INSERT INTO items (name) VALUES ('from three; inline');</sql>
+  </step>
+</upgrade>
+"#;
+
+fn project(version: &str) -> TestProject {
+    let project = TestProject::new(version, MANIFEST);
+    project.write(
+        "scripts/install.sql",
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, size INTEGER);\n\
+         INSERT INTO items (name) VALUES ('installed');\n",
+    );
+    project.write(
+        "scripts/one.sql",
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL);\n\
+         INSERT INTO items (name) VALUES ('one; with a semicolon');\n",
+    );
+    project.write(
+        "scripts/two.sql",
+        "ALTER TABLE items ADD COLUMN size INTEGER;\nUPDATE items SET size = 2;\n",
+    );
+    project
+}
+
+/// A database that exists but was never upgraded by upgrader.
+fn legacy_database(project: &TestProject) {
+    project.sql("CREATE TABLE legacy (x INTEGER); INSERT INTO legacy VALUES (7);");
+}
+
+#[test]
+fn install_on_empty_database() {
+    let project = project("1.4.0");
+    project
+        .run(&["run"])
+        .assert_code(0)
+        .assert_stdout("installed test");
+    assert_eq!(project.recorded_version().as_deref(), Some("1.4.0"));
+    assert_eq!(
+        project.query_i64("SELECT count(*) FROM items WHERE name = 'installed'"),
+        1
+    );
+    let history = project.history();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0]["kind"], "install");
+    assert_eq!(history[0]["to_version"], "1.4.0");
+    assert_eq!(history[0]["success"], true);
+    assert_eq!(history[0]["from_version"], serde_json::Value::Null);
+    assert_eq!(history[0]["checksum"].as_str().unwrap().len(), 64);
+    assert!(history[0]["pid"].as_i64().is_some());
+    assert!(!history[0]["host"].as_str().unwrap().is_empty());
+    assert!(!project.lock_path().exists());
+
+    project
+        .run(&["run"])
+        .assert_code(0)
+        .assert_stdout("current at 1.4.0");
+    assert_eq!(project.history().len(), 1);
+    project.run(&["check"]).assert_code(0);
+}
+
+#[test]
+fn adopts_existing_database_and_fills_gaps() {
+    let project = project("1.5.0");
+    legacy_database(&project);
+    let plan = project.run(&["plan", "--json"]);
+    plan.assert_code(0);
+    let plan = plan.json();
+    assert_eq!(plan["from"], "1.0.0");
+    assert_eq!(plan["to"], "1.5.0");
+    let kinds: Vec<(String, String, String, String)> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["kind"].as_str().unwrap().to_string(),
+                s["from"].as_str().unwrap().to_string(),
+                s["to"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("one", "step", "1.0.0", "1.1.0"),
+        ("version-only", "version-only", "1.1.0", "1.2.0"),
+        ("two", "step", "1.2.0", "1.3.0"),
+        ("three", "step", "1.3.0", "1.4.0"),
+        ("version-only", "version-only", "1.4.0", "1.5.0"),
+    ]
+    .map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), d.to_string()));
+    assert_eq!(kinds, expected);
+    // plan executes nothing
+    assert_eq!(project.recorded_version(), None);
+
+    project.run(&["check"]).assert_code(3);
+    project
+        .run(&["run"])
+        .assert_code(0)
+        .assert_stdout("upgraded test 1.0.0 -> 1.5.0");
+    assert_eq!(project.recorded_version().as_deref(), Some("1.5.0"));
+    assert_eq!(
+        project.query_i64("SELECT count(*) FROM items WHERE size = 2"),
+        1
+    );
+    assert_eq!(project.query_i64("SELECT count(*) FROM items"), 2);
+    assert_eq!(project.query_i64("SELECT count(*) FROM legacy"), 1);
+    let history = project.history();
+    let rows: Vec<(String, String)> = history
+        .iter()
+        .map(|r| {
+            (
+                r["kind"].as_str().unwrap().into(),
+                r["to_version"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("step", "1.1.0"),
+            ("version-only", "1.2.0"),
+            ("step", "1.3.0"),
+            ("step", "1.4.0"),
+            ("version-only", "1.5.0")
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    assert!(history.iter().all(|r| r["success"] == true));
+    assert_eq!(history[1]["checksum"], serde_json::Value::Null);
+    project.run(&["check"]).assert_code(0);
+}
+
+#[test]
+fn failure_mid_run_rolls_everything_back_and_halts() {
+    let project = project("1.4.0");
+    legacy_database(&project);
+    project.write(
+        "scripts/two.sql",
+        "ALTER TABLE items ADD COLUMN size INTEGER;\nUPDATE no_such_table SET size = 2;\n",
+    );
+    let before = project.app_snapshot();
+    let failed = project.run(&["run"]);
+    failed
+        .assert_code(1)
+        .assert_stderr("step 'two' failed at scripts/two.sql:2:1")
+        .assert_stderr("no such table: no_such_table")
+        .assert_stderr("rolled back");
+    assert_eq!(project.app_snapshot(), before, "the database changed");
+    assert_eq!(project.recorded_version(), None);
+
+    let lock = project.lock_json().expect("the lock file stays");
+    assert_eq!(lock["state"], "failed");
+    assert_eq!(lock["step"], "two");
+    assert!(lock["error"].as_str().unwrap().contains("no such table"));
+
+    let status = project.run(&["status", "--json"]).json();
+    assert_eq!(status["state"], "halted");
+    assert_eq!(status["lock"]["state"], "failed");
+    assert_eq!(status["lock"]["step"], "two");
+
+    project
+        .run(&["run"])
+        .assert_code(4)
+        .assert_stderr("failed at step 'two'");
+    project.run(&["check"]).assert_code(4);
+
+    // The failure is recorded outside the rolled-back transaction.
+    let history = project.history();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0]["success"], false);
+    assert_eq!(history[0]["name"], "two");
+    assert!(history[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("no such table"));
+
+    project.write(
+        "scripts/two.sql",
+        "ALTER TABLE items ADD COLUMN size INTEGER;\nUPDATE items SET size = 2;\n",
+    );
+    project
+        .run(&["unlock"])
+        .assert_code(0)
+        .assert_stdout("removed the failed lock");
+    assert!(!project.lock_path().exists());
+    project.run(&["run"]).assert_code(0);
+    assert_eq!(project.recorded_version().as_deref(), Some("1.4.0"));
+    assert_eq!(
+        project.query_i64("SELECT count(*) FROM items WHERE size = 2"),
+        1
+    );
+}
+
+#[test]
+fn failure_per_step_keeps_earlier_steps() {
+    let project = project("1.4.0");
+    legacy_database(&project);
+    project.write(
+        "scripts/two.sql",
+        "ALTER TABLE items ADD COLUMN size INTEGER;\nSELECT * FROM nowhere;\n",
+    );
+    project
+        .run(&["run", "--transaction", "per-step"])
+        .assert_code(1)
+        .assert_stderr("steps before it stay committed")
+        .assert_stderr("version 1.2.0");
+    // Step one and the gap bump committed; step two rolled back.
+    assert_eq!(project.recorded_version().as_deref(), Some("1.2.0"));
+    assert_eq!(project.query_i64("SELECT count(*) FROM items"), 1);
+    assert_eq!(
+        project.query_i64("SELECT count(*) FROM pragma_table_info('items') WHERE name = 'size'"),
+        0
+    );
+    assert_eq!(project.lock_json().unwrap()["state"], "failed");
+    let history = project.history();
+    let ok: Vec<&str> = history
+        .iter()
+        .filter(|r| r["success"] == true)
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(ok, ["one", "version-only"]);
+
+    project.write(
+        "scripts/two.sql",
+        "ALTER TABLE items ADD COLUMN size INTEGER;\n",
+    );
+    project.run(&["unlock"]).assert_code(0);
+    project
+        .run(&["--transaction", "per-step", "run"])
+        .assert_code(0);
+    assert_eq!(project.recorded_version().as_deref(), Some("1.4.0"));
+}
+
+#[test]
+fn install_failure_leaves_empty_database() {
+    let project = project("1.4.0");
+    project.write(
+        "scripts/install.sql",
+        "CREATE TABLE items (id INTEGER PRIMARY KEY);\nINSERT INTO items VALUES (1);\nINSERT INTO items VALUES (1);\n",
+    );
+    project
+        .run(&["run"])
+        .assert_code(1)
+        .assert_stderr("install 'install' failed at scripts/install.sql:3:1");
+    let tables = project.query_i64(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'upgrader%' AND name NOT LIKE 'sqlite%'",
+    );
+    assert_eq!(tables, 0);
+    assert_eq!(project.recorded_version(), None);
+}
+
+#[test]
+fn downgrade_is_refused() {
+    let project = project("1.4.0");
+    project.run(&["run"]).assert_code(0);
+    project.write("VERSION", "1.3.0\n");
+    let before = project.snapshot();
+    project.run(&["run"]).assert_code(1).assert_stderr(
+        "refusing to downgrade: the database is at 1.4.0 but the code (VERSION) is at 1.3.0",
+    );
+    assert_eq!(project.snapshot(), before);
+    assert!(!project.lock_path().exists());
+    project.run(&["check"]).assert_code(1);
+    let status = project.run(&["status", "--json"]).json();
+    assert!(status["problem"].as_str().unwrap().contains("downgrade"));
+}
+
+#[test]
+fn refused_statement_touches_nothing() {
+    let project = project("1.4.0");
+    legacy_database(&project);
+    project.write(
+        "scripts/two.sql",
+        "UPDATE items SET name = 'x';\n  COMMIT;\n",
+    );
+    let before = project.snapshot();
+    project
+        .run(&["run"])
+        .assert_code(1)
+        .assert_stderr("scripts/two.sql:2:3: step 'two': statement refused on sqlite: transaction control (COMMIT)");
+    assert_eq!(project.snapshot(), before);
+    assert!(!project.lock_path().exists());
+    assert!(project.history().is_empty());
+}
+
+#[test]
+fn bad_sql_position_inside_inline_sql() {
+    let project = project("1.4.0");
+    let manifest = MANIFEST.replace(
+        "<sql>INSERT INTO items (name) VALUES ('from three; inline');</sql>",
+        "<sql>\n      SELECT 1;\n      SELECT 'unterminated;\n    </sql>",
+    );
+    project.write("upgrade.xml", &manifest);
+    legacy_database(&project);
+    let before = project.snapshot();
+    project
+        .run(&["run"])
+        .assert_code(1)
+        .assert_stderr("upgrade.xml:15:14: step 'three': cannot split the SQL");
+    assert_eq!(project.snapshot(), before);
+}
+
+#[test]
+fn status_json_has_the_contract_keys() {
+    let project = project("1.4.0");
+    let status = project.run(&["status", "--json"]);
+    status.assert_code(0);
+    let status = status.json();
+    for key in [
+        "project",
+        "code_version",
+        "db_version",
+        "state",
+        "pending",
+        "lock",
+        "updates_pending",
+    ] {
+        assert!(status.get(key).is_some(), "missing {key}: {status}");
+    }
+    assert_eq!(status["project"], "test");
+    assert_eq!(status["code_version"], "1.4.0");
+    assert_eq!(status["db_version"], serde_json::Value::Null);
+    assert_eq!(status["state"], "uninitialized");
+    assert_eq!(status["lock"]["state"], "free");
+    assert_eq!(status["pending"][0]["kind"], "install");
+    assert_eq!(status["pending"][0]["name"], "install");
+    assert!(status["updates_pending"].as_array().unwrap().is_empty());
+    // Reports never create the database.
+    assert!(!project.db_path().exists());
+    project.run(&["check"]).assert_code(3);
+
+    project.run(&["run"]).assert_code(0);
+    project.write("VERSION", "1.5.0\n");
+    let status = project.run(&["status", "--json"]).json();
+    assert_eq!(status["state"], "pending");
+    assert_eq!(status["db_version"], "1.4.0");
+    assert_eq!(status["pending"][0]["kind"], "version-only");
+    project.run(&["check"]).assert_code(3);
+}
+
+#[test]
+fn options_after_the_command_and_database_url() {
+    let project = project("1.4.0");
+    let other = project.path().join("elsewhere.db");
+    let url = format!("sqlite://{}", other.display());
+    project
+        .run(&["run", "--database", &url, "--json"])
+        .assert_code(0);
+    assert!(other.exists());
+    assert!(!project.db_path().exists());
+    let status = project
+        .command(&["status", "--json"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["db_version"], "1.4.0");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let project = project("1.4.0");
+    project.run(&["frobnicate"]).assert_code(2);
+    project
+        .run(&["run", "--transaction", "sometimes"])
+        .assert_code(2);
+}
+
+#[test]
+fn transaction_none_step_runs_alone() {
+    let project = project("1.4.0");
+    let manifest = MANIFEST.replace(
+        r#"<step name="two" from="1.2.0" to="1.3.0">"#,
+        r#"<step name="two" from="1.2.0" to="1.3.0" transaction="none">"#,
+    );
+    project.write("upgrade.xml", &manifest);
+    project.write(
+        "scripts/two.sql",
+        "ALTER TABLE items ADD COLUMN size INTEGER;\nUPDATE nowhere SET size = 1;\n",
+    );
+    legacy_database(&project);
+    project
+        .run(&["run"])
+        .assert_code(1)
+        .assert_stderr("may hold part of it");
+    // The steps before it committed; its first statement stayed.
+    assert_eq!(project.recorded_version().as_deref(), Some("1.2.0"));
+    assert_eq!(
+        project.query_i64("SELECT count(*) FROM pragma_table_info('items') WHERE name = 'size'"),
+        1
+    );
+    let lock = project.lock_json().unwrap();
+    assert_eq!(lock["state"], "failed");
+    assert_eq!(lock["non_transactional"], true);
+    project
+        .run(&["status"])
+        .assert_code(0)
+        .assert_stdout("may hold part of it");
+}
