@@ -45,19 +45,20 @@ impl Version {
             Some((core, suffix)) => (core, Some(suffix)),
             None => (text, None),
         };
-        let parts: Vec<&str> = core.split('.').collect();
-        if parts.len() < 2 {
-            return Err(fail("expected MAJOR.MINOR[.PATCH][-SUFFIX]"));
-        }
-        if parts.len() > 3 {
-            return Err(fail("expected at most three numbers (MAJOR.MINOR.PATCH)"));
-        }
         let mut numbers = [0u64; 3];
-        for (slot, part) in numbers.iter_mut().zip(&parts) {
+        let mut count = 0;
+        for part in core.split('.') {
+            if count == 3 {
+                return Err(fail("expected at most three numbers (MAJOR.MINOR.PATCH)"));
+            }
             if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(fail("MAJOR, MINOR and PATCH must be whole numbers"));
             }
-            *slot = part.parse().map_err(|_| fail("a number is too large"))?;
+            numbers[count] = part.parse().map_err(|_| fail("a number is too large"))?;
+            count += 1;
+        }
+        if count < 2 {
+            return Err(fail("expected MAJOR.MINOR[.PATCH][-SUFFIX]"));
         }
         let pre = match suffix {
             None => semver::Prerelease::EMPTY,

@@ -10,23 +10,23 @@ use super::{
 };
 use crate::version::Version;
 
-fn is(element: &Element, name: &str) -> bool {
+fn is(element: &Element<'_>, name: &str) -> bool {
     element.name.eq_ignore_ascii_case(name)
 }
 
 /// Checks that an element has only `allowed` attributes and returns a lookup.
 struct Attrs<'a> {
-    element: &'a Element,
+    element: &'a Element<'a>,
 }
 
 impl<'a> Attrs<'a> {
     fn check(
-        element: &'a Element,
+        element: &'a Element<'a>,
         allowed: &[&str],
         error: &ErrorFn<'_>,
     ) -> Result<Self, ManifestError> {
         for attr in &element.attrs {
-            if !allowed.contains(&attr.name.as_str()) {
+            if !allowed.contains(&&*attr.name) {
                 let expected = if allowed.is_empty() {
                     "it takes no attributes".to_string()
                 } else {
@@ -44,11 +44,11 @@ impl<'a> Attrs<'a> {
         Ok(Attrs { element })
     }
 
-    fn get(&self, name: &str) -> Option<&'a Attr> {
+    fn get(&self, name: &str) -> Option<&'a Attr<'a>> {
         self.element.attrs.iter().find(|a| a.name == name)
     }
 
-    fn required(&self, name: &str, error: &ErrorFn<'_>) -> Result<&'a Attr, ManifestError> {
+    fn required(&self, name: &str, error: &ErrorFn<'_>) -> Result<&'a Attr<'a>, ManifestError> {
         let attr = self.get(name).ok_or_else(|| {
             error(
                 self.element.pos,
@@ -72,7 +72,7 @@ fn list(names: &[&str]) -> String {
     quoted.join(", ")
 }
 
-fn no_text(element: &Element, error: &ErrorFn<'_>) -> Result<(), ManifestError> {
+fn no_text(element: &Element<'_>, error: &ErrorFn<'_>) -> Result<(), ManifestError> {
     match element.text_pos {
         Some(pos) => Err(error(
             pos,
@@ -82,7 +82,7 @@ fn no_text(element: &Element, error: &ErrorFn<'_>) -> Result<(), ManifestError> 
     }
 }
 
-fn no_children(element: &Element, error: &ErrorFn<'_>) -> Result<(), ManifestError> {
+fn no_children(element: &Element<'_>, error: &ErrorFn<'_>) -> Result<(), ManifestError> {
     match element.children.first() {
         Some(child) => Err(error(
             child.pos,
@@ -95,14 +95,14 @@ fn no_children(element: &Element, error: &ErrorFn<'_>) -> Result<(), ManifestErr
     }
 }
 
-fn text_version(element: &Element, error: &ErrorFn<'_>) -> Result<Version, ManifestError> {
+fn text_version(element: &Element<'_>, error: &ErrorFn<'_>) -> Result<Version, ManifestError> {
     no_children(element, error)?;
     Attrs::check(element, &[], error)?;
     let pos = element.text_pos.unwrap_or(element.pos);
     Version::parse(&element.text).map_err(|e| error(pos, format!("<{}>: {e}", element.name)))
 }
 
-fn text_value(element: &Element, error: &ErrorFn<'_>) -> Result<String, ManifestError> {
+fn text_value(element: &Element<'_>, error: &ErrorFn<'_>) -> Result<String, ManifestError> {
     no_children(element, error)?;
     Attrs::check(element, &[], error)?;
     let value = element.text.trim();
@@ -113,7 +113,7 @@ fn text_value(element: &Element, error: &ErrorFn<'_>) -> Result<String, Manifest
 }
 
 pub(super) fn interpret(
-    root: Element,
+    root: Element<'_>,
     path: &Path,
     error: &ErrorFn<'_>,
 ) -> Result<Manifest, ManifestError> {
@@ -212,7 +212,7 @@ fn check_project_name(name: &str, pos: Pos, error: &ErrorFn<'_>) -> Result<(), M
     Ok(())
 }
 
-fn step(element: &Element, error: &ErrorFn<'_>) -> Result<Step, ManifestError> {
+fn step(element: &Element<'_>, error: &ErrorFn<'_>) -> Result<Step, ManifestError> {
     let attrs = Attrs::check(element, &["name", "from", "to", "transaction"], error)?;
     no_text(element, error)?;
     let name = attrs.required("name", error)?.value.trim().to_string();
@@ -249,7 +249,7 @@ fn step(element: &Element, error: &ErrorFn<'_>) -> Result<Step, ManifestError> {
 /// Reads `<sql>` and `<plugin>` children; `extra` names text-only children that may appear
 /// once (such as `<description>`).
 fn actions(
-    parent: &Element,
+    parent: &Element<'_>,
     extra: &mut [(&str, &mut Option<String>)],
     error: &ErrorFn<'_>,
 ) -> Result<Vec<Action>, ManifestError> {
@@ -278,8 +278,8 @@ fn actions(
             check_library(&library.value, library.pos, error)?;
             check_method(&method.value, method.pos, error)?;
             actions.push(Action::Plugin {
-                library: library.value.clone(),
-                method: method.value.clone(),
+                library: library.value.to_string(),
+                method: method.value.to_string(),
                 pos: child.pos,
             });
         } else {
@@ -305,7 +305,7 @@ fn actions(
     Ok(actions)
 }
 
-fn sql_action(element: &Element, error: &ErrorFn<'_>) -> Result<Action, ManifestError> {
+fn sql_action(element: &Element<'_>, error: &ErrorFn<'_>) -> Result<Action, ManifestError> {
     let attrs = Attrs::check(element, &["file"], error)?;
     no_children(element, error)?;
     let source = match (attrs.get("file"), element.text_pos) {
@@ -333,9 +333,9 @@ fn sql_action(element: &Element, error: &ErrorFn<'_>) -> Result<Action, Manifest
                 "<sql> has both a `file` attribute and inline text; use one".into(),
             ))
         }
-        (None, Some(pos)) => SqlSource::Inline {
-            text: element.text.clone(),
-            pos: text_start(element, pos),
+        (None, Some(_)) => SqlSource::Inline {
+            text: element.text.to_string(),
+            pos: element.text_start,
         },
         (None, None) => {
             return Err(error(
@@ -348,23 +348,6 @@ fn sql_action(element: &Element, error: &ErrorFn<'_>) -> Result<Action, Manifest
         source,
         pos: element.pos,
     })
-}
-
-/// The position of the first character of an element's text (leading whitespace
-/// included), so that statement positions inside inline SQL map back to the manifest.
-fn text_start(element: &Element, first_non_blank: Pos) -> Pos {
-    let leading = &element.text[..element.text.len() - element.text.trim_start().len()];
-    let newlines = leading.matches('\n').count() as u32;
-    let last_line = leading.rsplit('\n').next().unwrap_or("");
-    let column = if newlines == 0 {
-        first_non_blank.column - leading.chars().count() as u32
-    } else {
-        first_non_blank.column - last_line.chars().count() as u32
-    };
-    Pos {
-        line: first_non_blank.line - newlines,
-        column: if newlines == 0 { column } else { 1 },
-    }
 }
 
 /// A bare library name: no directory separators, no `..`, nothing the loader would read
@@ -410,7 +393,7 @@ fn check_method(name: &str, pos: Pos, error: &ErrorFn<'_>) -> Result<(), Manifes
 
 /// One `<vX.Y.Z>` entry of `<matching>`. An entry without `script_name` only moves the
 /// version, which the plan's version-only bumps already do, so it yields no step.
-fn legacy_step(entry: &Element, error: &ErrorFn<'_>) -> Result<Option<Step>, ManifestError> {
+fn legacy_step(entry: &Element<'_>, error: &ErrorFn<'_>) -> Result<Option<Step>, ManifestError> {
     let from_text = entry
         .name
         .strip_prefix(['v', 'V'])

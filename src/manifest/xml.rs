@@ -1,6 +1,9 @@
 //! The only XML-aware code: turns manifest text into a small element tree whose every
 //! element, attribute and text carries its line and column.
 
+use std::borrow::Cow;
+use std::cell::Cell;
+
 use quick_xml::events::Event;
 use quick_xml::Reader;
 
@@ -8,63 +11,77 @@ use super::{ManifestError, Pos};
 
 /// An XML element with positions; names are kept as written.
 #[derive(Debug, Default)]
-pub(crate) struct Element {
-    pub name: String,
+pub(crate) struct Element<'a> {
+    pub name: Cow<'a, str>,
     pub pos: Pos,
-    pub attrs: Vec<Attr>,
-    pub children: Vec<Element>,
+    pub attrs: Vec<Attr<'a>>,
+    pub children: Vec<Element<'a>>,
     /// Text and CDATA content with references resolved, concatenated.
-    pub text: String,
+    pub text: Cow<'a, str>,
     /// Where the first non-whitespace text starts.
     pub text_pos: Option<Pos>,
+    /// Where `text` starts (leading whitespace-only text before the first content is
+    /// dropped, so this is the start of the first text that has content).
+    pub text_start: Pos,
 }
 
 /// An attribute with the position of its name.
 #[derive(Debug)]
-pub(crate) struct Attr {
-    pub name: String,
-    pub value: String,
+pub(crate) struct Attr<'a> {
+    pub name: Cow<'a, str>,
+    pub value: Cow<'a, str>,
     pub pos: Pos,
 }
 
-/// Maps byte offsets to 1-based line and column (columns count characters).
+/// Maps byte offsets to 1-based line and column (columns count characters). Offsets are
+/// asked for mostly in increasing order, so it walks forward from the last answer.
 pub(crate) struct LineIndex<'a> {
     text: &'a str,
-    line_starts: Vec<usize>,
+    /// (offset, line, column) of the last answer.
+    cursor: Cell<(usize, u32, u32)>,
 }
 
 impl<'a> LineIndex<'a> {
     pub fn new(text: &'a str) -> Self {
-        let mut line_starts = vec![0];
-        line_starts.extend(
-            text.bytes()
-                .enumerate()
-                .filter(|(_, b)| *b == b'\n')
-                .map(|(i, _)| i + 1),
-        );
-        LineIndex { text, line_starts }
+        LineIndex {
+            text,
+            cursor: Cell::new((0, 1, 1)),
+        }
     }
 
     pub fn pos(&self, offset: usize) -> Pos {
         let offset = offset.min(self.text.len());
-        let line = self.line_starts.partition_point(|start| *start <= offset) - 1;
-        let start = self.line_starts[line];
-        let column = self
-            .text
-            .get(start..offset)
-            .map_or(offset - start, |s| s.chars().count());
-        Pos {
-            line: line as u32 + 1,
-            column: column as u32 + 1,
+        let (mut from, mut line, mut column) = self.cursor.get();
+        if offset < from {
+            (from, line, column) = (0, 1, 1);
         }
+        let chars = |bytes: &[u8]| bytes.iter().filter(|b| (**b & 0xC0) != 0x80).count() as u32;
+        let slice = &self.text.as_bytes()[from..offset];
+        match slice.iter().rposition(|b| *b == b'\n') {
+            Some(last) => {
+                line += slice.iter().filter(|b| **b == b'\n').count() as u32;
+                column = 1 + chars(&slice[last + 1..]);
+            }
+            None => column += chars(slice),
+        }
+        self.cursor.set((offset, line, column));
+        Pos { line, column }
+    }
+}
+
+/// `part` as a slice of `whole` when it borrows from it, so the tree can borrow the text.
+fn borrow<'a>(whole: &'a str, part: &str) -> Cow<'a, str> {
+    match offset_in(whole, part) {
+        Some(offset) => Cow::Borrowed(&whole[offset..offset + part.len()]),
+        None => Cow::Owned(part.to_string()),
     }
 }
 
 /// Parses the document and returns its root element.
-pub(crate) fn parse(
-    text: &str,
+pub(crate) fn parse<'a>(
+    text: &'a str,
     error: &dyn Fn(Pos, String) -> ManifestError,
-) -> Result<Element, ManifestError> {
+) -> Result<Element<'a>, ManifestError> {
     let index = LineIndex::new(text);
     let mut reader = Reader::from_str(text);
     reader.config_mut().check_end_names = true;
@@ -90,30 +107,30 @@ pub(crate) fn parse(
             }
             Event::Start(ref tag) | Event::Empty(ref tag) => {
                 let name = tag.name();
-                let name = name.as_ref().to_string();
+                let name = borrow(text, name.as_ref());
                 let raw = tag.attributes_raw();
                 let raw_offset = offset_in(text, raw).unwrap_or(start);
+                let element_pos = index.pos(start);
                 let mut attrs = Vec::new();
                 let mut search_from = 0;
                 for attr in tag.attributes().with_checks(true) {
-                    let attr = attr.map_err(|e| {
-                        error(index.pos(start), format!("malformed XML attribute: {e}"))
-                    })?;
-                    let key = attr.key.as_ref().to_string();
+                    let attr = attr
+                        .map_err(|e| error(element_pos, format!("malformed XML attribute: {e}")))?;
+                    let key = borrow(text, attr.key.as_ref());
                     let value = attr
                         .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                        .map_err(|e| error(index.pos(start), format!("attribute `{key}`: {e}")))?;
+                        .map_err(|e| error(element_pos, format!("attribute `{key}`: {e}")))?;
                     let at = find_attr(raw, &key, search_from);
                     search_from = at.map_or(search_from, |at| at + key.len());
                     attrs.push(Attr {
                         pos: index.pos(at.map_or(start, |at| raw_offset + at)),
                         name: key,
-                        value: value.into_owned(),
+                        value: borrow(text, &value),
                     });
                 }
                 let element = Element {
                     name,
-                    pos: index.pos(start),
+                    pos: element_pos,
                     attrs,
                     ..Element::default()
                 };
@@ -128,12 +145,18 @@ pub(crate) fn parse(
                 close(element, &mut stack, &mut root);
             }
             Event::Text(content) => {
-                let content = content.xml10_content();
-                add_text(&mut stack, &content, start, &index, &error)?;
+                // Indentation between elements is by far the most common text; it means
+                // nothing until an element has real text.
+                let blank = content.bytes().all(|b| b.is_ascii_whitespace());
+                if blank && stack.last().is_none_or(|e| e.text.is_empty()) {
+                    continue;
+                }
+                let content = borrow(text, &content.xml10_content());
+                add_text(&mut stack, content, start, &index, &error)?;
             }
             Event::CData(data) => {
-                let data = data.xml10_content();
-                add_text(&mut stack, &data, start, &index, &error)?;
+                let data = borrow(text, &data.xml10_content());
+                add_text(&mut stack, data, start, &index, &error)?;
             }
             Event::GeneralRef(reference) => {
                 let resolved = match reference.resolve_char_ref() {
@@ -153,7 +176,7 @@ pub(crate) fn parse(
                         ))
                     }
                 };
-                add_text(&mut stack, &resolved, start, &index, &error)?;
+                add_text(&mut stack, Cow::Owned(resolved), start, &index, &error)?;
             }
             Event::Eof => break,
             Event::Comment(_) | Event::Decl(_) | Event::PI(_) | Event::DocType(_) => {}
@@ -173,28 +196,35 @@ pub(crate) fn parse(
     })
 }
 
-fn close(element: Element, stack: &mut [Element], root: &mut Option<Element>) {
+fn close<'a>(element: Element<'a>, stack: &mut [Element<'a>], root: &mut Option<Element<'a>>) {
     match stack.last_mut() {
         Some(parent) => parent.children.push(element),
         None => *root = Some(element),
     }
 }
 
-fn add_text(
-    stack: &mut [Element],
-    content: &str,
+fn add_text<'a>(
+    stack: &mut [Element<'a>],
+    content: Cow<'a, str>,
     start: usize,
     index: &LineIndex<'_>,
     error: &dyn Fn(Pos, String) -> ManifestError,
 ) -> Result<(), ManifestError> {
     match stack.last_mut() {
         Some(element) => {
+            if element.text.is_empty() {
+                element.text_start = index.pos(start);
+            }
             if element.text_pos.is_none() {
                 if let Some(first) = content.find(|c: char| !c.is_whitespace()) {
                     element.text_pos = Some(index.pos(start + first));
                 }
             }
-            element.text.push_str(content);
+            if element.text.is_empty() {
+                element.text = content;
+            } else {
+                element.text.to_mut().push_str(&content);
+            }
             Ok(())
         }
         None if content.trim().is_empty() => Ok(()),
