@@ -530,7 +530,6 @@ impl Engine {
         };
         let guard = LockGuard::acquire(&lock_path, record)?;
         let mut db = self.url.connect()?;
-        state::ensure(db.as_mut(), &now())?;
         let mut runner = Runner {
             engine: self,
             db: db.as_mut(),
@@ -541,6 +540,9 @@ impl Engine {
             applied: Vec::new(),
         };
         runner.begin()?;
+        // Created inside the run's transaction: a run that fails leaves no trace but its
+        // history row (see `Runner::fail`).
+        state::ensure_in_transaction(runner.db, &now())?;
         // Another host may have upgraded between our look and our lock: plan again under it.
         let facts = self.facts(Some(&mut *runner.db))?;
         runner.committed_version = facts.version.clone();
@@ -650,7 +652,7 @@ impl Runner<'_> {
             let alone = entry.transaction == StepTransaction::NoneUnsafe;
             if alone && self.in_transaction {
                 let version = self.committed_or_current(item);
-                self.commit(&version)
+                self.commit_at(&version)
                     .map_err(|e| failure(&item.name, e.to_string()))?;
             }
             if !alone && !self.in_transaction {
@@ -688,11 +690,10 @@ impl Runner<'_> {
                     .map_err(|e| failure(&item.name, e.to_string()))?;
             }
             let row = history_row(project, entry, &started_at, duration);
-            let recorded = state::insert_history(self.db, &row)
-                .and_then(|()| state::write_version(self.db, project, item.to.as_str(), &now()));
-            recorded.map_err(|e| failure(&item.name, format!("recording {}: {e}", item.name)))?;
+            state::insert_history(self.db, &row)
+                .map_err(|e| failure(&item.name, format!("recording {}: {e}", item.name)))?;
             if alone || self.mode == TransactionMode::PerStep {
-                self.commit(&item.to)
+                self.commit_at(&item.to)
                     .map_err(|e| failure(&item.name, e.to_string()))?;
             }
             self.applied.push(Applied {
@@ -707,13 +708,17 @@ impl Runner<'_> {
         if !self.in_transaction {
             self.begin().map_err(|e| failure("record", e.to_string()))?;
         }
-        // Adopting a database at exactly the code version runs nothing but must record it.
-        if prepared.is_empty() {
-            state::write_version(self.db, project, plan.target.as_str(), &now())
-                .map_err(|e| failure("record", e.to_string()))?;
-        }
-        self.commit(&plan.target)
+        // Also records the version when nothing ran (adopting a database at exactly the
+        // code version).
+        self.commit_at(&plan.target)
             .map_err(|e| failure("commit", e.to_string()))
+    }
+
+    /// Records `version` and commits: the recorded version is written only when it is
+    /// about to become durable, not after every step.
+    fn commit_at(&mut self, version: &Version) -> Result<(), Error> {
+        state::write_version(self.db, &self.engine.project.name, version.as_str(), &now())?;
+        self.commit(version)
     }
 
     /// The version a `transaction="none"` step finds committed before it runs.
@@ -785,6 +790,7 @@ impl Runner<'_> {
             error: Some(message.clone()),
         };
         let recorded = self.db.begin().map_err(Error::from).and_then(|()| {
+            state::ensure_in_transaction(self.db, &now())?;
             state::insert_history(self.db, &failed_row)?;
             Ok(self.db.commit()?)
         });
@@ -842,7 +848,9 @@ pub(crate) fn now() -> String {
 }
 
 fn host() -> String {
-    gethostname::gethostname().to_string_lossy().into_owned()
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| gethostname::gethostname().to_string_lossy().into_owned())
+        .clone()
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -2,8 +2,12 @@
 //! life. Its four states (free, held, failed, stale) decide whether anyone may upgrade.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{Read, Seek, SeekFrom, Write};
+#[cfg(not(unix))]
+use std::io::Write;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -170,21 +174,62 @@ pub fn inspect(path: &Path) -> Result<LockState, LockError> {
     })
 }
 
+/// How far the lock file may lag behind the step that is running. Writing it at every
+/// step would cost a system call per step; a run of many small steps is written at most
+/// this often, while a step that starts after a quiet spell is written at once.
+const LOCK_LAG: Duration = Duration::from_millis(20);
+
+/// The lock file and its record, shared with the thread that writes deferred updates.
+#[derive(Debug)]
+struct Shared {
+    file: File,
+    record: LockRecord,
+    /// Bytes of the record on disk.
+    written: usize,
+    /// The record has changed since it was last written.
+    dirty: bool,
+    last_write: Instant,
+}
+
+impl Shared {
+    fn write(&mut self) -> std::io::Result<()> {
+        let mut text = serde_json::to_string_pretty(&self.record).expect("lock record serializes");
+        // Pad to the previous length so that one positioned write replaces the record
+        // (JSON allows trailing white space).
+        let body_len = text.len() + 1;
+        if body_len < self.written {
+            text.extend(std::iter::repeat_n(' ', self.written - body_len));
+        }
+        text.push('\n');
+        self.written = text.len();
+        self.dirty = false;
+        self.last_write = Instant::now();
+        write_at_start(&mut self.file, text.as_bytes())
+    }
+}
+
+/// The thread that writes deferred lock updates; stops when `stop` is dropped.
+#[derive(Debug)]
+struct Ticker {
+    stop: mpsc::Sender<()>,
+    handle: std::thread::JoinHandle<()>,
+}
+
 /// The lock, held by this process; released when dropped. A failed run calls
 /// [`LockGuard::fail`] so that the file stays behind.
 #[derive(Debug)]
 pub struct LockGuard {
     path: PathBuf,
-    file: File,
-    record: LockRecord,
+    shared: Arc<Mutex<Shared>>,
     keep: bool,
+    ticker: Option<Ticker>,
 }
 
 impl LockGuard {
     /// Takes the lock for a run described by `record`, or says why it cannot.
     pub fn acquire(path: &Path, record: LockRecord) -> Result<LockGuard, LockError> {
         loop {
-            let file = OpenOptions::new()
+            let mut file = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
@@ -213,74 +258,138 @@ impl LockGuard {
             if !same_file(&file, path) {
                 continue;
             }
-            let mut guard = LockGuard {
-                path: path.to_path_buf(),
-                file,
-                record,
-                keep: true,
-            };
-            let existing = {
-                let mut text = String::new();
-                guard.file.read_to_string(&mut text).map_err(io(path))?;
-                (!text.trim().is_empty()).then(|| serde_json::from_str::<LockRecord>(&text).ok())
-            };
-            if let Some(existing) = existing {
-                let state = match existing {
+            let mut text = String::new();
+            let read = file.read_to_string(&mut text).map_err(io(path));
+            if let Err(error) = read {
+                let _ = file.unlock();
+                return Err(error);
+            }
+            if !text.trim().is_empty() {
+                let state = match serde_json::from_str::<LockRecord>(&text).ok() {
                     Some(record) if record.state == "failed" => LockState::Failed(record),
                     other => LockState::Stale(other),
                 };
+                let _ = file.unlock();
                 // Leave the file exactly as it was for the developer to read.
                 return Err(LockError::Halted(state.explain(path).unwrap_or_default()));
             }
-            guard.keep = false;
-            guard.write()?;
-            return Ok(guard);
+            let mut shared = Shared {
+                file,
+                record,
+                written: 0,
+                dirty: true,
+                last_write: Instant::now(),
+            };
+            if let Err(error) = shared.write() {
+                let _ = std::fs::remove_file(path);
+                let _ = shared.file.unlock();
+                return Err(io(path)(error));
+            }
+            return Ok(LockGuard {
+                path: path.to_path_buf(),
+                shared: Arc::new(Mutex::new(shared)),
+                keep: false,
+                ticker: None,
+            });
         }
     }
 
-    /// The record as last written.
-    pub fn record(&self) -> &LockRecord {
-        &self.record
+    /// The record as it stands (possibly not yet written).
+    pub fn record(&self) -> LockRecord {
+        self.lock().record.clone()
     }
 
-    /// Records which step is running (and whether it runs without a transaction).
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records which step is running (and whether it runs without a transaction). A step
+    /// without a transaction is written before it starts, so that a crash during it is
+    /// reported as possibly partial; other steps within [`LOCK_LAG`].
     pub fn set_step(&mut self, step: &str, non_transactional: bool) -> Result<(), LockError> {
-        self.record.step = Some(step.to_string());
-        self.record.non_transactional = non_transactional;
-        self.write()
+        let path = self.path.clone();
+        let deferred = {
+            let mut shared = self.lock();
+            shared.record.step = Some(step.to_string());
+            shared.record.non_transactional = non_transactional;
+            shared.dirty = true;
+            if non_transactional || shared.last_write.elapsed() >= LOCK_LAG {
+                shared.write().map_err(io(&path))?;
+                false
+            } else {
+                true
+            }
+        };
+        if deferred && self.ticker.is_none() {
+            self.ticker = Some(self.start_ticker());
+        }
+        Ok(())
+    }
+
+    fn start_ticker(&self) -> Ticker {
+        let (stop, wake) = mpsc::channel::<()>();
+        let shared = Arc::clone(&self.shared);
+        let handle = std::thread::spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = wake.recv_timeout(LOCK_LAG) {
+                let mut shared = shared.lock().unwrap_or_else(|p| p.into_inner());
+                if shared.dirty {
+                    if let Err(error) = shared.write() {
+                        log::warn!("cannot update the lock file: {error}");
+                    }
+                }
+            }
+        });
+        Ticker { stop, handle }
+    }
+
+    fn stop_ticker(&mut self) {
+        if let Some(ticker) = self.ticker.take() {
+            drop(ticker.stop);
+            let _ = ticker.handle.join();
+        }
     }
 
     /// Marks the run failed; the file stays after the guard is dropped.
     pub fn fail(mut self, step: Option<&str>, error: &str) -> Result<(), LockError> {
-        self.record.state = "failed".into();
-        if let Some(step) = step {
-            self.record.step = Some(step.to_string());
-        }
-        self.record.error = Some(error.to_string());
+        self.stop_ticker();
         self.keep = true;
-        self.write()
-    }
-
-    fn write(&mut self) -> Result<(), LockError> {
         let path = self.path.clone();
-        let mut text = serde_json::to_string_pretty(&self.record).expect("lock record serializes");
-        text.push('\n');
-        self.file.set_len(0).map_err(io(&path))?;
-        self.file.seek(SeekFrom::Start(0)).map_err(io(&path))?;
-        self.file.write_all(text.as_bytes()).map_err(io(&path))?;
-        Ok(())
+        let mut shared = self.lock();
+        shared.record.state = "failed".into();
+        if let Some(step) = step {
+            shared.record.step = Some(step.to_string());
+        }
+        shared.record.error = Some(error.to_string());
+        shared.write().map_err(io(&path))
     }
 }
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
+        self.stop_ticker();
+        let shared = self.lock();
         // Removing before unlocking means nobody can take a lock on a file about to vanish
         // without noticing (see `same_file`).
         if !self.keep {
             let _ = std::fs::remove_file(&self.path);
         }
-        let _ = self.file.unlock();
+        let _ = shared.file.unlock();
     }
+}
+
+#[cfg(unix)]
+fn write_at_start(file: &mut File, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(bytes, 0)
+}
+
+#[cfg(not(unix))]
+fn write_at_start(file: &mut File, bytes: &[u8]) -> std::io::Result<()> {
+    file.set_len(0)?;
+    file.seek(SeekFrom::Start(0))?;
+    file.write_all(bytes)
 }
 
 /// `status` probes the lock with a brief shared lock; a runner that meets such a probe

@@ -33,7 +33,9 @@ struct Types {
 fn types(dialect: Dialect) -> Types {
     match dialect {
         Dialect::Sqlite => Types {
-            id: "INTEGER PRIMARY KEY AUTOINCREMENT",
+            // Without AUTOINCREMENT: rows are never deleted, so ids still only grow, and each
+            // insert skips a write to sqlite_sequence.
+            id: "INTEGER PRIMARY KEY",
             key: "TEXT",
             text: "TEXT",
             boolean: "INTEGER",
@@ -91,42 +93,30 @@ pub fn own_version() -> &'static str {
     OWN_STEPS.last().map_or("0.0.0", |step| step.to)
 }
 
-/// Creates or upgrades upgrader's own tables, in a transaction of its own.
-pub fn ensure(db: &mut dyn Backend, now: &str) -> Result<(), DbError> {
-    if db.table_exists("upgrader_version")?
-        && read_version(db, OWN_PROJECT)?.as_deref() == Some(own_version())
-    {
+/// Creates or upgrades upgrader's own tables inside the caller's open transaction.
+pub fn ensure_in_transaction(db: &mut dyn Backend, now: &str) -> Result<(), DbError> {
+    let current = if db.table_exists("upgrader_version")? {
+        read_version(db, OWN_PROJECT)?
+    } else {
+        None
+    };
+    if current.as_deref() == Some(own_version()) {
         return Ok(());
     }
-    db.begin()?;
-    let result = (|| {
-        let current = if db.table_exists("upgrader_version")? {
-            read_version(db, OWN_PROJECT)?
-        } else {
-            None
-        };
-        let current = current
-            .as_deref()
-            .and_then(|v| crate::version::Version::parse(v).ok());
-        for step in OWN_STEPS {
-            let to = crate::version::Version::parse(step.to).expect("own versions are valid");
-            if current.as_ref().is_some_and(|current| *current >= to) {
-                continue;
-            }
-            for statement in (step.statements)(db.dialect()) {
-                db.execute(&statement)?;
-            }
-            write_version(db, OWN_PROJECT, step.to, now)?;
+    let current = current
+        .as_deref()
+        .and_then(|v| crate::version::Version::parse(v).ok());
+    for step in OWN_STEPS {
+        let to = crate::version::Version::parse(step.to).expect("own versions are valid");
+        if current.as_ref().is_some_and(|current| *current >= to) {
+            continue;
         }
-        Ok(())
-    })();
-    match result {
-        Ok(()) => db.commit(),
-        Err(error) => {
-            let _ = db.rollback();
-            Err(error)
+        for statement in (step.statements)(db.dialect()) {
+            db.execute(&statement)?;
         }
+        write_version(db, OWN_PROJECT, step.to, now)?;
     }
+    Ok(())
 }
 
 /// The version recorded for a project; `None` when there is none or the tables do not exist.
