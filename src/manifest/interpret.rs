@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::xml::{Attr, Element};
+use super::xml::{Attr, Element, Visitor};
 use super::{
     Action, ErrorFn, Format, Install, Manifest, ManifestError, Pos, SqlSource, Step,
     StepTransaction,
@@ -112,43 +112,70 @@ fn text_value(element: &Element<'_>, error: &ErrorFn<'_>) -> Result<String, Mani
     Ok(value.to_string())
 }
 
-pub(super) fn interpret(
-    root: Element<'_>,
-    path: &Path,
-    error: &ErrorFn<'_>,
-) -> Result<Manifest, ManifestError> {
-    if !is(&root, "upgrade") {
-        return Err(error(
-            root.pos,
-            format!("the root element is <{}>; expected <upgrade>", root.name),
-        ));
+/// Builds a [`Manifest`] from the root and its children as the parser hands them over.
+pub(super) struct Interpreter<'e, 'f> {
+    error: &'e ErrorFn<'f>,
+    manifest: Manifest,
+    initial_version: Option<(Version, Pos)>,
+}
+
+impl<'e, 'f> Interpreter<'e, 'f> {
+    /// `expected_steps` sizes the step list up front.
+    pub(super) fn new(path: &Path, expected_steps: usize, error: &'e ErrorFn<'f>) -> Self {
+        Interpreter {
+            error,
+            manifest: Manifest {
+                path: path.to_path_buf(),
+                format: Format::Canonical,
+                project: None,
+                initial_version: None,
+                install: None,
+                steps: Vec::with_capacity(expected_steps),
+            },
+            initial_version: None,
+        }
     }
-    no_text(&root, error)?;
-    let attrs = Attrs::check(&root, &["project", "initial-version"], error)?;
-    let project = match attrs.get("project") {
-        Some(attr) => {
+
+    pub(super) fn finish(mut self) -> Manifest {
+        self.manifest.initial_version = self.initial_version.map(|(version, _)| version);
+        self.manifest
+    }
+}
+
+impl Visitor for Interpreter<'_, '_> {
+    fn root(&mut self, root: &Element<'_>) -> Result<(), ManifestError> {
+        let error = self.error;
+        if !is(root, "upgrade") {
+            return Err(error(
+                root.pos,
+                format!("the root element is <{}>; expected <upgrade>", root.name),
+            ));
+        }
+        let attrs = Attrs::check(root, &["project", "initial-version"], error)?;
+        if let Some(attr) = attrs.get("project") {
             let name = attrs.required("project", error)?.value.trim().to_string();
             check_project_name(&name, attr.pos, error)?;
-            Some(name)
+            self.manifest.project = Some(name);
         }
-        None => None,
-    };
-    let mut initial_version = match attrs.get("initial-version") {
-        Some(_) => Some((attrs.version("initial-version", error)?, root.pos)),
-        None => None,
-    };
-    let mut manifest = Manifest {
-        path: path.to_path_buf(),
-        format: Format::Canonical,
-        project,
-        initial_version: None,
-        install: None,
-        steps: Vec::new(),
-    };
-    for child in &root.children {
-        if is(child, "initialversion") {
+        if attrs.get("initial-version").is_some() {
+            self.initial_version = Some((attrs.version("initial-version", error)?, root.pos));
+        }
+        Ok(())
+    }
+
+    fn root_end(&mut self, root: &Element<'_>) -> Result<(), ManifestError> {
+        no_text(root, self.error)
+    }
+
+    fn child(&mut self, child: Element<'_>) -> Result<(), ManifestError> {
+        let error = self.error;
+        let manifest = &mut self.manifest;
+        let child = &child;
+        if is(child, "step") {
+            manifest.steps.push(step(child, error)?);
+        } else if is(child, "initialversion") {
             let version = text_version(child, error)?;
-            if let Some((_, first)) = initial_version {
+            if let Some((_, first)) = self.initial_version {
                 return Err(error(
                     child.pos,
                     format!(
@@ -157,7 +184,7 @@ pub(super) fn interpret(
                     ),
                 ));
             }
-            initial_version = Some((version, child.pos));
+            self.initial_version = Some((version, child.pos));
         } else if is(child, "install") {
             if let Some(first) = &manifest.install {
                 return Err(error(
@@ -175,8 +202,6 @@ pub(super) fn interpret(
                 actions,
                 pos: child.pos,
             });
-        } else if is(child, "step") {
-            manifest.steps.push(step(child, error)?);
         } else if is(child, "matching") {
             manifest.format = Format::Legacy;
             Attrs::check(child, &[], error)?;
@@ -197,9 +222,8 @@ pub(super) fn interpret(
                 ),
             ));
         }
+        Ok(())
     }
-    manifest.initial_version = initial_version.map(|(version, _)| version);
-    Ok(manifest)
 }
 
 fn check_project_name(name: &str, pos: Pos, error: &ErrorFn<'_>) -> Result<(), ManifestError> {

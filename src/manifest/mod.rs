@@ -193,8 +193,11 @@ impl Manifest {
             message,
         };
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let root = xml::parse(text, &error)?;
-        let mut manifest = interpret::interpret(root, path, &error)?;
+        // Sizing the step list up front spares copying it as it grows.
+        let expected_steps = memchr::memmem::find_iter(text.as_bytes(), "<step").count();
+        let mut interpreter = interpret::Interpreter::new(path, expected_steps, &error);
+        xml::parse(text, &error, &mut interpreter)?;
+        let mut manifest = interpreter.finish();
         validate(&mut manifest, project_dir, &error)?;
         Ok(manifest)
     }
@@ -217,7 +220,8 @@ fn validate(
     error: &ErrorFn<'_>,
 ) -> Result<(), ManifestError> {
     // Steps are still in document order here, so "the second one" is the later one.
-    let mut by_name: std::collections::HashMap<&str, &Step> = std::collections::HashMap::new();
+    let mut by_name: std::collections::HashMap<&str, &Step> =
+        std::collections::HashMap::with_capacity(manifest.steps.len());
     for step in &manifest.steps {
         if step.from >= step.to {
             return Err(error(

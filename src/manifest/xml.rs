@@ -57,9 +57,9 @@ impl<'a> LineIndex<'a> {
         }
         let chars = |bytes: &[u8]| bytes.iter().filter(|b| (**b & 0xC0) != 0x80).count() as u32;
         let slice = &self.text.as_bytes()[from..offset];
-        match slice.iter().rposition(|b| *b == b'\n') {
+        match memchr::memrchr(b'\n', slice) {
             Some(last) => {
-                line += slice.iter().filter(|b| **b == b'\n').count() as u32;
+                line += memchr::memchr_iter(b'\n', slice).count() as u32;
                 column = 1 + chars(&slice[last + 1..]);
             }
             None => column += chars(slice),
@@ -77,16 +77,28 @@ fn borrow<'a>(whole: &'a str, part: &str) -> Cow<'a, str> {
     }
 }
 
-/// Parses the document and returns its root element.
-pub(crate) fn parse<'a>(
-    text: &'a str,
+/// Receives the document as it is parsed, so that the root's children never pile up in
+/// one large tree (a manifest may have many thousands of steps).
+pub(crate) trait Visitor {
+    /// The root element's start tag (no children or text yet).
+    fn root(&mut self, root: &Element<'_>) -> Result<(), ManifestError>;
+    /// A complete child of the root, in document order.
+    fn child(&mut self, child: Element<'_>) -> Result<(), ManifestError>;
+    /// The root element once closed (its text, without its children).
+    fn root_end(&mut self, root: &Element<'_>) -> Result<(), ManifestError>;
+}
+
+/// Parses the document, handing the root and each of its children to `visitor`.
+pub(crate) fn parse(
+    text: &str,
     error: &dyn Fn(Pos, String) -> ManifestError,
-) -> Result<Element<'a>, ManifestError> {
+    visitor: &mut dyn Visitor,
+) -> Result<(), ManifestError> {
     let index = LineIndex::new(text);
     let mut reader = Reader::from_str(text);
     reader.config_mut().check_end_names = true;
     let mut stack: Vec<Element> = Vec::new();
-    let mut root: Option<Element> = None;
+    let mut root_seen = false;
     loop {
         let start = reader.buffer_position() as usize;
         let event = match reader.read_event() {
@@ -97,7 +109,7 @@ pub(crate) fn parse<'a>(
             }
         };
         match event {
-            Event::Start(tag) | Event::Empty(tag) if root.is_some() => {
+            Event::Start(tag) | Event::Empty(tag) if root_seen && stack.is_empty() => {
                 let _ = tag;
                 return Err(error(
                     index.pos(start),
@@ -108,23 +120,20 @@ pub(crate) fn parse<'a>(
             Event::Start(ref tag) | Event::Empty(ref tag) => {
                 let name = tag.name();
                 let name = borrow(text, name.as_ref());
-                let raw = tag.attributes_raw();
-                let raw_offset = offset_in(text, raw).unwrap_or(start);
                 let element_pos = index.pos(start);
                 let mut attrs = Vec::new();
-                let mut search_from = 0;
                 for attr in tag.attributes().with_checks(true) {
                     let attr = attr
                         .map_err(|e| error(element_pos, format!("malformed XML attribute: {e}")))?;
-                    let key = borrow(text, attr.key.as_ref());
+                    let key = attr.key.as_ref();
+                    // The reader borrows from the text, so the key's address is its place.
+                    let at = offset_in(text, key).unwrap_or(start);
                     let value = attr
                         .normalized_value(quick_xml::XmlVersion::Implicit1_0)
                         .map_err(|e| error(element_pos, format!("attribute `{key}`: {e}")))?;
-                    let at = find_attr(raw, &key, search_from);
-                    search_from = at.map_or(search_from, |at| at + key.len());
                     attrs.push(Attr {
-                        pos: index.pos(at.map_or(start, |at| raw_offset + at)),
-                        name: key,
+                        pos: index.pos(at),
+                        name: borrow(text, key),
                         value: borrow(text, &value),
                     });
                 }
@@ -134,15 +143,19 @@ pub(crate) fn parse<'a>(
                     attrs,
                     ..Element::default()
                 };
+                if stack.is_empty() {
+                    root_seen = true;
+                    visitor.root(&element)?;
+                }
                 if matches!(event, Event::Empty(_)) {
-                    close(element, &mut stack, &mut root);
+                    close(element, &mut stack, visitor)?;
                 } else {
                     stack.push(element);
                 }
             }
             Event::End(_) => {
                 let element = stack.pop().expect("quick-xml checks end names");
-                close(element, &mut stack, &mut root);
+                close(element, &mut stack, visitor)?;
             }
             Event::Text(content) => {
                 // Indentation between elements is by far the most common text; it means
@@ -188,18 +201,27 @@ pub(crate) fn parse<'a>(
             format!("malformed XML: <{}> is never closed", open.name),
         ));
     }
-    root.ok_or_else(|| {
-        error(
+    if !root_seen {
+        return Err(error(
             index.pos(text.len()),
             "malformed XML: the document has no root element".into(),
-        )
-    })
+        ));
+    }
+    Ok(())
 }
 
-fn close<'a>(element: Element<'a>, stack: &mut [Element<'a>], root: &mut Option<Element<'a>>) {
-    match stack.last_mut() {
-        Some(parent) => parent.children.push(element),
-        None => *root = Some(element),
+fn close<'a>(
+    element: Element<'a>,
+    stack: &mut [Element<'a>],
+    visitor: &mut dyn Visitor,
+) -> Result<(), ManifestError> {
+    match stack {
+        [] => visitor.root_end(&element),
+        [_root] => visitor.child(element),
+        [.., parent] => {
+            parent.children.push(element);
+            Ok(())
+        }
     }
 }
 
@@ -239,21 +261,4 @@ fn add_text<'a>(
 fn offset_in(whole: &str, part: &str) -> Option<usize> {
     let offset = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
     (offset + part.len() <= whole.len()).then_some(offset)
-}
-
-/// Where the attribute `key` is written in the raw attribute text: the name preceded by
-/// whitespace (or the start) and followed by optional whitespace and `=`.
-fn find_attr(raw: &str, key: &str, from: usize) -> Option<usize> {
-    let bytes = raw.as_bytes();
-    let mut search = from;
-    while let Some(found) = raw.get(search..)?.find(key) {
-        let at = search + found;
-        let before_ok = at == 0 || bytes[at - 1].is_ascii_whitespace();
-        let after = raw[at + key.len()..].trim_start();
-        if before_ok && after.starts_with('=') {
-            return Some(at);
-        }
-        search = at + key.len();
-    }
-    None
 }
