@@ -31,6 +31,19 @@ fn project_with_slow_step(rows: u64) -> TestProject {
     project
 }
 
+/// The run reached 1.3.0 and every step ran exactly once.
+#[track_caller]
+fn assert_each_step_applied_once(project: &TestProject) {
+    assert_eq!(project.recorded_version().as_deref(), Some("1.3.0"));
+    let history = project.history();
+    let names: Vec<&str> = history
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["first", "slow", "last"]);
+    assert_eq!(project.query_i64("SELECT count(*) FROM first_table"), 3);
+}
+
 fn lock_step(project: &TestProject) -> Option<String> {
     project.lock_json()?["step"].as_str().map(str::to_string)
 }
@@ -64,14 +77,7 @@ fn second_run_reports_upgrade_in_progress() {
         "first run failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert_eq!(project.recorded_version().as_deref(), Some("1.3.0"));
-    let history = project.history();
-    let names: Vec<&str> = history
-        .iter()
-        .map(|r| r["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["first", "slow", "last"]);
-    assert_eq!(project.query_i64("SELECT count(*) FROM first_table"), 3);
+    assert_each_step_applied_once(&project);
     project
         .run(&["run"])
         .assert_code(0)
@@ -103,14 +109,7 @@ fn many_simultaneous_runs_apply_each_step_once() {
         codes.push(code);
     }
     assert!(codes.contains(&0), "{codes:?}");
-    assert_eq!(project.recorded_version().as_deref(), Some("1.3.0"));
-    let history = project.history();
-    let names: Vec<&str> = history
-        .iter()
-        .map(|r| r["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["first", "slow", "last"]);
-    assert_eq!(project.query_i64("SELECT count(*) FROM first_table"), 3);
+    assert_each_step_applied_once(&project);
     assert!(!project.lock_path().exists());
 }
 
