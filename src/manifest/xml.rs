@@ -55,14 +55,14 @@ impl<'a> LineIndex<'a> {
         if offset < from {
             (from, line, column) = (0, 1, 1);
         }
-        let chars = |bytes: &[u8]| bytes.iter().filter(|b| (**b & 0xC0) != 0x80).count() as u32;
-        let slice = &self.text.as_bytes()[from..offset];
-        match memchr::memrchr(b'\n', slice) {
-            Some(last) => {
-                line += memchr::memchr_iter(b'\n', slice).count() as u32;
-                column = 1 + chars(&slice[last + 1..]);
+        // One pass: the gaps between positions asked for are short (a tag or two).
+        for &byte in &self.text.as_bytes()[from..offset] {
+            if byte == b'\n' {
+                line += 1;
+                column = 1;
+            } else if byte & 0xC0 != 0x80 {
+                column += 1;
             }
-            None => column += chars(slice),
         }
         self.cursor.set((offset, line, column));
         Pos { line, column }
