@@ -282,6 +282,7 @@ fn validate(
         }
     }
     if let Some(dir) = project_dir {
+        let mut scripts = ScriptFiles::default();
         let install_actions = manifest.install.iter().flat_map(|i| &i.actions);
         let step_actions = manifest.steps.iter().flat_map(|s| &s.actions);
         for action in install_actions.chain(step_actions) {
@@ -291,7 +292,7 @@ fn validate(
             } = action
             {
                 let full = dir.join(file);
-                if !full.is_file() {
+                if !scripts.is_file(&full) {
                     return Err(error(
                         *pos,
                         format!("script file {} does not exist", full.display()),
@@ -304,4 +305,40 @@ fn validate(
     steps.sort_by(|a, b| a.from.cmp(&b.from));
     manifest.steps = steps;
     Ok(())
+}
+
+/// Answers "is this script a file?" from one directory listing per directory instead of
+/// one `stat` per script: a manifest can name thousands of scripts in one folder.
+#[derive(Default)]
+struct ScriptFiles {
+    listings: std::collections::HashMap<
+        PathBuf,
+        Option<std::collections::HashMap<std::ffi::OsString, std::fs::FileType>>,
+    >,
+}
+
+impl ScriptFiles {
+    fn is_file(&mut self, path: &Path) -> bool {
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return path.is_file();
+        };
+        let listing = self
+            .listings
+            .entry(parent.to_path_buf())
+            .or_insert_with(|| {
+                std::fs::read_dir(parent).ok().map(|entries| {
+                    entries
+                        .filter_map(Result::ok)
+                        .filter_map(|entry| Some((entry.file_name(), entry.file_type().ok()?)))
+                        .collect()
+                })
+            });
+        match listing.as_ref().map(|listing| listing.get(name)) {
+            Some(Some(kind)) if kind.is_file() => true,
+            // A link (or an unreadable directory) is judged by what it points to.
+            Some(Some(kind)) if !kind.is_symlink() => false,
+            Some(None) => false,
+            _ => path.is_file(),
+        }
+    }
 }
