@@ -538,6 +538,7 @@ impl Engine {
             in_transaction: false,
             committed_version: None,
             applied: Vec::new(),
+            in_flight: None,
         };
         runner.begin()?;
         // Created inside the run's transaction: a run that fails leaves no trace but its
@@ -606,6 +607,17 @@ struct Runner<'a> {
     /// The version the database holds if everything uncommitted is rolled back.
     committed_version: Option<Version>,
     applied: Vec<Applied>,
+    /// The item being applied, for the history row of a failure.
+    in_flight: Option<InFlight>,
+}
+
+/// What a failure's history row says about the item that failed.
+struct InFlight {
+    kind: ItemKind,
+    to: Version,
+    checksum: Option<String>,
+    started_at: String,
+    started: Instant,
 }
 
 /// What went wrong inside a run, before it is turned into the user's error.
@@ -668,6 +680,13 @@ impl Runner<'_> {
             }
             let started_at = now();
             let started = Instant::now();
+            self.in_flight = Some(InFlight {
+                kind: item.kind,
+                to: item.to.clone(),
+                checksum: entry.checksum.clone(),
+                started_at: started_at.clone(),
+                started,
+            });
             for statement in &entry.statements {
                 log::debug!("{}: {}", statement.origin, statement.text);
                 if let Err(error) = self.db.execute(&statement.text) {
@@ -773,17 +792,29 @@ impl Runner<'_> {
             ));
         }
         let project = &self.engine.project.name;
+        let in_flight = self.in_flight.take();
         let failed_row = state::HistoryRow {
             id: None,
             project: project.clone(),
-            kind: "step".into(),
+            kind: in_flight
+                .as_ref()
+                .map_or(ItemKind::Step, |f| f.kind)
+                .name()
+                .into(),
             name: failure.item.clone(),
             from_version: self.committed_version.as_ref().map(ToString::to_string),
-            to_version: self.engine.project.code_version.to_string(),
-            checksum: None,
-            started_at: now(),
+            to_version: in_flight.as_ref().map_or_else(
+                || self.engine.project.code_version.to_string(),
+                |f| f.to.to_string(),
+            ),
+            checksum: in_flight.as_ref().and_then(|f| f.checksum.clone()),
+            started_at: in_flight
+                .as_ref()
+                .map_or_else(now, |f| f.started_at.clone()),
             finished_at: now(),
-            duration_ms: 0,
+            duration_ms: in_flight
+                .as_ref()
+                .map_or(0, |f| f.started.elapsed().as_millis() as i64),
             host: host(),
             pid: i64::from(std::process::id()),
             success: false,

@@ -166,7 +166,12 @@ pub fn inspect(path: &Path) -> Result<LockState, LockError> {
         Err(TryLockError::Error(e)) => return Err(io(path)(e)),
     };
     let record = read_record(&mut file);
+    let empty = file.metadata().is_ok_and(|m| m.len() == 0);
     let _ = file.unlock();
+    if !held && empty {
+        // A runner that died between creating the file and writing it had touched nothing.
+        return Ok(LockState::Free);
+    }
     Ok(match (held, record) {
         (true, record) => LockState::Held(record),
         (false, Some(record)) if record.state == "failed" => LockState::Failed(record),
