@@ -186,6 +186,10 @@ fn failure_mid_run_rolls_everything_back_and_halts() {
     assert_eq!(history.len(), 1);
     assert_eq!(history[0]["success"], false);
     assert_eq!(history[0]["name"], "two");
+    assert_eq!(history[0]["kind"], "step");
+    assert_eq!(history[0]["from_version"], serde_json::Value::Null);
+    assert_eq!(history[0]["to_version"], "1.3.0");
+    assert_eq!(history[0]["checksum"].as_str().unwrap().len(), 64);
     assert!(history[0]["error"]
         .as_str()
         .unwrap()
@@ -264,6 +268,11 @@ fn install_failure_leaves_empty_database() {
     );
     assert_eq!(tables, 0);
     assert_eq!(project.recorded_version(), None);
+    let history = project.history();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0]["kind"], "install");
+    assert_eq!(history[0]["success"], false);
+    assert_eq!(project.lock_json().unwrap()["step"], "install");
 }
 
 #[test]
