@@ -504,6 +504,16 @@ mod tests {
     }
 
     #[test]
+    fn empty_unheld_file_is_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOCK_FILE);
+        std::fs::write(&path, "").unwrap();
+        assert_eq!(inspect(&path).unwrap(), LockState::Free);
+        drop(LockGuard::acquire(&path, record()).unwrap());
+        assert!(!path.exists());
+    }
+
+    #[test]
     fn released_on_drop() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(LOCK_FILE);
