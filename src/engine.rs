@@ -736,7 +736,12 @@ impl Runner<'_> {
     /// Records `version` and commits: the recorded version is written only when it is
     /// about to become durable, not after every step.
     fn commit_at(&mut self, version: &Version) -> Result<(), Error> {
-        state::write_version(self.db, &self.engine.project.name, version.as_str(), &now())?;
+        state::write_version(
+            self.db,
+            &self.engine.project.name,
+            &version.as_str(),
+            &now(),
+        )?;
         self.commit(version)
     }
 

@@ -26,8 +26,9 @@ pub struct Version {
     patch: u64,
     /// Normalized pre-release used for ordering; empty when there is no suffix.
     pre: semver::Prerelease,
-    /// The text as written, shown back to the user.
-    text: String,
+    /// The text as written, shown back to the user; `None` when it is exactly
+    /// `MAJOR.MINOR.PATCH`, which spares an allocation for most versions.
+    text: Option<Box<str>>,
 }
 
 impl Version {
@@ -67,18 +68,26 @@ impl Version {
                 fail("the suffix must be ALPHAn, BETAn, RCn or a semver pre-release")
             })?,
         };
+        let canonical = count == 3
+            && suffix.is_none()
+            && core
+                .split('.')
+                .all(|part| part == "0" || !part.starts_with('0'));
         Ok(Version {
             major: numbers[0],
             minor: numbers[1],
             patch: numbers[2],
             pre,
-            text: text.to_string(),
+            text: (!canonical).then(|| text.into()),
         })
     }
 
     /// The version as it was written.
-    pub fn as_str(&self) -> &str {
-        &self.text
+    pub fn as_str(&self) -> std::borrow::Cow<'_, str> {
+        match &self.text {
+            Some(text) => std::borrow::Cow::Borrowed(text),
+            None => std::borrow::Cow::Owned(self.to_string()),
+        }
     }
 }
 
@@ -131,13 +140,16 @@ impl Eq for Version {}
 
 impl fmt::Display for Version {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
+        match &self.text {
+            Some(text) => f.write_str(text),
+            None => write!(f, "{}.{}.{}", self.major, self.minor, self.patch),
+        }
     }
 }
 
 impl fmt::Debug for Version {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Version({})", self.text)
+        write!(f, "Version({self})")
     }
 }
 
