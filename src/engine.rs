@@ -249,9 +249,59 @@ pub struct RunOutcome {
 /// A statement ready to send, with where it came from.
 #[derive(Debug, Clone)]
 struct Prepared {
-    text: String,
+    statement: sql::Statement,
     /// `file:line:column`.
     origin: String,
+}
+
+/// A statement `lint` (or a run) refuses, or a script it cannot read.
+#[derive(Debug, Clone, Serialize)]
+pub struct LintFinding {
+    /// The install (`install`) or step.
+    pub step: String,
+    /// `file:line:column` of the statement; empty for a script that cannot be read.
+    pub location: String,
+    /// The statement, shortened.
+    pub statement: String,
+    /// Why it is refused.
+    pub reason: String,
+    /// The backend it was judged for (`sqlite`, `postgres`, `mysql`).
+    pub dialect: &'static str,
+}
+
+impl std::fmt::Display for LintFinding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.location.is_empty() {
+            return f.write_str(&self.reason);
+        }
+        write!(
+            f,
+            "{}: step '{}': statement refused on {}: {}: `{}`",
+            self.location, self.step, self.dialect, self.reason, self.statement
+        )
+    }
+}
+
+/// The guard's verdict on one prepared statement, as a finding.
+fn guard_finding(
+    step: &str,
+    install: bool,
+    prepared: &Prepared,
+    dialect: Dialect,
+) -> Option<LintFinding> {
+    let verdict = if install {
+        guard::check_install(&prepared.statement, dialect)
+    } else {
+        guard::check(&prepared.statement, dialect)
+    };
+    let refusal = verdict.err()?;
+    Some(LintFinding {
+        step: step.to_string(),
+        location: prepared.origin.clone(),
+        statement: abbreviate(&prepared.statement.text),
+        reason: refusal.reason,
+        dialect: dialect.name(),
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -299,7 +349,8 @@ impl Engine {
         self.project.dir.join(lock::LOCK_FILE)
     }
 
-    fn dialect(&self) -> Dialect {
+    /// The SQL dialect of the configured database.
+    pub fn dialect(&self) -> Dialect {
         match self.url {
             DatabaseUrl::Sqlite(_) => Dialect::Sqlite,
             DatabaseUrl::Postgres(_) => Dialect::Postgres,
@@ -391,115 +442,168 @@ impl Engine {
         Ok(lock::unlock(&self.lock_path())?)
     }
 
+    /// The actions and transaction use of a plan item; none for a version-only bump.
+    fn actions_of(&self, item: &PlanItem) -> Option<(&[Action], StepTransaction)> {
+        let manifest = &self.project.manifest;
+        match item.kind {
+            ItemKind::Install => Some((
+                &manifest
+                    .install
+                    .as_ref()
+                    .expect("planned install exists")
+                    .actions,
+                StepTransaction::Shared,
+            )),
+            ItemKind::Step => {
+                let step = &manifest.steps[item.step_index.expect("steps have an index")];
+                Some((&step.actions, step.transaction))
+            }
+            ItemKind::VersionOnly => None,
+        }
+    }
+
+    /// Reads and splits the SQL of one install or step, and computes its checksum. Plugin
+    /// actions are refused: this build cannot load them.
+    fn statements_of(
+        &self,
+        name: &str,
+        actions: &[Action],
+        dialect: Dialect,
+    ) -> Result<(Vec<Prepared>, String), Error> {
+        let manifest = &self.project.manifest;
+        let mut hasher = Sha256::new();
+        let mut statements = Vec::new();
+        for action in actions {
+            match action {
+                Action::Sql { source, .. } => {
+                    let (origin_file, text, line_offset, first_column) = match source {
+                        SqlSource::File(file) => {
+                            let full = self.project.dir.join(file);
+                            let text = std::fs::read_to_string(&full).map_err(|e| {
+                                Error::Refused(format!(
+                                    "{}: cannot read script for step '{name}': {e}",
+                                    full.display()
+                                ))
+                            })?;
+                            (file.display().to_string(), text, 0, 1)
+                        }
+                        SqlSource::Inline { text, pos } => (
+                            manifest.path.display().to_string(),
+                            text.clone(),
+                            pos.line - 1,
+                            pos.column,
+                        ),
+                    };
+                    hasher.update(b"sql\0");
+                    hasher.update(text.as_bytes());
+                    hasher.update(b"\0");
+                    let place = |line: u32, column: u32| {
+                        let column = if line == 1 {
+                            column + first_column - 1
+                        } else {
+                            column
+                        };
+                        format!("{origin_file}:{}:{column}", line + line_offset)
+                    };
+                    let split = sql::split(&text, dialect).map_err(|e| {
+                        Error::Refused(format!(
+                            "{}: step '{name}': cannot split the SQL: {}",
+                            place(e.line, e.column),
+                            e.message
+                        ))
+                    })?;
+                    statements.extend(split.into_iter().map(|statement| Prepared {
+                        origin: place(statement.line, statement.column),
+                        statement,
+                    }));
+                }
+                Action::Plugin {
+                    library, method, ..
+                } => {
+                    return Err(Error::Refused(format!(
+                        "step '{name}' calls method '{method}' of plugin library '{library}', but this build of upgrader cannot load step plugins yet"
+                    )));
+                }
+            }
+        }
+        Ok((statements, hex(&hasher.finalize())))
+    }
+
     /// Reads every script of the plan, splits it, guards each statement and computes each
     /// step's checksum, so that nothing that would be refused is found mid-run.
     fn prepare(&self, plan: &Plan, dialect: Dialect) -> Result<Vec<PreparedItem>, Error> {
-        let manifest = &self.project.manifest;
         let mut prepared = Vec::with_capacity(plan.items.len());
         for item in &plan.items {
-            let (actions, transaction) = match item.kind {
-                ItemKind::Install => (
-                    &manifest
-                        .install
-                        .as_ref()
-                        .expect("planned install exists")
-                        .actions,
-                    StepTransaction::Shared,
-                ),
-                ItemKind::Step => {
-                    let step = &manifest.steps[item.step_index.expect("steps have an index")];
-                    (&step.actions, step.transaction)
-                }
-                ItemKind::VersionOnly => {
-                    prepared.push(PreparedItem {
-                        item: item.clone(),
-                        statements: Vec::new(),
-                        checksum: None,
-                        transaction: StepTransaction::Shared,
-                    });
-                    continue;
-                }
+            let Some((actions, transaction)) = self.actions_of(item) else {
+                prepared.push(PreparedItem {
+                    item: item.clone(),
+                    statements: Vec::new(),
+                    checksum: None,
+                    transaction: StepTransaction::Shared,
+                });
+                continue;
             };
-            let mut hasher = Sha256::new();
-            let mut statements = Vec::new();
-            for action in actions {
-                match action {
-                    Action::Sql { source, .. } => {
-                        let (origin_file, text, line_offset, first_column) = match source {
-                            SqlSource::File(file) => {
-                                let full = self.project.dir.join(file);
-                                let text = std::fs::read_to_string(&full).map_err(|e| {
-                                    Error::Refused(format!(
-                                        "{}: cannot read script for step '{}': {e}",
-                                        full.display(),
-                                        item.name
-                                    ))
-                                })?;
-                                (file.display().to_string(), text, 0, 1)
-                            }
-                            SqlSource::Inline { text, pos } => (
-                                manifest.path.display().to_string(),
-                                text.clone(),
-                                pos.line - 1,
-                                pos.column,
-                            ),
-                        };
-                        hasher.update(b"sql\0");
-                        hasher.update(text.as_bytes());
-                        hasher.update(b"\0");
-                        let place = |line: u32, column: u32| {
-                            let column = if line == 1 {
-                                column + first_column - 1
-                            } else {
-                                column
-                            };
-                            format!("{origin_file}:{}:{column}", line + line_offset)
-                        };
-                        let split = sql::split(&text, dialect).map_err(|e| {
-                            Error::Refused(format!(
-                                "{}: step '{}': cannot split the SQL: {}",
-                                place(e.line, e.column),
-                                item.name,
-                                e.message
-                            ))
-                        })?;
-                        for statement in split {
-                            let origin = place(statement.line, statement.column);
-                            if transaction == StepTransaction::Shared {
-                                if let Err(refusal) = guard::check(&statement, dialect) {
-                                    return Err(Error::Refused(format!(
-                                        "{origin}: step '{}': statement refused on {}: {}: `{}`",
-                                        item.name,
-                                        dialect.name(),
-                                        refusal.reason,
-                                        abbreviate(&statement.text)
-                                    )));
-                                }
-                            }
-                            statements.push(Prepared {
-                                text: statement.text,
-                                origin,
-                            });
-                        }
-                    }
-                    Action::Plugin {
-                        library, method, ..
-                    } => {
-                        return Err(Error::Refused(format!(
-                            "step '{}' calls method '{method}' of plugin library '{library}', but this build of upgrader cannot load step plugins yet",
-                            item.name
-                        )));
-                    }
+            let (statements, checksum) = self.statements_of(&item.name, actions, dialect)?;
+            if transaction == StepTransaction::Shared {
+                if let Some(finding) = statements.iter().find_map(|statement| {
+                    guard_finding(
+                        &item.name,
+                        item.kind == ItemKind::Install,
+                        statement,
+                        dialect,
+                    )
+                }) {
+                    return Err(Error::Refused(finding.to_string()));
                 }
             }
             prepared.push(PreparedItem {
                 item: item.clone(),
                 statements,
-                checksum: Some(hex(&hasher.finalize())),
+                checksum: Some(checksum),
                 transaction,
             });
         }
         Ok(prepared)
+    }
+
+    /// Every statement in the manifest's SQL (install and all steps) that the guard would
+    /// refuse on `dialect`, and every script that cannot be read or split. Touches no
+    /// database. Steps with `transaction="none"` are not guarded, so they are skipped.
+    pub fn lint(&self, dialect: Dialect) -> Vec<LintFinding> {
+        let manifest = &self.project.manifest;
+        let install = manifest
+            .install
+            .iter()
+            .map(|i| ("install", &i.actions[..], StepTransaction::Shared, true));
+        let steps = manifest
+            .steps
+            .iter()
+            .map(|s| (s.name.as_str(), &s.actions[..], s.transaction, false));
+        let mut findings = Vec::new();
+        for (name, actions, transaction, is_install) in install.chain(steps) {
+            // Plugins are resolved at run time; lint reads the SQL actions only.
+            let sql: Vec<Action> = actions
+                .iter()
+                .filter(|a| matches!(a, Action::Sql { .. }))
+                .cloned()
+                .collect();
+            match self.statements_of(name, &sql, dialect) {
+                Ok((statements, _)) if transaction == StepTransaction::Shared => {
+                    findings.extend(statements.iter().filter_map(|statement| {
+                        guard_finding(name, is_install, statement, dialect)
+                    }))
+                }
+                Ok(_) => {}
+                Err(error) => findings.push(LintFinding {
+                    step: name.to_string(),
+                    location: String::new(),
+                    statement: String::new(),
+                    reason: error.to_string(),
+                    dialect: dialect.name(),
+                }),
+            }
+        }
+        findings
     }
 
     /// Performs the upgrade: lock, steps in a transaction, record, unlock.
@@ -688,8 +792,8 @@ impl Runner<'_> {
                 started,
             });
             for statement in &entry.statements {
-                log::debug!("{}: {}", statement.origin, statement.text);
-                if let Err(error) = self.db.execute(&statement.text) {
+                log::debug!("{}: {}", statement.origin, statement.statement.text);
+                if let Err(error) = self.db.execute(&statement.statement.text) {
                     return Err(Failure {
                         item: item.name.clone(),
                         message: format!(

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use upgrader::engine::{PlanReport, ReportItem};
 use upgrader::lock::LockState;
+use upgrader::sql::Dialect;
 use upgrader::{Config, Engine, Error, Report, RunOutcome, TransactionMode};
 
 /// Safe, transactional self-upgrade of database-driven applications.
@@ -60,6 +61,20 @@ enum Command {
     Unlock,
     /// The applied steps.
     History,
+    /// Static checks of the manifest's SQL, touching no database: every statement the
+    /// guard would refuse on the target backend. Exits 1 when there is any.
+    Lint {
+        /// The backend to judge for [default: the one --database names]
+        #[arg(long = "for", value_enum, value_name = "BACKEND")]
+        target: Option<BackendArg>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum BackendArg {
+    Sqlite,
+    Postgres,
+    Mysql,
 }
 
 /// Exit codes of DESIGN.md.
@@ -147,6 +162,38 @@ fn execute(cli: &Cli, config: Config) -> Result<u8, Error> {
                 let _ = writeln!(out, "{message}");
             }
             0
+        }
+        Command::Lint { target } => {
+            let dialect = match target {
+                Some(BackendArg::Sqlite) => Dialect::Sqlite,
+                Some(BackendArg::Postgres) => Dialect::Postgres,
+                Some(BackendArg::Mysql) => Dialect::MySql,
+                None => engine.dialect(),
+            };
+            let findings = engine.lint(dialect);
+            if json {
+                print_json(
+                    &mut out,
+                    &serde_json::json!({ "backend": dialect.name(), "findings": findings }),
+                );
+            } else {
+                for finding in &findings {
+                    let _ = writeln!(out, "{finding}");
+                }
+                let _ = match findings.len() {
+                    0 => writeln!(out, "no statement would be refused on {}", dialect.name()),
+                    n => writeln!(
+                        out,
+                        "{n} statement(s) would be refused on {}",
+                        dialect.name()
+                    ),
+                };
+            }
+            if findings.is_empty() {
+                0
+            } else {
+                EXIT_ERROR
+            }
         }
         Command::History => {
             let rows = engine.history()?;

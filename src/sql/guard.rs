@@ -1,5 +1,12 @@
 //! The statement guard: decides, before a statement is sent, whether it may run inside
 //! the run's transaction on a given backend. Pure: keywords in, verdict out.
+//!
+//! On MySQL and MariaDB a statement that commits implicitly ends the run's transaction
+//! without telling anyone, so everything after it could no longer be rolled back; on
+//! PostgreSQL some statements refuse to run inside a transaction block at all. Both are
+//! refused before anything is sent. The lists follow the MySQL 8 and MariaDB 10.11
+//! reference pages on implicit commits; where a statement's effect is unclear, the guard
+//! refuses (a step can opt out with `transaction="none"`).
 
 use super::{Dialect, Statement};
 
@@ -10,40 +17,196 @@ pub struct Refusal {
     pub reason: String,
 }
 
+fn refuse<T>(reason: impl Into<String>) -> Result<T, Refusal> {
+    Err(Refusal {
+        reason: reason.into(),
+    })
+}
+
 /// Checks a statement that is to run inside the shared transaction.
 ///
 /// Transaction control is refused everywhere, because upgrader owns the transaction and a
 /// script's `COMMIT` would make the rest of the run impossible to roll back.
 pub fn check(statement: &Statement, dialect: Dialect) -> Result<(), Refusal> {
     let words: Vec<&str> = statement.keywords.iter().map(String::as_str).collect();
-    let refuse = |reason: String| Err(Refusal { reason });
-    match words.as_slice() {
-        ["BEGIN", rest @ ..] if !matches!(rest.first(), Some(&"ATOMIC")) => {
-            refuse("transaction control (BEGIN): upgrader runs steps in its own transaction".into())
+    transaction_control(&words)?;
+    match dialect {
+        Dialect::Sqlite => sqlite(&words),
+        Dialect::Postgres => postgres(&words),
+        Dialect::MySql => mysql(&words),
+    }
+}
+
+/// Checks a statement of `<install>`. On MySQL the install runs against an empty schema
+/// and upgrader drops what it created if it fails, so DDL is allowed there; transaction
+/// control is not, and the other backends judge install statements as any other.
+pub fn check_install(statement: &Statement, dialect: Dialect) -> Result<(), Refusal> {
+    if dialect == Dialect::MySql {
+        let words: Vec<&str> = statement.keywords.iter().map(String::as_str).collect();
+        return transaction_control(&words);
+    }
+    check(statement, dialect)
+}
+
+fn transaction_control(words: &[&str]) -> Result<(), Refusal> {
+    let owned = "upgrader runs steps in its own transaction";
+    match words {
+        ["BEGIN", rest @ ..] if rest.first() != Some(&"ATOMIC") => {
+            refuse(format!("transaction control (BEGIN): {owned}"))
         }
-        ["START", "TRANSACTION", ..] | ["COMMIT", ..] | ["END", ..] => refuse(format!(
-            "transaction control ({}): upgrader runs steps in its own transaction",
-            words[0]
-        )),
-        ["ROLLBACK", rest @ ..] if !rest.contains(&"TO") => refuse(
-            "transaction control (ROLLBACK): upgrader runs steps in its own transaction".into(),
-        ),
-        ["VACUUM", ..] if dialect == Dialect::Sqlite => {
-            refuse("VACUUM cannot run inside a transaction".into())
+        ["START", "TRANSACTION", ..] => {
+            refuse(format!("transaction control (START TRANSACTION): {owned}"))
         }
-        ["PRAGMA", rest @ ..]
-            if dialect == Dialect::Sqlite
-                && rest.first().is_some_and(|p| {
-                    p.ends_with("JOURNAL_MODE") || p.ends_with("FOREIGN_KEYS")
-                }) =>
+        [word @ ("COMMIT" | "END" | "ABORT"), ..] => {
+            refuse(format!("transaction control ({word}): {owned}"))
+        }
+        ["ROLLBACK", rest @ ..] if !rest.contains(&"TO") => {
+            refuse(format!("transaction control (ROLLBACK): {owned}"))
+        }
+        ["XA", ..] => refuse(format!("XA transaction control: {owned}")),
+        ["PREPARE", "TRANSACTION", ..] => {
+            refuse(format!("two-phase commit (PREPARE TRANSACTION): {owned}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn sqlite(words: &[&str]) -> Result<(), Refusal> {
+    match words {
+        ["VACUUM", ..] => refuse("VACUUM cannot run inside a transaction"),
+        ["PRAGMA", pragma, ..]
+            if pragma.ends_with("JOURNAL_MODE") || pragma.ends_with("FOREIGN_KEYS") =>
         {
             refuse(format!(
                 "PRAGMA {} has no effect inside a transaction",
-                rest[0].to_ascii_lowercase()
+                pragma.to_ascii_lowercase()
             ))
         }
         _ => Ok(()),
     }
+}
+
+fn postgres(words: &[&str]) -> Result<(), Refusal> {
+    let reason = |what: &str| format!("{what} cannot run inside a transaction block on PostgreSQL");
+    let concurrently = words.contains(&"CONCURRENTLY");
+    match words {
+        [first @ ("CREATE" | "DROP" | "REINDEX"), ..]
+            if concurrently && (*first == "REINDEX" || words.contains(&"INDEX")) =>
+        {
+            refuse(reason(&format!("{first} ... CONCURRENTLY")))
+        }
+        ["VACUUM", ..] => refuse(reason("VACUUM")),
+        ["CREATE" | "DROP", "DATABASE" | "TABLESPACE", ..] => {
+            refuse(reason(&format!("{} {}", words[0], words[1])))
+        }
+        ["ALTER", "SYSTEM", ..] => refuse(reason("ALTER SYSTEM")),
+        ["REINDEX", "DATABASE" | "SYSTEM", ..] => refuse(reason(&format!("REINDEX {}", words[1]))),
+        ["CLUSTER"] => refuse(reason("CLUSTER without a table")),
+        ["DISCARD", "ALL", ..] => refuse(reason("DISCARD ALL")),
+        ["COMMIT" | "ROLLBACK", "PREPARED", ..] => {
+            refuse(reason(&format!("{} PREPARED", words[0])))
+        }
+        ["CREATE" | "DROP" | "ALTER", "SUBSCRIPTION", ..] => {
+            refuse(reason(&format!("{} SUBSCRIPTION", words[0])))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn mysql(words: &[&str]) -> Result<(), Refusal> {
+    let commits = |what: String| {
+        refuse(format!(
+            "{what} causes an implicit commit on MySQL/MariaDB, which would end the run's transaction; \
+             move it to a step with transaction=\"none\" or to <install>"
+        ))
+    };
+    let first_two = || words.iter().take(2).copied().collect::<Vec<_>>().join(" ");
+    match words {
+        // Temporary tables are the documented exception: creating or dropping one does
+        // not commit.
+        ["CREATE", rest @ ..] if is_temporary_table(rest) => Ok(()),
+        ["DROP", "TEMPORARY", ..] => Ok(()),
+        ["CREATE" | "ALTER" | "DROP", rest @ ..] => {
+            commits(format!("{} {}", words[0], object_kind(rest)))
+        }
+        ["RENAME", "TABLE" | "TABLES" | "USER", ..] => commits(first_two()),
+        ["TRUNCATE", ..] => commits("TRUNCATE".into()),
+        ["LOCK", "TABLE" | "TABLES" | "INSTANCE", ..]
+        | ["UNLOCK", "TABLE" | "TABLES" | "INSTANCE", ..] => commits(first_two()),
+        ["GRANT" | "REVOKE", ..] => commits(words[0].to_string()),
+        ["SET", "PASSWORD", ..] | ["SET", "DEFAULT", "ROLE", ..] => commits(first_two()),
+        ["SET", rest @ ..] if sets_autocommit(rest) => commits("SET autocommit".into()),
+        ["ANALYZE" | "CHECK" | "OPTIMIZE" | "REPAIR", rest @ ..]
+            if rest
+                .iter()
+                .take(3)
+                .any(|w| matches!(*w, "TABLE" | "TABLES")) =>
+        {
+            commits(format!("{} TABLE", words[0]))
+        }
+        ["CACHE", "INDEX", ..] => commits("CACHE INDEX".into()),
+        ["LOAD", "INDEX", ..] => commits("LOAD INDEX INTO CACHE".into()),
+        ["FLUSH" | "RESET" | "SHUTDOWN" | "RESTART", ..] => commits(words[0].to_string()),
+        ["INSTALL" | "UNINSTALL", ..] => commits(first_two()),
+        ["IMPORT", "TABLE", ..] => commits("IMPORT TABLE".into()),
+        ["START" | "STOP", "SLAVE" | "REPLICA" | "GROUP_REPLICATION" | "ALL", ..] => {
+            commits(first_two())
+        }
+        ["CHANGE", "MASTER" | "REPLICATION", ..] => commits(first_two()),
+        ["PURGE", "BINARY" | "MASTER", ..] => commits("PURGE BINARY LOGS".into()),
+        _ => Ok(()),
+    }
+}
+
+/// `CREATE [OR REPLACE] TEMPORARY TABLE`, after `CREATE`.
+fn is_temporary_table(rest: &[&str]) -> bool {
+    let rest = match rest {
+        ["OR", "REPLACE", rest @ ..] => rest,
+        rest => rest,
+    };
+    matches!(rest, ["TEMPORARY", "TABLE", ..])
+}
+
+/// The kind of object a DDL statement names, for the message (`TABLE`, `INDEX`, …).
+fn object_kind(rest: &[&str]) -> String {
+    const KINDS: &[&str] = &[
+        "TABLE",
+        "INDEX",
+        "VIEW",
+        "PROCEDURE",
+        "FUNCTION",
+        "TRIGGER",
+        "EVENT",
+        "DATABASE",
+        "SCHEMA",
+        "USER",
+        "ROLE",
+        "SERVER",
+        "TABLESPACE",
+        "SEQUENCE",
+        "LOGFILE",
+        "INSTANCE",
+        "PACKAGE",
+        "SPATIAL",
+        "RESOURCE",
+    ];
+    rest.iter()
+        .find(|word| KINDS.contains(word))
+        .map_or_else(|| "(DDL)".to_string(), |kind| kind.to_string())
+}
+
+/// `SET [SESSION|GLOBAL|@@…] autocommit = …`: turning autocommit on commits, and changing
+/// it at all would take the transaction out of upgrader's hands.
+fn sets_autocommit(rest: &[&str]) -> bool {
+    rest.iter().take(3).any(|word| {
+        let word = word.trim_start_matches('@');
+        let word = word
+            .strip_prefix("SESSION.")
+            .or_else(|| word.strip_prefix("LOCAL."))
+            .or_else(|| word.strip_prefix("GLOBAL."))
+            .unwrap_or(word);
+        word == "AUTOCOMMIT"
+    })
 }
 
 #[cfg(test)]
@@ -51,33 +214,270 @@ mod tests {
     use super::*;
     use crate::sql::split;
 
-    fn verdict(sql: &str) -> Result<(), Refusal> {
-        let statements = split(sql, Dialect::Sqlite).unwrap();
-        check(&statements[0], Dialect::Sqlite)
+    /// Every statement of `sql` judged on `dialect`; true where refused.
+    fn refused(sql: &str, dialect: Dialect) -> Vec<bool> {
+        split(sql, dialect)
+            .unwrap()
+            .iter()
+            .map(|statement| check(statement, dialect).is_err())
+            .collect()
+    }
+
+    /// (statement, refused on MySQL)
+    const MYSQL: &[(&str, bool)] = &[
+        // DDL on every kind of object
+        ("CREATE TABLE t (id INT PRIMARY KEY)", true),
+        ("create table t (id int)", true),
+        ("Create Table IF NOT EXISTS t (x int)", true),
+        ("CREATE TABLE t2 AS SELECT * FROM t", true),
+        ("ALTER TABLE t ADD COLUMN y INT", true),
+        ("alter table t drop column y", true),
+        ("DROP TABLE t", true),
+        ("DROP TABLE IF EXISTS t", true),
+        ("CREATE INDEX i ON t (x)", true),
+        ("CREATE UNIQUE INDEX i ON t (x)", true),
+        ("DROP INDEX i ON t", true),
+        ("CREATE VIEW v AS SELECT 1", true),
+        ("CREATE OR REPLACE VIEW v AS SELECT 1", true),
+        ("ALTER VIEW v AS SELECT 2", true),
+        ("DROP VIEW v", true),
+        ("CREATE DATABASE d", true),
+        ("CREATE SCHEMA d", true),
+        ("ALTER DATABASE d CHARACTER SET utf8mb4", true),
+        ("DROP DATABASE d", true),
+        (
+            "CREATE EVENT e ON SCHEDULE EVERY 1 DAY DO DELETE FROM t",
+            true,
+        ),
+        ("ALTER EVENT e DISABLE", true),
+        ("DROP EVENT e", true),
+        (
+            "CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW SET NEW.x = 1",
+            true,
+        ),
+        ("DROP TRIGGER tr", true),
+        (
+            "CREATE FUNCTION f() RETURNS INT DETERMINISTIC RETURN 1",
+            true,
+        ),
+        ("DROP FUNCTION f", true),
+        ("ALTER PROCEDURE p COMMENT 'x'", true),
+        ("DROP PROCEDURE IF EXISTS p", true),
+        (
+            "CREATE DEFINER=`root`@`localhost` PROCEDURE p() SELECT 1",
+            true,
+        ),
+        ("CREATE USER 'u'@'%' IDENTIFIED BY 'p'", true),
+        ("ALTER USER 'u'@'%' ACCOUNT LOCK", true),
+        ("DROP USER 'u'@'%'", true),
+        ("CREATE ROLE r", true),
+        ("DROP ROLE r", true),
+        ("CREATE SEQUENCE s", true),
+        (
+            "CREATE SERVER s FOREIGN DATA WRAPPER mysql OPTIONS (HOST 'h')",
+            true,
+        ),
+        ("CREATE TABLESPACE ts ADD DATAFILE 'ts.ibd'", true),
+        ("ALTER TABLE tmp ADD COLUMN z INT", true),
+        ("CREATE INDEX i ON tmp_table (x)", true),
+        // renames, truncation, locks
+        ("RENAME TABLE a TO b", true),
+        ("rename user 'a'@'%' to 'b'@'%'", true),
+        ("TRUNCATE TABLE t", true),
+        ("TRUNCATE t", true),
+        ("LOCK TABLES t WRITE", true),
+        ("LOCK TABLE t READ", true),
+        ("UNLOCK TABLES", true),
+        // accounts
+        ("GRANT SELECT ON d.* TO 'u'@'%'", true),
+        ("REVOKE SELECT ON d.* FROM 'u'@'%'", true),
+        ("SET PASSWORD FOR 'u'@'%' = 'x'", true),
+        ("SET DEFAULT ROLE r TO 'u'@'%'", true),
+        // administration
+        ("ANALYZE TABLE t", true),
+        ("ANALYZE NO_WRITE_TO_BINLOG TABLE t", true),
+        ("CHECK TABLE t", true),
+        ("OPTIMIZE TABLE t", true),
+        ("OPTIMIZE LOCAL TABLE t", true),
+        ("REPAIR TABLE t", true),
+        ("CACHE INDEX t IN hot", true),
+        ("LOAD INDEX INTO CACHE t", true),
+        ("FLUSH PRIVILEGES", true),
+        ("flush tables", true),
+        ("RESET QUERY CACHE", true),
+        ("INSTALL PLUGIN p SONAME 'p.so'", true),
+        ("UNINSTALL PLUGIN p", true),
+        ("INSTALL COMPONENT 'file://x'", true),
+        // transaction control and autocommit
+        ("BEGIN", true),
+        ("BEGIN WORK", true),
+        ("START TRANSACTION", true),
+        ("start transaction read only", true),
+        ("COMMIT", true),
+        ("COMMIT WORK", true),
+        ("ROLLBACK", true),
+        ("SET autocommit = 1", true),
+        ("set AUTOCOMMIT=ON", true),
+        ("SET @@autocommit = 1", true),
+        ("SET SESSION autocommit = 1", true),
+        ("SET @@session.autocommit = 0", true),
+        ("XA START 'x'", true),
+        // replication
+        ("START SLAVE", true),
+        ("STOP REPLICA", true),
+        ("CHANGE MASTER TO MASTER_HOST = 'h'", true),
+        ("CHANGE REPLICATION SOURCE TO SOURCE_HOST = 'h'", true),
+        ("RESET MASTER", true),
+        ("PURGE BINARY LOGS TO 'b.01'", true),
+        // leading comments and whitespace do not hide a statement
+        ("-- note\n  CREATE TABLE t (x INT)", true),
+        ("/* c */ DROP TABLE t", true),
+        ("# mysql comment\nTRUNCATE t", true),
+        // versioned comments are executed by MySQL, so they are read
+        (
+            "/*!50001 CREATE ALGORITHM=UNDEFINED VIEW v AS SELECT 1 */",
+            true,
+        ),
+        ("/*!40000 ALTER TABLE t DISABLE KEYS */", true),
+        // allowed: temporary tables, data changes, savepoints
+        ("CREATE TEMPORARY TABLE tmp (x INT)", false),
+        ("create temporary table if not exists tmp (x int)", false),
+        ("CREATE OR REPLACE TEMPORARY TABLE tmp (x INT)", false),
+        ("DROP TEMPORARY TABLE tmp", false),
+        ("DROP TEMPORARY TABLE IF EXISTS tmp", false),
+        ("INSERT INTO t VALUES (1)", false),
+        ("UPDATE t SET x = 'CREATE TABLE y'", false),
+        ("DELETE FROM t WHERE note = 'DROP TABLE t; COMMIT'", false),
+        ("SELECT 'GRANT ALL' AS g", false),
+        ("REPLACE INTO t VALUES (1)", false),
+        ("INSERT INTO t SELECT * FROM u", false),
+        ("SAVEPOINT s", false),
+        ("ROLLBACK TO SAVEPOINT s", false),
+        ("RELEASE SAVEPOINT s", false),
+        ("SET NAMES utf8mb4", false),
+        ("SET @x = 1", false),
+        ("SET foreign_key_checks = 0", false),
+        ("/*!40101 SET NAMES utf8 */", false),
+        ("CALL p()", false),
+        ("DO SLEEP(0)", false),
+        ("LOAD DATA INFILE 'x' INTO TABLE t", false),
+        ("WITH c AS (SELECT 1) SELECT * FROM c", false),
+        ("-- CREATE TABLE t (x INT)\nSELECT 1", false),
+        ("/* DROP TABLE t */ SELECT 1", false),
+        ("SELECT `create` FROM `drop`", false),
+    ];
+
+    #[test]
+    fn mysql_implicit_commit_classifier() {
+        assert!(MYSQL.len() >= 80, "{} cases", MYSQL.len());
+        let mut wrong = Vec::new();
+        for (sql, expected) in MYSQL {
+            let verdict = refused(sql, Dialect::MySql);
+            if verdict != [*expected] {
+                wrong.push(format!("{sql:?}: refused {verdict:?}, expected {expected}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }
 
     #[test]
-    fn transaction_control_is_refused() {
+    fn mysql_delimiter_blocks_with_procedure_bodies() {
+        let script = "INSERT INTO t VALUES (1);\nDELIMITER //\n\
+                      CREATE PROCEDURE p() BEGIN\n  INSERT INTO t VALUES (2);\n  COMMIT;\nEND //\n\
+                      DELIMITER ;\nUPDATE t SET x = 2;";
+        assert_eq!(refused(script, Dialect::MySql), [false, true, false]);
+    }
+
+    #[test]
+    fn install_allows_ddl_on_mysql_only() {
+        let create = &split("CREATE TABLE t (x INT)", Dialect::MySql).unwrap()[0];
+        assert!(check_install(create, Dialect::MySql).is_ok());
+        let commit = &split("COMMIT", Dialect::MySql).unwrap()[0];
+        assert!(check_install(commit, Dialect::MySql).is_err());
+        let vacuum = &split("VACUUM", Dialect::Postgres).unwrap()[0];
+        assert!(check_install(vacuum, Dialect::Postgres).is_err());
+    }
+
+    #[test]
+    fn refusal_names_the_statement_kind() {
+        let statement = &split("ALTER TABLE t ADD x INT", Dialect::MySql).unwrap()[0];
+        let refusal = check(statement, Dialect::MySql).unwrap_err();
+        assert!(
+            refusal
+                .reason
+                .starts_with("ALTER TABLE causes an implicit commit"),
+            "{}",
+            refusal.reason
+        );
+        assert!(refusal.reason.contains("transaction=\"none\""));
+    }
+
+    #[test]
+    fn postgres_statements_outside_transactions() {
+        let cases: &[(&str, bool)] = &[
+            ("CREATE INDEX CONCURRENTLY i ON t (x)", true),
+            (
+                "create unique index concurrently if not exists i on t (x)",
+                true,
+            ),
+            ("DROP INDEX CONCURRENTLY i", true),
+            ("REINDEX INDEX CONCURRENTLY i", true),
+            ("REINDEX DATABASE d", true),
+            ("VACUUM", true),
+            ("vacuum analyze t", true),
+            ("CREATE DATABASE d", true),
+            ("DROP DATABASE d", true),
+            ("CREATE TABLESPACE ts LOCATION '/x'", true),
+            ("ALTER SYSTEM SET work_mem = '1MB'", true),
+            ("COMMIT PREPARED 'x'", true),
+            ("PREPARE TRANSACTION 'x'", true),
+            ("DISCARD ALL", true),
+            ("CREATE SUBSCRIPTION s CONNECTION 'c' PUBLICATION p", true),
+            ("COMMIT", true),
+            ("BEGIN", true),
+            ("CREATE TABLE t (x int)", false),
+            ("CREATE INDEX i ON t (x)", false),
+            ("ALTER TABLE t ADD COLUMN y int", false),
+            ("DROP TABLE t", false),
+            ("TRUNCATE t", false),
+            ("REFRESH MATERIALIZED VIEW CONCURRENTLY v", false),
+            (
+                "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END",
+                false,
+            ),
+            (
+                "CREATE FUNCTION f() RETURNS int AS $$ BEGIN; COMMIT; $$ LANGUAGE plpgsql",
+                false,
+            ),
+            ("SELECT 'VACUUM'", false),
+            ("ANALYZE t", false),
+            ("CLUSTER t USING i", false),
+        ];
+        for (sql, expected) in cases {
+            assert_eq!(refused(sql, Dialect::Postgres), [*expected], "{sql}");
+        }
+    }
+
+    #[test]
+    fn sqlite_rules() {
         for sql in [
             "BEGIN",
             "begin transaction",
             "Begin Immediate",
             "COMMIT",
-            "commit;",
             "END TRANSACTION",
             "ROLLBACK",
-            "START TRANSACTION",
             "VACUUM",
             "PRAGMA journal_mode = WAL",
             "pragma foreign_keys=off",
             "-- leading comment\n  COMMIT",
         ] {
-            assert!(verdict(sql).is_err(), "{sql} should be refused");
+            assert_eq!(
+                refused(sql, Dialect::Sqlite),
+                [true],
+                "{sql} should be refused"
+            );
         }
-    }
-
-    #[test]
-    fn ordinary_statements_pass() {
         for sql in [
             "SELECT 'COMMIT'",
             "INSERT INTO t VALUES ('BEGIN')",
@@ -87,8 +487,9 @@ mod tests {
             "CREATE TRIGGER t AFTER INSERT ON a BEGIN SELECT 1; END",
             "PRAGMA user_version = 3",
             "/* COMMIT */ UPDATE t SET x = 1",
+            "DROP TABLE t",
         ] {
-            assert_eq!(verdict(sql), Ok(()), "{sql}");
+            assert_eq!(refused(sql, Dialect::Sqlite), [false], "{sql}");
         }
     }
 }

@@ -2,6 +2,7 @@
 //! project directory and database.
 
 mod concurrency;
+mod lint;
 mod manifest_errors;
 mod run;
 mod util;
