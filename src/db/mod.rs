@@ -1,6 +1,7 @@
 //! Database access: the small [`Backend`] trait every server implements, URL parsing, and
 //! (in [`state`]) upgrader's own tables. Only this module knows SQL dialects.
 
+pub mod postgres;
 pub mod sqlite;
 pub mod state;
 
@@ -181,8 +182,11 @@ impl DatabaseUrl {
     pub fn connect(&self) -> Result<Box<dyn Backend>, DbError> {
         match self {
             DatabaseUrl::Sqlite(path) => Ok(Box::new(sqlite::Sqlite::open(path)?)),
-            DatabaseUrl::Postgres(_) | DatabaseUrl::MySql(_) => Err(DbError {
-                message: format!("{} is not supported by this build yet; use sqlite://", self),
+            DatabaseUrl::Postgres(url) => Ok(Box::new(postgres::Postgres::connect(url)?)),
+            DatabaseUrl::MySql(_) => Err(DbError {
+                message: format!(
+                    "{self} is not supported by this build yet; use sqlite:// or postgres://"
+                ),
             }),
         }
     }

@@ -121,19 +121,14 @@ pub fn ensure_in_transaction(db: &mut dyn Backend, now: &str) -> Result<(), DbEr
 
 /// The version recorded for a project; `None` when there is none or the tables do not exist.
 pub fn read_version(db: &mut dyn Backend, project: &str) -> Result<Option<String>, DbError> {
-    let rows = match db.query(
+    // Asked first, because a failed query would abort an open PostgreSQL transaction.
+    if !db.table_exists("upgrader_version")? {
+        return Ok(None);
+    }
+    let rows = db.query(
         "SELECT version FROM upgrader_version WHERE project = ?",
         &[Value::from(project)],
-    ) {
-        Ok(rows) => rows,
-        Err(error) => {
-            // A missing table is the ordinary state of a database upgrader has never seen.
-            if !db.table_exists("upgrader_version")? {
-                return Ok(None);
-            }
-            return Err(error);
-        }
-    };
+    )?;
     Ok(rows
         .into_iter()
         .next()

@@ -5,4 +5,5 @@ mod concurrency;
 mod lint;
 mod manifest_errors;
 mod run;
+mod servers;
 mod util;

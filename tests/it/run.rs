@@ -1,7 +1,8 @@
 //! The upgrade workflow end to end through the real binary: install, adoption, gap
 //! filling, failures and rollback, per-step transactions, downgrade.
 
-use crate::util::TestProject;
+use crate::on_every_backend;
+use crate::util::{Backend, TestProject};
 
 const MANIFEST: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 <upgrade project="test" initial-version="1.0.0">
@@ -15,22 +16,22 @@ const MANIFEST: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
     <sql file="scripts/two.sql"/>
   </step>
   <step name="three" from="1.3.0" to="1.4.0">
-    <sql>INSERT INTO items (name) VALUES ('from three; inline');</sql>
+    <sql>INSERT INTO items (id, name) VALUES (2, 'from three; inline');</sql>
   </step>
 </upgrade>
 "#;
 
-fn project(version: &str) -> TestProject {
-    let project = TestProject::new(version, MANIFEST);
+fn project(backend: Backend, version: &str) -> TestProject {
+    let project = TestProject::on(backend, version, MANIFEST);
     project.write(
         "scripts/install.sql",
         "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, size INTEGER);\n\
-         INSERT INTO items (name) VALUES ('installed');\n",
+         INSERT INTO items (id, name) VALUES (1, 'installed');\n",
     );
     project.write(
         "scripts/one.sql",
         "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL);\n\
-         INSERT INTO items (name) VALUES ('one; with a semicolon');\n",
+         INSERT INTO items (id, name) VALUES (1, 'one; with a semicolon');\n",
     );
     project.write(
         "scripts/two.sql",
@@ -44,9 +45,8 @@ fn legacy_database(project: &TestProject) {
     project.sql("CREATE TABLE legacy (x INTEGER); INSERT INTO legacy VALUES (7);");
 }
 
-#[test]
-fn install_on_empty_database() {
-    let project = project("1.4.0");
+fn install_on_empty_database(backend: Backend) {
+    let project = project(backend, "1.4.0");
     project
         .run(&["run"])
         .assert_code(0)
@@ -75,9 +75,8 @@ fn install_on_empty_database() {
     project.run(&["check"]).assert_code(0);
 }
 
-#[test]
-fn adopts_existing_database_and_fills_gaps() {
-    let project = project("1.5.0");
+fn adopts_existing_database_and_fills_gaps(backend: Backend) {
+    let project = project(backend, "1.5.0");
     legacy_database(&project);
     let plan = project.run(&["plan", "--json"]);
     plan.assert_code(0);
@@ -147,9 +146,8 @@ fn adopts_existing_database_and_fills_gaps() {
     project.run(&["check"]).assert_code(0);
 }
 
-#[test]
-fn failure_mid_run_rolls_everything_back_and_halts() {
-    let project = project("1.4.0");
+fn failure_mid_run_rolls_everything_back_and_halts(backend: Backend) {
+    let project = project(backend, "1.4.0");
     legacy_database(&project);
     project.write(
         "scripts/two.sql",
@@ -160,7 +158,7 @@ fn failure_mid_run_rolls_everything_back_and_halts() {
     failed
         .assert_code(1)
         .assert_stderr("step 'two' failed at scripts/two.sql:2:1")
-        .assert_stderr("no such table: no_such_table")
+        .assert_stderr("no_such_table")
         .assert_stderr("rolled back");
     assert_eq!(project.app_snapshot(), before, "the database changed");
     assert_eq!(project.recorded_version(), None);
@@ -168,7 +166,7 @@ fn failure_mid_run_rolls_everything_back_and_halts() {
     let lock = project.lock_json().expect("the lock file stays");
     assert_eq!(lock["state"], "failed");
     assert_eq!(lock["step"], "two");
-    assert!(lock["error"].as_str().unwrap().contains("no such table"));
+    assert!(lock["error"].as_str().unwrap().contains("no_such_table"));
 
     let status = project.run(&["status", "--json"]).json();
     assert_eq!(status["state"], "halted");
@@ -193,7 +191,7 @@ fn failure_mid_run_rolls_everything_back_and_halts() {
     assert!(history[0]["error"]
         .as_str()
         .unwrap()
-        .contains("no such table"));
+        .contains("no_such_table"));
 
     project.write(
         "scripts/two.sql",
@@ -212,9 +210,8 @@ fn failure_mid_run_rolls_everything_back_and_halts() {
     );
 }
 
-#[test]
-fn failure_per_step_keeps_earlier_steps() {
-    let project = project("1.4.0");
+fn failure_per_step_keeps_earlier_steps(backend: Backend) {
+    let project = project(backend, "1.4.0");
     legacy_database(&project);
     project.write(
         "scripts/two.sql",
@@ -228,10 +225,7 @@ fn failure_per_step_keeps_earlier_steps() {
     // Step one and the gap bump committed; step two rolled back.
     assert_eq!(project.recorded_version().as_deref(), Some("1.2.0"));
     assert_eq!(project.query_i64("SELECT count(*) FROM items"), 1);
-    assert_eq!(
-        project.query_i64("SELECT count(*) FROM pragma_table_info('items') WHERE name = 'size'"),
-        0
-    );
+    assert!(!project.column_exists("items", "size"));
     assert_eq!(project.lock_json().unwrap()["state"], "failed");
     let history = project.history();
     let ok: Vec<&str> = history
@@ -252,9 +246,8 @@ fn failure_per_step_keeps_earlier_steps() {
     assert_eq!(project.recorded_version().as_deref(), Some("1.4.0"));
 }
 
-#[test]
-fn install_failure_leaves_empty_database() {
-    let project = project("1.4.0");
+fn install_failure_leaves_empty_database(backend: Backend) {
+    let project = project(backend, "1.4.0");
     project.write(
         "scripts/install.sql",
         "CREATE TABLE items (id INTEGER PRIMARY KEY);\nINSERT INTO items VALUES (1);\nINSERT INTO items VALUES (1);\n",
@@ -263,10 +256,7 @@ fn install_failure_leaves_empty_database() {
         .run(&["run"])
         .assert_code(1)
         .assert_stderr("install 'install' failed at scripts/install.sql:3:1");
-    let tables = project.query_i64(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'upgrader%' AND name NOT LIKE 'sqlite%'",
-    );
-    assert_eq!(tables, 0);
+    assert_eq!(project.app_table_count(), 0);
     assert_eq!(project.recorded_version(), None);
     let history = project.history();
     assert_eq!(history.len(), 1);
@@ -275,9 +265,8 @@ fn install_failure_leaves_empty_database() {
     assert_eq!(project.lock_json().unwrap()["step"], "install");
 }
 
-#[test]
-fn downgrade_is_refused() {
-    let project = project("1.4.0");
+fn downgrade_is_refused(backend: Backend) {
+    let project = project(backend, "1.4.0");
     project.run(&["run"]).assert_code(0);
     project.write("VERSION", "1.3.0\n");
     let before = project.snapshot();
@@ -291,29 +280,27 @@ fn downgrade_is_refused() {
     assert!(status["problem"].as_str().unwrap().contains("downgrade"));
 }
 
-#[test]
-fn refused_statement_touches_nothing() {
-    let project = project("1.4.0");
+fn refused_statement_touches_nothing(backend: Backend) {
+    let project = project(backend, "1.4.0");
     legacy_database(&project);
     project.write(
         "scripts/two.sql",
         "UPDATE items SET name = 'x';\n  COMMIT;\n",
     );
     let before = project.snapshot();
-    project
-        .run(&["run"])
-        .assert_code(1)
-        .assert_stderr("scripts/two.sql:2:3: step 'two': statement refused on sqlite: transaction control (COMMIT)");
+    project.run(&["run"]).assert_code(1).assert_stderr(&format!(
+        "scripts/two.sql:2:3: step 'two': statement refused on {}: transaction control (COMMIT)",
+        backend.name()
+    ));
     assert_eq!(project.snapshot(), before);
     assert!(!project.lock_path().exists());
     assert!(project.history().is_empty());
 }
 
-#[test]
-fn bad_sql_position_inside_inline_sql() {
-    let project = project("1.4.0");
+fn bad_sql_position_inside_inline_sql(backend: Backend) {
+    let project = project(backend, "1.4.0");
     let manifest = MANIFEST.replace(
-        "<sql>INSERT INTO items (name) VALUES ('from three; inline');</sql>",
+        "<sql>INSERT INTO items (id, name) VALUES (2, 'from three; inline');</sql>",
         "<sql>\n      SELECT 1;\n      SELECT 'unterminated;\n    </sql>",
     );
     project.write("upgrade.xml", &manifest);
@@ -326,9 +313,8 @@ fn bad_sql_position_inside_inline_sql() {
     assert_eq!(project.snapshot(), before);
 }
 
-#[test]
-fn status_json_has_the_contract_keys() {
-    let project = project("1.4.0");
+fn status_json_has_the_contract_keys(backend: Backend) {
+    let project = project(backend, "1.4.0");
     let status = project.run(&["status", "--json"]);
     status.assert_code(0);
     let status = status.json();
@@ -351,8 +337,11 @@ fn status_json_has_the_contract_keys() {
     assert_eq!(status["pending"][0]["kind"], "install");
     assert_eq!(status["pending"][0]["name"], "install");
     assert!(status["updates_pending"].as_array().unwrap().is_empty());
-    // Reports never create the database.
-    assert!(!project.db_path().exists());
+    // Reports never create the database, nor any table.
+    match backend {
+        Backend::Sqlite => assert!(!project.db_path().exists()),
+        Backend::Postgres => assert_eq!(project.snapshot(), ""),
+    }
     project.run(&["check"]).assert_code(3);
 
     project.run(&["run"]).assert_code(0);
@@ -366,7 +355,7 @@ fn status_json_has_the_contract_keys() {
 
 #[test]
 fn options_after_the_command_and_database_url() {
-    let project = project("1.4.0");
+    let project = project(Backend::Sqlite, "1.4.0");
     let other = project.path().join("elsewhere.db");
     let url = format!("sqlite://{}", other.display());
     project
@@ -385,16 +374,15 @@ fn options_after_the_command_and_database_url() {
 
 #[test]
 fn usage_errors_exit_2() {
-    let project = project("1.4.0");
+    let project = project(Backend::Sqlite, "1.4.0");
     project.run(&["frobnicate"]).assert_code(2);
     project
         .run(&["run", "--transaction", "sometimes"])
         .assert_code(2);
 }
 
-#[test]
-fn transaction_none_step_runs_alone() {
-    let project = project("1.4.0");
+fn transaction_none_step_runs_alone(backend: Backend) {
+    let project = project(backend, "1.4.0");
     let manifest = MANIFEST.replace(
         r#"<step name="two" from="1.2.0" to="1.3.0">"#,
         r#"<step name="two" from="1.2.0" to="1.3.0" transaction="none">"#,
@@ -411,10 +399,7 @@ fn transaction_none_step_runs_alone() {
         .assert_stderr("may hold part of it");
     // The steps before it committed; its first statement stayed.
     assert_eq!(project.recorded_version().as_deref(), Some("1.2.0"));
-    assert_eq!(
-        project.query_i64("SELECT count(*) FROM pragma_table_info('items') WHERE name = 'size'"),
-        1
-    );
+    assert!(project.column_exists("items", "size"));
     let lock = project.lock_json().unwrap();
     assert_eq!(lock["state"], "failed");
     assert_eq!(lock["non_transactional"], true);
@@ -423,3 +408,16 @@ fn transaction_none_step_runs_alone() {
         .assert_code(0)
         .assert_stdout("may hold part of it");
 }
+
+on_every_backend!(
+    install_on_empty_database,
+    adopts_existing_database_and_fills_gaps,
+    failure_mid_run_rolls_everything_back_and_halts,
+    failure_per_step_keeps_earlier_steps,
+    install_failure_leaves_empty_database,
+    downgrade_is_refused,
+    refused_statement_touches_nothing,
+    bad_sql_position_inside_inline_sql,
+    transaction_none_step_runs_alone,
+    status_json_has_the_contract_keys,
+);

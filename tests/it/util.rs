@@ -7,9 +7,43 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
-/// A temporary project directory with its own SQLite database.
+/// The database servers a test can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The name the guard uses in its messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// Runs `fn name(backend: Backend)` as one test per backend, in modules named after them.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[test] fn $name() { super::$name($crate::util::Backend::Sqlite) } )*
+        }
+        mod postgres {
+            $( #[test] fn $name() { super::$name($crate::util::Backend::Postgres) } )*
+        }
+    };
+}
+
+/// A temporary project directory with its own database: an SQLite file in the project,
+/// or a fresh database on the shared PostgreSQL test server.
 pub struct TestProject {
     pub dir: tempfile::TempDir,
+    pub backend: Backend,
+    /// The `--database` URL given to every command (none: the SQLite default).
+    pub url: Option<String>,
 }
 
 /// The result of one command.
@@ -70,8 +104,19 @@ pub fn bin() -> &'static str {
 impl TestProject {
     /// A project with `VERSION` and `upgrade.xml` and no scripts yet.
     pub fn new(version: &str, manifest: &str) -> TestProject {
+        TestProject::on(Backend::Sqlite, version, manifest)
+    }
+
+    /// A project whose database is on `backend`.
+    pub fn on(backend: Backend, version: &str, manifest: &str) -> TestProject {
+        let url = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(crate::servers::postgres_database()),
+        };
         let project = TestProject {
             dir: tempfile::tempdir().unwrap(),
+            backend,
+            url,
         };
         project.write("VERSION", &format!("{version}\n"));
         project.write("upgrade.xml", manifest);
@@ -100,9 +145,11 @@ impl TestProject {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(bin());
+        command.arg("--project").arg(self.path());
+        if let Some(url) = &self.url {
+            command.arg("--database").arg(url);
+        }
         command
-            .arg("--project")
-            .arg(self.path())
             .args(args)
             .env_remove("DATABASE_URL")
             .env_remove("RUST_LOG")
@@ -119,35 +166,87 @@ impl TestProject {
         }
     }
 
+    fn pg(&self) -> postgres::Client {
+        postgres::Client::connect(self.url.as_deref().unwrap(), postgres::NoTls).unwrap()
+    }
+
     /// Runs SQL directly on the project database (for setting up or inspecting).
     pub fn sql(&self, sql: &str) {
-        let connection = Connection::open(self.db_path()).unwrap();
-        connection.execute_batch(sql).unwrap();
+        match self.backend {
+            Backend::Sqlite => {
+                let connection = Connection::open(self.db_path()).unwrap();
+                connection.execute_batch(sql).unwrap();
+            }
+            Backend::Postgres => self.pg().batch_execute(sql).unwrap(),
+        }
     }
 
     pub fn query_i64(&self, sql: &str) -> i64 {
-        let connection = Connection::open(self.db_path()).unwrap();
-        connection.query_row(sql, [], |row| row.get(0)).unwrap()
+        match self.backend {
+            Backend::Sqlite => {
+                let connection = Connection::open(self.db_path()).unwrap();
+                connection.query_row(sql, [], |row| row.get(0)).unwrap()
+            }
+            Backend::Postgres => {
+                let row = self.pg().query_one(sql, &[]).unwrap();
+                row.try_get::<_, i64>(0)
+                    .or_else(|_| row.try_get::<_, i32>(0).map(i64::from))
+                    .unwrap()
+            }
+        }
+    }
+
+    /// Whether `table` has a column `column`.
+    pub fn column_exists(&self, table: &str, column: &str) -> bool {
+        let sql = match self.backend {
+            Backend::Sqlite => {
+                format!("SELECT count(*) FROM pragma_table_info('{table}') WHERE name = '{column}'")
+            }
+            Backend::Postgres => format!(
+                "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'public' \
+                 AND table_name = '{table}' AND column_name = '{column}'"
+            ),
+        };
+        self.query_i64(&sql) == 1
+    }
+
+    /// How many tables exist that are not upgrader's own.
+    pub fn app_table_count(&self) -> i64 {
+        self.query_i64(match self.backend {
+            Backend::Sqlite => {
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' \
+                AND name NOT LIKE 'upgrader%' AND name NOT LIKE 'sqlite%'"
+            }
+            Backend::Postgres => {
+                "SELECT count(*) FROM information_schema.tables \
+                WHERE table_schema = 'public' AND table_name NOT LIKE 'upgrader%'"
+            }
+        })
     }
 
     pub fn recorded_version(&self) -> Option<String> {
-        if !self.db_path().exists() {
-            return None;
+        let sql = "SELECT version FROM upgrader_version WHERE project = 'test'";
+        match self.backend {
+            Backend::Sqlite => {
+                if !self.db_path().exists() {
+                    return None;
+                }
+                let connection = Connection::open(self.db_path()).unwrap();
+                connection.query_row(sql, [], |row| row.get(0)).ok()
+            }
+            Backend::Postgres => self
+                .pg()
+                .query_opt(sql, &[])
+                .ok()
+                .flatten()
+                .map(|row| row.get(0)),
         }
-        let connection = Connection::open(self.db_path()).unwrap();
-        connection
-            .query_row(
-                "SELECT version FROM upgrader_version WHERE project = 'test'",
-                [],
-                |row| row.get(0),
-            )
-            .ok()
     }
 
     /// Every table, its schema and all its rows, as text: two equal snapshots mean the
     /// database holds the same tables with the same rows.
     pub fn snapshot(&self) -> String {
-        self.snapshot_where("1 = 1")
+        self.snapshot_where("1 = 1", "1 = 1")
     }
 
     /// Like [`snapshot`], but of the application's tables and its recorded version only:
@@ -156,12 +255,18 @@ impl TestProject {
     pub fn app_snapshot(&self) -> String {
         format!(
             "{}version: {:?}\n",
-            self.snapshot_where("name NOT LIKE 'upgrader%' AND name NOT LIKE 'sqlite%'"),
+            self.snapshot_where(
+                "name NOT LIKE 'upgrader%' AND name NOT LIKE 'sqlite%'",
+                "table_name NOT LIKE 'upgrader%'"
+            ),
             self.recorded_version()
         )
     }
 
-    fn snapshot_where(&self, filter: &str) -> String {
+    fn snapshot_where(&self, filter: &str, pg_filter: &str) -> String {
+        if self.backend == Backend::Postgres {
+            return self.pg_snapshot(pg_filter);
+        }
         if !self.db_path().exists() {
             return "(no database file)".into();
         }
@@ -204,6 +309,50 @@ impl TestProject {
         out
     }
 
+    fn pg_snapshot(&self, filter: &str) -> String {
+        let mut client = self.pg();
+        let mut out = String::new();
+        let tables = client
+            .query(
+                &format!(
+                    "SELECT table_name::text FROM information_schema.tables \
+                     WHERE table_schema = 'public' AND {filter} ORDER BY 1"
+                ),
+                &[],
+            )
+            .unwrap();
+        for table in tables {
+            let name: String = table.get(0);
+            let columns = client
+                .query(
+                    "SELECT column_name::text, data_type::text, is_nullable::text \
+                     FROM information_schema.columns WHERE table_schema = 'public' \
+                     AND table_name = $1 ORDER BY ordinal_position",
+                    &[&name],
+                )
+                .unwrap();
+            let columns: Vec<String> = columns
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} {} {}",
+                        c.get::<_, String>(0),
+                        c.get::<_, String>(1),
+                        c.get::<_, String>(2)
+                    )
+                })
+                .collect();
+            out.push_str(&format!("{name}: {}\n", columns.join(", ")));
+            for row in client
+                .query(&format!("SELECT t::text FROM \"{name}\" t ORDER BY 1"), &[])
+                .unwrap()
+            {
+                out.push_str(&format!("  {}\n", row.get::<_, String>(0)));
+            }
+        }
+        out
+    }
+
     pub fn history(&self) -> Vec<serde_json::Value> {
         let run = self.run(&["history", "--json"]);
         run.assert_code(0);
@@ -227,7 +376,14 @@ pub fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool
     }
 }
 
-/// A statement that keeps SQLite busy for a while (about a second per 3 million rows).
-pub fn slow_sql(rows: u64) -> String {
-    format!("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {rows}) SELECT count(*) FROM c;")
+/// A statement that keeps the database busy for about `seconds`.
+pub fn slow_sql(backend: Backend, seconds: f64) -> String {
+    match backend {
+        // About three million rows a second with the optimised bundled SQLite.
+        Backend::Sqlite => format!(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {}) SELECT count(*) FROM c;",
+            (seconds * 3_000_000.0) as u64
+        ),
+        Backend::Postgres => format!("SELECT pg_sleep({seconds});"),
+    }
 }
