@@ -155,8 +155,48 @@ fn killed_run_leaves_old_version_and_a_stale_lock(backend: Backend) {
     assert_eq!(project.query_i64("SELECT count(*) FROM first_table"), 3);
 }
 
+/// Several application servers, each with its own project directory (and so its own lock
+/// file), share one database: the database-level lock lets exactly one of them upgrade.
+fn hosts_sharing_one_database_upgrade_once(backend: Backend) {
+    let first = project_with_slow_step(backend, 0.5);
+    let mut hosts = vec![first];
+    for _ in 1..16 {
+        // Each host starts from a plain project and takes over the first one's files.
+        let mut host = TestProject::new("1.3.0", "");
+        host.share_database_of(&hosts[0]);
+        hosts.push(host);
+    }
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(hosts.len()));
+    let codes: Vec<(i32, String)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = hosts
+            .iter()
+            .map(|host| {
+                let barrier = barrier.clone();
+                scope.spawn(move || {
+                    barrier.wait();
+                    let run = host.run(&["run"]);
+                    (run.code, run.stderr)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (code, stderr) in &codes {
+        assert!(*code == 0 || *code == 4, "exit {code}: {stderr}");
+    }
+    assert_each_step_applied_once(&hosts[0]);
+    for host in &hosts {
+        assert!(
+            !host.lock_path().exists(),
+            "{} kept a lock",
+            host.path().display()
+        );
+    }
+}
+
 on_every_backend!(
     second_run_reports_upgrade_in_progress,
     many_simultaneous_runs_apply_each_step_once,
     killed_run_leaves_old_version_and_a_stale_lock,
+    hosts_sharing_one_database_upgrade_once,
 );

@@ -123,6 +123,29 @@ impl TestProject {
         project
     }
 
+    /// Makes this project a copy of `other` (same VERSION, manifest and scripts) that
+    /// uses the same database: another application server of the same deployment.
+    pub fn share_database_of(&mut self, other: &TestProject) {
+        for name in ["VERSION", "upgrade.xml"] {
+            std::fs::copy(other.path().join(name), self.path().join(name)).unwrap();
+        }
+        let scripts = other.path().join("scripts");
+        if scripts.is_dir() {
+            for entry in std::fs::read_dir(scripts).unwrap() {
+                let entry = entry.unwrap();
+                self.write(
+                    &format!("scripts/{}", entry.file_name().to_string_lossy()),
+                    &std::fs::read_to_string(entry.path()).unwrap(),
+                );
+            }
+        }
+        self.backend = other.backend;
+        self.url = Some(match &other.url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", other.db_path().display()),
+        });
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
