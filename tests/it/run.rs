@@ -421,3 +421,38 @@ on_every_backend!(
     transaction_none_step_runs_alone,
     status_json_has_the_contract_keys,
 );
+
+#[test]
+fn postgres_password_never_shown() {
+    let project = project(Backend::Postgres, "1.4.0");
+    let url = project.url.clone().unwrap();
+    let with_password = url.replace("postgres://upgrader@", "postgres://upgrader:s3cret-pw@");
+    let status = project.run(&["status", "--json", "--database", &with_password]);
+    status.assert_code(0);
+    assert_eq!(
+        status.json()["database"],
+        url.replace("upgrader@", "upgrader:***@")
+    );
+    project
+        .run(&["run", "--database", &with_password])
+        .assert_code(0);
+    let unreachable = with_password.replace("127.0.0.1:", "127.0.0.1:1");
+    let failed = project.run(&["status", "--database", &unreachable]);
+    failed
+        .assert_code(1)
+        .assert_stderr("cannot connect to postgres://upgrader:***@");
+    for output in [
+        &status.stdout,
+        &status.stderr,
+        &failed.stdout,
+        &failed.stderr,
+    ] {
+        assert!(!output.contains("s3cret-pw"), "{output}");
+    }
+    assert!(
+        !std::fs::read_dir(project.path())
+            .unwrap()
+            .any(|e| std::fs::read_to_string(e.unwrap().path())
+                .is_ok_and(|t| t.contains("s3cret-pw")))
+    );
+}
