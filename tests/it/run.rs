@@ -456,3 +456,33 @@ fn postgres_password_never_shown() {
                 .is_ok_and(|t| t.contains("s3cret-pw")))
     );
 }
+
+#[test]
+fn postgres_refuses_statements_outside_transactions_unless_the_step_opts_out() {
+    let project = project(Backend::Postgres, "1.4.0");
+    legacy_database(&project);
+    project.write(
+        "scripts/two.sql",
+        "ALTER TABLE items ADD COLUMN size INTEGER;\nCREATE INDEX CONCURRENTLY items_size ON items (size);\n",
+    );
+    let before = project.app_snapshot();
+    project
+        .run(&["run"])
+        .assert_code(1)
+        .assert_stderr("scripts/two.sql:2:1: step 'two': statement refused on postgres: CREATE ... CONCURRENTLY cannot run inside a transaction block");
+    assert_eq!(project.app_snapshot(), before);
+    assert!(!project.lock_path().exists());
+
+    // Opting out runs the step alone, where PostgreSQL accepts it.
+    let manifest = MANIFEST.replace(
+        r#"<step name="two" from="1.2.0" to="1.3.0">"#,
+        r#"<step name="two" from="1.2.0" to="1.3.0" transaction="none">"#,
+    );
+    project.write("upgrade.xml", &manifest);
+    project.run(&["run"]).assert_code(0);
+    assert_eq!(
+        project.query_i64("SELECT count(*) FROM pg_indexes WHERE indexname = 'items_size'"),
+        1
+    );
+    assert_eq!(project.recorded_version().as_deref(), Some("1.4.0"));
+}
