@@ -26,7 +26,7 @@ BINARY = os.path.join(ROOT, "target", "release", "upgrader")
 def step_sql(index):
     return (
         f"CREATE TABLE t{index} (id INTEGER PRIMARY KEY, v TEXT NOT NULL);\n"
-        f"INSERT INTO t{index} (v) VALUES ('step {index}; value');\n"
+        f"INSERT INTO t{index} (id, v) VALUES (1, 'step {index}; value');\n"
     )
 
 

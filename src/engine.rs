@@ -643,6 +643,7 @@ impl Engine {
             committed_version: None,
             applied: Vec::new(),
             in_flight: None,
+            unrecorded: Vec::new(),
         };
         runner.begin()?;
         // Created inside the run's transaction: a run that fails leaves no trace but its
@@ -713,6 +714,8 @@ struct Runner<'a> {
     applied: Vec<Applied>,
     /// The item being applied, for the history row of a failure.
     in_flight: Option<InFlight>,
+    /// History rows of applied items, written in one go before the next commit.
+    unrecorded: Vec<state::HistoryRow>,
 }
 
 /// What a failure's history row says about the item that failed.
@@ -812,9 +815,9 @@ impl Runner<'_> {
                 self.begin()
                     .map_err(|e| failure(&item.name, e.to_string()))?;
             }
-            let row = history_row(project, entry, &started_at, duration);
-            state::insert_history(self.db, &row)
-                .map_err(|e| failure(&item.name, format!("recording {}: {e}", item.name)))?;
+            // Written with the commit that makes the step durable (see `commit_at`).
+            self.unrecorded
+                .push(history_row(project, entry, &started_at, duration));
             if alone || self.mode == TransactionMode::PerStep {
                 self.commit_at(&item.to)
                     .map_err(|e| failure(&item.name, e.to_string()))?;
@@ -840,6 +843,8 @@ impl Runner<'_> {
     /// Records `version` and commits: the recorded version is written only when it is
     /// about to become durable, not after every step.
     fn commit_at(&mut self, version: &Version) -> Result<(), Error> {
+        state::insert_history_rows(self.db, &self.unrecorded)?;
+        self.unrecorded.clear();
         state::write_version(
             self.db,
             &self.engine.project.name,

@@ -191,26 +191,46 @@ pub struct HistoryRow {
 
 /// Appends a history row.
 pub fn insert_history(db: &mut dyn Backend, row: &HistoryRow) -> Result<(), DbError> {
-    db.execute_params(
-        "INSERT INTO upgrader_history (project, kind, name, from_version, to_version, checksum, \
-         started_at, finished_at, duration_ms, host, pid, success, error) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        &[
-            row.project.as_str().into(),
-            row.kind.as_str().into(),
-            row.name.as_str().into(),
-            row.from_version.clone().into(),
-            row.to_version.as_str().into(),
-            row.checksum.clone().into(),
-            row.started_at.as_str().into(),
-            row.finished_at.as_str().into(),
-            row.duration_ms.into(),
-            row.host.as_str().into(),
-            row.pid.into(),
-            row.success.into(),
-            row.error.clone().into(),
-        ],
-    )?;
+    insert_history_rows(db, std::slice::from_ref(row))
+}
+
+/// How many rows one INSERT carries; 13 parameters each stays far below every backend's
+/// limit on bound parameters.
+const ROWS_PER_INSERT: usize = 200;
+
+/// Appends history rows in as few statements as possible: a run of many small steps
+/// would otherwise spend a round trip per step on bookkeeping.
+pub fn insert_history_rows(db: &mut dyn Backend, rows: &[HistoryRow]) -> Result<(), DbError> {
+    const COLUMNS: &str = "INSERT INTO upgrader_history (project, kind, name, from_version, \
+        to_version, checksum, started_at, finished_at, duration_ms, host, pid, success, error) VALUES ";
+    const ONE_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let mut sql = String::with_capacity(COLUMNS.len() + chunk.len() * (ONE_ROW.len() + 2));
+        sql.push_str(COLUMNS);
+        let mut values = Vec::with_capacity(chunk.len() * 13);
+        for (index, row) in chunk.iter().enumerate() {
+            if index > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(ONE_ROW);
+            values.extend([
+                row.project.as_str().into(),
+                row.kind.as_str().into(),
+                row.name.as_str().into(),
+                row.from_version.clone().into(),
+                row.to_version.as_str().into(),
+                row.checksum.clone().into(),
+                row.started_at.as_str().into(),
+                row.finished_at.as_str().into(),
+                row.duration_ms.into(),
+                row.host.as_str().into(),
+                row.pid.into(),
+                row.success.into(),
+                row.error.clone().into(),
+            ]);
+        }
+        db.execute_params(&sql, &values)?;
+    }
     Ok(())
 }
 
