@@ -76,6 +76,14 @@ impl<T: Into<Value>> From<Option<T>> for Value {
     }
 }
 
+/// The first column of the first row as a count (0 when there is none).
+fn first_count(rows: &[Vec<Value>]) -> u64 {
+    rows.first()
+        .and_then(|row| row.first())
+        .and_then(Value::as_int)
+        .map_or(0, |count| count.max(0) as u64)
+}
+
 /// A database error, with the statement that caused it when there is one.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]

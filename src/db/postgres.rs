@@ -181,11 +181,7 @@ impl Backend for Postgres {
              AND table_name NOT LIKE 'upgrader\\_%'",
             &[],
         )?;
-        Ok(rows
-            .first()
-            .and_then(|row| row.first())
-            .and_then(Value::as_int)
-            .unwrap_or(0) as u64)
+        Ok(super::first_count(&rows))
     }
 }
 

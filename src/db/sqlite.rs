@@ -137,10 +137,6 @@ impl Backend for Sqlite {
              AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE 'upgrader\\_%' ESCAPE '\\'",
             &[],
         )?;
-        Ok(rows
-            .first()
-            .and_then(|row| row.first())
-            .and_then(Value::as_int)
-            .unwrap_or(0) as u64)
+        Ok(super::first_count(&rows))
     }
 }
