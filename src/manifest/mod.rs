@@ -342,3 +342,47 @@ impl ScriptFiles {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inline_pos(body: &str) -> (String, Pos) {
+        let text = format!(
+            "<upgrade project=\"p\">\n  <step name=\"a\" from=\"1.0\" to=\"1.1\">{body}</step>\n</upgrade>"
+        );
+        let manifest = Manifest::parse(&text, Path::new("upgrade.xml"), None).unwrap();
+        match &manifest.steps[0].actions[0] {
+            Action::Sql {
+                source: SqlSource::Inline { text, pos },
+                ..
+            } => (text.clone(), *pos),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn inline_sql_text_and_position() {
+        let (text, pos) = inline_pos("<sql>SELECT 1 &lt; 2;</sql>");
+        assert_eq!(text, "SELECT 1 < 2;");
+        assert_eq!(
+            pos,
+            Pos {
+                line: 2,
+                column: 43
+            }
+        );
+        let (text, pos) = inline_pos("<sql><![CDATA[SELECT 1 < 2;]]></sql>");
+        assert_eq!(text, "SELECT 1 < 2;");
+        assert_eq!(
+            pos,
+            Pos {
+                line: 2,
+                column: 52
+            }
+        );
+        let (text, pos) = inline_pos("<sql>\n    SELECT 1;\n  </sql>");
+        assert_eq!(text.trim(), "SELECT 1;");
+        assert_eq!(pos.line, 2);
+    }
+}

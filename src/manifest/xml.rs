@@ -169,7 +169,8 @@ pub(crate) fn parse(
             }
             Event::CData(data) => {
                 let data = borrow(text, &data.xml10_content());
-                add_text(&mut stack, data, start, &index, &error)?;
+                // The content starts after `<![CDATA[`.
+                add_text(&mut stack, data, start + "<![CDATA[".len(), &index, &error)?;
             }
             Event::GeneralRef(reference) => {
                 let resolved = match reference.resolve_char_ref() {
