@@ -284,11 +284,6 @@ fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
         .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
-/// Whether a token stream has anything but whitespace and comments.
-pub fn is_blank(script: &str, dialect: Dialect) -> bool {
-    split(script, dialect).is_ok_and(|s| s.is_empty())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,7 +355,9 @@ mod tests {
 
     #[test]
     fn only_comments_is_empty() {
-        assert!(is_blank("-- nothing\n/* here */\n", Dialect::Sqlite));
+        assert!(split("-- nothing\n/* here */\n", Dialect::Sqlite)
+            .unwrap()
+            .is_empty());
         assert!(split(";;", Dialect::Sqlite).unwrap().is_empty());
     }
 
