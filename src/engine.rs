@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::db::{state, Backend, DatabaseUrl};
+use crate::db::{state, Backend, DatabaseUrl, DbObject};
 use crate::error::Error;
 use crate::lock::{self, LockGuard, LockRecord, LockState};
 use crate::manifest::{Action, Manifest, SqlSource, StepTransaction};
@@ -310,6 +310,9 @@ struct PreparedItem {
     statements: Vec<Prepared>,
     checksum: Option<String>,
     transaction: StepTransaction,
+    /// The first statement the guard refuses, if any: the run fails on it before sending
+    /// anything.
+    refusal: Option<LintFinding>,
 }
 
 /// The engine: owns the workflow for one project and database.
@@ -530,7 +533,9 @@ impl Engine {
     }
 
     /// Reads every script of the plan, splits it, guards each statement and computes each
-    /// step's checksum, so that nothing that would be refused is found mid-run.
+    /// step's checksum, so that nothing unreadable is found mid-run. A script that cannot
+    /// be read or split refuses the run here, before the lock; a statement the guard
+    /// refuses is kept with its item, and fails the run as soon as it holds the lock.
     fn prepare(&self, plan: &Plan, dialect: Dialect) -> Result<Vec<PreparedItem>, Error> {
         let mut prepared = Vec::with_capacity(plan.items.len());
         for item in &plan.items {
@@ -540,27 +545,30 @@ impl Engine {
                     statements: Vec::new(),
                     checksum: None,
                     transaction: StepTransaction::Shared,
+                    refusal: None,
                 });
                 continue;
             };
             let (statements, checksum) = self.statements_of(&item.name, actions, dialect)?;
-            if transaction == StepTransaction::Shared {
-                if let Some(finding) = statements.iter().find_map(|statement| {
+            // Judged now, acted on once the run holds the lock (see `Runner::refuse_unsafe`).
+            let refusal = if transaction == StepTransaction::Shared {
+                statements.iter().find_map(|statement| {
                     guard_finding(
                         &item.name,
                         item.kind == ItemKind::Install,
                         statement,
                         dialect,
                     )
-                }) {
-                    return Err(Error::Refused(finding.to_string()));
-                }
-            }
+                })
+            } else {
+                None
+            };
             prepared.push(PreparedItem {
                 item: item.clone(),
                 statements,
                 checksum: Some(checksum),
                 transaction,
+                refusal,
             });
         }
         Ok(prepared)
@@ -644,6 +652,7 @@ impl Engine {
             applied: Vec::new(),
             in_flight: None,
             unrecorded: Vec::new(),
+            install_objects: None,
         };
         runner.begin()?;
         // Created inside the run's transaction: a run that fails leaves no trace but its
@@ -716,6 +725,9 @@ struct Runner<'a> {
     in_flight: Option<InFlight>,
     /// History rows of applied items, written in one go before the next commit.
     unrecorded: Vec<state::HistoryRow>,
+    /// The schema's objects before an install whose DDL commits implicitly (MySQL), so
+    /// that a failed install can drop what it created.
+    install_objects: Option<Vec<DbObject>>,
 }
 
 /// What a failure's history row says about the item that failed.
@@ -759,6 +771,61 @@ impl Runner<'_> {
         }
     }
 
+    /// Fails the run on the first statement, from `entries` on up to the next step that
+    /// runs alone, that must not run in the shared transaction: one the guard refused while preparing, or one that touches a
+    /// table whose engine cannot roll back (looked up now, under the lock). Nothing of it
+    /// has been sent.
+    fn refuse_unsafe(&mut self, entries: &[PreparedItem]) -> Result<(), Failure> {
+        let dialect = self.db.dialect();
+        let tables = self.db.foreign_tables().map_err(|e| Failure {
+            item: entries.first().map_or("run", |e| &e.item.name).to_string(),
+            message: format!("cannot list the tables that cannot roll back: {e}"),
+            non_transactional: false,
+        })?;
+        let tables = guard::TableGuard::new(tables.iter().map(|t| {
+            (
+                t.schema.as_str(),
+                t.name.as_str(),
+                t.engine.as_str(),
+                t.in_current_schema,
+            )
+        }));
+        for entry in entries {
+            // A step that runs alone may change which tables cannot roll back; what
+            // follows it is judged after it has run.
+            if entry.transaction != StepTransaction::Shared {
+                break;
+            }
+            let refusal = entry.refusal.clone().or_else(|| {
+                entry.statements.iter().find_map(|prepared| {
+                    let refusal = tables.check(&prepared.statement, dialect).err()?;
+                    Some(LintFinding {
+                        step: entry.item.name.clone(),
+                        location: prepared.origin.clone(),
+                        statement: abbreviate(&prepared.statement.text),
+                        reason: refusal.reason,
+                        dialect: dialect.name(),
+                    })
+                })
+            });
+            if let Some(finding) = refusal {
+                self.in_flight = Some(InFlight {
+                    kind: entry.item.kind,
+                    to: entry.item.to.clone(),
+                    checksum: entry.checksum.clone(),
+                    started_at: now(),
+                    started: Instant::now(),
+                });
+                return Err(Failure {
+                    item: entry.item.name.clone(),
+                    message: format!("{finding}; it was not sent"),
+                    non_transactional: false,
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn apply_all(&mut self, plan: &Plan, prepared: &[PreparedItem]) -> Result<(), Failure> {
         let project = &self.engine.project.name;
         let failure = |item: &str, message: String| Failure {
@@ -766,7 +833,9 @@ impl Runner<'_> {
             message,
             non_transactional: false,
         };
-        for entry in prepared {
+        self.refuse_unsafe(prepared)?;
+        let dialect = self.db.dialect();
+        for (index, entry) in prepared.iter().enumerate() {
             let item = &entry.item;
             let alone = entry.transaction == StepTransaction::NoneUnsafe;
             if alone && self.in_transaction {
@@ -794,9 +863,25 @@ impl Runner<'_> {
                 started_at: started_at.clone(),
                 started,
             });
+            let ddl_commits =
+                item.kind == ItemKind::Install && dialect == crate::sql::Dialect::MySql;
+            if ddl_commits {
+                self.install_objects = Some(
+                    self.db
+                        .objects()
+                        .map_err(|e| failure(&item.name, e.to_string()))?,
+                );
+            }
             for statement in &entry.statements {
                 log::debug!("{}: {}", statement.origin, statement.statement.text);
-                if let Err(error) = self.db.execute(&statement.statement.text) {
+                let mut result = self.db.execute(&statement.statement.text);
+                if result.is_ok()
+                    && ddl_commits
+                    && guard::commits_implicitly(&statement.statement, dialect)
+                {
+                    result = self.db.resume_after_implicit_commit();
+                }
+                if let Err(error) = result {
                     return Err(Failure {
                         item: item.name.clone(),
                         message: format!(
@@ -821,6 +906,10 @@ impl Runner<'_> {
             if alone || self.mode == TransactionMode::PerStep {
                 self.commit_at(&item.to)
                     .map_err(|e| failure(&item.name, e.to_string()))?;
+            }
+            if alone {
+                // The step may have changed which tables cannot roll back.
+                self.refuse_unsafe(&prepared[index + 1..])?;
             }
             self.applied.push(Applied {
                 name: item.name.clone(),
@@ -851,7 +940,40 @@ impl Runner<'_> {
             &version.as_str(),
             &now(),
         )?;
-        self.commit(version)
+        self.commit(version)?;
+        self.install_objects = None;
+        Ok(())
+    }
+
+    /// After a failed install whose DDL committed implicitly, drops what it created, so
+    /// that the schema is as empty as before. Returns a sentence for the error.
+    fn undo_install(&mut self) -> Option<String> {
+        let before = self.install_objects.take()?;
+        let created: Vec<DbObject> = match self.db.objects() {
+            Ok(now) => now
+                .into_iter()
+                .filter(|object| !before.contains(object) && !object.name.starts_with("upgrader_"))
+                .collect(),
+            Err(error) => {
+                return Some(format!(
+                    "; upgrader could not list what the install created, so it may remain: {error}"
+                ))
+            }
+        };
+        if created.is_empty() {
+            return None;
+        }
+        let names = created
+            .iter()
+            .map(|object| format!("{} {}", object.kind.to_lowercase(), object.name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Some(match self.db.drop_objects(&created) {
+            Ok(()) => format!("; upgrader dropped what the install had created ({names})"),
+            Err(error) => format!(
+                "; upgrader tried to drop what the install had created ({names}) but: {error}"
+            ),
+        })
     }
 
     /// The version a `transaction="none"` step finds committed before it runs.
@@ -887,6 +1009,7 @@ impl Runner<'_> {
             }
             self.in_transaction = false;
         }
+        let undone = self.undo_install();
         let version = self
             .committed_version
             .as_ref()
@@ -904,6 +1027,9 @@ impl Runner<'_> {
             message.push_str(&format!(
                 "; the whole run was rolled back and the database is unchanged (version {version})"
             ));
+        }
+        if let Some(undone) = undone {
+            message.push_str(&undone);
         }
         let project = &self.engine.project.name;
         let in_flight = self.in_flight.take();

@@ -1,6 +1,7 @@
 //! Database access: the small [`Backend`] trait every server implements, URL parsing, and
 //! (in [`state`]) upgrader's own tables. Only this module knows SQL dialects.
 
+pub mod mysql;
 pub mod postgres;
 pub mod sqlite;
 pub mod state;
@@ -131,6 +132,52 @@ pub trait Backend {
 
     /// How many tables exist that are not upgrader's own.
     fn user_table_count(&mut self) -> Result<u64, DbError>;
+
+    /// Opens the run's transaction again after a statement committed it implicitly
+    /// (MySQL DDL in `<install>`), keeping the database-level lock.
+    fn resume_after_implicit_commit(&mut self) -> Result<(), DbError> {
+        Ok(())
+    }
+
+    /// Tables whose storage engine cannot roll back (MySQL's MyISAM, MEMORY, Aria, …);
+    /// none on backends where every table is transactional.
+    fn foreign_tables(&mut self) -> Result<Vec<ForeignTable>, DbError> {
+        Ok(Vec::new())
+    }
+
+    /// The tables, views, routines and events of the current schema, for undoing a
+    /// failed install where DDL cannot be rolled back. Empty where it can.
+    fn objects(&mut self) -> Result<Vec<DbObject>, DbError> {
+        Ok(Vec::new())
+    }
+
+    /// Drops the given objects (see [`Backend::objects`]).
+    fn drop_objects(&mut self, objects: &[DbObject]) -> Result<(), DbError> {
+        let _ = objects;
+        Ok(())
+    }
+}
+
+/// A table whose storage engine does not take part in transactions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignTable {
+    /// Its schema (database).
+    pub schema: String,
+    /// Its name.
+    pub name: String,
+    /// Its storage engine, as the server names it.
+    pub engine: String,
+    /// Whether the schema is the connection's own, so that unqualified names mean it.
+    pub in_current_schema: bool,
+}
+
+/// A schema object that a failed install may have to drop.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DbObject {
+    /// `TABLE`, `VIEW`, `SEQUENCE`, `PROCEDURE`, `FUNCTION` or `EVENT`.
+    pub kind: String,
+    /// Its name.
+    pub name: String,
 }
 
 /// Where the database is, parsed from a URL.
@@ -191,11 +238,7 @@ impl DatabaseUrl {
         match self {
             DatabaseUrl::Sqlite(path) => Ok(Box::new(sqlite::Sqlite::open(path)?)),
             DatabaseUrl::Postgres(url) => Ok(Box::new(postgres::Postgres::connect(url)?)),
-            DatabaseUrl::MySql(_) => Err(DbError {
-                message: format!(
-                    "{self} is not supported by this build yet; use sqlite:// or postgres://"
-                ),
-            }),
+            DatabaseUrl::MySql(url) => Ok(Box::new(mysql::MySql::connect(url)?)),
         }
     }
 
@@ -217,6 +260,18 @@ impl fmt::Display for DatabaseUrl {
             DatabaseUrl::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
             DatabaseUrl::Postgres(url) | DatabaseUrl::MySql(url) => f.write_str(&redact(url)),
         }
+    }
+}
+
+/// Removes the URL's password from a driver message, should a driver ever echo it.
+pub(crate) fn scrub_password(message: &str, url: &str) -> String {
+    match url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.rsplit_once('@'))
+        .and_then(|(credentials, _)| credentials.split_once(':'))
+    {
+        Some((_, password)) if !password.is_empty() => message.replace(password, "***"),
+        _ => message.to_string(),
     }
 }
 
@@ -261,6 +316,10 @@ mod tests {
         assert_eq!(
             redact("postgres://me:secret@h:5432/db"),
             "postgres://me:***@h:5432/db"
+        );
+        assert_eq!(
+            scrub_password("bad password s3cret", "postgres://me:s3cret@h/db"),
+            "bad password ***"
         );
         let error = DatabaseUrl::parse("foo://me:secret@h/db").unwrap_err();
         assert!(!error.to_string().contains("secret"));

@@ -114,6 +114,8 @@ pub fn ensure_in_transaction(db: &mut dyn Backend, now: &str) -> Result<(), DbEr
         for statement in (step.statements)(db.dialect()) {
             db.execute(&statement)?;
         }
+        // On MySQL that DDL committed; the caller's transaction goes on.
+        db.resume_after_implicit_commit()?;
         write_version(db, OWN_PROJECT, step.to, now)?;
     }
     Ok(())

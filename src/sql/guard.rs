@@ -8,6 +8,8 @@
 //! reference pages on implicit commits; where a statement's effect is unclear, the guard
 //! refuses (a step can opt out with `transaction="none"`).
 
+use std::collections::HashMap;
+
 use super::{Dialect, Statement};
 
 /// Why a statement may not run inside the run's transaction.
@@ -39,13 +41,103 @@ pub fn check(statement: &Statement, dialect: Dialect) -> Result<(), Refusal> {
 
 /// Checks a statement of `<install>`. On MySQL the install runs against an empty schema
 /// and upgrader drops what it created if it fails, so DDL is allowed there; transaction
-/// control is not, and the other backends judge install statements as any other.
+/// control and tables that cannot roll back are not, and the other backends judge
+/// install statements as any other.
 pub fn check_install(statement: &Statement, dialect: Dialect) -> Result<(), Refusal> {
     if dialect == Dialect::MySql {
         let words: Vec<&str> = statement.keywords.iter().map(String::as_str).collect();
-        return transaction_control(&words);
+        transaction_control(&words)?;
+        return non_transactional_engine(statement, &words);
     }
     check(statement, dialect)
+}
+
+/// Whether the statement commits implicitly on `dialect` (MySQL DDL and the like), so
+/// that whoever runs it must open the transaction again afterwards.
+pub fn commits_implicitly(statement: &Statement, dialect: Dialect) -> bool {
+    dialect == Dialect::MySql && {
+        let words: Vec<&str> = statement.keywords.iter().map(String::as_str).collect();
+        mysql(&words).is_err()
+    }
+}
+
+/// `CREATE TABLE … ENGINE = MyISAM` and the like: a table that could never be rolled back.
+fn non_transactional_engine(statement: &Statement, words: &[&str]) -> Result<(), Refusal> {
+    if !matches!(words, ["CREATE" | "ALTER", ..]) {
+        return Ok(());
+    }
+    let all = super::words(&statement.text, Dialect::MySql);
+    let engine = all
+        .iter()
+        .position(|word| word.eq_ignore_ascii_case("ENGINE"))
+        .and_then(|at| all.get(at + 1));
+    match engine {
+        Some(engine) if !engine.eq_ignore_ascii_case("InnoDB") => refuse(format!(
+            "ENGINE={engine} makes a table that cannot roll back; use InnoDB, or create it in a step with transaction=\"none\""
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses statements that touch a table whose storage engine cannot roll back. Built
+/// once per run from the database's list of such tables.
+#[derive(Debug, Default)]
+pub struct TableGuard {
+    /// Lower-case name in the connection's schema -> (name, engine).
+    current: HashMap<String, (String, String)>,
+    /// Lower-case `schema.name` -> (`schema.name`, engine).
+    qualified: HashMap<String, (String, String)>,
+}
+
+impl TableGuard {
+    /// A guard for these tables: `(schema, name, engine, in the connection's schema)`.
+    pub fn new<'a>(tables: impl IntoIterator<Item = (&'a str, &'a str, &'a str, bool)>) -> Self {
+        let mut guard = TableGuard::default();
+        for (schema, name, engine, current) in tables {
+            if current {
+                guard.current.insert(
+                    name.to_lowercase(),
+                    (name.to_string(), engine.to_string()),
+                );
+            }
+            guard.qualified.insert(
+                format!("{schema}.{name}").to_lowercase(),
+                (format!("{schema}.{name}"), engine.to_string()),
+            );
+        }
+        guard
+    }
+
+    /// Whether there is no such table at all (then nothing needs parsing).
+    pub fn is_empty(&self) -> bool {
+        self.qualified.is_empty()
+    }
+
+    /// Refuses the statement when it names one of the tables.
+    pub fn check(&self, statement: &Statement, dialect: Dialect) -> Result<(), Refusal> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let found = match super::relations(&statement.text, dialect) {
+            Some(relations) => relations.iter().find_map(|parts| match parts.as_slice() {
+                [name] => self.current.get(&name.to_lowercase()),
+                [.., schema, name] => self.qualified.get(&format!("{schema}.{name}").to_lowercase()),
+                [] => None,
+            }),
+            // Unparsable: any word that names such a table is enough to refuse.
+            None => super::words(&statement.text, dialect)
+                .iter()
+                .find_map(|word| self.current.get(&word.to_lowercase())),
+        };
+        match found {
+            Some((name, engine)) => refuse(format!(
+                "table `{name}` uses the {engine} storage engine, which cannot roll back; \
+                 convert it first (ALTER TABLE {name} ENGINE=InnoDB) in a step with transaction=\"none\", \
+                 or move this statement to such a step"
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 fn transaction_control(words: &[&str]) -> Result<(), Refusal> {

@@ -64,6 +64,40 @@ pub struct SplitError {
     pub message: String,
 }
 
+/// The tables (and other relations) a statement names, each as its name parts
+/// (`["shop", "orders"]` for `shop.orders`); `None` when the parser cannot read the
+/// statement, so that callers fall back to a cruder look at its words.
+pub fn relations(text: &str, dialect: Dialect) -> Option<Vec<Vec<String>>> {
+    use std::ops::ControlFlow;
+    let parsed = sqlparser::parser::Parser::parse_sql(dialect.parser().as_ref(), text).ok()?;
+    let mut found = Vec::new();
+    let _ = sqlparser::ast::visit_relations(&parsed, |name| {
+        found.push(
+            name.0
+                .iter()
+                .filter_map(|part| part.as_ident().map(|ident| ident.value.clone()))
+                .collect(),
+        );
+        ControlFlow::<()>::Continue(())
+    });
+    Some(found)
+}
+
+/// Every word and quoted identifier of a statement, unquoted (empty when it cannot be
+/// tokenized).
+pub fn words(text: &str, dialect: Dialect) -> Vec<String> {
+    let parser = dialect.parser();
+    Tokenizer::new(parser.as_ref(), text)
+        .tokenize()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|token| match token {
+            Token::Word(word) => Some(word.value),
+            _ => None,
+        })
+        .collect()
+}
+
 /// How many leading words a [`Statement`] keeps for classification.
 const KEYWORDS_KEPT: usize = 6;
 

@@ -30,19 +30,20 @@ fn project(backend: Backend, version: &str) -> TestProject {
     );
     project.write(
         "scripts/one.sql",
-        "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL);\n\
-         INSERT INTO items (id, name) VALUES (1, 'one; with a semicolon');\n",
+        "INSERT INTO items (id, name) VALUES (1, 'one; with a semicolon');\n",
     );
-    project.write(
-        "scripts/two.sql",
-        "ALTER TABLE items ADD COLUMN size INTEGER;\nUPDATE items SET size = 2;\n",
-    );
+    project.write("scripts/two.sql", "UPDATE items SET size = 2;\n");
     project
 }
 
-/// A database that exists but was never upgraded by upgrader.
+/// A database that exists but was never upgraded by upgrader. Its tables exist before
+/// the steps run, so that the steps are plain DML that every backend can roll back
+/// (MySQL refuses DDL in the shared transaction).
 fn legacy_database(project: &TestProject) {
-    project.sql("CREATE TABLE legacy (x INTEGER); INSERT INTO legacy VALUES (7);");
+    project.sql(
+        "CREATE TABLE legacy (x INTEGER); INSERT INTO legacy VALUES (7); \
+         CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(100) NOT NULL, size INTEGER)",
+    );
 }
 
 fn install_on_empty_database(backend: Backend) {
@@ -151,7 +152,7 @@ fn failure_mid_run_rolls_everything_back_and_halts(backend: Backend) {
     legacy_database(&project);
     project.write(
         "scripts/two.sql",
-        "ALTER TABLE items ADD COLUMN size INTEGER;\nUPDATE no_such_table SET size = 2;\n",
+        "UPDATE items SET size = 2;\nUPDATE no_such_table SET size = 2;\n",
     );
     let before = project.app_snapshot();
     let failed = project.run(&["run"]);
@@ -193,10 +194,7 @@ fn failure_mid_run_rolls_everything_back_and_halts(backend: Backend) {
         .unwrap()
         .contains("no_such_table"));
 
-    project.write(
-        "scripts/two.sql",
-        "ALTER TABLE items ADD COLUMN size INTEGER;\nUPDATE items SET size = 2;\n",
-    );
+    project.write("scripts/two.sql", "UPDATE items SET size = 2;\n");
     project
         .run(&["unlock"])
         .assert_code(0)
@@ -215,7 +213,7 @@ fn failure_per_step_keeps_earlier_steps(backend: Backend) {
     legacy_database(&project);
     project.write(
         "scripts/two.sql",
-        "ALTER TABLE items ADD COLUMN size INTEGER;\nSELECT * FROM nowhere;\n",
+        "UPDATE items SET size = 2;\nSELECT * FROM nowhere;\n",
     );
     project
         .run(&["run", "--transaction", "per-step"])
@@ -225,7 +223,10 @@ fn failure_per_step_keeps_earlier_steps(backend: Backend) {
     // Step one and the gap bump committed; step two rolled back.
     assert_eq!(project.recorded_version().as_deref(), Some("1.2.0"));
     assert_eq!(project.query_i64("SELECT count(*) FROM items"), 1);
-    assert!(!project.column_exists("items", "size"));
+    assert_eq!(
+        project.query_i64("SELECT count(*) FROM items WHERE size = 2"),
+        0
+    );
     assert_eq!(project.lock_json().unwrap()["state"], "failed");
     let history = project.history();
     let ok: Vec<&str> = history
@@ -235,10 +236,7 @@ fn failure_per_step_keeps_earlier_steps(backend: Backend) {
         .collect();
     assert_eq!(ok, ["one", "version-only"]);
 
-    project.write(
-        "scripts/two.sql",
-        "ALTER TABLE items ADD COLUMN size INTEGER;\n",
-    );
+    project.write("scripts/two.sql", "UPDATE items SET size = 2;\n");
     project.run(&["unlock"]).assert_code(0);
     project
         .run(&["--transaction", "per-step", "run"])
@@ -280,6 +278,9 @@ fn downgrade_is_refused(backend: Backend) {
     assert!(status["problem"].as_str().unwrap().contains("downgrade"));
 }
 
+/// A statement the guard refuses fails the run as soon as it holds the lock, before
+/// anything is sent: the database is as before, the failure is recorded and the lock
+/// stays failed until a developer has looked.
 fn refused_statement_touches_nothing(backend: Backend) {
     let project = project(backend, "1.4.0");
     legacy_database(&project);
@@ -287,14 +288,24 @@ fn refused_statement_touches_nothing(backend: Backend) {
         "scripts/two.sql",
         "UPDATE items SET name = 'x';\n  COMMIT;\n",
     );
-    let before = project.snapshot();
-    project.run(&["run"]).assert_code(1).assert_stderr(&format!(
-        "scripts/two.sql:2:3: step 'two': statement refused on {}: transaction control (COMMIT)",
-        backend.name()
-    ));
-    assert_eq!(project.snapshot(), before);
-    assert!(!project.lock_path().exists());
-    assert!(project.history().is_empty());
+    let before = project.app_snapshot();
+    project
+        .run(&["run"])
+        .assert_code(1)
+        .assert_stderr(&format!(
+            "scripts/two.sql:2:3: step 'two': statement refused on {}: transaction control (COMMIT)",
+            backend.name()
+        ))
+        .assert_stderr("it was not sent");
+    assert_eq!(project.app_snapshot(), before);
+    let lock = project.lock_json().unwrap();
+    assert_eq!(lock["state"], "failed");
+    assert_eq!(lock["step"], "two");
+    let history = project.history();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0]["success"], false);
+    assert_eq!(history[0]["name"], "two");
+    project.run(&["run"]).assert_code(4);
 }
 
 fn bad_sql_position_inside_inline_sql(backend: Backend) {
@@ -340,7 +351,7 @@ fn status_json_has_the_contract_keys(backend: Backend) {
     // Reports never create the database, nor any table.
     match backend {
         Backend::Sqlite => assert!(!project.db_path().exists()),
-        Backend::Postgres => assert_eq!(project.snapshot(), ""),
+        Backend::Postgres | Backend::MariaDb => assert_eq!(project.snapshot(), ""),
     }
     project.run(&["check"]).assert_code(3);
 
@@ -390,7 +401,7 @@ fn transaction_none_step_runs_alone(backend: Backend) {
     project.write("upgrade.xml", &manifest);
     project.write(
         "scripts/two.sql",
-        "ALTER TABLE items ADD COLUMN size INTEGER;\nUPDATE nowhere SET size = 1;\n",
+        "ALTER TABLE items ADD COLUMN extra INTEGER;\nUPDATE nowhere SET size = 1;\n",
     );
     legacy_database(&project);
     project
@@ -399,7 +410,7 @@ fn transaction_none_step_runs_alone(backend: Backend) {
         .assert_stderr("may hold part of it");
     // The steps before it committed; its first statement stayed.
     assert_eq!(project.recorded_version().as_deref(), Some("1.2.0"));
-    assert!(project.column_exists("items", "size"));
+    assert!(project.column_exists("items", "extra"));
     let lock = project.lock_json().unwrap();
     assert_eq!(lock["state"], "failed");
     assert_eq!(lock["non_transactional"], true);
@@ -463,7 +474,7 @@ fn postgres_refuses_statements_outside_transactions_unless_the_step_opts_out() {
     legacy_database(&project);
     project.write(
         "scripts/two.sql",
-        "ALTER TABLE items ADD COLUMN size INTEGER;\nCREATE INDEX CONCURRENTLY items_size ON items (size);\n",
+        "UPDATE items SET size = 3;\nCREATE INDEX CONCURRENTLY items_size ON items (size);\n",
     );
     let before = project.app_snapshot();
     project
@@ -471,7 +482,8 @@ fn postgres_refuses_statements_outside_transactions_unless_the_step_opts_out() {
         .assert_code(1)
         .assert_stderr("scripts/two.sql:2:1: step 'two': statement refused on postgres: CREATE ... CONCURRENTLY cannot run inside a transaction block");
     assert_eq!(project.app_snapshot(), before);
-    assert!(!project.lock_path().exists());
+    assert_eq!(project.lock_json().unwrap()["state"], "failed");
+    project.run(&["unlock"]).assert_code(0);
 
     // Opting out runs the step alone, where PostgreSQL accepts it.
     let manifest = MANIFEST.replace(

@@ -1,7 +1,8 @@
-//! Throwaway database servers for the suite: one PostgreSQL cluster per test binary, made
-//! with initdb from the installed server binaries in a temporary directory, listening on
-//! a free loopback port, and removed when the test process ends (a watchdog process
-//! stops it even if the tests panic). Each test gets a database of its own.
+//! Throwaway database servers for the suite: one PostgreSQL cluster (initdb + pg_ctl) and
+//! one MariaDB server (mariadb-install-db + mariadbd) per test binary, made from the
+//! installed server binaries in a temporary directory, listening on a free loopback port,
+//! and removed when the test process ends (a watchdog process stops them even if the
+//! tests panic). Each test gets a database of its own.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -11,6 +12,13 @@ use std::sync::OnceLock;
 const INSTALL_HINT: &str = "install the PostgreSQL server with `apt-get install -y postgresql` \
      (tools/test-all does this), or put initdb and pg_ctl on PATH";
 
+const MARIADB_HINT: &str = "install the MariaDB server with `apt-get install -y mariadb-server` \
+     (tools/test-all does this), or put mariadb-install-db and mariadbd on PATH";
+
+/// The test server's account; a password, so that every MariaDB test also checks that
+/// it never shows.
+pub const MARIADB_PASSWORD: &str = "mdb-s3cret";
+
 struct PgServer {
     port: u16,
 }
@@ -18,15 +26,19 @@ struct PgServer {
 static POSTGRES: OnceLock<Result<PgServer, String>> = OnceLock::new();
 static DATABASES: AtomicUsize = AtomicUsize::new(0);
 
+/// A program on PATH, or in /usr/sbin and /usr/bin, which are not on every PATH.
+fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/usr/bin".into()])
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
 /// A server binary: on PATH, or in Debian's /usr/lib/postgresql/VERSION/bin (newest first).
 fn pg_binary(name: &str) -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let candidate = dir.join(name);
-            if candidate.is_file() {
-                return Some(candidate);
-            }
-        }
+    if let Some(found) = on_path(name) {
+        return Some(found);
     }
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .ok()?
@@ -147,17 +159,23 @@ fn start_postgres() -> Result<PgServer, String> {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    // The watchdog outlives nothing but this process: when it is gone, however it ended,
-    // the server is stopped and its directory removed.
     let stop = match user {
         Some(user) => format!("runuser -u {user} -- '{}'", pg_ctl.display()),
         None => format!("'{}'", pg_ctl.display()),
     };
+    start_watchdog(&format!(
+        "{stop} -D '{}' -m immediate stop >/dev/null 2>&1; rm -rf '{}'",
+        data.display(),
+        base.display()
+    ))?;
+    Ok(PgServer { port })
+}
+
+/// Runs `cleanup` (a shell command) once this test process is gone, however it ended.
+fn start_watchdog(cleanup: &str) -> Result<(), String> {
     let script = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop} -D '{data}' -m immediate stop >/dev/null 2>&1; rm -rf '{base}'",
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {cleanup}",
         pid = std::process::id(),
-        data = data.display(),
-        base = base.display()
     );
     // In a session of its own, so that killing the test's process group (a CI time-out)
     // does not kill the watchdog before it has cleaned up.
@@ -175,7 +193,154 @@ fn start_postgres() -> Result<PgServer, String> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start the cleanup watchdog: {e}"))?;
-    Ok(PgServer { port })
+    Ok(())
+}
+
+struct MariaDbServer {
+    port: u16,
+}
+
+static MARIADB: OnceLock<Result<MariaDbServer, String>> = OnceLock::new();
+
+fn start_mariadb() -> Result<MariaDbServer, String> {
+    let install_db = on_path("mariadb-install-db")
+        .ok_or_else(|| format!("mariadb-install-db not found: {MARIADB_HINT}"))?;
+    let mariadbd = on_path("mariadbd")
+        .or_else(|| on_path("mysqld"))
+        .ok_or_else(|| format!("mariadbd not found: {MARIADB_HINT}"))?;
+    // As root, the server switches to an unprivileged account (`--user`).
+    let user = is_root().then(|| {
+        let exists = Command::new("id")
+            .arg("mysql")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if exists {
+            "mysql"
+        } else {
+            "nobody"
+        }
+    });
+    let base = tempfile::Builder::new()
+        .prefix("upgrader-mariadb-")
+        .tempdir()
+        .map_err(|e| e.to_string())?
+        .keep();
+    let data = base.join("data");
+    let init = base.join("init.sql");
+    std::fs::write(
+        &init,
+        format!(
+            "CREATE USER IF NOT EXISTS 'upgrader'@'127.0.0.1' IDENTIFIED BY '{MARIADB_PASSWORD}';\n\
+             GRANT ALL ON *.* TO 'upgrader'@'127.0.0.1' WITH GRANT OPTION;\n"
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    if let Some(user) = user {
+        let owned = Command::new("chown")
+            .args(["-R", &format!("{user}:")])
+            .arg(&base)
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !owned.success() {
+            return Err(format!("chown of {} to {user} failed", base.display()));
+        }
+    }
+    let mut install = Command::new(&install_db);
+    install
+        .arg("--no-defaults")
+        .arg(format!("--datadir={}", data.display()))
+        .args([
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+            "--skip-name-resolve",
+        ]);
+    if let Some(user) = user {
+        install.arg(format!("--user={user}"));
+    }
+    let out = install
+        .output()
+        .map_err(|e| format!("cannot run mariadb-install-db: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "mariadb-install-db failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let port = free_port();
+    let mut server = Command::new(&mariadbd);
+    server
+        .arg("--no-defaults")
+        .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--port={port}"))
+        .arg(format!("--socket={}", base.join("mariadb.sock").display()))
+        .arg(format!("--pid-file={}", base.join("mariadb.pid").display()))
+        .arg(format!("--log-error={}", base.join("server.log").display()))
+        .arg(format!("--init-file={}", init.display()))
+        .args([
+            "--bind-address=127.0.0.1",
+            "--skip-name-resolve",
+            "--skip-log-bin",
+            "--innodb-flush-log-at-trx-commit=0",
+            "--innodb-doublewrite=0",
+            "--innodb-buffer-pool-size=128M",
+            "--max-connections=500",
+        ]);
+    if let Some(user) = user {
+        server.arg(format!("--user={user}"));
+    }
+    let mut child = server
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start mariadbd: {e}"))?;
+    start_watchdog(&format!(
+        "kill -9 {} 2>/dev/null; sleep 0.5; rm -rf '{}'",
+        child.id(),
+        base.display()
+    ))?;
+    let url = format!("mysql://upgrader:{MARIADB_PASSWORD}@127.0.0.1:{port}/mysql");
+    let started = std::time::Instant::now();
+    loop {
+        if mysql::Conn::new(mysql::Opts::from_url(&url).unwrap()).is_ok() {
+            return Ok(MariaDbServer { port });
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(base.join("server.log")).unwrap_or_default();
+            return Err(format!("mariadbd exited ({status}): {log}"));
+        }
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let log = std::fs::read_to_string(base.join("server.log")).unwrap_or_default();
+            return Err(format!("mariadbd did not accept connections within 60 s: {log}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A new, empty database on the shared throwaway MariaDB server; panics with the install
+/// command when the server binaries are missing.
+pub fn mariadb_database() -> String {
+    let server = match MARIADB.get_or_init(start_mariadb) {
+        Ok(server) => server,
+        Err(message) => panic!("MariaDB tests need a server: {message}"),
+    };
+    let name = format!(
+        "t{}_{}",
+        std::process::id(),
+        DATABASES.fetch_add(1, Ordering::SeqCst)
+    );
+    let base = format!(
+        "mysql://upgrader:{MARIADB_PASSWORD}@127.0.0.1:{}",
+        server.port
+    );
+    let mut admin = mysql::Conn::new(mysql::Opts::from_url(&format!("{base}/mysql")).unwrap())
+        .unwrap_or_else(|e| panic!("cannot reach the test MariaDB server: {e}"));
+    mysql::prelude::Queryable::query_drop(&mut admin, format!("CREATE DATABASE {name}"))
+        .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+    format!("{base}/{name}")
 }
 
 /// A new, empty database on the shared throwaway PostgreSQL server; panics with the

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use mysql::prelude::Queryable;
 use rusqlite::Connection;
 
 /// The database servers a test can run on.
@@ -12,6 +13,7 @@ use rusqlite::Connection;
 pub enum Backend {
     Sqlite,
     Postgres,
+    MariaDb,
 }
 
 impl Backend {
@@ -20,6 +22,7 @@ impl Backend {
         match self {
             Backend::Sqlite => "sqlite",
             Backend::Postgres => "postgres",
+            Backend::MariaDb => "mysql",
         }
     }
 }
@@ -34,11 +37,14 @@ macro_rules! on_every_backend {
         mod postgres {
             $( #[test] fn $name() { super::$name($crate::util::Backend::Postgres) } )*
         }
+        mod mariadb {
+            $( #[test] fn $name() { super::$name($crate::util::Backend::MariaDb) } )*
+        }
     };
 }
 
 /// A temporary project directory with its own database: an SQLite file in the project,
-/// or a fresh database on the shared PostgreSQL test server.
+/// or a fresh database on the shared PostgreSQL or MariaDB test server.
 pub struct TestProject {
     pub dir: tempfile::TempDir,
     pub backend: Backend,
@@ -112,6 +118,7 @@ impl TestProject {
         let url = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => Some(crate::servers::postgres_database()),
+            Backend::MariaDb => Some(crate::servers::mariadb_database()),
         };
         let project = TestProject {
             dir: tempfile::tempdir().unwrap(),
@@ -193,6 +200,10 @@ impl TestProject {
         postgres::Client::connect(self.url.as_deref().unwrap(), postgres::NoTls).unwrap()
     }
 
+    pub fn my(&self) -> mysql::Conn {
+        mysql::Conn::new(mysql::Opts::from_url(self.url.as_deref().unwrap()).unwrap()).unwrap()
+    }
+
     /// Runs SQL directly on the project database (for setting up or inspecting).
     pub fn sql(&self, sql: &str) {
         match self.backend {
@@ -201,6 +212,13 @@ impl TestProject {
                 connection.execute_batch(sql).unwrap();
             }
             Backend::Postgres => self.pg().batch_execute(sql).unwrap(),
+            Backend::MariaDb => {
+                let mut conn = self.my();
+                for statement in sql.split(';').filter(|s| !s.trim().is_empty()) {
+                    conn.query_drop(statement)
+                        .unwrap_or_else(|e| panic!("{statement}: {e}"));
+                }
+            }
         }
     }
 
@@ -216,6 +234,11 @@ impl TestProject {
                     .or_else(|_| row.try_get::<_, i32>(0).map(i64::from))
                     .unwrap()
             }
+            Backend::MariaDb => self
+                .my()
+                .query_first::<i64, _>(sql)
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .unwrap(),
         }
     }
 
@@ -227,6 +250,10 @@ impl TestProject {
             }
             Backend::Postgres => format!(
                 "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'public' \
+                 AND table_name = '{table}' AND column_name = '{column}'"
+            ),
+            Backend::MariaDb => format!(
+                "SELECT count(*) FROM information_schema.columns WHERE table_schema = DATABASE() \
                  AND table_name = '{table}' AND column_name = '{column}'"
             ),
         };
@@ -243,6 +270,10 @@ impl TestProject {
             Backend::Postgres => {
                 "SELECT count(*) FROM information_schema.tables \
                 WHERE table_schema = 'public' AND table_name NOT LIKE 'upgrader%'"
+            }
+            Backend::MariaDb => {
+                "SELECT count(*) FROM information_schema.tables \
+                WHERE table_schema = DATABASE() AND table_name NOT LIKE 'upgrader%'"
             }
         })
     }
@@ -263,6 +294,7 @@ impl TestProject {
                 .ok()
                 .flatten()
                 .map(|row| row.get(0)),
+            Backend::MariaDb => self.my().query_first(sql).ok().flatten(),
         }
     }
 
@@ -287,8 +319,10 @@ impl TestProject {
     }
 
     fn snapshot_where(&self, filter: &str, pg_filter: &str) -> String {
-        if self.backend == Backend::Postgres {
-            return self.pg_snapshot(pg_filter);
+        match self.backend {
+            Backend::Postgres => return self.pg_snapshot(pg_filter),
+            Backend::MariaDb => return self.mariadb_snapshot(pg_filter),
+            Backend::Sqlite => {}
         }
         if !self.db_path().exists() {
             return "(no database file)".into();
@@ -376,6 +410,53 @@ impl TestProject {
         out
     }
 
+    /// Each table's definition, rows, row count and `CHECKSUM TABLE`.
+    fn mariadb_snapshot(&self, filter: &str) -> String {
+        let mut conn = self.my();
+        let mut out = String::new();
+        let tables: Vec<String> = conn
+            .query(format!(
+                "SELECT table_name FROM information_schema.tables \
+                 WHERE table_schema = DATABASE() AND {filter} ORDER BY 1"
+            ))
+            .unwrap();
+        for name in tables {
+            let (_, create): (String, String) = conn
+                .query_first(format!("SHOW CREATE TABLE `{name}`"))
+                .unwrap()
+                .unwrap();
+            // AUTO_INCREMENT counters move on even when a transaction rolls back.
+            let create: String = create
+                .split_whitespace()
+                .filter(|word| !word.starts_with("AUTO_INCREMENT="))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let count: i64 = conn
+                .query_first(format!("SELECT count(*) FROM `{name}`"))
+                .unwrap()
+                .unwrap();
+            let checksum: Option<(String, Option<i64>)> = conn
+                .query_first(format!("CHECKSUM TABLE `{name}`"))
+                .unwrap();
+            out.push_str(&format!(
+                "{create}\n  rows: {count}, checksum: {:?}\n",
+                checksum.and_then(|c| c.1)
+            ));
+            let rows: Vec<mysql::Row> = conn
+                .query(format!("SELECT * FROM `{name}` ORDER BY 1"))
+                .unwrap();
+            for row in rows {
+                let values: Vec<String> = row
+                    .unwrap()
+                    .into_iter()
+                    .map(|v| v.as_sql(true))
+                    .collect();
+                out.push_str(&format!("  {}\n", values.join(" | ")));
+            }
+        }
+        out
+    }
+
     pub fn history(&self) -> Vec<serde_json::Value> {
         let run = self.run(&["history", "--json"]);
         run.assert_code(0);
@@ -408,5 +489,6 @@ pub fn slow_sql(backend: Backend, seconds: f64) -> String {
             (seconds * 3_000_000.0) as u64
         ),
         Backend::Postgres => format!("SELECT pg_sleep({seconds});"),
+        Backend::MariaDb => format!("SELECT SLEEP({seconds});"),
     }
 }
