@@ -15,6 +15,10 @@ use crate::sql::Dialect;
 /// can be long.
 const LOCK_WAIT_SECONDS: u32 = 3600;
 
+/// The upgrade lock's name: per schema (lock names are server-wide), within the
+/// 64-character limit however long the schema's name.
+const LOCK_NAME: &str = "CONCAT('upgrader:', SHA1(DATABASE()))";
+
 /// A connection to a MySQL or MariaDB schema.
 pub struct MySql {
     conn: Conn,
@@ -58,11 +62,23 @@ impl MySql {
         })
     }
 
+    /// `GET_LOCK`'s answer: 1 taken, 0 timed out, none on error.
+    fn get_lock(&mut self, wait_seconds: u32) -> Result<Option<i64>, DbError> {
+        let rows = self.query(
+            &format!("SELECT GET_LOCK({LOCK_NAME}, {wait_seconds})"),
+            &[],
+        )?;
+        Ok(rows
+            .first()
+            .and_then(|row| row.first())
+            .and_then(Value::as_int))
+    }
+
     fn release_lock(&mut self) -> Result<(), DbError> {
         if self.lock_held {
             self.lock_held = false;
             self.conn
-                .query_drop("DO RELEASE_LOCK(CONCAT('upgrader:', SHA1(DATABASE())))")
+                .query_drop(format!("DO RELEASE_LOCK({LOCK_NAME})"))
                 .map_err(db_error)?;
         }
         Ok(())
@@ -130,21 +146,27 @@ impl Backend for MySql {
         if !self.lock_held {
             // A session lock: held across the implicit commits an install's DDL causes,
             // released after the commit or rollback that ends the run's transaction.
-            let rows = self.query(
-                &format!(
-                    "SELECT GET_LOCK(CONCAT('upgrader:', SHA1(DATABASE())), {LOCK_WAIT_SECONDS})"
-                ),
-                &[],
-            )?;
-            match rows.first().and_then(|row| row.first()).and_then(Value::as_int) {
-                Some(1) => self.lock_held = true,
-                Some(_) => {
-                    return Err(DbError::new(format!(
-                        "another process has held the upgrade lock on this database for over {LOCK_WAIT_SECONDS} s"
-                    )))
+            if self.get_lock(0)? != Some(1) {
+                let holder = self.query(&format!("SELECT IS_USED_LOCK({LOCK_NAME})"), &[])?;
+                log::warn!(
+                    "waiting for the database upgrade lock, held by connection {} (another upgrader;                      or one that was killed, whose last statement the server is still finishing)",
+                    holder
+                        .first()
+                        .and_then(|row| row.first())
+                        .and_then(Value::as_int)
+                        .map_or_else(|| "?".to_string(), |id| id.to_string())
+                );
+                match self.get_lock(LOCK_WAIT_SECONDS)? {
+                    Some(1) => {}
+                    Some(_) => {
+                        return Err(DbError::new(format!(
+                            "another process has held the upgrade lock on this database for over {LOCK_WAIT_SECONDS} s"
+                        )))
+                    }
+                    None => return Err(DbError::new("GET_LOCK failed for the upgrade lock")),
                 }
-                None => return Err(DbError::new("GET_LOCK failed for the upgrade lock")),
             }
+            self.lock_held = true;
         }
         self.conn
             .query_drop("START TRANSACTION")

@@ -136,9 +136,17 @@ impl Backend for Postgres {
         self.client.batch_execute("BEGIN").map_err(db_error)?;
         self.in_transaction = true;
         // Held until commit or rollback: a second process, on any host, waits here.
-        self.client
-            .execute("SELECT pg_advisory_xact_lock($1)", &[&ADVISORY_KEY])
+        let taken: bool = self
+            .client
+            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&ADVISORY_KEY])
+            .and_then(|row| row.try_get(0))
             .map_err(db_error)?;
+        if !taken {
+            log::warn!("waiting for the database upgrade lock, held by another upgrader");
+            self.client
+                .execute("SELECT pg_advisory_xact_lock($1)", &[&ADVISORY_KEY])
+                .map_err(db_error)?;
+        }
         Ok(())
     }
 

@@ -66,12 +66,7 @@ fn non_transactional_engine(statement: &Statement, words: &[&str]) -> Result<(),
     if !matches!(words, ["CREATE" | "ALTER", ..]) {
         return Ok(());
     }
-    let all = super::words(&statement.text, Dialect::MySql);
-    let engine = all
-        .iter()
-        .position(|word| word.eq_ignore_ascii_case("ENGINE"))
-        .and_then(|at| all.get(at + 1));
-    match engine {
+    match super::mysql_engine_option(&statement.text) {
         Some(engine) if !engine.eq_ignore_ascii_case("InnoDB") => refuse(format!(
             "ENGINE={engine} makes a table that cannot roll back; use InnoDB, or create it in a step with transaction=\"none\""
         )),
@@ -95,10 +90,9 @@ impl TableGuard {
         let mut guard = TableGuard::default();
         for (schema, name, engine, current) in tables {
             if current {
-                guard.current.insert(
-                    name.to_lowercase(),
-                    (name.to_string(), engine.to_string()),
-                );
+                guard
+                    .current
+                    .insert(name.to_lowercase(), (name.to_string(), engine.to_string()));
             }
             guard.qualified.insert(
                 format!("{schema}.{name}").to_lowercase(),
@@ -121,7 +115,9 @@ impl TableGuard {
         let found = match super::relations(&statement.text, dialect) {
             Some(relations) => relations.iter().find_map(|parts| match parts.as_slice() {
                 [name] => self.current.get(&name.to_lowercase()),
-                [.., schema, name] => self.qualified.get(&format!("{schema}.{name}").to_lowercase()),
+                [.., schema, name] => self
+                    .qualified
+                    .get(&format!("{schema}.{name}").to_lowercase()),
                 [] => None,
             }),
             // Unparsable: any word that names such a table is enough to refuse.
@@ -583,5 +579,59 @@ mod tests {
         ] {
             assert_eq!(refused(sql, Dialect::Sqlite), [false], "{sql}");
         }
+    }
+
+    #[test]
+    fn install_refuses_tables_that_cannot_roll_back() {
+        let judge =
+            |sql: &str| check_install(&split(sql, Dialect::MySql).unwrap()[0], Dialect::MySql);
+        for sql in [
+            "CREATE TABLE t (x INT) ENGINE=MyISAM",
+            "create table t (x int) engine = memory",
+            "CREATE TABLE t (x INT) ENGINE `Aria` DEFAULT CHARSET=utf8mb4",
+        ] {
+            let refusal = judge(sql).unwrap_err();
+            assert!(refusal.reason.contains("cannot roll back"), "{sql}");
+        }
+        for sql in [
+            "CREATE TABLE t (x INT) ENGINE=InnoDB",
+            "CREATE TABLE t (engine VARCHAR(10))",
+            "INSERT INTO t VALUES ('ENGINE=MyISAM')",
+        ] {
+            assert_eq!(judge(sql), Ok(()), "{sql}");
+        }
+    }
+
+    #[test]
+    fn table_guard_finds_tables_wherever_a_statement_names_them() {
+        let guard = TableGuard::new([
+            ("app", "hits", "MyISAM", true),
+            ("other", "cache", "MEMORY", false),
+        ]);
+        let judge =
+            |sql: &str| guard.check(&split(sql, Dialect::MySql).unwrap()[0], Dialect::MySql);
+        for sql in [
+            "INSERT INTO hits VALUES (1)",
+            "insert into `HITS` (n) select 1",
+            "UPDATE accounts SET x = (SELECT count(*) FROM hits)",
+            "DELETE FROM app.hits WHERE n > 1",
+            "UPDATE a JOIN hits h ON h.n = a.id SET a.x = 0",
+            "SELECT * FROM other.cache",
+            "REPLACE INTO hits VALUES (2)",
+            // Unparsable: any word naming the table is enough.
+            "FROBNICATE hits NOW",
+        ] {
+            let refusal = judge(sql).unwrap_err();
+            assert!(refusal.reason.contains("storage engine"), "{sql}");
+        }
+        for sql in [
+            "SELECT hits FROM accounts",
+            "UPDATE accounts SET note = 'hits'",
+            "SELECT * FROM cache",
+            "INSERT INTO other.hits VALUES (1)",
+        ] {
+            assert_eq!(judge(sql), Ok(()), "{sql}");
+        }
+        assert!(TableGuard::new([]).is_empty());
     }
 }

@@ -98,6 +98,35 @@ pub fn words(text: &str, dialect: Dialect) -> Vec<String> {
         .collect()
 }
 
+/// The `ENGINE = name` table option of a MySQL `CREATE`/`ALTER TABLE` (outside the
+/// column list, so a column called `engine` is not taken for it).
+pub fn mysql_engine_option(text: &str) -> Option<String> {
+    let tokens = Tokenizer::new(&MySqlDialect {}, text).tokenize().ok()?;
+    let mut significant = tokens
+        .into_iter()
+        .filter(|token| !matches!(token, Token::Whitespace(_)));
+    let mut depth = 0usize;
+    while let Some(token) = significant.next() {
+        match token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth = depth.saturating_sub(1),
+            Token::Word(word) if depth == 0 && word.value.eq_ignore_ascii_case("ENGINE") => {
+                let value = match significant.next()? {
+                    Token::Eq => significant.next()?,
+                    other => other,
+                };
+                return match value {
+                    Token::Word(word) => Some(word.value),
+                    Token::SingleQuotedString(name) => Some(name),
+                    _ => None,
+                };
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// How many leading words a [`Statement`] keeps for classification.
 const KEYWORDS_KEPT: usize = 6;
 

@@ -4,6 +4,7 @@
 mod concurrency;
 mod lint;
 mod manifest_errors;
+mod mysql_rules;
 mod run;
 mod servers;
 mod util;

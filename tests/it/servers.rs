@@ -314,7 +314,9 @@ fn start_mariadb() -> Result<MariaDbServer, String> {
         }
         if started.elapsed() > std::time::Duration::from_secs(60) {
             let log = std::fs::read_to_string(base.join("server.log")).unwrap_or_default();
-            return Err(format!("mariadbd did not accept connections within 60 s: {log}"));
+            return Err(format!(
+                "mariadbd did not accept connections within 60 s: {log}"
+            ));
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }

@@ -446,11 +446,8 @@ impl TestProject {
                 .query(format!("SELECT * FROM `{name}` ORDER BY 1"))
                 .unwrap();
             for row in rows {
-                let values: Vec<String> = row
-                    .unwrap()
-                    .into_iter()
-                    .map(|v| v.as_sql(true))
-                    .collect();
+                let values: Vec<String> =
+                    row.unwrap().into_iter().map(|v| v.as_sql(true)).collect();
                 out.push_str(&format!("  {}\n", values.join(" | ")));
             }
         }
