@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::util::TestProject;
+use crate::on_every_backend;
+use crate::util::{Backend, TestProject};
 
 const VALID_MANIFEST: &str = r#"<upgrade project="test" initial-version="1.0.0">
   <step name="a" from="1.0.0" to="1.1.0"><sql file="scripts/a.sql"/></step>
@@ -26,8 +27,7 @@ fn fixtures() -> Vec<PathBuf> {
     files
 }
 
-#[test]
-fn every_invalid_fixture_is_refused_with_its_position_and_touches_nothing() {
+fn every_invalid_fixture_is_refused_with_its_position_and_touches_nothing(backend: Backend) {
     let fixtures = fixtures();
     assert!(fixtures.len() >= 20, "only {} fixtures", fixtures.len());
     let mut failures = Vec::new();
@@ -39,11 +39,11 @@ fn every_invalid_fixture_is_refused_with_its_position_and_touches_nothing() {
         let content = std::fs::read_to_string(fixture).unwrap();
         let is_version = fixture.extension().unwrap() == "VERSION";
         let project = if is_version {
-            let project = TestProject::new("1.2.0", VALID_MANIFEST);
+            let project = TestProject::on(backend, "1.2.0", VALID_MANIFEST);
             project.write("VERSION", &content);
             project
         } else {
-            TestProject::new("1.2.0", &content)
+            TestProject::on(backend, "1.2.0", &content)
         };
         project.write("scripts/a.sql", "CREATE TABLE a (x INTEGER);\n");
         project.sql("CREATE TABLE keep (x INTEGER); INSERT INTO keep VALUES (1), (2);");
@@ -79,6 +79,8 @@ fn every_invalid_fixture_is_refused_with_its_position_and_touches_nothing() {
         failures.join("\n")
     );
 }
+
+on_every_backend!(every_invalid_fixture_is_refused_with_its_position_and_touches_nothing);
 
 #[test]
 fn fixtures_are_catalogued() {
