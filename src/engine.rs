@@ -311,8 +311,8 @@ struct PreparedItem {
     checksum: Option<String>,
     transaction: StepTransaction,
     /// The first statement the guard refuses, if any: the run fails on it before sending
-    /// anything.
-    refusal: Option<LintFinding>,
+    /// anything. Boxed: nearly always none, and a run holds an item per step.
+    refusal: Option<Box<LintFinding>>,
 }
 
 /// The engine: owns the workflow for one project and database.
@@ -559,6 +559,7 @@ impl Engine {
                         statement,
                         dialect,
                     )
+                    .map(Box::new)
                 })
             } else {
                 None
@@ -661,6 +662,8 @@ impl Engine {
         // Another host may have upgraded between our look and our lock: plan again under it.
         let facts = self.facts(Some(&mut *runner.db))?;
         runner.committed_version = facts.version.clone();
+        // The plan made before the lock has served; only the one made under it counts.
+        drop(plan);
         let plan = match plan::plan(&self.project.manifest, &self.project.code_version, &facts) {
             Ok(plan) => plan,
             Err(error) => {
@@ -672,8 +675,7 @@ impl Engine {
             runner.db.rollback()?;
             return Ok(self.current_outcome(&plan, run_started));
         }
-        let prepared = if plan.items == prepared.iter().map(|p| p.item.clone()).collect::<Vec<_>>()
-        {
+        let prepared = if plan.items.iter().eq(prepared.iter().map(|p| &p.item)) {
             prepared
         } else {
             match self.prepare(&plan, dialect) {
@@ -796,7 +798,7 @@ impl Runner<'_> {
             if entry.transaction != StepTransaction::Shared {
                 break;
             }
-            let refusal = entry.refusal.clone().or_else(|| {
+            let refusal = entry.refusal.as_deref().cloned().or_else(|| {
                 entry.statements.iter().find_map(|prepared| {
                     let refusal = tables.check(&prepared.statement, dialect).err()?;
                     Some(LintFinding {
@@ -900,9 +902,16 @@ impl Runner<'_> {
                 self.begin()
                     .map_err(|e| failure(&item.name, e.to_string()))?;
             }
-            // Written with the commit that makes the step durable (see `commit_at`).
+            // Written with the commit that makes the step durable (see `commit_at`), or,
+            // in a long run, one full INSERT at a time inside the transaction, so that
+            // memory does not grow with the number of steps.
             self.unrecorded
                 .push(history_row(project, entry, &started_at, duration));
+            if self.unrecorded.len() >= state::ROWS_PER_INSERT {
+                state::insert_history_rows(self.db, &self.unrecorded)
+                    .map_err(|e| failure(&item.name, e.to_string()))?;
+                self.unrecorded.clear();
+            }
             if alone || self.mode == TransactionMode::PerStep {
                 self.commit_at(&item.to)
                     .map_err(|e| failure(&item.name, e.to_string()))?;

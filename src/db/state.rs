@@ -198,7 +198,7 @@ pub fn insert_history(db: &mut dyn Backend, row: &HistoryRow) -> Result<(), DbEr
 
 /// How many rows one INSERT carries; 13 parameters each stays far below every backend's
 /// limit on bound parameters.
-const ROWS_PER_INSERT: usize = 200;
+pub const ROWS_PER_INSERT: usize = 200;
 
 /// Appends history rows in as few statements as possible: a run of many small steps
 /// would otherwise spend a round trip per step on bookkeeping.

@@ -30,7 +30,7 @@ fn refuse<T>(reason: impl Into<String>) -> Result<T, Refusal> {
 /// Transaction control is refused everywhere, because upgrader owns the transaction and a
 /// script's `COMMIT` would make the rest of the run impossible to roll back.
 pub fn check(statement: &Statement, dialect: Dialect) -> Result<(), Refusal> {
-    let words: Vec<&str> = statement.keywords.iter().map(String::as_str).collect();
+    let words: Vec<&str> = statement.keywords.split_whitespace().collect();
     transaction_control(&words)?;
     match dialect {
         Dialect::Sqlite => sqlite(&words),
@@ -45,7 +45,7 @@ pub fn check(statement: &Statement, dialect: Dialect) -> Result<(), Refusal> {
 /// install statements as any other.
 pub fn check_install(statement: &Statement, dialect: Dialect) -> Result<(), Refusal> {
     if dialect == Dialect::MySql {
-        let words: Vec<&str> = statement.keywords.iter().map(String::as_str).collect();
+        let words: Vec<&str> = statement.keywords.split_whitespace().collect();
         transaction_control(&words)?;
         return non_transactional_engine(statement, &words);
     }
@@ -56,7 +56,7 @@ pub fn check_install(statement: &Statement, dialect: Dialect) -> Result<(), Refu
 /// that whoever runs it must open the transaction again afterwards.
 pub fn commits_implicitly(statement: &Statement, dialect: Dialect) -> bool {
     dialect == Dialect::MySql && {
-        let words: Vec<&str> = statement.keywords.iter().map(String::as_str).collect();
+        let words: Vec<&str> = statement.keywords.split_whitespace().collect();
         mysql(&words).is_err()
     }
 }
