@@ -117,8 +117,9 @@ pub trait Backend {
     /// Runs a query with bound parameters (`?` placeholders) and returns all its rows.
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, DbError>;
 
-    /// Opens a transaction that also holds the database-level upgrade lock, so that only
-    /// one process (on any host) upgrades at a time.
+    /// Opens a transaction; the first one of a connection also takes the database-level
+    /// upgrade lock, held until the connection closes, so that only one process (on any
+    /// host) upgrades at a time.
     fn begin(&mut self) -> Result<(), DbError>;
 
     /// Commits the open transaction.

@@ -2,7 +2,7 @@
 //! guard refuses it inside the run's transaction, and only InnoDB tables roll back, so
 //! the engine refuses statements that touch any other engine. The database-level lock
 //! is `GET_LOCK`, named after the schema so that two schemas on one server do not wait
-//! for each other.
+//! for each other, and held until the run's connection closes.
 
 use mysql::consts::CapabilityFlags;
 use mysql::prelude::Queryable;
@@ -73,16 +73,6 @@ impl MySql {
             .and_then(|row| row.first())
             .and_then(Value::as_int))
     }
-
-    fn release_lock(&mut self) -> Result<(), DbError> {
-        if self.lock_held {
-            self.lock_held = false;
-            self.conn
-                .query_drop(format!("DO RELEASE_LOCK({LOCK_NAME})"))
-                .map_err(db_error)?;
-        }
-        Ok(())
-    }
 }
 
 fn to_mysql(value: &Value) -> mysql::Value {
@@ -144,8 +134,9 @@ impl Backend for MySql {
 
     fn begin(&mut self) -> Result<(), DbError> {
         if !self.lock_held {
-            // A session lock: held across the implicit commits an install's DDL causes,
-            // released after the commit or rollback that ends the run's transaction.
+            // A session lock, held from the run's first transaction until its connection
+            // closes (however the process ends): across the implicit commits of an
+            // install's DDL and the commits of `--transaction per-step`.
             if self.get_lock(0)? != Some(1) {
                 let holder = self.query(&format!("SELECT IS_USED_LOCK({LOCK_NAME})"), &[])?;
                 log::warn!(
@@ -177,8 +168,7 @@ impl Backend for MySql {
 
     fn commit(&mut self) -> Result<(), DbError> {
         self.in_transaction = false;
-        self.conn.query_drop("COMMIT").map_err(db_error)?;
-        self.release_lock()
+        self.conn.query_drop("COMMIT").map_err(db_error)
     }
 
     fn rollback(&mut self) -> Result<(), DbError> {
@@ -186,7 +176,7 @@ impl Backend for MySql {
             self.in_transaction = false;
             self.conn.query_drop("ROLLBACK").map_err(db_error)?;
         }
-        self.release_lock()
+        Ok(())
     }
 
     fn resume_after_implicit_commit(&mut self) -> Result<(), DbError> {

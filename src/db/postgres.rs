@@ -1,5 +1,6 @@
 //! The PostgreSQL backend (postgres crate). DDL is transactional here, so a failed run
-//! rolls back completely. The database-level lock is a transaction-scoped advisory lock.
+//! rolls back completely. The database-level lock is a session advisory lock, held from
+//! the run's first transaction until its connection closes.
 
 use postgres::types::{ToSql, Type};
 use postgres::{Client, NoTls};
@@ -14,6 +15,7 @@ const ADVISORY_KEY: i64 = 0x7570_6772_6164_6572;
 pub struct Postgres {
     client: Client,
     in_transaction: bool,
+    lock_held: bool,
 }
 
 impl Postgres {
@@ -29,6 +31,7 @@ impl Postgres {
         let mut connection = Postgres {
             client,
             in_transaction: false,
+            lock_held: false,
         };
         // Should upgrader die mid-statement, the server notices within a second and rolls
         // back, instead of finishing a long statement for a client that is gone and
@@ -135,18 +138,24 @@ impl Backend for Postgres {
     fn begin(&mut self) -> Result<(), DbError> {
         self.client.batch_execute("BEGIN").map_err(db_error)?;
         self.in_transaction = true;
-        // Held until commit or rollback: a second process, on any host, waits here.
+        if self.lock_held {
+            return Ok(());
+        }
+        // A session lock, held from the run's first transaction until its connection
+        // closes (however the process ends), across the commits of `--transaction
+        // per-step`: a second process, on any host, waits here.
         let taken: bool = self
             .client
-            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&ADVISORY_KEY])
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&ADVISORY_KEY])
             .and_then(|row| row.try_get(0))
             .map_err(db_error)?;
         if !taken {
             log::warn!("waiting for the database upgrade lock, held by another upgrader");
             self.client
-                .execute("SELECT pg_advisory_xact_lock($1)", &[&ADVISORY_KEY])
+                .execute("SELECT pg_advisory_lock($1)", &[&ADVISORY_KEY])
                 .map_err(db_error)?;
         }
+        self.lock_held = true;
         Ok(())
     }
 
