@@ -1,8 +1,10 @@
--- The whole 1.3.0 schema, for a database that starts empty.
+-- The whole 1.4.0 schema, for a database that starts empty (the demo_steps plugin
+-- fills the slugs after this script; see upgrade.xml).
 CREATE TABLE customers (
     id    INTEGER PRIMARY KEY,
     name  TEXT NOT NULL,
-    email TEXT NOT NULL UNIQUE
+    email TEXT NOT NULL UNIQUE,
+    slug  TEXT UNIQUE
 );
 
 CREATE TABLE orders (

@@ -13,6 +13,7 @@ use crate::error::Error;
 use crate::lock::{self, LockGuard, LockRecord, LockState};
 use crate::manifest::{Action, Manifest, SqlSource, StepTransaction};
 use crate::plan::{self, DbFacts, ItemKind, Plan, PlanItem};
+use crate::plugin;
 use crate::sql::{self, guard, Dialect};
 use crate::version::{Version, VersionFile};
 
@@ -254,6 +255,30 @@ struct Prepared {
     origin: String,
 }
 
+/// A plugin step resolved before the run, with the manifest position that names it.
+#[derive(Debug, Clone)]
+struct PreparedPlugin {
+    step: plugin::ResolvedStep,
+    /// `upgrade.xml:line:column` of the `<plugin>` element.
+    origin: String,
+}
+
+/// One action of an item, ready to run.
+#[derive(Debug, Clone)]
+enum Work {
+    Sql(Prepared),
+    Plugin(PreparedPlugin),
+}
+
+impl Work {
+    fn sql(&self) -> Option<&Prepared> {
+        match self {
+            Work::Sql(prepared) => Some(prepared),
+            Work::Plugin(_) => None,
+        }
+    }
+}
+
 /// A statement `lint` (or a run) refuses, or a script it cannot read.
 #[derive(Debug, Clone, Serialize)]
 pub struct LintFinding {
@@ -307,7 +332,7 @@ fn guard_finding(
 #[derive(Debug, Clone)]
 struct PreparedItem {
     item: PlanItem,
-    statements: Vec<Prepared>,
+    work: Vec<Work>,
     checksum: Option<String>,
     transaction: StepTransaction,
     /// The first statement the guard refuses, if any: the run fails on it before sending
@@ -465,14 +490,14 @@ impl Engine {
         }
     }
 
-    /// Reads and splits the SQL of one install or step, and computes its checksum. Plugin
-    /// actions are refused: this build cannot load them.
-    fn statements_of(
+    /// Reads and splits the SQL of one install or step, resolves its plugin steps (which
+    /// loads their libraries), and computes its checksum.
+    fn work_of(
         &self,
         name: &str,
         actions: &[Action],
         dialect: Dialect,
-    ) -> Result<(Vec<Prepared>, String), Error> {
+    ) -> Result<(Vec<Work>, String), Error> {
         let manifest = &self.project.manifest;
         let mut hasher = Sha256::new();
         let mut statements = Vec::new();
@@ -515,17 +540,27 @@ impl Engine {
                             e.message
                         ))
                     })?;
-                    statements.extend(split.into_iter().map(|statement| Prepared {
-                        origin: place(statement.line, statement.column),
-                        statement,
+                    statements.extend(split.into_iter().map(|statement| {
+                        Work::Sql(Prepared {
+                            origin: place(statement.line, statement.column),
+                            statement,
+                        })
                     }));
                 }
                 Action::Plugin {
-                    library, method, ..
+                    library,
+                    method,
+                    pos,
                 } => {
-                    return Err(Error::Refused(format!(
-                        "step '{name}' calls method '{method}' of plugin library '{library}', but this build of upgrader cannot load step plugins yet"
-                    )));
+                    hasher.update(b"plugin\0");
+                    hasher.update(library.as_bytes());
+                    hasher.update(b"\0");
+                    hasher.update(method.as_bytes());
+                    hasher.update(b"\0");
+                    let origin = format!("{}:{}:{}", manifest.path.display(), pos.line, pos.column);
+                    let step = plugin::resolve(&self.project.dir, library, method)
+                        .map_err(|e| Error::Refused(format!("{origin}: step '{name}': {e}")))?;
+                    statements.push(Work::Plugin(PreparedPlugin { step, origin }));
                 }
             }
         }
@@ -542,17 +577,17 @@ impl Engine {
             let Some((actions, transaction)) = self.actions_of(item) else {
                 prepared.push(PreparedItem {
                     item: item.clone(),
-                    statements: Vec::new(),
+                    work: Vec::new(),
                     checksum: None,
                     transaction: StepTransaction::Shared,
                     refusal: None,
                 });
                 continue;
             };
-            let (statements, checksum) = self.statements_of(&item.name, actions, dialect)?;
+            let (work, checksum) = self.work_of(&item.name, actions, dialect)?;
             // Judged now, acted on once the run holds the lock (see `Runner::refuse_unsafe`).
             let refusal = if transaction == StepTransaction::Shared {
-                statements.iter().find_map(|statement| {
+                work.iter().filter_map(Work::sql).find_map(|statement| {
                     guard_finding(
                         &item.name,
                         item.kind == ItemKind::Install,
@@ -566,7 +601,7 @@ impl Engine {
             };
             prepared.push(PreparedItem {
                 item: item.clone(),
-                statements,
+                work,
                 checksum: Some(checksum),
                 transaction,
                 refusal,
@@ -596,9 +631,9 @@ impl Engine {
                 .filter(|a| matches!(a, Action::Sql { .. }))
                 .cloned()
                 .collect();
-            match self.statements_of(name, &sql, dialect) {
-                Ok((statements, _)) if transaction == StepTransaction::Shared => {
-                    findings.extend(statements.iter().filter_map(|statement| {
+            match self.work_of(name, &sql, dialect) {
+                Ok((work, _)) if transaction == StepTransaction::Shared => {
+                    findings.extend(work.iter().filter_map(Work::sql).filter_map(|statement| {
                         guard_finding(name, is_install, statement, dialect)
                     }))
                 }
@@ -654,6 +689,7 @@ impl Engine {
             in_flight: None,
             unrecorded: Vec::new(),
             install_objects: None,
+            tables: guard::TableGuard::default(),
         };
         runner.begin()?;
         // Created inside the run's transaction: a run that fails leaves no trace but its
@@ -730,6 +766,8 @@ struct Runner<'a> {
     /// The schema's objects before an install whose DDL commits implicitly (MySQL), so
     /// that a failed install can drop what it created.
     install_objects: Option<Vec<DbObject>>,
+    /// Tables whose engine cannot roll back, for judging plugin statements.
+    tables: guard::TableGuard,
 }
 
 /// What a failure's history row says about the item that failed.
@@ -784,7 +822,7 @@ impl Runner<'_> {
             message: format!("cannot list the tables that cannot roll back: {e}"),
             non_transactional: false,
         })?;
-        let tables = guard::TableGuard::new(tables.iter().map(|t| {
+        self.tables = guard::TableGuard::new(tables.iter().map(|t| {
             (
                 t.schema.as_str(),
                 t.name.as_str(),
@@ -792,6 +830,7 @@ impl Runner<'_> {
                 t.in_current_schema,
             )
         }));
+        let tables = &self.tables;
         for entry in entries {
             // A step that runs alone may change which tables cannot roll back; what
             // follows it is judged after it has run.
@@ -799,16 +838,20 @@ impl Runner<'_> {
                 break;
             }
             let refusal = entry.refusal.as_deref().cloned().or_else(|| {
-                entry.statements.iter().find_map(|prepared| {
-                    let refusal = tables.check(&prepared.statement, dialect).err()?;
-                    Some(LintFinding {
-                        step: entry.item.name.clone(),
-                        location: prepared.origin.clone(),
-                        statement: abbreviate(&prepared.statement.text),
-                        reason: refusal.reason,
-                        dialect: dialect.name(),
+                entry
+                    .work
+                    .iter()
+                    .filter_map(Work::sql)
+                    .find_map(|prepared| {
+                        let refusal = tables.check(&prepared.statement, dialect).err()?;
+                        Some(LintFinding {
+                            step: entry.item.name.clone(),
+                            location: prepared.origin.clone(),
+                            statement: abbreviate(&prepared.statement.text),
+                            reason: refusal.reason,
+                            dialect: dialect.name(),
+                        })
                     })
-                })
             });
             if let Some(finding) = refusal {
                 self.in_flight = Some(InFlight {
@@ -874,15 +917,44 @@ impl Runner<'_> {
                         .map_err(|e| failure(&item.name, e.to_string()))?,
                 );
             }
-            for statement in &entry.statements {
-                log::debug!("{}: {}", statement.origin, statement.statement.text);
-                let mut result = self.db.execute(&statement.statement.text);
-                if result.is_ok()
-                    && ddl_commits
-                    && guard::commits_implicitly(&statement.statement, dialect)
-                {
-                    result = self.db.resume_after_implicit_commit();
-                }
+            let mut sent = 0;
+            for work in &entry.work {
+                let (origin, result) = match work {
+                    Work::Sql(statement) => {
+                        log::debug!("{}: {}", statement.origin, statement.statement.text);
+                        sent += 1;
+                        let mut result = self
+                            .db
+                            .execute(&statement.statement.text)
+                            .map_err(|e| e.to_string());
+                        if result.is_ok()
+                            && ddl_commits
+                            && guard::commits_implicitly(&statement.statement, dialect)
+                        {
+                            result = self
+                                .db
+                                .resume_after_implicit_commit()
+                                .map_err(|e| e.to_string());
+                        }
+                        (&statement.origin, result)
+                    }
+                    Work::Plugin(call) => {
+                        let rules = plugin::host::Rules {
+                            dialect,
+                            install: item.kind == ItemKind::Install,
+                            alone,
+                            tables: &self.tables,
+                        };
+                        let result = match plugin::host::call(&call.step, self.db, &rules) {
+                            plugin::host::Outcome::Done { statements } => {
+                                sent += statements;
+                                Ok(())
+                            }
+                            plugin::host::Outcome::Failed(message) => Err(message),
+                        };
+                        (&call.origin, result)
+                    }
+                };
                 if let Err(error) = result {
                     return Err(Failure {
                         item: item.name.clone(),
@@ -890,7 +962,7 @@ impl Runner<'_> {
                             "{} '{}' failed at {}: {}",
                             item.kind.name(),
                             item.name,
-                            statement.origin,
+                            origin,
                             error
                         ),
                         non_transactional: alone,
@@ -925,7 +997,7 @@ impl Runner<'_> {
                 kind: item.kind.name(),
                 from: item.from.as_ref().map(ToString::to_string),
                 to: item.to.to_string(),
-                statements: entry.statements.len(),
+                statements: sent,
                 duration_ms: duration.as_millis() as u64,
             });
         }
@@ -1144,7 +1216,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// A statement shortened for an error message.
-fn abbreviate(text: &str) -> String {
+pub(crate) fn abbreviate(text: &str) -> String {
     let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if one_line.chars().count() > 80 {
         let cut: String = one_line.chars().take(77).collect();

@@ -19,6 +19,7 @@ pub mod error;
 pub mod lock;
 pub mod manifest;
 pub mod plan;
+pub mod plugin;
 pub mod sql;
 pub mod version;
 

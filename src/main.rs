@@ -81,7 +81,7 @@ enum BackendArg {
 const EXIT_ERROR: u8 = 1;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,plugin=info"))
         .format_timestamp_millis()
         .init();
     let cli = Cli::parse();
