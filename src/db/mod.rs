@@ -37,6 +37,18 @@ impl Value {
         }
     }
 
+    /// The kind of value, for messages.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Value::Null => "NULL",
+            Value::Bool(_) => "a boolean",
+            Value::Int(_) => "an integer",
+            Value::Float(_) => "a float",
+            Value::Text(_) => "text",
+            Value::Blob(_) => "binary data",
+        }
+    }
+
     /// The integer, when the value is an integer or boolean.
     pub fn as_int(&self) -> Option<i64> {
         match self {

@@ -16,6 +16,7 @@ pub struct Postgres {
     client: Client,
     in_transaction: bool,
     lock_held: bool,
+    prepared: std::collections::HashMap<String, postgres::Statement>,
 }
 
 impl Postgres {
@@ -32,6 +33,7 @@ impl Postgres {
             client,
             in_transaction: false,
             lock_held: false,
+            prepared: std::collections::HashMap::new(),
         };
         // Should upgrader die mid-statement, the server notices within a second and rolls
         // back, instead of finishing a long statement for a client that is gone and
@@ -47,36 +49,181 @@ impl Postgres {
     }
 }
 
-/// Our own SQL is written with `?` placeholders; PostgreSQL numbers them.
+impl Postgres {
+    /// Prepares a statement once per connection: a plugin that runs the same UPDATE for
+    /// every row pays the parse round trip once.
+    fn prepare(&mut self, sql: &str) -> Result<postgres::Statement, DbError> {
+        if let Some(statement) = self.prepared.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(&numbered(sql)).map_err(db_error)?;
+        if self.prepared.len() >= PREPARED_KEPT {
+            self.prepared.clear();
+        }
+        self.prepared.insert(sql.to_string(), statement.clone());
+        Ok(statement)
+    }
+}
+
+/// How many prepared statements a connection keeps.
+const PREPARED_KEPT: usize = 64;
+
+/// Statements are written with `?` placeholders; PostgreSQL numbers them (`$1`, `$2`…).
+/// A `?` inside a string, quoted name, dollar quote or comment is left alone.
 fn numbered(sql: &str) -> String {
+    let bytes = sql.as_bytes();
     let mut out = String::with_capacity(sql.len() + 8);
     let mut index = 0;
-    for ch in sql.chars() {
-        if ch == '?' {
-            index += 1;
-            out.push('$');
-            out.push_str(&index.to_string());
-        } else {
-            out.push(ch);
-        }
+    let mut at = 0;
+    let mut copied = 0;
+    while at < bytes.len() {
+        let skip_to = match bytes[at] {
+            b'\'' | b'"' => {
+                let quote = bytes[at];
+                let mut end = at + 1;
+                while end < bytes.len() {
+                    if bytes[end] == quote {
+                        // A doubled quote is an escaped one.
+                        if bytes.get(end + 1) == Some(&quote) {
+                            end += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    end += 1;
+                }
+                end + 1
+            }
+            b'-' if bytes.get(at + 1) == Some(&b'-') => {
+                sql[at..].find('\n').map_or(bytes.len(), |n| at + n + 1)
+            }
+            b'/' if bytes.get(at + 1) == Some(&b'*') => sql[at + 2..]
+                .find("*/")
+                .map_or(bytes.len(), |n| at + 2 + n + 2),
+            b'$' => {
+                // $tag$ … $tag$ (a tag is empty or an identifier; `$1` is not a quote).
+                let tag_end = sql[at + 1..]
+                    .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .map(|n| at + 1 + n);
+                match tag_end {
+                    Some(end)
+                        if bytes[end] == b'$'
+                            && !bytes.get(at + 1).is_some_and(u8::is_ascii_digit) =>
+                    {
+                        let tag = &sql[at..=end];
+                        sql[end + 1..]
+                            .find(tag)
+                            .map_or(bytes.len(), |n| end + 1 + n + tag.len())
+                    }
+                    _ => at + 1,
+                }
+            }
+            b'?' => {
+                out.push_str(&sql[copied..at]);
+                index += 1;
+                out.push('$');
+                out.push_str(&index.to_string());
+                copied = at + 1;
+                at + 1
+            }
+            _ => at + 1,
+        };
+        at = skip_to.min(bytes.len());
     }
+    out.push_str(&sql[copied..]);
     out
 }
 
-fn params(values: &[Value]) -> Vec<Box<dyn ToSql + Sync>> {
-    values
+/// Converts values to the types the server inferred for the statement's parameters: a
+/// plugin's integer may be bound to an `integer` column, its text to a `varchar`.
+fn params(types: &[Type], values: &[Value]) -> Result<Vec<Box<dyn ToSql + Sync>>, DbError> {
+    if types.len() != values.len() {
+        return Err(DbError::new(format!(
+            "the statement has {} parameter(s) but {} value(s) were given",
+            types.len(),
+            values.len()
+        )));
+    }
+    types
         .iter()
-        .map(|value| -> Box<dyn ToSql + Sync> {
-            match value {
-                Value::Null => Box::new(None::<String>),
-                Value::Bool(v) => Box::new(*v),
-                Value::Int(v) => Box::new(*v),
-                Value::Float(v) => Box::new(*v),
-                Value::Text(v) => Box::new(v.clone()),
-                Value::Blob(v) => Box::new(v.clone()),
-            }
+        .zip(values)
+        .enumerate()
+        .map(|(index, (kind, value))| {
+            convert(kind, value).ok_or_else(|| {
+                DbError::new(format!(
+                    "parameter {}: cannot bind {} to PostgreSQL type {kind}; cast the placeholder in the SQL (for example ?::text::{kind})",
+                    index + 1,
+                    value.kind_name()
+                ))
+            })
         })
         .collect()
+}
+
+/// SQL NULL for a parameter of any type.
+#[derive(Debug)]
+struct Null;
+
+impl ToSql for Null {
+    fn to_sql(
+        &self,
+        _: &Type,
+        _: &mut bytes::BytesMut,
+    ) -> Result<postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(postgres::types::IsNull::Yes)
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    postgres::types::to_sql_checked!();
+}
+
+fn convert(kind: &Type, value: &Value) -> Option<Box<dyn ToSql + Sync>> {
+    let text_like = matches!(
+        *kind,
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN
+    );
+    Some(match value {
+        Value::Null => Box::new(Null) as Box<dyn ToSql + Sync>,
+        Value::Bool(v) => match *kind {
+            Type::BOOL => Box::new(*v),
+            _ => return convert(kind, &Value::Int(i64::from(*v))),
+        },
+        Value::Int(v) => match *kind {
+            Type::INT8 => Box::new(*v),
+            Type::INT4 => Box::new(i32::try_from(*v).ok()?),
+            Type::INT2 => Box::new(i16::try_from(*v).ok()?),
+            Type::FLOAT8 => Box::new(*v as f64),
+            Type::FLOAT4 => Box::new(*v as f32),
+            Type::BOOL => Box::new(*v != 0),
+            _ if text_like => Box::new(v.to_string()),
+            _ => return None,
+        },
+        Value::Float(v) => match *kind {
+            Type::FLOAT8 => Box::new(*v),
+            Type::FLOAT4 => Box::new(*v as f32),
+            _ if text_like => Box::new(v.to_string()),
+            _ => return None,
+        },
+        Value::Text(v) => match *kind {
+            _ if text_like => Box::new(v.clone()),
+            Type::INT8 => Box::new(v.trim().parse::<i64>().ok()?),
+            Type::INT4 => Box::new(v.trim().parse::<i32>().ok()?),
+            Type::INT2 => Box::new(v.trim().parse::<i16>().ok()?),
+            Type::FLOAT8 => Box::new(v.trim().parse::<f64>().ok()?),
+            Type::FLOAT4 => Box::new(v.trim().parse::<f32>().ok()?),
+            Type::BOOL => Box::new(matches!(v.trim(), "t" | "true" | "1" | "yes" | "on")),
+            Type::BYTEA => Box::new(v.as_bytes().to_vec()),
+            _ => return None,
+        },
+        Value::Blob(v) => match *kind {
+            Type::BYTEA => Box::new(v.clone()),
+            _ if text_like => Box::new(String::from_utf8(v.clone()).ok()?),
+            _ => return None,
+        },
+    })
 }
 
 fn read(row: &postgres::Row, index: usize) -> Result<Value, DbError> {
@@ -121,15 +268,17 @@ impl Backend for Postgres {
     }
 
     fn execute_params(&mut self, sql: &str, values: &[Value]) -> Result<u64, DbError> {
-        let boxed = params(values);
+        let statement = self.prepare(sql)?;
+        let boxed = params(statement.params(), values)?;
         let refs: Vec<&(dyn ToSql + Sync)> = boxed.iter().map(|b| b.as_ref()).collect();
-        self.client.execute(&numbered(sql), &refs).map_err(db_error)
+        self.client.execute(&statement, &refs).map_err(db_error)
     }
 
     fn query(&mut self, sql: &str, values: &[Value]) -> Result<Vec<Vec<Value>>, DbError> {
-        let boxed = params(values);
+        let statement = self.prepare(sql)?;
+        let boxed = params(statement.params(), values)?;
         let refs: Vec<&(dyn ToSql + Sync)> = boxed.iter().map(|b| b.as_ref()).collect();
-        let rows = self.client.query(&numbered(sql), &refs).map_err(db_error)?;
+        let rows = self.client.query(&statement, &refs).map_err(db_error)?;
         rows.iter()
             .map(|row| (0..row.len()).map(|index| read(row, index)).collect())
             .collect()
@@ -215,5 +364,10 @@ mod tests {
             numbered("UPDATE t SET a = ?, b = ? WHERE c = ?"),
             "UPDATE t SET a = $1, b = $2 WHERE c = $3"
         );
+        assert_eq!(
+            numbered("SELECT '?', \"a?\", 'it''s ?', ? -- ?\n, $$ ? $$, $x$ ? $x$, /* ? */ ?, $1"),
+            "SELECT '?', \"a?\", 'it''s ?', $1 -- ?\n, $$ ? $$, $x$ ? $x$, /* ? */ $2, $1"
+        );
+        assert_eq!(numbered("ünï ? 'ö?'"), "ünï $1 'ö?'");
     }
 }

@@ -5,6 +5,7 @@ mod concurrency;
 mod lint;
 mod manifest_errors;
 mod mysql_rules;
+mod plugins;
 mod run;
 mod servers;
 mod util;
