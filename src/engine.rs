@@ -263,6 +263,10 @@ struct PreparedPlugin {
     origin: String,
 }
 
+/// Plugin steps resolved so far in one preparation: a library is looked for and checked
+/// once per run, however many steps call it.
+type ResolvedSteps = std::collections::HashMap<(String, String), plugin::ResolvedStep>;
+
 /// One action of an item, ready to run.
 #[derive(Debug, Clone)]
 enum Work {
@@ -497,6 +501,7 @@ impl Engine {
         name: &str,
         actions: &[Action],
         dialect: Dialect,
+        resolved: &mut ResolvedSteps,
     ) -> Result<(Vec<Work>, String), Error> {
         let manifest = &self.project.manifest;
         let mut hasher = Sha256::new();
@@ -558,8 +563,18 @@ impl Engine {
                     hasher.update(method.as_bytes());
                     hasher.update(b"\0");
                     let origin = format!("{}:{}:{}", manifest.path.display(), pos.line, pos.column);
-                    let step = plugin::resolve(&self.project.dir, library, method)
-                        .map_err(|e| Error::Refused(format!("{origin}: step '{name}': {e}")))?;
+                    let key = (library.clone(), method.clone());
+                    let step = match resolved.get(&key) {
+                        Some(step) => step.clone(),
+                        None => {
+                            let step = plugin::resolve(&self.project.dir, library, method)
+                                .map_err(|e| {
+                                    Error::Refused(format!("{origin}: step '{name}': {e}"))
+                                })?;
+                            resolved.insert(key, step.clone());
+                            step
+                        }
+                    };
                     statements.push(Work::Plugin(PreparedPlugin { step, origin }));
                 }
             }
@@ -573,6 +588,7 @@ impl Engine {
     /// refuses is kept with its item, and fails the run as soon as it holds the lock.
     fn prepare(&self, plan: &Plan, dialect: Dialect) -> Result<Vec<PreparedItem>, Error> {
         let mut prepared = Vec::with_capacity(plan.items.len());
+        let mut resolved = ResolvedSteps::new();
         for item in &plan.items {
             let Some((actions, transaction)) = self.actions_of(item) else {
                 prepared.push(PreparedItem {
@@ -584,7 +600,7 @@ impl Engine {
                 });
                 continue;
             };
-            let (work, checksum) = self.work_of(&item.name, actions, dialect)?;
+            let (work, checksum) = self.work_of(&item.name, actions, dialect, &mut resolved)?;
             // Judged now, acted on once the run holds the lock (see `Runner::refuse_unsafe`).
             let refusal = if transaction == StepTransaction::Shared {
                 work.iter().filter_map(Work::sql).find_map(|statement| {
@@ -631,7 +647,7 @@ impl Engine {
                 .filter(|a| matches!(a, Action::Sql { .. }))
                 .cloned()
                 .collect();
-            match self.work_of(name, &sql, dialect) {
+            match self.work_of(name, &sql, dialect, &mut ResolvedSteps::new()) {
                 Ok((work, _)) if transaction == StepTransaction::Shared => {
                     findings.extend(work.iter().filter_map(Work::sql).filter_map(|statement| {
                         guard_finding(name, is_install, statement, dialect)
