@@ -25,7 +25,7 @@ fn main() {
     let release = std::env::var("PROFILE").is_ok_and(|p| p == "release");
     let mut command = Command::new(cargo);
     command
-        .args(["build", "--quiet", "--offline", "--manifest-path"])
+        .args(["build", "--quiet", "--manifest-path"])
         .arg(&plugin)
         // Its own target directory: the outer build holds the lock on this one.
         .arg("--target-dir")
