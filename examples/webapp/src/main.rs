@@ -1,0 +1,317 @@
+//! An axum application that upgrades its database on the first request after a deploy.
+//!
+//! ```text
+//! webapp --token SECRET [--project DIR] [--database URL] [--listen 127.0.0.1:8080]
+//! ```
+//!
+//! `--token` (or `$ADMIN_TOKEN`) guards `/admin/upgrades` and `/admin/upgrades.json`:
+//! give it as `Authorization: Bearer SECRET`, as `X-Admin-Token: SECRET`, or through the
+//! login form at `/admin/login` (which sets a cookie). `--database` defaults to
+//! `$DATABASE_URL`, else SQLite in the project directory. The upgrade itself runs in a
+//! child process: the `upgrader` binary next to this one, or `$UPGRADER_BIN`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::{Form, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use upgrader::gate::tower::GateLayer;
+use upgrader::gate::{Answer, Gate, GateOptions};
+
+struct App {
+    gate: Gate,
+    /// SHA-256 of the admin token: compared in constant time, never logged.
+    token_digest: [u8; 32],
+}
+
+fn usage(message: &str) -> ! {
+    eprintln!("webapp: {message}\nusage: webapp --token SECRET [--project DIR] [--database URL] [--listen ADDR]");
+    std::process::exit(2);
+}
+
+#[tokio::main]
+async fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let mut project = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/project"));
+    let mut database = std::env::var("DATABASE_URL").ok();
+    let mut listen: SocketAddr = "127.0.0.1:8080".parse().expect("an address");
+    let mut token = std::env::var("ADMIN_TOKEN").ok();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || {
+            args.next()
+                .unwrap_or_else(|| usage(&format!("{arg} needs a value")))
+        };
+        match arg.as_str() {
+            "--project" => project = value().into(),
+            "--database" => database = Some(value()),
+            "--listen" => {
+                listen = value()
+                    .parse()
+                    .unwrap_or_else(|_| usage("--listen needs HOST:PORT"))
+            }
+            "--token" => token = Some(value()),
+            other => usage(&format!("unknown argument {other}")),
+        }
+    }
+    let token = token
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| usage("an admin token is required (--token or $ADMIN_TOKEN)"));
+    let gate = Gate::new(&project, database, GateOptions::default());
+    let app = Arc::new(App {
+        gate: gate.clone(),
+        token_digest: Sha256::digest(token.as_bytes()).into(),
+    });
+    let router = Router::new()
+        .route("/", get(home))
+        .route("/admin/upgrades", get(admin_page))
+        .route("/admin/upgrades.json", get(admin_json))
+        .route("/admin/login", get(login_form).post(login))
+        .with_state(app)
+        .layer(GateLayer::new(gate));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .unwrap_or_else(|e| usage(&format!("cannot listen on {listen}: {e}")));
+    // Tests and scripts read the address from this line.
+    println!(
+        "listening on http://{}",
+        listener.local_addr().expect("bound")
+    );
+    axum::serve(listener, router)
+        .await
+        .expect("the server runs");
+}
+
+/// The application's one page: trivial on purpose (the benchmark's route).
+async fn home() -> &'static str {
+    "Hello from the example application\n"
+}
+
+impl App {
+    /// Whether the request carries the admin token (header or cookie).
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let header_token = headers.get("x-admin-token").and_then(|v| v.to_str().ok());
+        let cookie = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|pair| pair.trim().strip_prefix("upgrader_admin="));
+        [bearer, header_token, cookie]
+            .into_iter()
+            .flatten()
+            .any(|given| self.matches(given))
+    }
+
+    /// Compares digests, so the time taken says nothing about the token or its length.
+    fn matches(&self, given: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+        let difference = digest
+            .iter()
+            .zip(self.token_digest.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        std::hint::black_box(difference) == 0
+    }
+}
+
+fn unauthorized(html: bool) -> Response {
+    if html {
+        (
+            StatusCode::UNAUTHORIZED,
+            Html("<!doctype html><html><head><meta charset=\"utf-8\"><title>Unauthorized</title></head><body><h1>401 Unauthorized</h1><p><a href=\"/admin/login\">Log in</a> with the admin token.</p></body></html>\n"),
+        )
+            .into_response()
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            Json(serde_json::json!({ "error": "unauthorized" })),
+        )
+            .into_response()
+    }
+}
+
+/// Everything the admin page shows, read without loading any plugin.
+fn state(gate: &Gate) -> serde_json::Value {
+    let answer = match gate.check() {
+        Answer::Ready => serde_json::json!({ "state": "ready" }),
+        Answer::Upgrading { retry_after } => {
+            serde_json::json!({ "state": "upgrading", "retry_after": retry_after.as_secs() })
+        }
+        Answer::Halted { reason } => serde_json::json!({ "state": "halted", "reason": &*reason }),
+    };
+    let engine = match gate.engine() {
+        Ok(engine) => engine,
+        Err(error) => return serde_json::json!({ "gate": answer, "error": error.to_string() }),
+    };
+    let status = engine.status().map_err(|e| e.to_string());
+    let history = engine.history().map_err(|e| e.to_string());
+    let mut history = history.unwrap_or_default();
+    // The most recent first, at most 50.
+    history.reverse();
+    history.truncate(50);
+    serde_json::json!({
+        "gate": answer,
+        "status": status.as_ref().ok(),
+        "error": status.as_ref().err(),
+        "history": history,
+    })
+}
+
+async fn admin_json(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if !app.authorized(&headers) {
+        return unauthorized(false);
+    }
+    let gate = app.gate.clone();
+    let state = tokio::task::spawn_blocking(move || state(&gate))
+        .await
+        .expect("the report");
+    no_store(Json(state).into_response())
+}
+
+fn no_store(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        "no-store".parse().expect("a header value"),
+    );
+    response
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+async fn admin_page(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if !app.authorized(&headers) {
+        return unauthorized(true);
+    }
+    let gate = app.gate.clone();
+    let state = tokio::task::spawn_blocking(move || state(&gate))
+        .await
+        .expect("the report");
+    no_store(Html(render(&state)).into_response())
+}
+
+fn render(state: &serde_json::Value) -> String {
+    let text = |value: &serde_json::Value| match value {
+        serde_json::Value::Null => "—".to_string(),
+        serde_json::Value::String(s) => escape(s),
+        other => escape(&other.to_string()),
+    };
+    let status = &state["status"];
+    let lock = &status["lock"];
+    let mut html = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Upgrades</title><style>\
+         body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;width:100%}\
+         td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}\
+         .failed{color:#b00}.ok{color:#070}code{white-space:pre-wrap}</style></head><body>\
+         <h1>Upgrades</h1>",
+    );
+    html.push_str(&format!(
+        "<table id=\"versions\"><tr><th>Project</th><td id=\"project\">{}</td></tr>\
+         <tr><th>Code version</th><td id=\"code-version\">{}</td></tr>\
+         <tr><th>Database version</th><td id=\"db-version\">{}</td></tr>\
+         <tr><th>State</th><td id=\"state\">{}</td></tr>\
+         <tr><th>Gate</th><td id=\"gate\">{} {}</td></tr>\
+         <tr><th>Lock</th><td id=\"lock\">{}{}{}</td></tr></table>",
+        text(&status["project"]),
+        text(&status["code_version"]),
+        text(&status["db_version"]),
+        text(&status["state"]),
+        text(&state["gate"]["state"]),
+        state["gate"]["reason"]
+            .as_str()
+            .map(escape)
+            .unwrap_or_default(),
+        text(&lock["state"]),
+        lock["step"]
+            .as_str()
+            .map(|s| format!(" at step <b id=\"lock-step\">{}</b>", escape(s)))
+            .unwrap_or_default(),
+        lock["error"]
+            .as_str()
+            .map(|s| format!(
+                "<br><code id=\"lock-error\" class=\"failed\">{}</code>",
+                escape(s)
+            ))
+            .unwrap_or_default(),
+    ));
+    if let Some(error) = state["error"].as_str() {
+        html.push_str(&format!("<p class=\"failed\">{}</p>", escape(error)));
+    }
+    html.push_str("<h2>Pending</h2><ul id=\"pending\">");
+    for item in status["pending"].as_array().into_iter().flatten() {
+        html.push_str(&format!(
+            "<li>{} ({}: {} → {})</li>",
+            text(&item["name"]),
+            text(&item["kind"]),
+            text(&item["from"]),
+            text(&item["to"])
+        ));
+    }
+    html.push_str("</ul><h2>History</h2><table id=\"history\"><tr><th>When</th><th>Step</th><th>Kind</th><th>From</th><th>To</th><th>ms</th><th>Result</th></tr>");
+    for row in state["history"].as_array().into_iter().flatten() {
+        let ok = row["success"].as_bool() == Some(true);
+        html.push_str(&format!(
+            "<tr class=\"{}\"><td>{}</td><td class=\"step\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            if ok { "ok" } else { "failed" },
+            text(&row["started_at"]),
+            text(&row["name"]),
+            text(&row["kind"]),
+            text(&row["from_version"]),
+            text(&row["to_version"]),
+            text(&row["duration_ms"]),
+            if ok {
+                "ok".to_string()
+            } else {
+                format!("<code>{}</code>", text(&row["error"]))
+            }
+        ));
+    }
+    html.push_str("</table></body></html>\n");
+    html
+}
+
+async fn login_form() -> Html<&'static str> {
+    Html(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Log in</title></head><body>\
+         <h1>Admin log in</h1><form method=\"post\" action=\"/admin/login\">\
+         <label>Admin token <input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"off\"></label>\
+         <button id=\"login\" type=\"submit\">Log in</button></form></body></html>\n",
+    )
+}
+
+#[derive(Deserialize)]
+struct Login {
+    token: String,
+}
+
+async fn login(State(app): State<Arc<App>>, Form(form): Form<Login>) -> Response {
+    if !app.matches(&form.token) {
+        return unauthorized(true);
+    }
+    let cookie = format!(
+        "upgrader_admin={}; HttpOnly; SameSite=Strict; Path=/admin",
+        form.token
+    );
+    let mut response = Redirect::to("/admin/upgrades").into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        cookie
+            .parse()
+            .unwrap_or_else(|_| header::HeaderValue::from_static("")),
+    );
+    response
+}

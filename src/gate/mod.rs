@@ -1,0 +1,489 @@
+//! The web gate: a web application asks it, per request, whether to serve. Once the
+//! database is current the answer is one atomic load. The first request after a new
+//! `VERSION` is deployed starts the upgrade in the background, in a child process (so a
+//! plugin that crashes cannot take the server down, and no plugin library is ever
+//! mapped into it); requests meanwhile are told to retry, and a refused or failed
+//! upgrade halts the application with its reason until the deployed files (or the
+//! lock) change.
+//!
+//! ```no_run
+//! use upgrader::gate::{Answer, Gate, GateOptions};
+//! let gate = Gate::new("/srv/shop", Some("postgres://shop@db/shop".into()), GateOptions::default());
+//! match gate.check() {
+//!     Answer::Ready => { /* serve */ }
+//!     Answer::Upgrading { retry_after } => { /* 503, Retry-After: retry_after */ }
+//!     Answer::Halted { reason } => { /* 503 maintenance page */ }
+//! }
+//! ```
+
+#[cfg(feature = "tower")]
+pub mod tower;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, SystemTime};
+
+use crate::engine::{Config, Engine};
+
+/// What a request should do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The database is current: serve.
+    Ready,
+    /// An upgrade is running (or about to): answer 503 and ask to retry.
+    Upgrading {
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// Upgrading is halted (failed or stale lock, refused run, downgrade…): show the
+    /// maintenance page. The reason is for operators and the admin page.
+    Halted {
+        /// Why, in a sentence.
+        reason: Arc<str>,
+    },
+}
+
+/// How the gate behaves.
+#[derive(Debug, Clone)]
+pub struct GateOptions {
+    /// How often deployed files are looked at (one file metadata read per interval while
+    /// the database is current). Default 1 s.
+    pub recheck_interval: Duration,
+    /// The `Retry-After` given while upgrading. Default 2 s.
+    pub retry_after: Duration,
+    /// The program run for an upgrade, with `args` before upgrader's own arguments.
+    /// Default: `$UPGRADER_BIN`, else an `upgrader` next to the current executable, else
+    /// `upgrader` on `PATH`. An application that re-executes itself in an upgrade mode
+    /// names itself here, with the argument that selects that mode.
+    pub program: Option<PathBuf>,
+    /// Arguments before upgrader's own (`--project DIR run`).
+    pub args: Vec<OsString>,
+}
+
+impl Default for GateOptions {
+    fn default() -> Self {
+        GateOptions {
+            recheck_interval: Duration::from_secs(1),
+            retry_after: Duration::from_secs(2),
+            program: None,
+            args: Vec::new(),
+        }
+    }
+}
+
+const STALE: u8 = 0;
+const BUSY: u8 = 1;
+const READY: u8 = 2;
+const HALTED: u8 = 3;
+
+/// The gate; cheap to clone (clones share one state).
+#[derive(Clone)]
+pub struct Gate {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: AtomicU8,
+    reason: RwLock<Arc<str>>,
+    /// Why the gate halted: by the lock (then a removed lock file re-opens it) or by
+    /// the deployed files (then only a change to them does).
+    halted_by_lock: AtomicBool,
+    /// The deployed files changed while the worker was busy: evaluate again.
+    dirty: AtomicBool,
+    project_dir: PathBuf,
+    database_url: Option<String>,
+    options: GateOptions,
+    stamps: Mutex<Stamps>,
+    upgrades_started: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Default, Clone, PartialEq, Eq)]
+struct Stamps {
+    version: Option<FileStamp>,
+    manifest: Option<FileStamp>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+struct FileStamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    #[cfg(unix)]
+    inode: u64,
+}
+
+fn stamp(path: &Path) -> Option<FileStamp> {
+    let metadata = std::fs::metadata(path).ok()?;
+    Some(FileStamp {
+        modified: metadata.modified().ok(),
+        len: metadata.len(),
+        #[cfg(unix)]
+        inode: std::os::unix::fs::MetadataExt::ino(&metadata),
+    })
+}
+
+impl Gate {
+    /// A gate for the project in `project_dir` and its database (`None`: the default
+    /// `sqlite://DIR/upgrader.db`). Nothing is checked until the first request; a
+    /// watcher thread looks at the deployed files once per `recheck_interval`.
+    pub fn new(
+        project_dir: impl Into<PathBuf>,
+        database_url: Option<String>,
+        options: GateOptions,
+    ) -> Gate {
+        let project_dir = project_dir.into();
+        let stamps = Stamps {
+            version: stamp(&project_dir.join("VERSION")),
+            manifest: stamp(&project_dir.join("upgrade.xml")),
+        };
+        let inner = Arc::new(Inner {
+            state: AtomicU8::new(STALE),
+            reason: RwLock::new(Arc::from("")),
+            halted_by_lock: AtomicBool::new(false),
+            dirty: AtomicBool::new(false),
+            project_dir,
+            database_url,
+            options,
+            stamps: Mutex::new(stamps),
+            upgrades_started: Default::default(),
+        });
+        let weak = Arc::downgrade(&inner);
+        let interval = inner.options.recheck_interval;
+        std::thread::Builder::new()
+            .name("upgrader-gate-watch".into())
+            .spawn(move || watch(weak, interval))
+            .expect("a thread for the gate's watcher");
+        Gate { inner }
+    }
+
+    /// The answer for one request. When the database is current this is one atomic load.
+    #[inline]
+    pub fn check(&self) -> Answer {
+        match self.inner.state.load(Ordering::Acquire) {
+            READY => Answer::Ready,
+            HALTED => Answer::Halted {
+                reason: self.inner.reason(),
+            },
+            BUSY => self.upgrading(),
+            _ => {
+                // The first request to see a stale state starts the evaluation; the
+                // others see BUSY.
+                if self
+                    .inner
+                    .state
+                    .compare_exchange(STALE, BUSY, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    let inner = self.inner.clone();
+                    std::thread::Builder::new()
+                        .name("upgrader-gate-upgrade".into())
+                        .spawn(move || inner.evaluate())
+                        .expect("a thread for the gate's upgrade");
+                }
+                self.check_settled()
+            }
+        }
+    }
+
+    fn check_settled(&self) -> Answer {
+        match self.inner.state.load(Ordering::Acquire) {
+            READY => Answer::Ready,
+            HALTED => Answer::Halted {
+                reason: self.inner.reason(),
+            },
+            _ => self.upgrading(),
+        }
+    }
+
+    fn upgrading(&self) -> Answer {
+        Answer::Upgrading {
+            retry_after: self.inner.options.retry_after,
+        }
+    }
+
+    /// The project directory.
+    pub fn project_dir(&self) -> &Path {
+        &self.inner.project_dir
+    }
+
+    /// An engine for read-only reports (status, history) for an admin page. It never
+    /// loads a plugin.
+    pub fn engine(&self) -> Result<Engine, crate::Error> {
+        Engine::open(self.inner.config())
+    }
+
+    /// How many upgrade processes this gate has started (for tests and metrics).
+    pub fn upgrades_started(&self) -> u64 {
+        self.inner.upgrades_started.load(Ordering::Relaxed)
+    }
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate")
+            .field("project_dir", &self.inner.project_dir)
+            .field("answer", &self.check_settled())
+            .finish()
+    }
+}
+
+/// What one look at the project and database says.
+enum Verdict {
+    Ready,
+    Halted {
+        reason: String,
+        by_lock: bool,
+    },
+    /// Another process (this host or another) holds the lock: wait and look again.
+    Wait,
+    Upgrade,
+}
+
+impl Inner {
+    fn reason(&self) -> Arc<str> {
+        self.reason
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn config(&self) -> Config {
+        Config {
+            project_dir: self.project_dir.clone(),
+            database_url: self.database_url.clone(),
+            transaction: Default::default(),
+        }
+    }
+
+    fn halt(&self, reason: String, by_lock: bool) {
+        log::error!("upgrader gate: halted: {reason}");
+        // The manifest as it is now is what was judged; a later change re-opens the gate.
+        self.stamps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .manifest = stamp(&self.project_dir.join("upgrade.xml"));
+        *self.reason.write().unwrap_or_else(|e| e.into_inner()) = Arc::from(reason);
+        self.halted_by_lock.store(by_lock, Ordering::Release);
+        self.state.store(HALTED, Ordering::Release);
+    }
+
+    fn look(&self) -> Verdict {
+        let engine = match Engine::open(self.config()) {
+            Ok(engine) => engine,
+            Err(error) => {
+                return Verdict::Halted {
+                    reason: format!("the deployed project cannot be upgraded: {error}"),
+                    by_lock: false,
+                }
+            }
+        };
+        let report = match engine.status() {
+            Ok(report) => report,
+            Err(error) => {
+                // The database may be briefly unreachable: not a reason to halt for good.
+                log::warn!("upgrader gate: cannot read the database state: {error}");
+                return Verdict::Wait;
+            }
+        };
+        match report.lock.state {
+            "held" => return Verdict::Wait,
+            "failed" | "stale" => {
+                return Verdict::Halted {
+                    reason: report
+                        .lock
+                        .message
+                        .unwrap_or_else(|| format!("the upgrade lock is {}", report.lock.state)),
+                    by_lock: true,
+                }
+            }
+            _ => {}
+        }
+        if let Some(problem) = report.problem {
+            return Verdict::Halted {
+                reason: problem,
+                by_lock: false,
+            };
+        }
+        if report.state == "current" {
+            Verdict::Ready
+        } else {
+            Verdict::Upgrade
+        }
+    }
+
+    /// Runs in the background: looks, upgrades in a child process when needed, and
+    /// settles the state.
+    fn evaluate(self: Arc<Self>) {
+        let mut upgrades = 0;
+        loop {
+            self.dirty.store(false, Ordering::Release);
+            match self.look() {
+                Verdict::Ready => {
+                    self.state.store(READY, Ordering::Release);
+                }
+                Verdict::Halted { reason, by_lock } => self.halt(reason, by_lock),
+                Verdict::Wait => {
+                    std::thread::sleep(self.options.retry_after.min(Duration::from_millis(500)));
+                    continue;
+                }
+                Verdict::Upgrade if upgrades >= 3 => self.halt(
+                    "the database is still not current after three upgrade runs".into(),
+                    false,
+                ),
+                Verdict::Upgrade => {
+                    upgrades += 1;
+                    match self.upgrade() {
+                        Ok(()) => continue,
+                        Err(reason) => {
+                            // A failed run leaves the lock failed; one killed leaves it
+                            // stale. Either way, the lock says what happened.
+                            let by_lock =
+                                matches!(self.look(), Verdict::Halted { by_lock: true, .. });
+                            self.halt(reason, by_lock);
+                        }
+                    }
+                }
+            }
+            // Files that changed while this ran call for another look.
+            if self.dirty.swap(false, Ordering::AcqRel)
+                && self
+                    .state
+                    .compare_exchange(READY, BUSY, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            {
+                continue;
+            }
+            return;
+        }
+    }
+
+    fn program(&self) -> PathBuf {
+        if let Some(program) = &self.options.program {
+            return program.clone();
+        }
+        if let Some(program) = std::env::var_os("UPGRADER_BIN") {
+            return program.into();
+        }
+        let sibling = std::env::current_exe().ok().and_then(|exe| {
+            Some(
+                exe.parent()?
+                    .join(format!("upgrader{}", std::env::consts::EXE_SUFFIX)),
+            )
+        });
+        match sibling {
+            Some(path) if path.is_file() => path,
+            _ => PathBuf::from("upgrader"),
+        }
+    }
+
+    /// Runs `upgrader run` in a child process; `Err` with the reason when it did not end
+    /// with the database upgraded.
+    fn upgrade(&self) -> Result<(), String> {
+        let program = self.program();
+        self.upgrades_started.fetch_add(1, Ordering::Relaxed);
+        log::warn!(
+            "upgrader gate: upgrading {} with {}",
+            self.project_dir.display(),
+            program.display()
+        );
+        let mut command = Command::new(&program);
+        command
+            .args(&self.options.args)
+            .arg("--project")
+            .arg(&self.project_dir)
+            .arg("run")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // Through the environment, not the command line, where other users could read
+        // a password.
+        match &self.database_url {
+            Some(url) => command.env("DATABASE_URL", url),
+            None => command.env_remove("DATABASE_URL"),
+        };
+        let output = command
+            .output()
+            .map_err(|e| format!("cannot start the upgrade ({}): {e}", program.display()))?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let said = stderr
+            .lines()
+            .rev()
+            .find_map(|line| line.strip_prefix("upgrader: error: "))
+            .unwrap_or_else(|| stderr.trim())
+            .to_string();
+        match output.status.code() {
+            Some(0) => Ok(()),
+            // Halted by the lock: someone else is upgrading (look again) or it failed.
+            Some(4) => Ok(()),
+            Some(code) => Err(if said.is_empty() {
+                format!("the upgrade exited with code {code}")
+            } else {
+                said
+            }),
+            None => Err(format!(
+                "the upgrade process died ({}); the database was rolled back{}",
+                describe_signal(&output.status),
+                if said.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {said}")
+                }
+            )),
+        }
+    }
+}
+
+fn describe_signal(status: &std::process::ExitStatus) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.signal() {
+            return format!("signal {signal}");
+        }
+    }
+    format!("{status}")
+}
+
+/// The watcher: one file metadata read per interval while the gate is ready (VERSION,
+/// the file a deploy changes); while halted, also upgrade.xml and the lock file, since
+/// fixing the manifest or removing a failed lock re-opens the gate.
+fn watch(inner: Weak<Inner>, interval: Duration) {
+    loop {
+        std::thread::sleep(interval);
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let dir = &inner.project_dir;
+        let state = inner.state.load(Ordering::Acquire);
+        let mut stamps = inner.stamps.lock().unwrap_or_else(|e| e.into_inner());
+        let version = stamp(&dir.join("VERSION"));
+        let mut changed = version != stamps.version;
+        stamps.version = version;
+        if state == HALTED {
+            let manifest = stamp(&dir.join("upgrade.xml"));
+            changed |= manifest != stamps.manifest;
+            stamps.manifest = manifest;
+            if inner.halted_by_lock.load(Ordering::Acquire)
+                && !dir.join(crate::lock::LOCK_FILE).exists()
+            {
+                changed = true;
+            }
+        }
+        drop(stamps);
+        if !changed {
+            continue;
+        }
+        match state {
+            BUSY => inner.dirty.store(true, Ordering::Release),
+            READY | HALTED => {
+                let _ =
+                    inner
+                        .state
+                        .compare_exchange(state, STALE, Ordering::AcqRel, Ordering::Acquire);
+            }
+            _ => {}
+        }
+    }
+}
