@@ -1,0 +1,458 @@
+//! The example application against a throwaway PostgreSQL server: the first request
+//! after a deploy upgrades, everyone else waits, failures halt with the maintenance page,
+//! and the admin page needs the token.
+
+#[path = "../../../tests/it/servers.rs"]
+#[allow(dead_code)]
+mod servers;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "admin-t0ken-for-tests";
+
+/// The `upgrader` binary: built with the workspace, beside this package's binary.
+fn upgrader_bin() -> PathBuf {
+    let webapp = Path::new(env!("CARGO_BIN_EXE_webapp"));
+    let path = webapp.with_file_name(format!("upgrader{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.is_file(),
+        "{} is missing: build the workspace first (cargo build --workspace, as tools/test-all does)",
+        path.display()
+    );
+    path
+}
+
+struct App {
+    child: Child,
+    address: String,
+    project: tempfile::TempDir,
+    url: String,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The example project, copied, with `edit` applied to its manifest, on a fresh
+/// PostgreSQL database.
+fn project(slow_seconds: f64) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("project");
+    std::fs::create_dir(dir.path().join("scripts")).unwrap();
+    for name in ["VERSION", "upgrade.xml", "scripts/install.sql"] {
+        std::fs::copy(source.join(name), dir.path().join(name)).unwrap();
+    }
+    let manifest = std::fs::read_to_string(dir.path().join("upgrade.xml")).unwrap();
+    let manifest = manifest.replace(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x &lt; 5000000) SELECT count(*) FROM c;",
+        &format!("SELECT pg_sleep({slow_seconds});"),
+    );
+    std::fs::write(dir.path().join("upgrade.xml"), manifest).unwrap();
+    (dir, servers::postgres_database())
+}
+
+fn start(project: tempfile::TempDir, url: String) -> App {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_webapp"))
+        .args(["--listen", "127.0.0.1:0", "--token", TOKEN, "--project"])
+        .arg(project.path())
+        .env("DATABASE_URL", &url)
+        .env("UPGRADER_BIN", upgrader_bin())
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let address = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut pipe = child.stderr.take().unwrap();
+    let sink = stderr.clone();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buffer[..n]));
+        }
+    });
+    App {
+        child,
+        address,
+        project,
+        url,
+        stderr,
+    }
+}
+
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn request(address: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut text = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    text.push_str("\r\n");
+    stream.write_all(text.as_bytes()).unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+fn admin_json(app: &App) -> serde_json::Value {
+    let reply = request(
+        &app.address,
+        "/admin/upgrades.json",
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+    );
+    assert_eq!(reply.status, 200, "{reply:?}");
+    // Chunked bodies: the JSON object is between the first '{' and the last '}'.
+    let start = reply.body.find('{').unwrap();
+    let end = reply.body.rfind('}').unwrap();
+    serde_json::from_str(&reply.body[start..=end]).unwrap()
+}
+
+fn history_names(app: &App) -> Vec<(String, bool)> {
+    let mut rows: Vec<(String, bool)> = admin_json(app)["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_string(),
+                r["success"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    rows.reverse();
+    rows
+}
+
+fn wait_for_200(app: &App, limit: Duration) -> Vec<Reply> {
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    loop {
+        let reply = request(&app.address, "/", &[]);
+        if reply.status == 200 {
+            return seen;
+        }
+        seen.push(reply);
+        assert!(
+            start.elapsed() < limit,
+            "no 200 within {limit:?}: {:?}",
+            seen.last()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An existing database at 1.0.0 (so the steps, not the install, run).
+fn adopt_at_1_0_0(url: &str) {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE greetings (id INTEGER PRIMARY KEY, text VARCHAR(200) NOT NULL); \
+             INSERT INTO greetings VALUES (1, 'Hello');",
+        )
+        .unwrap();
+}
+
+#[test]
+fn sixty_four_concurrent_requests_one_upgrade() {
+    let (project, url) = project(2.0);
+    adopt_at_1_0_0(&url);
+    let app = start(project, url);
+    let replies: Vec<Reply> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..64)
+            .map(|_| scope.spawn(|| request(&app.address, "/", &[])))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // The upgrade takes two seconds: all of them arrived during it.
+    for reply in &replies {
+        assert_eq!(reply.status, 503, "{reply:?}");
+        assert!(reply.header("Retry-After").is_some(), "{reply:?}");
+    }
+    for reply in wait_for_200(&app, Duration::from_secs(60)) {
+        assert_eq!(reply.status, 503, "{reply:?}");
+        assert!(reply.header("Retry-After").is_some(), "{reply:?}");
+    }
+    let after: Vec<Reply> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..64)
+            .map(|_| scope.spawn(|| request(&app.address, "/", &[])))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(after.iter().all(|r| r.status == 200), "{after:?}");
+    assert_eq!(
+        history_names(&app),
+        [
+            ("greetings".to_string(), true),
+            ("warm-cache".to_string(), true)
+        ]
+    );
+    assert_eq!(admin_json(&app)["status"]["db_version"], "1.1.0");
+}
+
+#[test]
+fn a_new_deploy_is_noticed_without_a_restart() {
+    let (project, url) = project(0.1);
+    let app = start(project, url);
+    wait_for_200(&app, Duration::from_secs(60));
+    assert_eq!(history_names(&app), [("install".to_string(), true)]);
+
+    // Deploy: a new step and a higher VERSION, while the application runs.
+    let dir = app.project.path();
+    let manifest = std::fs::read_to_string(dir.join("upgrade.xml")).unwrap();
+    std::fs::write(
+        dir.join("upgrade.xml"),
+        manifest.replace(
+            "</upgrade>",
+            "  <step name=\"deployed\" from=\"1.1.0\" to=\"1.2.0\"><sql>INSERT INTO greetings VALUES (3, 'Deployed');</sql></step>\n</upgrade>",
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("VERSION"), "1.2.0\n").unwrap();
+    let deployed = Instant::now();
+    let start = Instant::now();
+    loop {
+        let reply = request(&app.address, "/", &[]);
+        if reply.status == 503 || admin_json(&app)["status"]["db_version"] == "1.2.0" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "the deploy was not noticed within two seconds"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(deployed.elapsed() <= Duration::from_secs(2));
+    wait_for_200(&app, Duration::from_secs(30));
+    assert_eq!(
+        history_names(&app),
+        [
+            ("install".to_string(), true),
+            ("deployed".to_string(), true)
+        ]
+    );
+}
+
+#[test]
+fn a_failing_step_halts_until_unlock_and_the_admin_page_says_why() {
+    let (project, url) = project(0.1);
+    adopt_at_1_0_0(&url);
+    let dir = project.path().to_path_buf();
+    let manifest = std::fs::read_to_string(dir.join("upgrade.xml")).unwrap();
+    std::fs::write(
+        dir.join("upgrade.xml"),
+        manifest.replace(
+            "SELECT pg_sleep(0.1);",
+            "SELECT pg_sleep(0.1); INSERT INTO no_such_table VALUES (1);",
+        ),
+    )
+    .unwrap();
+    let app = start(project, url);
+    let start = Instant::now();
+    let page = loop {
+        let reply = request(&app.address, "/", &[]);
+        assert_ne!(reply.status, 200, "served while the upgrade failed");
+        if reply.body.contains("Down for maintenance") {
+            break reply;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{reply:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(page.status, 503);
+    // Requests keep getting the maintenance page; none runs the upgrade again.
+    for _ in 0..20 {
+        let reply = request(&app.address, "/", &[]);
+        assert_eq!(reply.status, 503);
+        assert!(reply.body.contains("Down for maintenance"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let state = admin_json(&app);
+    assert_eq!(state["gate"]["state"], "halted");
+    assert_eq!(state["status"]["lock"]["state"], "failed");
+    assert_eq!(state["status"]["lock"]["step"], "warm-cache");
+    assert!(state["status"]["lock"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("no_such_table"));
+    let failures: Vec<_> = history_names(&app)
+        .into_iter()
+        .filter(|(_, ok)| !ok)
+        .collect();
+    assert_eq!(
+        failures,
+        [("warm-cache".to_string(), false)],
+        "the upgrade ran again"
+    );
+    // The HTML admin page shows the step and the error.
+    let html = request(&app.address, "/admin/upgrades", &[("X-Admin-Token", TOKEN)]);
+    assert_eq!(html.status, 200);
+    assert!(
+        html.body.contains("warm-cache") && html.body.contains("no_such_table"),
+        "{}",
+        html.body
+    );
+
+    // Fixed and unlocked: the next request upgrades.
+    std::fs::write(dir.join("upgrade.xml"), manifest).unwrap();
+    let unlock = Command::new(upgrader_bin())
+        .arg("--project")
+        .arg(&dir)
+        .arg("unlock")
+        .env("DATABASE_URL", &app.url)
+        .output()
+        .unwrap();
+    assert!(unlock.status.success(), "{unlock:?}");
+    wait_for_200(&app, Duration::from_secs(30));
+    assert_eq!(admin_json(&app)["status"]["db_version"], "1.1.0");
+}
+
+#[test]
+fn a_plugin_that_aborts_does_not_take_the_server_down() {
+    let (project, url) = project(0.1);
+    adopt_at_1_0_0(&url);
+    let dir = project.path().to_path_buf();
+    // A C plugin whose step aborts the process that runs it.
+    std::fs::create_dir(dir.join("plugins")).unwrap();
+    let source = dir.join("crash.c");
+    std::fs::write(
+        &source,
+        "#include <stdlib.h>\n#include \"upgrader_plugin.h\"\n\
+         const uint32_t upgrader_plugin_abi = UPGRADER_PLUGIN_ABI_VERSION;\n\
+         int32_t upgrader_step_crash(const upgrader_host *host) { (void)host; abort(); }\n",
+    )
+    .unwrap();
+    let built = Command::new("cc")
+        .args(["-shared", "-fPIC", "-I"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crates/upgrader-plugin/include"))
+        .arg(&source)
+        .arg("-o")
+        .arg(dir.join("plugins/libcrash.so"))
+        .status()
+        .unwrap();
+    assert!(built.success());
+    let manifest = std::fs::read_to_string(dir.join("upgrade.xml")).unwrap();
+    std::fs::write(
+        dir.join("upgrade.xml"),
+        manifest.replace(
+            "<sql>SELECT pg_sleep(0.1);</sql>",
+            "<sql>SELECT pg_sleep(0.1);</sql><plugin library=\"crash\" method=\"crash\"/>",
+        ),
+    )
+    .unwrap();
+    let app = start(project, url);
+    let start = Instant::now();
+    loop {
+        let reply = request(&app.address, "/", &[]);
+        assert_ne!(reply.status, 200);
+        if reply.body.contains("Down for maintenance") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{reply:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Still serving: the admin page answers, and says what happened.
+    let state = admin_json(&app);
+    assert_eq!(state["gate"]["state"], "halted");
+    let lock = state["status"]["lock"]["state"].as_str().unwrap();
+    assert!(lock == "stale" || lock == "failed", "{state}");
+    assert!(
+        state["gate"]["reason"].as_str().unwrap().contains("died"),
+        "{state}"
+    );
+    // Nothing of the run stayed: no version recorded, the first step's row rolled back.
+    assert!(state["status"]["db_version"].is_null(), "{state}");
+    let mut client = postgres::Client::connect(&app.url, postgres::NoTls).unwrap();
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM greetings", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1);
+}
+
+#[test]
+fn the_admin_pages_need_the_token_which_is_never_logged() {
+    let (project, url) = project(0.1);
+    let app = start(project, url);
+    wait_for_200(&app, Duration::from_secs(60));
+    for path in ["/admin/upgrades", "/admin/upgrades.json"] {
+        for headers in [
+            vec![],
+            vec![("Authorization", "Bearer wrong")],
+            vec![("X-Admin-Token", "admin-t0ken-for-test")],
+            vec![("Cookie", "upgrader_admin=nope")],
+        ] {
+            let reply = request(&app.address, path, &headers);
+            assert_eq!(reply.status, 401, "{path} {headers:?}");
+            assert!(
+                !reply.body.contains("1.1.0"),
+                "state shown without the token"
+            );
+        }
+        let reply = request(
+            &app.address,
+            path,
+            &[("Cookie", &format!("upgrader_admin={TOKEN}"))],
+        );
+        assert_eq!(reply.status, 200);
+        assert!(reply.body.contains("1.1.0"));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !app.stderr.lock().unwrap().contains(TOKEN),
+        "the token was logged"
+    );
+}
