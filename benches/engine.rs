@@ -64,5 +64,29 @@ fn statements(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, manifest, versions, statements);
+/// The web gate's answer once the database is current: the cost every request pays.
+fn gate(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("VERSION"), "1.0.0\n").unwrap();
+    std::fs::write(
+        dir.path().join("upgrade.xml"),
+        "<upgrade project=\"bench\"><install><sql>CREATE TABLE t (x INTEGER);</sql></install></upgrade>\n",
+    )
+    .unwrap();
+    upgrader::Engine::open(upgrader::Config::new(dir.path()))
+        .unwrap()
+        .run()
+        .unwrap();
+    let gate = upgrader::gate::Gate::new(dir.path(), None, Default::default());
+    let start = std::time::Instant::now();
+    while gate.check() != upgrader::gate::Answer::Ready {
+        assert!(start.elapsed().as_secs() < 30, "the gate did not open");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    c.bench_function("gate answer when current", |b| {
+        b.iter(|| black_box(&gate).check())
+    });
+}
+
+criterion_group!(benches, manifest, versions, statements, gate);
 criterion_main!(benches);
