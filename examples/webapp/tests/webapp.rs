@@ -456,3 +456,233 @@ fn the_admin_pages_need_the_token_which_is_never_logged() {
         "the token was logged"
     );
 }
+
+/// A WebDriver call to chromedriver (JSON over HTTP/1.1).
+fn webdriver(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    // Read the head, then exactly the body it announces (the driver may keep the
+    // connection open).
+    let mut reader = BufReader::new(stream);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let lower = head.to_ascii_lowercase();
+    let payload = if let Some(length) = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        let mut body = vec![0u8; length];
+        reader.read_exact(&mut body).unwrap();
+        String::from_utf8_lossy(&body).into_owned()
+    } else if lower.contains("transfer-encoding: chunked") {
+        let mut out = Vec::new();
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).unwrap();
+            let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if size == 0 {
+                break;
+            }
+            let mut chunk = vec![0u8; size + 2];
+            reader.read_exact(&mut chunk).unwrap();
+            out.extend_from_slice(&chunk[..size]);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    } else {
+        let mut rest = String::new();
+        reader.read_to_string(&mut rest).unwrap();
+        rest
+    };
+    let value: serde_json::Value = serde_json::from_str(&payload)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}: {payload}"));
+    assert!(
+        value["value"].get("error").is_none(),
+        "{method} {path}: {value}"
+    );
+    value["value"].clone()
+}
+
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Headless Chromium (Debian's chromium and chromium-driver) logs in to the admin page,
+/// reads the versions and history it shows, and saves a screenshot; without the token
+/// it sees 401.
+#[test]
+fn browser_sees_the_admin_page_with_the_token_and_401_without() {
+    const HINT: &str = "install them with `apt-get install -y chromium chromium-driver` (tools/test-all does this)";
+    let chromedriver =
+        find_program("chromedriver").unwrap_or_else(|| panic!("chromedriver not found: {HINT}"));
+    let chromium = find_program("chromium")
+        .or_else(|| find_program("chromium-browser"))
+        .unwrap_or_else(|| panic!("chromium not found: {HINT}"));
+    let (project, url) = project(0.1);
+    adopt_at_1_0_0(&url);
+    let app = start(project, url);
+    wait_for_200(&app, Duration::from_secs(60));
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut driver = Command::new(chromedriver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _driver = Kill(&mut driver);
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "chromedriver did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let profile = tempfile::tempdir().unwrap();
+    let session = webdriver(
+        port,
+        "POST",
+        "/session",
+        Some(
+            serde_json::json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
+                "binary": chromium,
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--disable-quic", "--no-first-run", "--disable-background-networking",
+                         "--disable-component-update", "--disable-sync", "--window-size=1200,900",
+                         format!("--user-data-dir={}", profile.path().display())]
+            }}}}),
+        ),
+    );
+    let id = session["sessionId"].as_str().unwrap().to_string();
+    let base = format!("http://{}", app.address);
+    let go = |path: &str| {
+        webdriver(
+            port,
+            "POST",
+            &format!("/session/{id}/url"),
+            Some(serde_json::json!({"url": format!("{base}{path}")})),
+        );
+    };
+    let source = || {
+        webdriver(port, "GET", &format!("/session/{id}/source"), None)
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let element = |css: &str| {
+        let found = webdriver(
+            port,
+            "POST",
+            &format!("/session/{id}/element"),
+            Some(serde_json::json!({"using": "css selector", "value": css})),
+        );
+        found
+            .as_object()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let text = |css: &str| {
+        let element = element(css);
+        webdriver(
+            port,
+            "GET",
+            &format!("/session/{id}/element/{element}/text"),
+            None,
+        )
+        .as_str()
+        .unwrap()
+        .to_string()
+    };
+
+    // Without the token: 401, and none of the state.
+    go("/admin/upgrades");
+    let page = source();
+    assert!(page.contains("401 Unauthorized"), "{page}");
+    assert!(!page.contains("1.1.0"), "{page}");
+
+    // Logged in with the token through the form.
+    go("/admin/login");
+    let field = element("#token");
+    webdriver(
+        port,
+        "POST",
+        &format!("/session/{id}/element/{field}/value"),
+        Some(serde_json::json!({"text": TOKEN})),
+    );
+    let button = element("#login");
+    webdriver(
+        port,
+        "POST",
+        &format!("/session/{id}/element/{button}/click"),
+        Some(serde_json::json!({})),
+    );
+    let started = Instant::now();
+    while !source().contains("id=\"versions\"") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the admin page did not load"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(text("#project"), "webapp");
+    assert_eq!(text("#code-version"), "1.1.0");
+    assert_eq!(text("#db-version"), "1.1.0");
+    assert_eq!(text("#state"), "current");
+    let history = text("#history");
+    assert!(
+        history.contains("greetings") && history.contains("warm-cache"),
+        "{history}"
+    );
+
+    let png = webdriver(port, "GET", &format!("/session/{id}/screenshot"), None);
+    use base64::Engine as _;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(png.as_str().unwrap())
+        .unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("admin-upgrades.png"), &png).unwrap();
+    webdriver(port, "DELETE", &format!("/session/{id}"), None);
+}
