@@ -10,7 +10,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{header, Request, Response, StatusCode};
@@ -18,25 +17,39 @@ use http::{header, Request, Response, StatusCode};
 use super::{Answer, Gate};
 
 /// Wraps services with the gate.
-#[derive(Clone, Debug)]
+///
+/// Servers clone their service for every request; what the layer adds to that clone is
+/// one plain reference: its state lives for the rest of the process (a layer is built
+/// once per application), so requests on different cores never contend on a reference
+/// count.
+#[derive(Clone, Copy, Debug)]
 pub struct GateLayer {
+    shared: &'static Shared,
+}
+
+#[derive(Debug)]
+struct Shared {
     gate: Gate,
-    bypass: Arc<[String]>,
+    bypass: Vec<String>,
 }
 
 impl GateLayer {
     /// A layer answering from `gate`; paths under `/admin` pass through always.
     pub fn new(gate: Gate) -> GateLayer {
-        GateLayer {
-            gate,
-            bypass: Arc::from(vec!["/admin".to_string()]),
-        }
+        GateLayer::with_bypass(gate, ["/admin"])
     }
 
-    /// Paths (prefixes) that pass through whatever the gate says, instead of `/admin`.
-    pub fn bypass(mut self, prefixes: impl IntoIterator<Item = impl Into<String>>) -> GateLayer {
-        self.bypass = prefixes.into_iter().map(Into::into).collect();
-        self
+    /// A layer whose given path prefixes pass through whatever the gate says.
+    pub fn with_bypass(
+        gate: Gate,
+        prefixes: impl IntoIterator<Item = impl Into<String>>,
+    ) -> GateLayer {
+        GateLayer {
+            shared: Box::leak(Box::new(Shared {
+                gate,
+                bypass: prefixes.into_iter().map(Into::into).collect(),
+            })),
+        }
     }
 }
 
@@ -46,8 +59,7 @@ impl<S> tower_layer::Layer<S> for GateLayer {
     fn layer(&self, inner: S) -> GateService<S> {
         GateService {
             inner,
-            gate: self.gate.clone(),
-            bypass: self.bypass.clone(),
+            shared: self.shared,
         }
     }
 }
@@ -56,8 +68,7 @@ impl<S> tower_layer::Layer<S> for GateLayer {
 #[derive(Clone, Debug)]
 pub struct GateService<S> {
     inner: S,
-    gate: Gate,
-    bypass: Arc<[String]>,
+    shared: &'static Shared,
 }
 
 pin_project_lite::pin_project! {
@@ -103,9 +114,10 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let answer = self.gate.check();
+        let answer = self.shared.gate.check();
         if answer == Answer::Ready
             || self
+                .shared
                 .bypass
                 .iter()
                 .any(|prefix| request.uri().path().starts_with(prefix.as_str()))

@@ -14,11 +14,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use axum::extract::Request;
 use axum::extract::{Form, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Json, Router, ServiceExt};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use upgrader::gate::tower::GateLayer;
@@ -77,11 +78,6 @@ async fn main() {
         .route("/admin/upgrades.json", get(admin_json))
         .route("/admin/login", get(login_form).post(login))
         .with_state(app);
-    let router = if gated {
-        router.layer(GateLayer::new(gate))
-    } else {
-        router
-    };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .unwrap_or_else(|e| usage(&format!("cannot listen on {listen}: {e}")));
@@ -90,9 +86,17 @@ async fn main() {
         "listening on http://{}",
         listener.local_addr().expect("bound")
     );
-    axum::serve(listener, router)
-        .await
-        .expect("the server runs");
+    if gated {
+        // Around the whole router, once (Router::layer would wrap every route).
+        let service = tower_layer::Layer::layer(&GateLayer::new(gate), router);
+        axum::serve(listener, ServiceExt::<Request>::into_make_service(service))
+            .await
+            .expect("the server runs");
+    } else {
+        axum::serve(listener, router)
+            .await
+            .expect("the server runs");
+    }
 }
 
 /// The application's one page: trivial on purpose (the benchmark's route).
