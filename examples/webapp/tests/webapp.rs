@@ -686,3 +686,58 @@ fn browser_sees_the_admin_page_with_the_token_and_401_without() {
     std::fs::write(out.join("admin-upgrades.png"), &png).unwrap();
     webdriver(port, "DELETE", &format!("/session/{id}"), None);
 }
+
+/// A run refused before it starts (here: a plugin library that is not deployed) halts
+/// the gate without touching anything, is not retried on every request, and is
+/// retried once the deployed files change.
+#[test]
+fn a_refused_run_is_not_retried_until_the_deployed_files_change() {
+    let (project, url) = project(0.1);
+    adopt_at_1_0_0(&url);
+    let dir = project.path().to_path_buf();
+    let manifest = std::fs::read_to_string(dir.join("upgrade.xml")).unwrap();
+    let with_plugin = manifest.replace(
+        "<sql>SELECT pg_sleep(0.1);</sql>",
+        "<sql>SELECT pg_sleep(0.1);</sql><plugin library=\"not_deployed\" method=\"run\"/>",
+    );
+    std::fs::write(dir.join("upgrade.xml"), &with_plugin).unwrap();
+    let app = start(project, url);
+    let start = Instant::now();
+    loop {
+        let reply = request(&app.address, "/", &[]);
+        if reply.body.contains("Down for maintenance") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{reply:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for _ in 0..30 {
+        assert_eq!(request(&app.address, "/", &[]).status, 503);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let state = admin_json(&app);
+    assert!(
+        state["gate"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("plugin library 'not_deployed' not found"),
+        "{state}"
+    );
+    // Refused before it started: no lock file, nothing recorded.
+    assert_eq!(state["status"]["lock"]["state"], "free");
+    assert!(state["history"].as_array().unwrap().is_empty());
+    let runs = |app: &App| {
+        app.stderr
+            .lock()
+            .unwrap()
+            .matches("upgrader gate: upgrading")
+            .count()
+    };
+    assert_eq!(runs(&app), 1, "the refused run was retried");
+
+    // A deploy that fixes the manifest re-opens the gate.
+    std::fs::write(dir.join("upgrade.xml"), manifest).unwrap();
+    wait_for_200(&app, Duration::from_secs(30));
+    assert_eq!(admin_json(&app)["status"]["db_version"], "1.1.0");
+    assert_eq!(runs(&app), 2);
+}
