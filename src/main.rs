@@ -109,7 +109,8 @@ fn main() -> ExitCode {
 
 fn execute(cli: &Cli, config: Config) -> Result<u8, Error> {
     let engine = Engine::open(config)?;
-    let mut out = std::io::stdout().lock();
+    // Buffered: a run of a thousand steps prints a thousand lines, one write here.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let json = cli.json;
     let code = match cli.command {
         Command::Status | Command::Check => {

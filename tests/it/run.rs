@@ -498,3 +498,44 @@ fn postgres_refuses_statements_outside_transactions_unless_the_step_opts_out() {
     );
     assert_eq!(project.recorded_version().as_deref(), Some("1.4.0"));
 }
+
+/// PostgreSQL sends a step's statements in one round trip; a failure is still reported
+/// at the statement that failed, and comments at a statement's end do not swallow the
+/// next one.
+#[test]
+fn postgres_batched_step_reports_the_failing_statement() {
+    let project = project(Backend::Postgres, "1.4.0");
+    legacy_database(&project);
+    project.write(
+        "scripts/two.sql",
+        "UPDATE items SET size = 2; -- trailing comment\n\
+         DO $$ BEGIN UPDATE items SET size = size + 1; END $$;\n\
+         UPDATE items SET size = size * 10 -- comment at the very end",
+    );
+    let output = project
+        .command(&["run"])
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(!log.contains("one by one"), "the batch failed:\n{log}");
+    assert_eq!(
+        project.query_i64("SELECT sum(size) FROM items WHERE id = 1"),
+        30
+    );
+
+    let other = self::project(Backend::Postgres, "1.4.0");
+    legacy_database(&other);
+    other.write(
+        "scripts/two.sql",
+        "UPDATE items SET size = 2;\nUPDATE items SET size = 3;\nUPDATE items SET nope = 1;\n",
+    );
+    let before = other.app_snapshot();
+    other
+        .run(&["run"])
+        .assert_code(1)
+        .assert_stderr("step 'two' failed at scripts/two.sql:3:1")
+        .assert_stderr("nope");
+    assert_eq!(other.app_snapshot(), before);
+}
