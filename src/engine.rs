@@ -706,7 +706,6 @@ impl Engine {
             unrecorded: Vec::new(),
             install_objects: None,
             tables: guard::TableGuard::default(),
-            batch_text: String::new(),
         };
         runner.begin()?;
         // Created inside the run's transaction: a run that fails leaves no trace but its
@@ -785,8 +784,6 @@ struct Runner<'a> {
     install_objects: Option<Vec<DbObject>>,
     /// Tables whose engine cannot roll back, for judging plugin statements.
     tables: guard::TableGuard,
-    /// The text of a batched step (PostgreSQL), reused from step to step.
-    batch_text: String,
 }
 
 /// What a failure's history row says about the item that failed.
@@ -937,19 +934,7 @@ impl Runner<'_> {
                 );
             }
             let mut sent = 0;
-            // PostgreSQL: a step of several SQL statements goes in one round trip.
-            let batched = dialect == Dialect::Postgres
-                && !alone
-                && entry.work.len() >= 2
-                && entry.work.iter().all(|work| matches!(work, Work::Sql(_)))
-                && self.run_batch(&entry.work);
-            let individually: &[Work] = if batched {
-                sent = entry.work.len();
-                &[]
-            } else {
-                &entry.work
-            };
-            for work in individually {
+            for work in &entry.work {
                 let (origin, result) = match work {
                     Work::Sql(statement) => {
                         log::debug!("{}: {}", statement.origin, statement.statement.text);
@@ -1039,43 +1024,6 @@ impl Runner<'_> {
         // code version).
         self.commit_at(&plan.target)
             .map_err(|e| failure("commit", e.to_string()))
-    }
-
-    /// Sends a step's statements as one multi-statement query inside a savepoint. On
-    /// success they all ran; on failure the savepoint undoes the batch and the caller runs
-    /// the statements one by one, so that the failing one is reported with its own
-    /// position and error. Returns whether the batch ran.
-    fn run_batch(&mut self, work: &[Work]) -> bool {
-        const SAVEPOINT: &str = "upgrader_batch";
-        // One buffer for the whole run: a run of many steps does not churn the heap.
-        let mut text = std::mem::take(&mut self.batch_text);
-        text.clear();
-        text.push_str("SAVEPOINT ");
-        text.push_str(SAVEPOINT);
-        for statement in work.iter().filter_map(Work::sql) {
-            log::debug!("{}: {}", statement.origin, statement.statement.text);
-            // On a line of its own, after a newline: a statement may end in a `--` comment.
-            text.push_str(";\n");
-            text.push_str(&statement.statement.text);
-            text.push('\n');
-        }
-        text.push_str(";\nRELEASE SAVEPOINT ");
-        text.push_str(SAVEPOINT);
-        let result = self.db.execute(&text);
-        self.batch_text = text;
-        match result {
-            Ok(()) => true,
-            Err(error) => {
-                log::debug!("batch failed ({error}); running its statements one by one");
-                if let Err(error) = self
-                    .db
-                    .execute(&format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}"))
-                {
-                    log::warn!("cannot roll back to the batch's savepoint: {error}");
-                }
-                false
-            }
-        }
     }
 
     /// Records `version` and commits: the recorded version is written only when it is
