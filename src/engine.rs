@@ -673,7 +673,17 @@ impl Engine {
         if let Some(message) = lock::inspect(&lock_path)?.explain(&lock_path) {
             return Err(Error::Halted(message));
         }
-        let facts = self.read_only_facts()?;
+        // A server connection made for this first look is kept for the run: a
+        // PostgreSQL or MySQL connection costs a server process or thread and a login.
+        // An SQLite file is only opened read-only here, so that a look creates nothing.
+        let mut kept = match self.url {
+            DatabaseUrl::Sqlite(_) => None,
+            _ => Some(self.url.connect()?),
+        };
+        let facts = match kept.as_mut() {
+            Some(db) => self.facts(Some(db.as_mut()))?,
+            None => self.read_only_facts()?,
+        };
         let plan = plan::plan(&self.project.manifest, &self.project.code_version, &facts)?;
         if !plan.is_needed() {
             return Ok(self.current_outcome(&plan, run_started));
@@ -693,7 +703,10 @@ impl Engine {
             non_transactional: false,
         };
         let guard = LockGuard::acquire(&lock_path, record)?;
-        let mut db = self.url.connect()?;
+        let mut db = match kept {
+            Some(db) => db,
+            None => self.url.connect()?,
+        };
         let mut runner = Runner {
             engine: self,
             db: db.as_mut(),
