@@ -635,14 +635,31 @@ fn browser_sees_the_admin_page_with_the_token_and_401_without() {
         .to_string()
     };
 
+    // A first navigation in a cold browser can report back before the page is there:
+    // wait for the page's own text.
+    let wait_for = |needle: &str| {
+        let started = Instant::now();
+        loop {
+            let page = source();
+            if page.contains(needle) {
+                return page;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "no {needle:?} in the page: {page}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+
     // Without the token: 401, and none of the state.
     go("/admin/upgrades");
-    let page = source();
-    assert!(page.contains("401 Unauthorized"), "{page}");
+    let page = wait_for("401 Unauthorized");
     assert!(!page.contains("1.1.0"), "{page}");
 
     // Logged in with the token through the form.
     go("/admin/login");
+    wait_for("id=\"token\"");
     let field = element("#token");
     webdriver(
         port,
