@@ -161,34 +161,29 @@ impl Gate {
     /// The answer for one request. When the database is current this is one atomic load.
     #[inline]
     pub fn check(&self) -> Answer {
-        match self.inner.state.load(Ordering::Acquire) {
-            READY => Answer::Ready,
-            HALTED => Answer::Halted {
-                reason: self.inner.reason(),
-            },
-            BUSY => self.upgrading(),
-            _ => {
-                // The first request to see a stale state starts the evaluation; the
-                // others see BUSY.
-                if self
-                    .inner
-                    .state
-                    .compare_exchange(STALE, BUSY, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    let inner = self.inner.clone();
-                    std::thread::Builder::new()
-                        .name("upgrader-gate-upgrade".into())
-                        .spawn(move || inner.evaluate())
-                        .expect("a thread for the gate's upgrade");
-                }
-                self.check_settled()
-            }
+        let state = self.inner.state.load(Ordering::Acquire);
+        if state != STALE {
+            return self.answer(state);
         }
+        // The first request to see a stale state starts the evaluation; the others see
+        // BUSY.
+        if self
+            .inner
+            .state
+            .compare_exchange(STALE, BUSY, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            let inner = self.inner.clone();
+            std::thread::Builder::new()
+                .name("upgrader-gate-upgrade".into())
+                .spawn(move || inner.evaluate())
+                .expect("a thread for the gate's upgrade");
+        }
+        self.answer(self.inner.state.load(Ordering::Acquire))
     }
 
-    fn check_settled(&self) -> Answer {
-        match self.inner.state.load(Ordering::Acquire) {
+    fn answer(&self, state: u8) -> Answer {
+        match state {
             READY => Answer::Ready,
             HALTED => Answer::Halted {
                 reason: self.inner.reason(),
@@ -224,7 +219,10 @@ impl std::fmt::Debug for Gate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gate")
             .field("project_dir", &self.inner.project_dir)
-            .field("answer", &self.check_settled())
+            .field(
+                "answer",
+                &self.answer(self.inner.state.load(Ordering::Acquire)),
+            )
             .finish()
     }
 }

@@ -113,8 +113,20 @@ unsafe fn with_context(
     }
 }
 
-/// Judges a plugin's statement as a script's would be; a refusal fails the step.
+/// Judges a plugin's statement as a script's would be (a refusal fails the step), and
+/// counts it as sent.
 fn admit(context: &mut Context<'_>, sql: &str) -> Result<(), String> {
+    judge(context, sql)?;
+    context.statements += 1;
+    log::debug!(
+        "plugin {}::{}: {sql}",
+        context.step.library.name,
+        context.step.method
+    );
+    Ok(())
+}
+
+fn judge(context: &mut Context<'_>, sql: &str) -> Result<(), String> {
     let rules = context.rules;
     let statements =
         sql::split(sql, rules.dialect).map_err(|e| format!("cannot read the statement: {e}"))?;
@@ -190,12 +202,6 @@ unsafe extern "C" fn execute(
     unsafe {
         with_context(ctx, |context| {
             admit(context, &sql)?;
-            context.statements += 1;
-            log::debug!(
-                "plugin {}::{}: {sql}",
-                context.step.library.name,
-                context.step.method
-            );
             let rows = context
                 .db
                 .execute_params(&sql, &values)
@@ -225,12 +231,6 @@ unsafe extern "C" fn query(
     let status = unsafe {
         with_context(ctx, |context| {
             admit(context, &sql)?;
-            context.statements += 1;
-            log::debug!(
-                "plugin {}::{}: {sql}",
-                context.step.library.name,
-                context.step.method
-            );
             rows = context.db.query(&sql, &values).map_err(|e| e.to_string())?;
             Ok(())
         })
@@ -273,19 +273,13 @@ fn resume_if_committed(context: &mut Context<'_>, sql: &str) -> Result<(), Strin
 }
 
 fn view(value: &Value) -> abi::Value {
-    let (kind, int, float, bytes) = match value {
-        Value::Null => (abi::VALUE_NULL, 0, 0.0, abi::Str::new("")),
-        Value::Bool(v) => (abi::VALUE_INT, i64::from(*v), 0.0, abi::Str::new("")),
-        Value::Int(v) => (abi::VALUE_INT, *v, 0.0, abi::Str::new("")),
-        Value::Float(v) => (abi::VALUE_FLOAT, 0, *v, abi::Str::new("")),
-        Value::Text(v) => (abi::VALUE_TEXT, 0, 0.0, abi::Str::new(v)),
-        Value::Blob(v) => (abi::VALUE_BLOB, 0, 0.0, abi::Str::bytes(v)),
-    };
-    abi::Value {
-        kind,
-        int,
-        float,
-        bytes,
+    match value {
+        Value::Null => abi::Value::null(),
+        Value::Bool(v) => abi::Value::int(i64::from(*v)),
+        Value::Int(v) => abi::Value::int(*v),
+        Value::Float(v) => abi::Value::float(*v),
+        Value::Text(v) => abi::Value::text(v),
+        Value::Blob(v) => abi::Value::blob(v),
     }
 }
 

@@ -390,16 +390,15 @@ fn a_library_without_the_plugin_abi_is_refused() {
     );
 }
 
-/// A library for another ABI version is refused before any of its code runs: its
-/// constructor, which would run when it is loaded, leaves no mark.
-#[test]
-fn a_library_for_another_abi_version_is_refused_before_its_code_runs() {
-    let project = project(Backend::Sqlite, "insert_row");
-    let marker = project.path().join("constructor-ran");
+/// A C plugin declaring ABI version `abi`, with a step `insert_row` that does nothing and
+/// a constructor that creates `marker`: its code ran if (and only if) the file exists.
+fn marking_c_plugin(name: &str, abi: &str, marker: &Path) -> PathBuf {
     let source = format!(
         r#"#include <stdio.h>
 #include "upgrader_plugin.h"
-const uint32_t upgrader_plugin_abi = 999;
+const uint32_t upgrader_plugin_abi = {abi};
+static const upgrader_str names[] = {{UPGRADER_STR("insert_row")}};
+const upgrader_step_list upgrader_plugin_steps = {{1, names}};
 __attribute__((constructor)) static void loaded(void) {{
     FILE *f = fopen("{}", "w");
     if (f) fclose(f);
@@ -408,7 +407,16 @@ int32_t upgrader_step_insert_row(const upgrader_host *host) {{ (void)host; retur
 "#,
         marker.display()
     );
-    let library = c_plugin("test_steps_abi999", &source);
+    c_plugin(name, &source)
+}
+
+/// A library for another ABI version is refused before any of its code runs: its
+/// constructor, which would run when it is loaded, leaves no mark.
+#[test]
+fn a_library_for_another_abi_version_is_refused_before_its_code_runs() {
+    let project = project(Backend::Sqlite, "insert_row");
+    let marker = project.path().join("constructor-ran");
+    let library = marking_c_plugin("test_steps_abi999", "999", &marker);
     std::fs::copy(library, project.path().join("plugins/libtest_steps.so")).unwrap();
     assert_refused_before_start(
         &project,
@@ -422,21 +430,7 @@ int32_t upgrader_step_insert_row(const upgrader_host *host) {{ (void)host; retur
 fn reports_never_load_a_library() {
     let project = project(Backend::Sqlite, "insert_row");
     let marker = project.path().join("constructor-ran");
-    let source = format!(
-        r#"#include <stdio.h>
-#include "upgrader_plugin.h"
-const uint32_t upgrader_plugin_abi = UPGRADER_PLUGIN_ABI_VERSION;
-static const upgrader_str names[] = {{UPGRADER_STR("insert_row")}};
-const upgrader_step_list upgrader_plugin_steps = {{1, names}};
-__attribute__((constructor)) static void loaded(void) {{
-    FILE *f = fopen("{}", "w");
-    if (f) fclose(f);
-}}
-int32_t upgrader_step_insert_row(const upgrader_host *host) {{ (void)host; return 0; }}
-"#,
-        marker.display()
-    );
-    let library = c_plugin("test_steps_marked", &source);
+    let library = marking_c_plugin("test_steps_marked", "UPGRADER_PLUGIN_ABI_VERSION", &marker);
     std::fs::copy(library, project.path().join("plugins/libtest_steps.so")).unwrap();
     project.run(&["plan"]).assert_code(0);
     project.run(&["status"]).assert_code(0);

@@ -56,25 +56,44 @@ fn is_root() -> bool {
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
 }
 
-/// PostgreSQL refuses to run as root, so as root the server runs as `postgres` (or
-/// `nobody` where there is no such user).
-fn server_user() -> Option<&'static str> {
+/// Servers refuse to run as root, so as root they run as their own account (`postgres`,
+/// `mysql`), or `nobody` where there is no such account.
+fn server_user(account: &'static str) -> Option<&'static str> {
     if !is_root() {
         return None;
     }
-    let exists = |user: &str| {
-        Command::new("id")
-            .arg(user)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+    let exists = Command::new("id")
+        .arg(account)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    Some(if exists { account } else { "nobody" })
+}
+
+/// Gives the server's account its directory.
+fn chown(user: Option<&str>, dir: &Path) -> Result<(), String> {
+    let Some(user) = user else {
+        return Ok(());
     };
-    Some(if exists("postgres") {
-        "postgres"
-    } else {
-        "nobody"
-    })
+    let owned = Command::new("chown")
+        .args(["-R", &format!("{user}:")])
+        .arg(dir)
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !owned.success() {
+        return Err(format!("chown of {} to {user} failed", dir.display()));
+    }
+    Ok(())
+}
+
+/// A database name no other test (or test process) uses.
+fn database_name() -> String {
+    format!(
+        "t{}_{}",
+        std::process::id(),
+        DATABASES.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 fn as_server_user(user: Option<&str>, program: &Path) -> Command {
@@ -98,7 +117,7 @@ fn free_port() -> u16 {
 fn start_postgres() -> Result<PgServer, String> {
     let initdb = pg_binary("initdb").ok_or_else(|| format!("initdb not found: {INSTALL_HINT}"))?;
     let pg_ctl = pg_binary("pg_ctl").ok_or_else(|| format!("pg_ctl not found: {INSTALL_HINT}"))?;
-    let user = server_user();
+    let user = server_user("postgres");
     let base = tempfile::Builder::new()
         .prefix("upgrader-pg-")
         .tempdir()
@@ -106,16 +125,7 @@ fn start_postgres() -> Result<PgServer, String> {
         .keep();
     let data = base.join("data");
     std::fs::create_dir(&data).map_err(|e| e.to_string())?;
-    if let Some(user) = user {
-        let owned = Command::new("chown")
-            .args(["-R", &format!("{user}:")])
-            .arg(&base)
-            .status()
-            .map_err(|e| e.to_string())?;
-        if !owned.success() {
-            return Err(format!("chown of {} to {user} failed", base.display()));
-        }
-    }
+    chown(user, &base)?;
     let out = as_server_user(user, &initdb)
         .arg("-D")
         .arg(&data)
@@ -209,19 +219,7 @@ fn start_mariadb() -> Result<MariaDbServer, String> {
         .or_else(|| on_path("mysqld"))
         .ok_or_else(|| format!("mariadbd not found: {MARIADB_HINT}"))?;
     // As root, the server switches to an unprivileged account (`--user`).
-    let user = is_root().then(|| {
-        let exists = Command::new("id")
-            .arg("mysql")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if exists {
-            "mysql"
-        } else {
-            "nobody"
-        }
-    });
+    let user = server_user("mysql");
     let base = tempfile::Builder::new()
         .prefix("upgrader-mariadb-")
         .tempdir()
@@ -237,16 +235,7 @@ fn start_mariadb() -> Result<MariaDbServer, String> {
         ),
     )
     .map_err(|e| e.to_string())?;
-    if let Some(user) = user {
-        let owned = Command::new("chown")
-            .args(["-R", &format!("{user}:")])
-            .arg(&base)
-            .status()
-            .map_err(|e| e.to_string())?;
-        if !owned.success() {
-            return Err(format!("chown of {} to {user} failed", base.display()));
-        }
-    }
+    chown(user, &base)?;
     let mut install = Command::new(&install_db);
     install
         .arg("--no-defaults")
@@ -329,11 +318,7 @@ pub fn mariadb_database() -> String {
         Ok(server) => server,
         Err(message) => panic!("MariaDB tests need a server: {message}"),
     };
-    let name = format!(
-        "t{}_{}",
-        std::process::id(),
-        DATABASES.fetch_add(1, Ordering::SeqCst)
-    );
+    let name = database_name();
     let base = format!(
         "mysql://upgrader:{MARIADB_PASSWORD}@127.0.0.1:{}",
         server.port
@@ -352,11 +337,7 @@ pub fn postgres_database() -> String {
         Ok(server) => server,
         Err(message) => panic!("PostgreSQL tests need a server: {message}"),
     };
-    let name = format!(
-        "t{}_{}",
-        std::process::id(),
-        DATABASES.fetch_add(1, Ordering::SeqCst)
-    );
+    let name = database_name();
     let admin = format!("postgres://upgrader@127.0.0.1:{}/postgres", server.port);
     let mut client = postgres::Client::connect(&admin, postgres::NoTls)
         .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL server: {e}"));

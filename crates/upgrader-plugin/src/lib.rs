@@ -147,6 +147,42 @@ pub mod abi {
         pub bytes: Str,
     }
 
+    impl Value {
+        fn with(kind: u32, int: i64, float: f64, bytes: Str) -> Value {
+            Value {
+                kind,
+                int,
+                float,
+                bytes,
+            }
+        }
+
+        /// SQL NULL.
+        pub fn null() -> Value {
+            Value::with(VALUE_NULL, 0, 0.0, Str::new(""))
+        }
+
+        /// An integer.
+        pub fn int(value: i64) -> Value {
+            Value::with(VALUE_INT, value, 0.0, Str::new(""))
+        }
+
+        /// A float.
+        pub fn float(value: f64) -> Value {
+            Value::with(VALUE_FLOAT, 0, value, Str::new(""))
+        }
+
+        /// A view of text.
+        pub fn text(value: &str) -> Value {
+            Value::with(VALUE_TEXT, 0, 0.0, Str::new(value))
+        }
+
+        /// A view of binary data.
+        pub fn blob(value: &[u8]) -> Value {
+            Value::with(VALUE_BLOB, 0, 0.0, Str::bytes(value))
+        }
+    }
+
     /// Receives one row of a query: `count` cells, valid only during the call.
     /// Returns 0 to go on; anything else stops the query with an error.
     pub type RowFn =
@@ -251,18 +287,12 @@ impl Value {
     }
 
     fn view(&self) -> abi::Value {
-        let (kind, int, float, bytes) = match self {
-            Value::Null => (abi::VALUE_NULL, 0, 0.0, abi::Str::new("")),
-            Value::Int(v) => (abi::VALUE_INT, *v, 0.0, abi::Str::new("")),
-            Value::Float(v) => (abi::VALUE_FLOAT, 0, *v, abi::Str::new("")),
-            Value::Text(v) => (abi::VALUE_TEXT, 0, 0.0, abi::Str::new(v)),
-            Value::Blob(v) => (abi::VALUE_BLOB, 0, 0.0, abi::Str::bytes(v)),
-        };
-        abi::Value {
-            kind,
-            int,
-            float,
-            bytes,
+        match self {
+            Value::Null => abi::Value::null(),
+            Value::Int(v) => abi::Value::int(*v),
+            Value::Float(v) => abi::Value::float(*v),
+            Value::Text(v) => abi::Value::text(v),
+            Value::Blob(v) => abi::Value::blob(v),
         }
     }
 
