@@ -209,6 +209,8 @@ pub struct PlanReport {
     pub from: Option<String>,
     /// The code version.
     pub to: String,
+    /// The version the database records now (null when none).
+    pub db_version: Option<String>,
     /// The items, in order.
     pub steps: Vec<ReportItem>,
 }
@@ -235,7 +237,8 @@ pub struct Applied {
 pub struct RunOutcome {
     /// Project name.
     pub project: String,
-    /// `upgraded`, `installed` or `current`.
+    /// `upgraded`, `installed`, `recorded` (a database without a recorded version
+    /// adopted at the code version: nothing ran) or `current`.
     pub result: &'static str,
     /// The version before (null when none was recorded).
     pub from: Option<String>,
@@ -457,6 +460,7 @@ impl Engine {
             project: self.project.name.clone(),
             from: plan.start.as_ref().map(ToString::to_string),
             to: plan.target.to_string(),
+            db_version: plan.db_version.as_ref().map(ToString::to_string),
             steps: plan.items.iter().map(ReportItem::from).collect(),
         })
     }
@@ -719,6 +723,8 @@ impl Engine {
             unrecorded: Vec::new(),
             install_objects: None,
             tables: guard::TableGuard::default(),
+            committed_alone: None,
+            implicit_commit: None,
         };
         runner.begin()?;
         // Created inside the run's transaction: a run that fails leaves no trace but its
@@ -756,10 +762,20 @@ impl Engine {
             .items
             .first()
             .is_some_and(|i| i.kind == ItemKind::Install);
+        let result = if installed {
+            "installed"
+        } else if plan.items.is_empty() {
+            "recorded"
+        } else {
+            "upgraded"
+        };
         Ok(RunOutcome {
             project: self.project.name.clone(),
-            result: if installed { "installed" } else { "upgraded" },
-            from: plan.start.as_ref().map(ToString::to_string),
+            result,
+            from: match result {
+                "recorded" => None,
+                _ => plan.start.as_ref().map(ToString::to_string),
+            },
             to: plan.target.to_string(),
             applied: std::mem::take(&mut runner.applied),
             duration_ms: run_started.elapsed().as_millis() as u64,
@@ -797,11 +813,18 @@ struct Runner<'a> {
     install_objects: Option<Vec<DbObject>>,
     /// Tables whose engine cannot roll back, for judging plugin statements.
     tables: guard::TableGuard,
+    /// The last `transaction="none"` step this run committed, if any: a later failure
+    /// rolls back only to it.
+    committed_alone: Option<String>,
+    /// Where a statement committed the run's transaction implicitly (MySQL), if one did.
+    implicit_commit: Option<String>,
 }
 
 /// What a failure's history row says about the item that failed.
 struct InFlight {
     kind: ItemKind,
+    /// The version the item starts from (none for an install).
+    from: Option<Version>,
     to: Version,
     checksum: Option<String>,
     started_at: String,
@@ -840,12 +863,33 @@ impl Runner<'_> {
         }
     }
 
+    /// Fails the run, before anything is sent, on the first statement of the whole plan
+    /// that the guard refused while preparing.
+    fn refuse_prepared(&mut self, entries: &[PreparedItem]) -> Result<(), Failure> {
+        match entries.iter().find(|entry| entry.refusal.is_some()) {
+            Some(entry) => {
+                let finding = entry.refusal.as_deref().expect("found above");
+                Err(self.refuse(entry, finding))
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Fails the run on the first statement, from `entries` on up to the next step that
-    /// runs alone, that must not run in the shared transaction: one the guard refused while preparing, or one that touches a
-    /// table whose engine cannot roll back (looked up now, under the lock). Nothing of it
-    /// has been sent.
+    /// runs alone, that touches a table whose engine cannot roll back (looked up now,
+    /// under the lock). Nothing of it has been sent.
     fn refuse_unsafe(&mut self, entries: &[PreparedItem]) -> Result<(), Failure> {
         let dialect = self.db.dialect();
+        // Only what shares the transaction before the next step that runs alone is judged
+        // here; when none of it sends anything, the catalog is not asked (a run of
+        // `transaction="none"` steps would otherwise read it after every step).
+        let shared = entries
+            .iter()
+            .take_while(|entry| entry.transaction == StepTransaction::Shared);
+        if !shared.clone().any(|entry| !entry.work.is_empty()) {
+            self.tables = guard::TableGuard::default();
+            return Ok(());
+        }
         let tables = self.db.foreign_tables().map_err(|e| Failure {
             item: entries.first().map_or("run", |e| &e.item.name).to_string(),
             message: format!("cannot list the tables that cannot roll back: {e}"),
@@ -859,45 +903,50 @@ impl Runner<'_> {
                 t.in_current_schema,
             )
         }));
+        if self.tables.is_empty() {
+            return Ok(());
+        }
         let tables = &self.tables;
-        for entry in entries {
-            // A step that runs alone may change which tables cannot roll back; what
-            // follows it is judged after it has run.
-            if entry.transaction != StepTransaction::Shared {
-                break;
-            }
-            let refusal = entry.refusal.as_deref().cloned().or_else(|| {
-                entry
-                    .work
-                    .iter()
-                    .filter_map(Work::sql)
-                    .find_map(|prepared| {
-                        let refusal = tables.check(&prepared.statement, dialect).err()?;
-                        Some(LintFinding {
+        let refused = shared.clone().find_map(|entry| {
+            entry
+                .work
+                .iter()
+                .filter_map(Work::sql)
+                .find_map(|prepared| {
+                    let refusal = tables.check(&prepared.statement, dialect).err()?;
+                    Some((
+                        entry,
+                        LintFinding {
                             step: entry.item.name.clone(),
                             location: prepared.origin.clone(),
                             statement: abbreviate(&prepared.statement.text),
                             reason: refusal.reason,
                             dialect: dialect.name(),
-                        })
-                    })
-            });
-            if let Some(finding) = refusal {
-                self.in_flight = Some(InFlight {
-                    kind: entry.item.kind,
-                    to: entry.item.to.clone(),
-                    checksum: entry.checksum.clone(),
-                    started_at: now(),
-                    started: Instant::now(),
-                });
-                return Err(Failure {
-                    item: entry.item.name.clone(),
-                    message: format!("{finding}; it was not sent"),
-                    non_transactional: false,
-                });
-            }
+                        },
+                    ))
+                })
+        });
+        match refused {
+            Some((entry, finding)) => Err(self.refuse(entry, &finding)),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// The failure of a run refused on `finding` in `entry`, before it sent anything of it.
+    fn refuse(&mut self, entry: &PreparedItem, finding: &LintFinding) -> Failure {
+        self.in_flight = Some(InFlight {
+            kind: entry.item.kind,
+            from: entry.item.from.clone(),
+            to: entry.item.to.clone(),
+            checksum: entry.checksum.clone(),
+            started_at: now(),
+            started: Instant::now(),
+        });
+        Failure {
+            item: entry.item.name.clone(),
+            message: format!("{finding}; it was not sent"),
+            non_transactional: false,
+        }
     }
 
     fn apply_all(&mut self, plan: &Plan, prepared: &[PreparedItem]) -> Result<(), Failure> {
@@ -907,6 +956,7 @@ impl Runner<'_> {
             message,
             non_transactional: false,
         };
+        self.refuse_prepared(prepared)?;
         self.refuse_unsafe(prepared)?;
         let dialect = self.db.dialect();
         for (index, entry) in prepared.iter().enumerate() {
@@ -932,6 +982,7 @@ impl Runner<'_> {
             let started = Instant::now();
             self.in_flight = Some(InFlight {
                 kind: item.kind,
+                from: item.from.clone(),
                 to: item.to.clone(),
                 checksum: entry.checksum.clone(),
                 started_at: started_at.clone(),
@@ -999,6 +1050,13 @@ impl Runner<'_> {
                 }
             }
             let duration = started.elapsed();
+            // From here on a step that ran alone has changed the database for good: a
+            // failure to record it must say so.
+            let failure = |item: &str, message: String| Failure {
+                item: item.to_string(),
+                message,
+                non_transactional: alone,
+            };
             if alone {
                 self.begin()
                     .map_err(|e| failure(&item.name, e.to_string()))?;
@@ -1018,6 +1076,7 @@ impl Runner<'_> {
                     .map_err(|e| failure(&item.name, e.to_string()))?;
             }
             if alone {
+                self.committed_alone = Some(item.name.clone());
                 // The step may have changed which tables cannot roll back.
                 self.refuse_unsafe(&prepared[index + 1..])?;
             }
@@ -1097,6 +1156,12 @@ impl Runner<'_> {
         let Some(expected) = &self.committed_version else {
             return Ok(());
         };
+        // PostgreSQL's advisory lock and MySQL's GET_LOCK are session locks held for the
+        // whole run, so nobody can upgrade between two of its commits; SQLite's lock is
+        // its write transaction, which ends with each commit.
+        if self.db.dialect() != Dialect::Sqlite {
+            return Ok(());
+        }
         let recorded =
             state::read_version(self.db, &self.engine.project.name).map_err(|e| e.to_string())?;
         let recorded = recorded.and_then(|v| Version::parse(&v).ok());
@@ -1120,22 +1185,32 @@ impl Runner<'_> {
             self.in_transaction = false;
         }
         let undone = self.undo_install();
-        let version = self
-            .committed_version
-            .as_ref()
-            .map_or_else(|| "none recorded".to_string(), ToString::to_string);
+        let version = self.committed_version.as_ref().map_or_else(
+            || "no version recorded".to_string(),
+            |v| format!("version {v}"),
+        );
         let mut message = failure.message.clone();
+        // Never claim "unchanged" when something of this run committed: a step without a
+        // transaction, an implicit commit, or earlier steps in per-step mode.
         if failure.non_transactional {
             message.push_str(&format!(
-                "; the step ran without a transaction (transaction=\"none\"), so the database may hold part of it; the recorded version is {version}"
+                "; the step ran without a transaction (transaction=\"none\"), so the database may hold part of it; the database records {version}"
+            ));
+        } else if let Some(origin) = &self.implicit_commit {
+            message.push_str(&format!(
+                "; the statement at {origin} committed the transaction implicitly, so what this run did up to it stays in the database and could not be rolled back; the database records {version}"
             ));
         } else if self.mode == TransactionMode::PerStep {
             message.push_str(&format!(
-                "; this step was rolled back, steps before it stay committed, and the database is at version {version}"
+                "; this step was rolled back, steps before it stay committed, and the database records {version}"
+            ));
+        } else if let Some(step) = &self.committed_alone {
+            message.push_str(&format!(
+                "; the run was rolled back to where the transaction=\"none\" step '{step}' committed: it and the steps before it stay applied, and the database records {version}"
             ));
         } else {
             message.push_str(&format!(
-                "; the whole run was rolled back and the database is unchanged (version {version})"
+                "; the whole run was rolled back and the database is unchanged ({version})"
             ));
         }
         if let Some(undone) = undone {
@@ -1152,7 +1227,12 @@ impl Runner<'_> {
                 .name()
                 .into(),
             name: failure.item.clone(),
-            from_version: self.committed_version.as_ref().map(ToString::to_string),
+            // The failed item's own range; a failure outside any item (the final
+            // commit) is reported from the version the database holds.
+            from_version: match &in_flight {
+                Some(flight) => flight.from.as_ref().map(ToString::to_string),
+                None => self.committed_version.as_ref().map(ToString::to_string),
+            },
             to_version: in_flight.as_ref().map_or_else(
                 || self.engine.project.code_version.to_string(),
                 |f| f.to.to_string(),

@@ -269,7 +269,15 @@ fn print_report(out: &mut impl Write, report: &Report) {
 }
 
 fn print_plan(out: &mut impl Write, plan: &PlanReport) {
-    if plan.steps.is_empty() && plan.from.as_deref() == Some(plan.to.as_str()) {
+    if plan.steps.is_empty() && plan.db_version.is_none() {
+        let _ = writeln!(
+            out,
+            "plan for {}: record version {} (the database records no version yet; no steps to run)",
+            plan.project, plan.to
+        );
+        return;
+    }
+    if plan.steps.is_empty() && plan.db_version.as_deref() == Some(plan.to.as_str()) {
         let _ = writeln!(
             out,
             "{} is current at {}; nothing to do",
@@ -297,6 +305,14 @@ fn print_outcome(out: &mut impl Write, outcome: &RunOutcome) {
         let _ = writeln!(out, "{} is current at {}", outcome.project, outcome.to);
         return;
     }
+    if outcome.result == "recorded" {
+        let _ = writeln!(
+            out,
+            "recorded version {} for {} (the database had none; no steps to run) in {} ms",
+            outcome.to, outcome.project, outcome.duration_ms
+        );
+        return;
+    }
     let verb = if outcome.result == "installed" {
         "installed"
     } else {
@@ -313,7 +329,7 @@ fn print_outcome(out: &mut impl Write, outcome: &RunOutcome) {
     for applied in &outcome.applied {
         let _ = writeln!(
             out,
-            "  {:<12} {:<28} {} -> {}  ({} statements, {} ms)",
+            "  {:<12} {:<28} {} -> {}  ({} statement{}, {} ms)",
             applied.kind,
             if applied.kind == "version-only" {
                 ""
@@ -323,6 +339,7 @@ fn print_outcome(out: &mut impl Write, outcome: &RunOutcome) {
             applied.from.as_deref().unwrap_or("(empty)"),
             applied.to,
             applied.statements,
+            if applied.statements == 1 { "" } else { "s" },
             applied.duration_ms
         );
     }

@@ -186,7 +186,8 @@ fn failure_mid_run_rolls_everything_back_and_halts(backend: Backend) {
     assert_eq!(history[0]["success"], false);
     assert_eq!(history[0]["name"], "two");
     assert_eq!(history[0]["kind"], "step");
-    assert_eq!(history[0]["from_version"], serde_json::Value::Null);
+    // The failed step's own range, not the version the run started from (none here).
+    assert_eq!(history[0]["from_version"], "1.2.0");
     assert_eq!(history[0]["to_version"], "1.3.0");
     assert_eq!(history[0]["checksum"].as_str().unwrap().len(), 64);
     assert!(history[0]["error"]
@@ -420,6 +421,85 @@ fn transaction_none_step_runs_alone(backend: Backend) {
         .assert_stdout("may hold part of it");
 }
 
+/// A failure after a `transaction="none"` step committed must not claim the database is
+/// unchanged: the run rolls back only to where that step left it.
+fn failure_after_a_step_that_ran_alone_says_what_stayed(backend: Backend) {
+    let project = project(backend, "1.4.0");
+    let manifest = MANIFEST
+        .replace(
+            r#"<step name="two" from="1.2.0" to="1.3.0">"#,
+            r#"<step name="two" from="1.2.0" to="1.3.0" transaction="none">"#,
+        )
+        .replace(
+            "INSERT INTO items (id, name) VALUES (2, 'from three; inline');",
+            "INSERT INTO nowhere (id) VALUES (2);",
+        );
+    project.write("upgrade.xml", &manifest);
+    project.write(
+        "scripts/two.sql",
+        "ALTER TABLE items ADD COLUMN extra INTEGER;\n",
+    );
+    legacy_database(&project);
+    let run = project.run(&["run"]);
+    run.assert_code(1)
+        .assert_stderr("step 'three' failed")
+        .assert_stderr(
+            "rolled back to where the transaction=\"none\" step 'two' committed: it and the steps before it stay applied, and the database records version 1.3.0",
+        );
+    assert!(
+        !run.stderr.contains("unchanged"),
+        "a run that committed a step must not say unchanged:\n{}",
+        run.stderr
+    );
+    assert_eq!(project.recorded_version().as_deref(), Some("1.3.0"));
+    assert!(project.column_exists("items", "extra"));
+    let history = project.history();
+    let failed = history.last().unwrap();
+    assert_eq!(failed["success"], false);
+    assert_eq!(failed["name"], "three");
+    assert_eq!(failed["from_version"], "1.3.0");
+    assert_eq!(failed["to_version"], "1.4.0");
+}
+
+/// A database without a recorded version whose initial-version is already the code
+/// version is adopted by recording that version: the output says so, not "upgraded
+/// 1.0.0 -> 1.0.0".
+fn adopting_at_the_code_version_is_reported_as_recorded(backend: Backend) {
+    let project = project(backend, "1.0.0");
+    legacy_database(&project);
+    project
+        .run(&["plan"])
+        .assert_code(0)
+        .assert_stdout("plan for test: record version 1.0.0 (the database records no version yet; no steps to run)");
+    let plan = project.run(&["plan", "--json"]).json();
+    assert_eq!(plan["db_version"], serde_json::Value::Null);
+    assert_eq!(plan["steps"].as_array().unwrap().len(), 0);
+    let run = project.run(&["run", "--json"]);
+    run.assert_code(0);
+    let outcome = run.json();
+    assert_eq!(outcome["result"], "recorded");
+    assert_eq!(outcome["from"], serde_json::Value::Null);
+    assert_eq!(outcome["to"], "1.0.0");
+    assert_eq!(project.recorded_version().as_deref(), Some("1.0.0"));
+    project.run(&["check"]).assert_code(0);
+
+    let other = self::project(backend, "1.0.0");
+    legacy_database(&other);
+    let run = other.run(&["run"]);
+    run.assert_code(0)
+        .assert_stdout("recorded version 1.0.0 for test (the database had none; no steps to run)");
+    assert!(!run.stdout.contains("upgraded"), "{}", run.stdout);
+}
+
+/// The run's summary counts statements in good English.
+fn run_summary_counts_statements(backend: Backend) {
+    let project = project(backend, "1.1.0");
+    legacy_database(&project);
+    let run = project.run(&["run"]);
+    run.assert_code(0).assert_stdout("(1 statement, ");
+    assert!(!run.stdout.contains("1 statements"), "{}", run.stdout);
+}
+
 on_every_backend!(
     install_on_empty_database,
     adopts_existing_database_and_fills_gaps,
@@ -431,6 +511,9 @@ on_every_backend!(
     bad_sql_position_inside_inline_sql,
     transaction_none_step_runs_alone,
     status_json_has_the_contract_keys,
+    failure_after_a_step_that_ran_alone_says_what_stayed,
+    adopting_at_the_code_version_is_reported_as_recorded,
+    run_summary_counts_statements,
 );
 
 #[test]
