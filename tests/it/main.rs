@@ -3,6 +3,7 @@
 
 mod concurrency;
 mod lint;
+mod lock_file;
 mod manifest_errors;
 mod mysql_rules;
 mod plugins;
