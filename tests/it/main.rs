@@ -6,6 +6,7 @@ mod lint;
 mod lock_file;
 mod manifest_errors;
 mod mysql_rules;
+mod plugin_files;
 mod plugins;
 mod run;
 mod servers;
