@@ -753,7 +753,9 @@ mod tests {
             Err(error @ LockError::NotRegular { .. }) => {
                 let text = error.to_string();
                 assert!(
-                    text.contains(&format!("upgrade.lock is {what}, not a regular file: remove it")),
+                    text.contains(&format!(
+                        "upgrade.lock is {what}, not a regular file: remove it"
+                    )),
                     "{text}"
                 );
             }
@@ -864,7 +866,9 @@ mod tests {
         })
         .unwrap_err();
         assert!(
-            error.to_string().starts_with("refusing to unlock: upgrade in progress"),
+            error
+                .to_string()
+                .starts_with("refusing to unlock: upgrade in progress"),
             "{error}"
         );
         assert!(path.exists());

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use upgrader::engine::{LintFinding, PlanReport, ReportItem};
-use upgrader::manifest::{fix, Format};
 use upgrader::lock::LockState;
+use upgrader::manifest::{fix, Format};
 use upgrader::sql::Dialect;
 use upgrader::{Config, Engine, Error, Report, RunOutcome, TransactionMode};
 
@@ -207,7 +207,13 @@ fn execute(cli: &Cli, config: Config) -> Result<u8, Error> {
 }
 
 /// `lint`, and with `fix`, marking the steps that need `transaction="none"` on MySQL.
-fn lint(engine: &Engine, dialect: Dialect, fix: bool, json: bool, out: &mut impl Write) -> Result<u8, Error> {
+fn lint(
+    engine: &Engine,
+    dialect: Dialect,
+    fix: bool,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<u8, Error> {
     if fix && dialect != Dialect::MySql {
         return Err(Error::Config(format!(
             "lint --fix marks steps whose statements commit implicitly on MySQL; it has nothing to fix on {}: use --for mysql",
@@ -275,8 +281,22 @@ fn lint(engine: &Engine, dialect: Dialect, fix: bool, json: bool, out: &mut impl
         }
         let _ = match findings.len() {
             0 => writeln!(out, "no statement would be refused on {}", dialect.name()),
-            n => writeln!(out, "{n} statement(s) would be refused on {}", dialect.name()),
+            n => writeln!(
+                out,
+                "{n} statement(s) would be refused on {}",
+                dialect.name()
+            ),
         };
+        let incurable = findings
+            .iter()
+            .filter(|finding| !finding.fixed_by_transaction_none)
+            .count();
+        if dialect == Dialect::MySql && incurable > 0 {
+            let _ = writeln!(
+                out,
+                "{incurable} of them transaction=\"none\" would not cure (transaction control, unreadable SQL, install statements): change those by hand"
+            );
+        }
         if !fix && !needs.fixable.is_empty() {
             let _ = writeln!(
                 out,

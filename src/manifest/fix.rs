@@ -264,13 +264,12 @@ pub fn mark_steps(
     if starts.is_empty() {
         return Ok(marked);
     }
-    let fixed = mark_transaction_none(&text, &starts).map_err(|(offset, message)| {
-        FixError::At {
+    let fixed =
+        mark_transaction_none(&text, &starts).map_err(|(offset, message)| FixError::At {
             path: path.to_path_buf(),
             pos: super::xml::LineIndex::new(&text[base..]).pos(offset.saturating_sub(base)),
             message,
-        }
-    })?;
+        })?;
     // The fixed text must validate and differ only in the marked steps' transaction.
     let after = Manifest::parse(&fixed, path, Some(project_dir))?;
     let same = after.steps.len() == manifest.steps.len()
@@ -346,10 +345,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
     let mut attempt = 0u32;
     loop {
-        let path = dir.join(format!(
-            ".upgrade.xml.fix-{}-{attempt}",
-            std::process::id()
-        ));
+        let path = dir.join(format!(".upgrade.xml.fix-{}-{attempt}", std::process::id()));
         match std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -463,10 +459,7 @@ mod tests {
             marked.iter().map(|m| m.step.as_str()).collect::<Vec<_>>(),
             ["a", "b"]
         );
-        assert_eq!(
-            marked[0].location,
-            format!("{}:2:3", path.display())
-        );
+        assert_eq!(marked[0].location, format!("{}:2:3", path.display()));
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             text.replace("to=\"1.1.0\">", "to=\"1.1.0\" transaction=\"none\">")

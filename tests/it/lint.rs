@@ -119,10 +119,13 @@ fn fix_marks_exactly_the_steps_that_need_transaction_none() {
             manifest.display()
         ))
         .assert_stdout("marked 2 step(s) transaction=\"none\"")
-        .assert_stdout("step 'mixed': statement refused on mysql: TRUNCATE causes an implicit commit")
+        .assert_stdout(
+            "step 'mixed': statement refused on mysql: TRUNCATE causes an implicit commit",
+        )
         .assert_stdout("step 'mixed' was not marked transaction=\"none\"")
         .assert_stdout("step 'commits': statement refused on mysql: transaction control (COMMIT)")
-        .assert_stdout("3 statement(s) would be refused on mysql");
+        .assert_stdout("3 statement(s) would be refused on mysql")
+        .assert_stdout("2 of them transaction=\"none\" would not cure");
     let expected = MYSQL_HISTORY
         .replace(
             "to=\"1.1.0\"><sql>ALTER",

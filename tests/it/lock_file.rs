@@ -101,7 +101,11 @@ fn symlinked_lock_is_never_followed(backend: Backend) {
     std::fs::write(&empty, "").unwrap();
     std::os::unix::fs::symlink(&empty, project.lock_path()).unwrap();
     every_command_refuses(&project, message);
-    assert_eq!(std::fs::read(&empty).unwrap(), b"", "the link's target was written");
+    assert_eq!(
+        std::fs::read(&empty).unwrap(),
+        b"",
+        "the link's target was written"
+    );
     assert!(is_symlink(&project.lock_path()), "the link was removed");
     assert_eq!(project.recorded_version().as_deref(), Some("1.1.0"));
 }
@@ -242,7 +246,7 @@ fn looks_at_the_lock_never_call_a_finished_run_dead() {
             let mut round = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 round += 1;
-                let args: &[&str] = if round % 2 == 0 {
+                let args: &[&str] = if round.is_multiple_of(2) {
                     &["status", "--json"]
                 } else {
                     &["check", "--json"]

@@ -87,7 +87,9 @@ fn a_fifo_named_like_a_library_is_refused_without_hanging() {
     let (code, stderr) = run_capped(&project, 512, Duration::from_secs(20));
     assert_eq!(code, 1, "{stderr}");
     assert!(
-        stderr.contains("plugins/libhuge.so is not a loadable library: it is a FIFO, not a regular file"),
+        stderr.contains(
+            "plugins/libhuge.so is not a loadable library: it is a FIFO, not a regular file"
+        ),
         "{stderr}"
     );
     assert_eq!(project.snapshot(), before, "the run changed the database");
