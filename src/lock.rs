@@ -807,6 +807,13 @@ mod tests {
         not_regular(unlock(&path), "a symbolic link");
         assert_eq!(std::fs::read(&empty).unwrap(), b"");
         assert!(path.symlink_metadata().unwrap().file_type().is_symlink());
+        std::fs::remove_file(&path).unwrap();
+
+        // Followed, it would be read without end.
+        std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+        not_regular(inspect(&path), "a symbolic link");
+        not_regular(LockGuard::acquire(&path, record()), "a symbolic link");
+        not_regular(unlock(&path), "a symbolic link");
     }
 
     #[test]

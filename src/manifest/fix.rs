@@ -35,9 +35,10 @@ pub enum FixError {
         /// What is wrong.
         message: String,
     },
-    /// The file is not what was linted, or the edit would change more than it should.
+    /// A file `--fix` will not edit: a link, one changed since it was linted, or an edit
+    /// that would change more than the steps' transaction.
     #[error("{}: {message}", path.display())]
-    Changed {
+    Refused {
         /// The manifest.
         path: PathBuf,
         /// What is wrong.
@@ -227,6 +228,17 @@ pub fn mark_steps(
         path: path.to_path_buf(),
         source,
     };
+    // Renaming over a link would replace the link, not edit the file it names.
+    if std::fs::symlink_metadata(path)
+        .map_err(io)?
+        .file_type()
+        .is_symlink()
+    {
+        return Err(FixError::Refused {
+            path: path.to_path_buf(),
+            message: "is a symbolic link; lint --fix edits a regular file only: run it where the file itself is, or edit it by hand".into(),
+        });
+    }
     let text = std::fs::read_to_string(path).map_err(io)?;
     let manifest = Manifest::parse(&text, path, Some(project_dir))?;
     if manifest.format == Format::Legacy {
@@ -240,7 +252,7 @@ pub fn mark_steps(
     let mut marked = Vec::new();
     for name in steps {
         let Some(step) = manifest.steps.iter().find(|step| step.name == *name) else {
-            return Err(FixError::Changed {
+            return Err(FixError::Refused {
                 path: path.to_path_buf(),
                 message: format!("no step named '{name}' (was the file changed meanwhile?)"),
             });
@@ -283,7 +295,7 @@ pub fn mark_steps(
                         && steps.contains(&a.name.as_str())))
         });
     if !same {
-        return Err(FixError::Changed {
+        return Err(FixError::Refused {
             path: path.to_path_buf(),
             message: "the edit would change more than the steps' transaction; nothing was written"
                 .into(),
@@ -472,6 +484,14 @@ mod tests {
             std::fs::metadata(&path).unwrap().modified().unwrap(),
             modified
         );
+
+        let link = dir.path().join("linked.xml");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let error = mark_steps(&link, dir.path(), &["a"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("is a symbolic link"), "{error}");
+        assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
 
         let legacy = "<upgrade>\n  <initialversion>1.0.0</initialversion>\n  <matching>\n    <v1.0.0>\n      <target_version>1.1.0</target_version>\n      <script_name>steps.php</script_name>\n      <class_name>S</class_name>\n      <call_method>run</call_method>\n    </v1.0.0>\n  </matching>\n</upgrade>\n";
         std::fs::write(&path, legacy).unwrap();
