@@ -1,5 +1,10 @@
 //! `upgrade.lock`: a JSON record of the run held with an OS file lock for the run's whole
 //! life. Its four states (free, held, failed, stale) decide whether anyone may upgrade.
+//!
+//! The path is hostile ground (anyone who can write the project directory can put a link,
+//! a FIFO or a huge file there): it is never followed, never blocks, and only a regular
+//! file of at most [`MAX_RECORD_BYTES`] is read. A look at the lock that locked a file a
+//! finishing run had just removed starts over, so it never reports a finished run as dead.
 
 use std::fs::{File, OpenOptions, TryLockError};
 #[cfg(not(unix))]
