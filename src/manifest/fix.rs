@@ -331,7 +331,8 @@ fn same_actions(a: &[super::Action], b: &[super::Action]) -> bool {
         })
 }
 
-/// Writes `bytes` to a temporary file beside `path` with `path`'s permissions, then
+/// Writes `bytes` to a temporary file beside `path` with `path`'s permissions (and owner,
+/// where allowed), then
 /// renames it over `path`: a reader sees the old file or the new one, never half.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
@@ -339,11 +340,19 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .parent()
         .filter(|dir| !dir.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let permissions = std::fs::metadata(path)?.permissions();
+    let metadata = std::fs::metadata(path)?;
     let mut temporary = tempfile_in(dir)?;
     let result = (|| {
         temporary.1.write_all(bytes)?;
-        temporary.1.set_permissions(permissions)?;
+        temporary.1.set_permissions(metadata.permissions())?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            // Keep the owner too (run as root on a deployer's file); allowed only to root
+            // or to the owner already, so a refusal changes nothing and is not an error.
+            let _ =
+                std::os::unix::fs::fchown(&temporary.1, Some(metadata.uid()), Some(metadata.gid()));
+        }
         temporary.1.sync_all()?;
         std::fs::rename(&temporary.0, path)
     })();
@@ -466,7 +475,16 @@ mod tests {
         let path = dir.path().join("upgrade.xml");
         let text = "\u{feff}<upgrade project=\"p\" initial-version=\"1.0.0\">\n  <step name=\"a\" from=\"1.0.0\" to=\"1.1.0\"><sql>ALTER TABLE t ADD y INT;</sql></step>\n  <!-- keep -->\n  <step name='b' from='1.1.0' to='1.2.0' transaction='shared'><sql>SELECT 1;</sql></step>\n</upgrade>\n";
         std::fs::write(&path, text).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         let marked = mark_steps(&path, dir.path(), &["a", "b"]).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o640);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers, ["upgrade.xml"], "a temporary file was left");
         assert_eq!(
             marked.iter().map(|m| m.step.as_str()).collect::<Vec<_>>(),
             ["a", "b"]
