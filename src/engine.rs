@@ -299,6 +299,9 @@ pub struct LintFinding {
     pub reason: String,
     /// The backend it was judged for (`sqlite`, `postgres`, `mysql`).
     pub dialect: &'static str,
+    /// Marking the step `transaction="none"` would cure it: a statement of a step (not
+    /// the install) that commits implicitly on MySQL. `lint --fix` marks such steps.
+    pub fixed_by_transaction_none: bool,
 }
 
 impl std::fmt::Display for LintFinding {
@@ -328,6 +331,8 @@ fn guard_finding(
     };
     let refusal = verdict.err()?;
     Some(LintFinding {
+        fixed_by_transaction_none: !install
+            && guard::commits_implicitly(&prepared.statement, dialect),
         step: step.to_string(),
         location: prepared.origin.clone(),
         statement: abbreviate(&prepared.statement.text),
@@ -664,6 +669,7 @@ impl Engine {
                     statement: String::new(),
                     reason: error.to_string(),
                     dialect: dialect.name(),
+                    fixed_by_transaction_none: false,
                 }),
             }
         }
@@ -922,6 +928,7 @@ impl Runner<'_> {
                             statement: abbreviate(&prepared.statement.text),
                             reason: refusal.reason,
                             dialect: dialect.name(),
+                            fixed_by_transaction_none: false,
                         },
                     ))
                 })

@@ -1,5 +1,10 @@
 //! `upgrade.lock`: a JSON record of the run held with an OS file lock for the run's whole
 //! life. Its four states (free, held, failed, stale) decide whether anyone may upgrade.
+//!
+//! The path is hostile ground (anyone who can write the project directory can put a link,
+//! a FIFO or a huge file there): it is never followed, never blocks, and only a regular
+//! file of at most [`MAX_RECORD_BYTES`] is read. A look at the lock that locked a file a
+//! finishing run had just removed starts over, so it never reports a finished run as dead.
 
 use std::fs::{File, OpenOptions, TryLockError};
 #[cfg(not(unix))]
@@ -122,12 +127,47 @@ impl LockState {
     }
 }
 
+/// The most a lock record may take on disk. The writer keeps every record well below it
+/// (long errors are clipped), so a larger file is not a lock record: it is corrupt.
+pub const MAX_RECORD_BYTES: u64 = 64 * 1024;
+
+/// How much of a failed run's error the record keeps: enough to act on, and a record
+/// always stays below [`MAX_RECORD_BYTES`].
+const MAX_ERROR_BYTES: usize = 16 * 1024;
+
+/// How much of a step name the record keeps.
+const MAX_STEP_BYTES: usize = 4 * 1024;
+
 /// Lock file errors.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     /// Someone else is upgrading, or a previous run left the lock.
     #[error("{0}")]
     Halted(String),
+    /// The lock path names something other than a regular file (a FIFO, a directory, a
+    /// symbolic link…). It is never opened for reading or writing through, nor removed:
+    /// a person must look at it.
+    #[error(
+        "{} is {what}, not a regular file: remove it (upgrader neither follows nor removes it)",
+        path.display()
+    )]
+    NotRegular {
+        /// The lock file.
+        path: PathBuf,
+        /// What it is, with its article: `a FIFO`, `a directory`, `a symbolic link`…
+        what: &'static str,
+    },
+    /// A regular file too large to be a lock record.
+    #[error(
+        "{} is {size} bytes, more than any lock record ({MAX_RECORD_BYTES} bytes): it is corrupt; look at it, then run `upgrader unlock` to remove it",
+        path.display()
+    )]
+    Corrupt {
+        /// The lock file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+    },
     /// File system trouble.
     #[error("{}: {source}", path.display())]
     Io {
@@ -145,38 +185,208 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> LockError + '_ {
     }
 }
 
-fn read_record(file: &mut File) -> Option<LockRecord> {
-    let mut text = String::new();
-    file.seek(SeekFrom::Start(0)).ok()?;
-    file.read_to_string(&mut text).ok()?;
-    serde_json::from_str(&text).ok()
+/// What a file type is, for a person; `None` for a regular file.
+fn irregular(file_type: &std::fs::FileType) -> Option<&'static str> {
+    if file_type.is_file() {
+        return None;
+    }
+    if file_type.is_dir() {
+        return Some("a directory");
+    }
+    if file_type.is_symlink() {
+        return Some("a symbolic link");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if file_type.is_fifo() {
+            return Some("a FIFO");
+        }
+        if file_type.is_socket() {
+            return Some("a socket");
+        }
+        if file_type.is_char_device() {
+            return Some("a character device");
+        }
+        if file_type.is_block_device() {
+            return Some("a block device");
+        }
+    }
+    Some("a special file")
+}
+
+fn require_regular(path: &Path, file_type: &std::fs::FileType) -> Result<(), LockError> {
+    match irregular(file_type) {
+        None => Ok(()),
+        Some(what) => Err(LockError::NotRegular {
+            path: path.to_path_buf(),
+            what,
+        }),
+    }
+}
+
+/// How [`open_lock`] opens the lock path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Read an existing file.
+    Read,
+    /// Read and write, creating the file when there is none.
+    Create,
+}
+
+/// Opens the lock path as a regular file, or finds none (`Ok(None)`, never for
+/// [`Access::Create`]). A symbolic link is never followed (`O_NOFOLLOW`, so nothing is
+/// created or written at its target) and nothing blocks (`O_NONBLOCK`: a FIFO would
+/// otherwise wait for a writer forever); what is opened is checked on the handle itself,
+/// so a file swapped in after the first look is refused too.
+fn open_lock(path: &Path, access: Access) -> Result<Option<File>, LockError> {
+    // Looking first means a FIFO or a device is refused without being opened at all.
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) => require_regular(path, &meta.file_type())?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if access == Access::Read {
+                return Ok(None);
+            }
+        }
+        Err(e) => return Err(io(path)(e)),
+    }
+    let mut options = OpenOptions::new();
+    options.read(true);
+    if access == Access::Create {
+        options.write(true).create(true).truncate(false);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let file = match options.open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && access == Access::Read => {
+            return Ok(None)
+        }
+        Err(e) => {
+            // Swapped for a link or a directory since the look above: say what it is.
+            if let Ok(meta) = std::fs::symlink_metadata(path) {
+                require_regular(path, &meta.file_type())?;
+            }
+            return Err(io(path)(e));
+        }
+    };
+    let meta = file.metadata().map_err(io(path))?;
+    require_regular(path, &meta.file_type())?;
+    Ok(Some(file))
+}
+
+/// Reads the whole file from its start, refusing one larger than any record.
+fn read_bounded(file: &mut File, path: &Path) -> Result<Vec<u8>, LockError> {
+    let corrupt = |size| LockError::Corrupt {
+        path: path.to_path_buf(),
+        size,
+    };
+    let size = file.metadata().map_err(io(path))?.len();
+    if size > MAX_RECORD_BYTES {
+        return Err(corrupt(size));
+    }
+    file.seek(SeekFrom::Start(0)).map_err(io(path))?;
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(MAX_RECORD_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io(path))?;
+    if bytes.len() as u64 > MAX_RECORD_BYTES {
+        return Err(corrupt(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+fn parse_record(bytes: &[u8]) -> Option<LockRecord> {
+    serde_json::from_slice(bytes).ok()
+}
+
+/// How often a look at the lock starts over because the file it opened was removed or
+/// replaced before it could lock it. Each start-over means a run ended or began in the
+/// meantime, so running out means runs keep coming: an upgrade is in progress.
+const LOOK_AGAIN: usize = 100;
+
+/// Test-only: `UPGRADER_TEST_ONLY_LOCK_PAUSE_MS` makes a look at the lock (`inspect`,
+/// `unlock`) sleep between opening the file and locking it, which widens the window in
+/// which a finishing run removes the file. Compiled into debug builds only.
+fn test_only_pause() {
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var_os("UPGRADER_TEST_ONLY_LOCK_PAUSE_MS")
+        .and_then(|v| v.to_str().and_then(|v| v.parse::<u64>().ok()))
+    {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
 }
 
 /// Looks at the lock without taking it.
 pub fn inspect(path: &Path) -> Result<LockState, LockError> {
-    let mut file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LockState::Free),
-        Err(e) => return Err(io(path)(e)),
+    inspect_with(path, &mut test_only_pause)
+}
+
+/// [`inspect`], calling `between_open_and_lock` where a race with a finishing run opens.
+fn inspect_with(
+    path: &Path,
+    between_open_and_lock: &mut dyn FnMut(),
+) -> Result<LockState, LockError> {
+    for _ in 0..LOOK_AGAIN {
+        let Some(mut file) = open_lock(path, Access::Read)? else {
+            return Ok(LockState::Free);
+        };
+        between_open_and_lock();
+        // A shared lock is enough to learn whether a runner holds its exclusive one.
+        let held = match file.try_lock_shared() {
+            Ok(()) => false,
+            Err(TryLockError::WouldBlock) => true,
+            Err(TryLockError::Error(e)) => return Err(io(path)(e)),
+        };
+        // A finishing run removes the file, then releases it: a file no longer at the
+        // path says nothing about now (its `running` record would read as a dead run).
+        if !same_file(&file, path) {
+            if !held {
+                let _ = file.unlock();
+            }
+            continue;
+        }
+        let state = state_of(&mut file, path, held);
+        if !held {
+            let _ = file.unlock();
+        }
+        return state;
+    }
+    Ok(LockState::Held(None))
+}
+
+/// The state of the lock file `file`, opened at `path` and found held or not.
+fn state_of(file: &mut File, path: &Path, held: bool) -> Result<LockState, LockError> {
+    let bytes = match read_bounded(file, path) {
+        Ok(bytes) => bytes,
+        // A live holder's record is only informative; the holder is what matters.
+        Err(LockError::Corrupt { .. }) if held => return Ok(LockState::Held(None)),
+        Err(error) => return Err(error),
     };
-    // A shared lock is enough to learn whether a runner holds its exclusive one.
-    let held = match file.try_lock_shared() {
-        Ok(()) => false,
-        Err(TryLockError::WouldBlock) => true,
-        Err(TryLockError::Error(e)) => return Err(io(path)(e)),
-    };
-    let record = read_record(&mut file);
-    let empty = file.metadata().is_ok_and(|m| m.len() == 0);
-    let _ = file.unlock();
-    if !held && empty {
+    if !held && bytes.is_empty() {
         // A runner that died between creating the file and writing it had touched nothing.
         return Ok(LockState::Free);
     }
-    Ok(match (held, record) {
+    Ok(match (held, parse_record(&bytes)) {
         (true, record) => LockState::Held(record),
         (false, Some(record)) if record.state == "failed" => LockState::Failed(record),
         (false, record) => LockState::Stale(record),
     })
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, marked when cut.
+fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &text[..end], text.len())
 }
 
 /// How far the lock file may lag behind the step that is running. Writing it at every
@@ -233,21 +443,13 @@ pub struct LockGuard {
 impl LockGuard {
     /// Takes the lock for a run described by `record`, or says why it cannot.
     pub fn acquire(path: &Path, record: LockRecord) -> Result<LockGuard, LockError> {
-        loop {
-            let mut file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(path)
-                .map_err(io(path))?;
+        for _ in 0..LOOK_AGAIN {
+            let mut file = open_lock(path, Access::Create)?.expect("created when missing");
             match try_lock_patiently(&file) {
                 Ok(()) => {}
                 Err(TryLockError::WouldBlock) => {
-                    let state = inspect(path)?;
-                    let state = match state {
+                    let state = match inspect(path)? {
                         LockState::Free => continue,
-                        held @ LockState::Held(_) => held,
                         other => other,
                     };
                     return Err(LockError::Halted(
@@ -261,16 +463,18 @@ impl LockGuard {
             // The holder before us may have removed the file after we opened it; a lock
             // on a removed file protects nothing, so start again with the new one.
             if !same_file(&file, path) {
+                let _ = file.unlock();
                 continue;
             }
-            let mut text = String::new();
-            let read = file.read_to_string(&mut text).map_err(io(path));
-            if let Err(error) = read {
-                let _ = file.unlock();
-                return Err(error);
-            }
-            if !text.trim().is_empty() {
-                let state = match serde_json::from_str::<LockRecord>(&text).ok() {
+            let bytes = match read_bounded(&mut file, path) {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    let _ = file.unlock();
+                    return Err(error);
+                }
+            };
+            if !bytes.trim_ascii().is_empty() {
+                let state = match parse_record(&bytes) {
                     Some(record) if record.state == "failed" => LockState::Failed(record),
                     other => LockState::Stale(other),
                 };
@@ -297,6 +501,9 @@ impl LockGuard {
                 ticker: None,
             });
         }
+        Err(LockError::Halted(
+            "upgrade in progress (runs keep starting and finishing); try again when they have finished".into(),
+        ))
     }
 
     /// The record as it stands (possibly not yet written).
@@ -317,7 +524,7 @@ impl LockGuard {
         let path = self.path.clone();
         let deferred = {
             let mut shared = self.lock();
-            shared.record.step = Some(step.to_string());
+            shared.record.step = Some(clip(step, MAX_STEP_BYTES));
             shared.record.non_transactional = non_transactional;
             shared.dirty = true;
             if non_transactional || shared.last_write.elapsed() >= LOCK_LAG {
@@ -364,9 +571,9 @@ impl LockGuard {
         let mut shared = self.lock();
         shared.record.state = "failed".into();
         if let Some(step) = step {
-            shared.record.step = Some(step.to_string());
+            shared.record.step = Some(clip(step, MAX_STEP_BYTES));
         }
-        shared.record.error = Some(error.to_string());
+        shared.record.error = Some(clip(error, MAX_ERROR_BYTES));
         shared.write().map_err(io(&path))
     }
 }
@@ -411,10 +618,11 @@ fn try_lock_patiently(file: &File) -> Result<(), TryLockError> {
     file.try_lock()
 }
 
+/// Whether `path` still names `file` (and not a file created there since, or nothing).
 #[cfg(unix)]
 fn same_file(file: &File, path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    match (file.metadata(), std::fs::metadata(path)) {
+    match (file.metadata(), std::fs::symlink_metadata(path)) {
         (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
         _ => false,
     }
@@ -425,36 +633,59 @@ fn same_file(_file: &File, path: &Path) -> bool {
     path.exists()
 }
 
-/// Removes a failed or stale lock; refuses while a live process holds it.
-/// Returns the state that was cleared.
+/// Removes a failed or stale lock (or a corrupt one); refuses while a live process holds
+/// it, and refuses anything but a regular file. Returns the state that was cleared.
 pub fn unlock(path: &Path) -> Result<LockState, LockError> {
-    let file = match OpenOptions::new().read(true).write(true).open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LockState::Free),
-        Err(e) => return Err(io(path)(e)),
-    };
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            let state = inspect(path)?;
-            return Err(LockError::Halted(format!(
-                "refusing to unlock: {}",
-                state
-                    .explain(path)
-                    .unwrap_or_else(|| "a live process holds the lock".into())
-            )));
+    unlock_with(path, &mut test_only_pause)
+}
+
+/// [`unlock`], calling `between_open_and_lock` where a race with other runs opens.
+fn unlock_with(
+    path: &Path,
+    between_open_and_lock: &mut dyn FnMut(),
+) -> Result<LockState, LockError> {
+    for _ in 0..LOOK_AGAIN {
+        let Some(mut file) = open_lock(path, Access::Read)? else {
+            return Ok(LockState::Free);
+        };
+        between_open_and_lock();
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let state = inspect(path)?;
+                if state == LockState::Free {
+                    continue;
+                }
+                return Err(LockError::Halted(format!(
+                    "refusing to unlock: {}",
+                    state
+                        .explain(path)
+                        .unwrap_or_else(|| "a live process holds the lock".into())
+                )));
+            }
+            Err(TryLockError::Error(e)) => return Err(io(path)(e)),
         }
-        Err(TryLockError::Error(e)) => return Err(io(path)(e)),
+        // What we locked must be what the path names: the file we opened may have been
+        // removed by a finishing run, and the path may now name a newer run's live lock.
+        if !same_file(&file, path) {
+            let _ = file.unlock();
+            continue;
+        }
+        // A corrupt file is cleared like a stale one: nobody holds it.
+        let record = read_bounded(&mut file, path)
+            .ok()
+            .and_then(|bytes| parse_record(&bytes));
+        let state = match record {
+            Some(record) if record.state == "failed" => LockState::Failed(record),
+            other => LockState::Stale(other),
+        };
+        std::fs::remove_file(path).map_err(io(path))?;
+        let _ = file.unlock();
+        return Ok(state);
     }
-    let mut file = file;
-    let record = read_record(&mut file);
-    let state = match record {
-        Some(record) if record.state == "failed" => LockState::Failed(record),
-        other => LockState::Stale(other),
-    };
-    std::fs::remove_file(path).map_err(io(path))?;
-    let _ = file.unlock();
-    Ok(state)
+    Err(LockError::Halted(
+        "refusing to unlock: upgrade in progress (runs keep starting and finishing)".into(),
+    ))
 }
 
 #[cfg(test)]
@@ -519,6 +750,142 @@ mod tests {
         let path = dir.path().join(LOCK_FILE);
         drop(LockGuard::acquire(&path, record()).unwrap());
         assert!(!path.exists());
+        assert_eq!(inspect(&path).unwrap(), LockState::Free);
+    }
+
+    fn not_regular(result: Result<impl std::fmt::Debug, LockError>, what: &str) {
+        match result {
+            Err(error @ LockError::NotRegular { .. }) => {
+                let text = error.to_string();
+                assert!(
+                    text.contains(&format!(
+                        "upgrade.lock is {what}, not a regular file: remove it"
+                    )),
+                    "{text}"
+                );
+            }
+            other => panic!("expected {what} to be refused, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn special_files_are_refused_never_opened_or_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOCK_FILE);
+        let status = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        // Would block forever on a FIFO without O_NONBLOCK.
+        not_regular(inspect(&path), "a FIFO");
+        not_regular(LockGuard::acquire(&path, record()), "a FIFO");
+        not_regular(unlock(&path), "a FIFO");
+        std::fs::remove_file(&path).unwrap();
+
+        std::fs::create_dir(&path).unwrap();
+        not_regular(inspect(&path), "a directory");
+        not_regular(LockGuard::acquire(&path, record()), "a directory");
+        not_regular(unlock(&path), "a directory");
+        assert!(path.is_dir());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symbolic_links_are_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOCK_FILE);
+        let dangling = outside.path().join("created-by-upgrader");
+        std::os::unix::fs::symlink(&dangling, &path).unwrap();
+        not_regular(inspect(&path), "a symbolic link");
+        not_regular(LockGuard::acquire(&path, record()), "a symbolic link");
+        not_regular(unlock(&path), "a symbolic link");
+        assert!(!dangling.exists(), "the link's target was created");
+        std::fs::remove_file(&path).unwrap();
+
+        let empty = outside.path().join("empty");
+        std::fs::write(&empty, "").unwrap();
+        std::os::unix::fs::symlink(&empty, &path).unwrap();
+        not_regular(inspect(&path), "a symbolic link");
+        not_regular(LockGuard::acquire(&path, record()), "a symbolic link");
+        not_regular(unlock(&path), "a symbolic link");
+        assert_eq!(std::fs::read(&empty).unwrap(), b"");
+        assert!(path.symlink_metadata().unwrap().file_type().is_symlink());
+        std::fs::remove_file(&path).unwrap();
+
+        // Followed, it would be read without end.
+        std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+        not_regular(inspect(&path), "a symbolic link");
+        not_regular(LockGuard::acquire(&path, record()), "a symbolic link");
+        not_regular(unlock(&path), "a symbolic link");
+    }
+
+    #[test]
+    fn a_file_larger_than_any_record_is_corrupt_and_unlock_clears_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOCK_FILE);
+        // Sparse: costs no disk, and must not be read whole.
+        File::create(&path).unwrap().set_len(3 << 30).unwrap();
+        for error in [
+            inspect(&path).unwrap_err(),
+            LockGuard::acquire(&path, record()).unwrap_err(),
+        ] {
+            assert!(matches!(error, LockError::Corrupt { size, .. } if size == 3 << 30));
+            let text = error.to_string();
+            assert!(text.contains("is 3221225472 bytes, more than any lock record (65536 bytes): it is corrupt; look at it, then run `upgrader unlock` to remove it"), "{text}");
+        }
+        assert_eq!(unlock(&path).unwrap(), LockState::Stale(None));
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_long_error_is_clipped_so_the_record_stays_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOCK_FILE);
+        let guard = LockGuard::acquire(&path, record()).unwrap();
+        guard.fail(Some("s"), &"x".repeat(1 << 20)).unwrap();
+        assert!(std::fs::metadata(&path).unwrap().len() < MAX_RECORD_BYTES);
+        let LockState::Failed(found) = inspect(&path).unwrap() else {
+            panic!("not failed")
+        };
+        assert!(found.error.unwrap().ends_with("… (1048576 bytes in all)"));
+    }
+
+    #[test]
+    fn a_look_that_opened_a_file_a_finishing_run_removed_finds_the_lock_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOCK_FILE);
+        let mut running = Some(LockGuard::acquire(&path, record()).unwrap());
+        // The run finishes (removes the file, then releases it) between our open and lock.
+        let state = inspect_with(&path, &mut || drop(running.take())).unwrap();
+        assert_eq!(state, LockState::Free);
+        assert!(running.is_none());
+    }
+
+    #[test]
+    fn unlock_never_removes_a_newer_runs_live_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOCK_FILE);
+        std::fs::write(&path, serde_json::to_string(&record()).unwrap()).unwrap();
+        let mut newer = None;
+        // Between unlock's open and lock: someone clears the stale file and a new run starts.
+        let error = unlock_with(&path, &mut || {
+            if newer.is_none() {
+                std::fs::remove_file(&path).unwrap();
+                newer = Some(LockGuard::acquire(&path, record()).unwrap());
+            }
+        })
+        .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("refusing to unlock: upgrade in progress"),
+            "{error}"
+        );
+        assert!(path.exists());
+        assert!(matches!(inspect(&path).unwrap(), LockState::Held(Some(_))));
+        drop(newer);
         assert_eq!(inspect(&path).unwrap(), LockState::Free);
     }
 }

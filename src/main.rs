@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use upgrader::engine::{PlanReport, ReportItem};
+use upgrader::engine::{LintFinding, PlanReport, ReportItem};
 use upgrader::lock::LockState;
+use upgrader::manifest::{fix, Format};
 use upgrader::sql::Dialect;
 use upgrader::{Config, Engine, Error, Report, RunOutcome, TransactionMode};
 
@@ -67,6 +68,10 @@ enum Command {
         /// The backend to judge for [default: the one --database names]
         #[arg(long = "for", value_enum, value_name = "BACKEND")]
         target: Option<BackendArg>,
+        /// MySQL: mark `transaction="none"` every step whose only findings are statements
+        /// that commit implicitly, editing nothing else in upgrade.xml.
+        #[arg(long)]
+        fix: bool,
     },
 }
 
@@ -164,37 +169,14 @@ fn execute(cli: &Cli, config: Config) -> Result<u8, Error> {
             }
             0
         }
-        Command::Lint { target } => {
+        Command::Lint { target, fix } => {
             let dialect = match target {
                 Some(BackendArg::Sqlite) => Dialect::Sqlite,
                 Some(BackendArg::Postgres) => Dialect::Postgres,
                 Some(BackendArg::Mysql) => Dialect::MySql,
                 None => engine.dialect(),
             };
-            let findings = engine.lint(dialect);
-            if json {
-                print_json(
-                    &mut out,
-                    &serde_json::json!({ "backend": dialect.name(), "findings": findings }),
-                );
-            } else {
-                for finding in &findings {
-                    let _ = writeln!(out, "{finding}");
-                }
-                let _ = match findings.len() {
-                    0 => writeln!(out, "no statement would be refused on {}", dialect.name()),
-                    n => writeln!(
-                        out,
-                        "{n} statement(s) would be refused on {}",
-                        dialect.name()
-                    ),
-                };
-            }
-            if findings.is_empty() {
-                0
-            } else {
-                EXIT_ERROR
-            }
+            lint(&engine, dialect, fix, json, &mut out)?
         }
         Command::History => {
             let rows = engine.history()?;
@@ -222,6 +204,152 @@ fn execute(cli: &Cli, config: Config) -> Result<u8, Error> {
         }
     };
     Ok(code)
+}
+
+/// `lint`, and with `fix`, marking the steps that need `transaction="none"` on MySQL.
+fn lint(
+    engine: &Engine,
+    dialect: Dialect,
+    fix: bool,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<u8, Error> {
+    if fix && dialect != Dialect::MySql {
+        return Err(Error::Config(format!(
+            "lint --fix marks steps whose statements commit implicitly on MySQL; it has nothing to fix on {}: use --for mysql",
+            dialect.name()
+        )));
+    }
+    let manifest = &engine.project().manifest;
+    if fix && manifest.format == Format::Legacy {
+        let refusal = fix::FixError::Legacy {
+            path: manifest.path.clone(),
+        };
+        return Err(Error::Config(format!("lint --fix: {refusal}")));
+    }
+    let mut findings = engine.lint(dialect);
+    let needs = steps_needing_transaction_none(&findings);
+    let mut marked = Vec::new();
+    if fix && !needs.fixable.is_empty() {
+        let project = engine.project();
+        let steps: Vec<&str> = needs.fixable.iter().map(String::as_str).collect();
+        marked = fix::mark_steps(&project.manifest.path, &project.dir, &steps)
+            .map_err(|error| Error::Config(format!("lint --fix: {error}")))?;
+        findings.retain(|finding| !needs.fixable.contains(&finding.step));
+    }
+    let fix_hint = format!("upgrader lint --for {} --fix", dialect.name());
+    if json {
+        let mut body = serde_json::json!({
+            "backend": dialect.name(),
+            "findings": findings,
+            "not_fixable": needs
+                .not_fixable
+                .iter()
+                .map(|(step, reason)| serde_json::json!({ "step": step, "reason": reason }))
+                .collect::<Vec<_>>(),
+        });
+        if fix {
+            body["marked"] = serde_json::json!(marked);
+        } else {
+            body["needs_transaction_none"] = serde_json::json!(needs.fixable);
+        }
+        print_json(out, &body);
+    } else {
+        for step in &marked {
+            let _ = writeln!(
+                out,
+                "{}: step '{}': marked transaction=\"none\"",
+                step.location, step.step
+            );
+        }
+        if fix {
+            let _ = writeln!(
+                out,
+                "marked {} step(s) transaction=\"none\" in {}",
+                marked.len(),
+                engine.project().manifest.path.display()
+            );
+        }
+        for finding in &findings {
+            let _ = writeln!(out, "{finding}");
+        }
+        for (step, why) in &needs.not_fixable {
+            let _ = writeln!(
+                out,
+                "step '{step}' was not marked transaction=\"none\": {why}"
+            );
+        }
+        let _ = match findings.len() {
+            0 => writeln!(out, "no statement would be refused on {}", dialect.name()),
+            n => writeln!(
+                out,
+                "{n} statement(s) would be refused on {}",
+                dialect.name()
+            ),
+        };
+        let incurable = findings
+            .iter()
+            .filter(|finding| !finding.fixed_by_transaction_none)
+            .count();
+        if dialect == Dialect::MySql && incurable > 0 {
+            let _ = writeln!(
+                out,
+                "{incurable} of them transaction=\"none\" would not cure (transaction control, unreadable SQL, install statements): change those by hand"
+            );
+        }
+        if !fix && !needs.fixable.is_empty() {
+            let _ = writeln!(
+                out,
+                "{} step(s) need transaction=\"none\" on {}: run `{fix_hint}` to mark them",
+                needs.fixable.len(),
+                dialect.name()
+            );
+        }
+    }
+    Ok(if findings.is_empty() { 0 } else { EXIT_ERROR })
+}
+
+/// Which steps `lint --fix` marks, and which it leaves alone and why.
+struct FixPlan {
+    /// Steps every finding of which `transaction="none"` would cure, in manifest order.
+    fixable: Vec<String>,
+    /// Steps with a finding it would cure and one it would not: (step, why).
+    not_fixable: Vec<(String, String)>,
+}
+
+fn steps_needing_transaction_none(findings: &[LintFinding]) -> FixPlan {
+    let mut fixable: Vec<String> = Vec::new();
+    let mut not_fixable: Vec<(String, String)> = Vec::new();
+    for finding in findings {
+        let step = finding.step.as_str();
+        if fixable.iter().any(|s| s == step) || not_fixable.iter().any(|(s, _)| s == step) {
+            continue;
+        }
+        let of_step = || findings.iter().filter(|f| f.step == step);
+        // Install findings are never cured this way (the install is not a step).
+        if !of_step().any(|f| f.fixed_by_transaction_none) {
+            continue;
+        }
+        match of_step().find(|f| !f.fixed_by_transaction_none) {
+            None => fixable.push(step.to_string()),
+            Some(other) => not_fixable.push((
+                step.to_string(),
+                format!(
+                    "transaction=\"none\" would not cure {}: {}; fix that first",
+                    if other.location.is_empty() {
+                        "its unreadable SQL".to_string()
+                    } else {
+                        format!("`{}` at {}", other.statement, other.location)
+                    },
+                    other.reason
+                ),
+            )),
+        }
+    }
+    FixPlan {
+        fixable,
+        not_fixable,
+    }
 }
 
 fn print_json(out: &mut impl Write, value: &impl serde::Serialize) {

@@ -3,6 +3,7 @@
 //! Every check that can be made without a database happens here, so that a bad manifest
 //! is refused before anything is touched. Errors carry file, line and column.
 
+pub mod fix;
 mod interpret;
 pub(crate) mod xml;
 

@@ -137,7 +137,9 @@ pub fn find(project_dir: &Path, library: &str) -> Result<PathBuf, PluginError> {
     let dirs = search_path(project_dir);
     dirs.iter()
         .map(|dir| dir.join(&wanted))
-        .find(|path| path.is_file())
+        // Anything there counts, so that a FIFO or a directory by that name is refused
+        // with what it is rather than skipped in silence.
+        .find(|path| path.metadata().is_ok())
         .ok_or_else(|| {
             PluginError(format!(
                 "plugin library '{library}' not found: looked for {wanted} in {}",
@@ -206,7 +208,101 @@ pub fn load(project_dir: &Path, library: &str) -> Result<&'static Library, Plugi
     Ok(library_ref)
 }
 
-/// Reads the `upgrader_plugin_abi` data symbol from the file, without loading it.
+/// At most this much of a library is read to find its ABI version: the headers, the
+/// section table and the symbol tables of a real library are far smaller, and a file
+/// that claims more (a huge or hostile one) is refused instead of read.
+const ABI_READ_BUDGET: u64 = 64 << 20;
+
+/// A [`ReadRef`](object::ReadRef) over a file that reads lazily (only the ranges the
+/// parser asks for, through [`object::read::ReadCache`]) and refuses to read more than
+/// [`ABI_READ_BUDGET`] in all.
+#[derive(Clone, Copy)]
+struct Budgeted<'a> {
+    cache: &'a object::read::ReadCache<std::fs::File>,
+    left: &'a std::cell::Cell<u64>,
+}
+
+impl<'a> object::ReadRef<'a> for Budgeted<'a> {
+    fn len(self) -> Result<u64, ()> {
+        self.cache.len()
+    }
+
+    fn read_bytes_at(self, offset: u64, size: u64) -> Result<&'a [u8], ()> {
+        self.spend(size)?;
+        self.cache.read_bytes_at(offset, size)
+    }
+
+    fn read_bytes_at_until(
+        self,
+        range: std::ops::Range<u64>,
+        delimiter: u8,
+    ) -> Result<&'a [u8], ()> {
+        let bytes = self.cache.read_bytes_at_until(range, delimiter)?;
+        self.spend(bytes.len() as u64)?;
+        Ok(bytes)
+    }
+}
+
+impl Budgeted<'_> {
+    /// Takes `size` bytes from the budget; once it is overdrawn, nothing more is read.
+    fn spend(self, size: u64) -> Result<(), ()> {
+        match self.left.get().checked_sub(size) {
+            Some(left) => {
+                self.left.set(left);
+                Ok(())
+            }
+            None => {
+                self.left.set(0);
+                Err(())
+            }
+        }
+    }
+
+    /// Whether a read was refused for want of budget.
+    fn overdrawn(self) -> bool {
+        self.left.get() == 0
+    }
+}
+
+/// Opens a library file to read it: never blocking (a FIFO would wait for a writer),
+/// and only a regular file (a link to one is fine: libraries are often links).
+fn open_regular(path: &Path) -> Result<std::fs::File, String> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path).map_err(|e| e.to_string())?;
+    let file_type = file.metadata().map_err(|e| e.to_string())?.file_type();
+    if file_type.is_file() {
+        return Ok(file);
+    }
+    let what = if file_type.is_dir() {
+        "a directory"
+    } else {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileTypeExt;
+            if file_type.is_fifo() {
+                "a FIFO"
+            } else if file_type.is_socket() {
+                "a socket"
+            } else if file_type.is_char_device() || file_type.is_block_device() {
+                "a device"
+            } else {
+                "a special file"
+            }
+        }
+        #[cfg(not(unix))]
+        "a special file"
+    };
+    Err(format!("it is {what}, not a regular file"))
+}
+
+/// Reads the `upgrader_plugin_abi` data symbol from the file, without loading it, and
+/// reading only the parts of the file the check needs.
 fn check_abi(path: &Path) -> Result<(), PluginError> {
     let not_loadable = |why: String| {
         PluginError(format!(
@@ -214,8 +310,19 @@ fn check_abi(path: &Path) -> Result<(), PluginError> {
             path.display()
         ))
     };
-    let bytes = std::fs::read(path).map_err(|e| not_loadable(e.to_string()))?;
-    let file = object::File::parse(&*bytes).map_err(|e| not_loadable(e.to_string()))?;
+    let cache = object::read::ReadCache::new(open_regular(path).map_err(not_loadable)?);
+    let left = std::cell::Cell::new(ABI_READ_BUDGET);
+    let data = Budgeted {
+        cache: &cache,
+        left: &left,
+    };
+    let file = object::File::parse(data).map_err(|e| {
+        not_loadable(if data.overdrawn() {
+            format!("its headers claim more than {} MiB", ABI_READ_BUDGET >> 20)
+        } else {
+            e.to_string()
+        })
+    })?;
     let symbol = file
         .dynamic_symbols()
         .chain(file.symbols())

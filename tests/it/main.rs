@@ -3,8 +3,10 @@
 
 mod concurrency;
 mod lint;
+mod lock_file;
 mod manifest_errors;
 mod mysql_rules;
+mod plugin_files;
 mod plugins;
 mod run;
 mod servers;

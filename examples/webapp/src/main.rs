@@ -262,8 +262,22 @@ fn render(state: &serde_json::Value) -> String {
     if let Some(error) = state["error"].as_str() {
         html.push_str(&format!("<p class=\"failed\">{}</p>", escape(error)));
     }
-    html.push_str("<h2>Pending</h2><ul id=\"pending\">");
-    for item in status["pending"].as_array().into_iter().flatten() {
+    html.push_str("<h2>Pending</h2>");
+    let pending = status["pending"].as_array().map_or(&[][..], Vec::as_slice);
+    if pending.is_empty() {
+        // An empty list under a heading reads as a page that failed to load.
+        let why = match (status["problem"].as_str(), status["state"].as_str()) {
+            (Some(problem), _) => format!("Nothing can be planned: {}", escape(problem)),
+            (None, Some("current")) => format!(
+                "Nothing pending: the database is current at {}",
+                text(&status["db_version"])
+            ),
+            (None, _) => "Nothing pending".to_string(),
+        };
+        html.push_str(&format!("<p id=\"pending-none\">{why}</p>"));
+    }
+    html.push_str("<ul id=\"pending\">");
+    for item in pending {
         html.push_str(&format!(
             "<li>{} ({}: {} → {})</li>",
             text(&item["name"]),

@@ -457,6 +457,32 @@ fn the_admin_pages_need_the_token_which_is_never_logged() {
     );
 }
 
+#[test]
+fn the_admin_page_says_when_nothing_is_pending() {
+    let (project, url) = project(0.1);
+    let app = start(project, url);
+    wait_for_200(&app, Duration::from_secs(60));
+    let reply = request(
+        &app.address,
+        "/admin/upgrades",
+        &[("Cookie", &format!("upgrader_admin={TOKEN}"))],
+    );
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let pending = reply
+        .body
+        .split("<h2>Pending</h2>")
+        .nth(1)
+        .and_then(|rest| rest.split("<h2>History</h2>").next())
+        .unwrap_or_else(|| panic!("no Pending section: {}", reply.body));
+    assert!(
+        pending.contains(
+            "<p id=\"pending-none\">Nothing pending: the database is current at 1.1.0</p>"
+        ),
+        "{pending}"
+    );
+    assert!(!pending.contains("<li>"), "{pending}");
+}
+
 /// A WebDriver call to chromedriver (JSON over HTTP/1.1).
 fn webdriver(
     port: u16,
