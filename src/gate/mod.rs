@@ -279,6 +279,20 @@ impl Inner {
         };
         let report = match engine.status() {
             Ok(report) => report,
+            // A lock file that is not a regular file or is corrupt stays so until someone
+            // removes it: halt (and watch the lock path) instead of asking every client
+            // to retry for ever.
+            Err(
+                error @ crate::Error::Lock(
+                    crate::lock::LockError::NotRegular { .. }
+                    | crate::lock::LockError::Corrupt { .. },
+                ),
+            ) => {
+                return Verdict::Halted {
+                    reason: error.to_string(),
+                    by_lock: true,
+                }
+            }
             Err(error) => {
                 // The database may be briefly unreachable: not a reason to halt for good.
                 log::warn!("upgrader gate: cannot read the database state: {error}");
@@ -464,7 +478,7 @@ fn watch(inner: Weak<Inner>, interval: Duration) {
             changed |= manifest != stamps.manifest;
             stamps.manifest = manifest;
             if inner.halted_by_lock.load(Ordering::Acquire)
-                && !dir.join(crate::lock::LOCK_FILE).exists()
+                && std::fs::symlink_metadata(dir.join(crate::lock::LOCK_FILE)).is_err()
             {
                 changed = true;
             }
