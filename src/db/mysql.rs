@@ -140,6 +140,7 @@ impl MySql {
         let reported = self.observe();
         if self.tracking.is_none() {
             self.tracking = Some(reported && self.server_in_transaction);
+            log::debug!("transaction state from OK packets: {:?}", self.tracking);
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! The integration suite: one binary, a module per area, each test on its own temporary
 //! project directory and database.
 
+mod backends;
 mod concurrency;
 mod lint;
 mod manifest_errors;
@@ -8,4 +9,5 @@ mod mysql_rules;
 mod plugins;
 mod run;
 mod servers;
+mod urls;
 mod util;
