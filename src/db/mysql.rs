@@ -9,9 +9,7 @@ use mysql::prelude::Queryable;
 use mysql::session_state_change::SessionStateChange;
 use mysql::{Conn, Opts, OptsBuilder, Params};
 
-use super::{
-    Backend, DbError, DbObject, ForeignTable, ServerUrl, StatementLimit, Value,
-};
+use super::{Backend, DbError, DbObject, ForeignTable, ServerUrl, StatementLimit, Value};
 use crate::sql::Dialect;
 
 /// How long a second process waits for the upgrade lock before giving up; upgrades

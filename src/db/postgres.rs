@@ -36,8 +36,9 @@ impl Postgres {
                 url.scrub(&db_error(error).message)
             ))
         };
-        let mut config = postgres::Config::from_str(url.expose())
-            .map_err(|e| DbError::new(format!("database URL {url}: {}", url.scrub(&e.to_string()))))?;
+        let mut config = postgres::Config::from_str(url.expose()).map_err(|e| {
+            DbError::new(format!("database URL {url}: {}", url.scrub(&e.to_string())))
+        })?;
         let plain = config.clone();
         let options = match config.get_options() {
             Some(given) if !given.trim().is_empty() => format!("{given} {CHECK_CLIENT}"),
@@ -311,7 +312,9 @@ impl Backend for Postgres {
         self.in_transaction = true;
         let messages = self
             .client
-            .simple_query(&format!("BEGIN; SELECT pg_try_advisory_lock({ADVISORY_KEY})"))
+            .simple_query(&format!(
+                "BEGIN; SELECT pg_try_advisory_lock({ADVISORY_KEY})"
+            ))
             .map_err(db_error)?;
         let taken = messages.iter().any(|message| {
             matches!(message, postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some("t"))

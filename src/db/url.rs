@@ -145,9 +145,7 @@ impl DatabaseUrl {
         }
         // Only text before "://" is certainly a scheme: in `app:S@host/db` or a libpq
         // `host=h password=S`, what precedes the first ':' may be a user or a password.
-        let Some((scheme, rest)) = url
-            .split_once(':')
-            .filter(|(scheme, _)| is_scheme(scheme))
+        let Some((scheme, rest)) = url.split_once(':').filter(|(scheme, _)| is_scheme(scheme))
         else {
             let reason = if looks_like_key_value(url) {
                 format!(
@@ -314,9 +312,9 @@ fn parse_sqlite(rest: &str) -> Result<SqliteUrl, UrlError> {
             }
             _ => {
                 return Err(fail(format!(
-                    "unknown parameter {}; the only one upgrader knows for SQLite is mode=ro|rw|rwc",
-                    shown_key(key)
-                )))
+                "unknown parameter {}; the only one upgrader knows for SQLite is mode=ro|rw|rwc",
+                shown_key(key)
+            )))
             }
         }
     }
@@ -453,7 +451,10 @@ mod tests {
 
     #[test]
     fn parses_sqlite_urls() {
-        assert_eq!(sqlite("sqlite:///tmp/x.db").path, PathBuf::from("/tmp/x.db"));
+        assert_eq!(
+            sqlite("sqlite:///tmp/x.db").path,
+            PathBuf::from("/tmp/x.db")
+        );
         assert_eq!(sqlite("sqlite://rel/x.db").path, PathBuf::from("rel/x.db"));
         assert_eq!(sqlite("sqlite://x.db").mode, SqliteMode::ReadWriteCreate);
         assert_eq!(sqlite("sqlite://x.db?mode=ro").mode, SqliteMode::ReadOnly);
@@ -480,7 +481,10 @@ mod tests {
         let error = DatabaseUrl::parse("sqlite:///x.db?mode=memory")
             .unwrap_err()
             .to_string();
-        assert!(error.contains("parameter mode: expected ro, rw or rwc"), "{error}");
+        assert!(
+            error.contains("parameter mode: expected ro, rw or rwc"),
+            "{error}"
+        );
         let error = DatabaseUrl::parse(&format!("sqlite:///x.db?password={MARK}"))
             .unwrap_err()
             .to_string();
@@ -492,7 +496,10 @@ mod tests {
     fn read_only_sqlite_is_not_writable() {
         let url = DatabaseUrl::parse("sqlite:///x.db?mode=ro").unwrap();
         let error = url.ensure_writable().unwrap_err().to_string();
-        assert!(error.starts_with("database URL sqlite:///x.db?mode=ro: mode=ro"), "{error}");
+        assert!(
+            error.starts_with("database URL sqlite:///x.db?mode=ro: mode=ro"),
+            "{error}"
+        );
         assert!(DatabaseUrl::parse("sqlite:///x.db?mode=rw")
             .unwrap()
             .ensure_writable()
@@ -548,7 +555,7 @@ mod tests {
             format!("app:{MARK}@host/db"),
             format!("host=h user=app password={MARK}"),
             format!("host=h password='{MARK} x'"),
-            format!("{MARK}"),
+            MARK.to_string(),
             format!("mysql://me:{MARK}@h:notaport/db"),
             format!("mysql://me:{MARK}@h/db?frobnicate={MARK}"),
             format!("postgres://me:{MARK}@h:notaport/db"),
@@ -566,31 +573,44 @@ mod tests {
         let error = DatabaseUrl::parse(&format!("host=h password={MARK}"))
             .unwrap_err()
             .to_string();
-        assert!(error.contains("key=value connection strings are not accepted"), "{error}");
+        assert!(
+            error.contains("key=value connection strings are not accepted"),
+            "{error}"
+        );
         let error = DatabaseUrl::parse(&format!("postgres:/app:{MARK}@h/db"))
             .unwrap_err()
             .to_string();
-        assert!(error.starts_with("database URL postgres:: no // after the scheme"), "{error}");
+        assert!(
+            error.starts_with("database URL postgres:: no // after the scheme"),
+            "{error}"
+        );
         let error = DatabaseUrl::parse(&format!("app:{MARK}@host/db"))
             .unwrap_err()
             .to_string();
-        assert!(error.starts_with("database URL: no // after the scheme"), "{error}");
+        assert!(
+            error.starts_with("database URL: no // after the scheme"),
+            "{error}"
+        );
     }
 
     #[test]
     fn shows_the_rest_of_the_url() {
-        let url = DatabaseUrl::parse("postgres://me:pw@h:5432/db?sslmode=disable&password=x")
-            .unwrap();
+        let url =
+            DatabaseUrl::parse("postgres://me:pw@h:5432/db?sslmode=disable&password=x").unwrap();
         assert_eq!(
             url.to_string(),
             "postgres://me:***@h:5432/db?sslmode=disable&password=***"
         );
         // Drivers know `password` only, but any spelling is hidden.
-        let server = parse_server("mysql://h/db?PassWord=xyzzy&PKCS12_PASS=plugh",
+        let server = parse_server(
+            "mysql://h/db?PassWord=xyzzy&PKCS12_PASS=plugh",
             "mysql",
             "h/db?PassWord=xyzzy&PKCS12_PASS=plugh",
         );
-        assert_eq!(server.to_string(), "mysql://h/db?PassWord=***&PKCS12_PASS=***");
+        assert_eq!(
+            server.to_string(),
+            "mysql://h/db?PassWord=***&PKCS12_PASS=***"
+        );
         assert_eq!(format!("{}", Secret::new("x")), "***");
         assert_eq!(format!("{:?}", Secret::new("x")), "Secret(***)");
     }

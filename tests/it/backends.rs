@@ -3,7 +3,7 @@
 //! largest statement each server accepts, and upgrader's own tables read whether or not
 //! they exist.
 
-use upgrader::db::{Backend as _, DatabaseUrl};
+use upgrader::db::DatabaseUrl;
 
 use crate::on_every_backend;
 use crate::util::{Backend, TestProject};
@@ -51,7 +51,10 @@ fn knows_whether_still_in_transaction(backend: Backend) {
             assert!(!db.still_in_transaction().unwrap());
             db.resume_after_implicit_commit().unwrap();
             db.execute("CREATE TABLE other (id INTEGER)").unwrap();
-            assert!(!db.still_in_transaction().unwrap(), "DDL commits implicitly");
+            assert!(
+                !db.still_in_transaction().unwrap(),
+                "DDL commits implicitly"
+            );
         }
         Backend::Sqlite => {
             db.execute("COMMIT").unwrap();
@@ -60,9 +63,7 @@ fn knows_whether_still_in_transaction(backend: Backend) {
         Backend::Postgres => {
             // Nothing commits inside a transaction block unnoticed: COMMIT in a DO block
             // is an error there.
-            assert!(db
-                .execute("DO $$ BEGIN COMMIT; END $$")
-                .is_err());
+            assert!(db.execute("DO $$ BEGIN COMMIT; END $$").is_err());
         }
     }
     db.rollback().unwrap();

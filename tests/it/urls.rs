@@ -93,7 +93,10 @@ fn password_never_shown(backend: Backend) {
             .output()
             .unwrap();
         let logged = String::from_utf8_lossy(&logged.stderr);
-        assert!(!logged.contains(mark), "the debug log shows the password:\n{logged}");
+        assert!(
+            !logged.contains(mark),
+            "the debug log shows the password:\n{logged}"
+        );
     }
     assert_eq!(project.recorded_version().as_deref(), Some("1.1.0"));
 }
@@ -145,9 +148,18 @@ fn unparseable_urls_are_not_quoted() {
     const MARK: &str = "Pw-S3cretMark";
     let mut project = TestProject::new("1.0.0", MANIFEST);
     let cases = [
-        (format!("postgres:/app:{MARK}@h/db"), "database URL postgres:: no // after the scheme"),
-        (format!("mysql:app:{MARK}@h/db"), "database URL mysql:: no // after the scheme"),
-        (format!("app:{MARK}@host/db"), "database URL: no // after the scheme"),
+        (
+            format!("postgres:/app:{MARK}@h/db"),
+            "database URL postgres:: no // after the scheme",
+        ),
+        (
+            format!("mysql:app:{MARK}@h/db"),
+            "database URL mysql:: no // after the scheme",
+        ),
+        (
+            format!("app:{MARK}@host/db"),
+            "database URL: no // after the scheme",
+        ),
         (
             format!("host=h user=app password={MARK}"),
             "database URL: key=value connection strings are not accepted",
@@ -157,9 +169,18 @@ fn unparseable_urls_are_not_quoted() {
             "database URL: key=value connection strings are not accepted",
         ),
         (format!("{MARK}@h/db"), "database URL: no scheme"),
-        (format!("postgres://app:{MARK}@h:port/db"), "database URL postgres://app:***@h:port/db: invalid"),
-        (format!("mysql://app:{MARK}@h/db?frobnicate=1"), "frobnicate"),
-        (format!("oracle://app:{MARK}@h/db"), "database URL oracle://…: unknown scheme"),
+        (
+            format!("postgres://app:{MARK}@h:port/db"),
+            "database URL postgres://app:***@h:port/db: invalid",
+        ),
+        (
+            format!("mysql://app:{MARK}@h/db?frobnicate=1"),
+            "frobnicate",
+        ),
+        (
+            format!("oracle://app:{MARK}@h/db"),
+            "database URL oracle://…: unknown scheme",
+        ),
     ];
     for (url, expected) in &cases {
         project.url = Some(url.clone());
@@ -190,9 +211,7 @@ fn sqlite_read_only_url_is_honoured() {
     assert_eq!(status["state"], "pending");
     assert_eq!(status["db_version"], "1.0.0");
     assert_eq!(status["database"], url.as_str());
-    project
-        .run(&["check", "--database", &url])
-        .assert_code(3);
+    project.run(&["check", "--database", &url]).assert_code(3);
     project
         .run(&["run", "--database", &url])
         .assert_code(1)
