@@ -157,6 +157,10 @@ impl DatabaseUrl {
             return Err(nothing_shown(reason));
         };
         let kind = scheme.to_ascii_lowercase();
+        if kind == "sqlite" {
+            // `sqlite:PATH` is accepted too, as it always was; it holds no password.
+            return parse_sqlite(rest.strip_prefix("//").unwrap_or(rest)).map(DatabaseUrl::Sqlite);
+        }
         let Some(rest) = rest.strip_prefix("//") else {
             let shown = if is_known(&kind) {
                 format!("{scheme}:")
@@ -169,7 +173,6 @@ impl DatabaseUrl {
             });
         };
         match kind.as_str() {
-            "sqlite" => parse_sqlite(rest).map(DatabaseUrl::Sqlite),
             "postgres" | "postgresql" => {
                 let server = parse_server(url, scheme, rest);
                 if let Err(error) = postgres::Config::from_str(url) {
@@ -456,6 +459,7 @@ mod tests {
             PathBuf::from("/tmp/x.db")
         );
         assert_eq!(sqlite("sqlite://rel/x.db").path, PathBuf::from("rel/x.db"));
+        assert_eq!(sqlite("sqlite:rel/x.db").path, PathBuf::from("rel/x.db"));
         assert_eq!(sqlite("sqlite://x.db").mode, SqliteMode::ReadWriteCreate);
         assert_eq!(sqlite("sqlite://x.db?mode=ro").mode, SqliteMode::ReadOnly);
         assert_eq!(sqlite("sqlite://x.db?mode=rw").mode, SqliteMode::ReadWrite);
