@@ -111,6 +111,20 @@ fn reads_own_tables_whether_or_not_they_exist(backend: Backend) {
     assert_eq!(db.user_table_count().unwrap(), 0);
 }
 
+/// PostgreSQL: the client check is set as a startup option (no `SET` round trip).
+#[test]
+fn postgres_session_checks_for_a_dead_client() {
+    let project = TestProject::on(Backend::Postgres, "1.0.0", MANIFEST);
+    let mut db = connect(&project);
+    let rows = db
+        .query(
+            "SELECT current_setting('client_connection_check_interval')",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(rows[0][0].as_text(), Some("1s"));
+}
+
 on_every_backend!(
     knows_whether_still_in_transaction,
     names_the_largest_statement,
