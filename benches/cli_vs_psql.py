@@ -4,10 +4,11 @@
 1. `upgrader run` applying N small steps (one SQL file each) to a fresh database, versus
    `psql -1 -f` of the same SQL concatenated, on another fresh database; and the peak
    memory (max RSS) of the upgrader process during the run.
-2. `upgrader check` against an up-to-date database with N applied steps, versus
-   `psql -c 'select 1'`.
+2. `upgrader check` and a no-op `upgrader run` against an up-to-date database with N
+   applied steps, each versus `psql -c 'select 1'` (alternating, paired ratios).
 
-Usage: benches/cli_vs_psql.py [--steps 1000] [--rounds 15] [--check-rounds 100]
+Usage: benches/cli_vs_psql.py [--steps 1000] [--rounds 15] [--check-rounds 100] [--check-only]
+$UPGRADER_BENCH_BINARY times another build instead of a fresh release build.
 Starts its own server from the installed binaries (as the postgres user when root) and
 removes it afterwards.
 """
@@ -22,7 +23,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cli_vs_sqlite3 import BINARY, ROOT, make_project, timed  # noqa: E402
+from cli_vs_sqlite3 import BINARY, build, make_project, timed  # noqa: E402
 
 
 def pg_binary(name):
@@ -88,13 +89,42 @@ class Server:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
+def apply_bench(args, server, directory, sql):
+    ours, theirs, peaks = [], [], []
+    # Alternating which goes first, and comparing each pair: the machine's speed
+    # drifts between rounds, and a pair sees the same drift.
+    for round_index in range(args.rounds):
+        pair = [
+            lambda: ours.append(timed([BINARY, "--project", directory, "--database",
+                                       server.url(server.fresh()), "run"])),
+            lambda: theirs.append(timed(server.psql_command(server.fresh(),
+                                                            ["-1", "-f", sql]))),
+        ]
+        for run in pair if round_index % 2 == 0 else reversed(pair):
+            run()
+    name = server.fresh()
+    measured = subprocess.run(
+        ["/usr/bin/time", "-f", "%M", BINARY, "--project", directory, "--database",
+         server.url(name), "run"], check=True, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True)
+    peaks.append(int(measured.stderr.strip().splitlines()[-1]))
+    ours_ms, theirs_ms = statistics.median(ours) * 1000, statistics.median(theirs) * 1000
+    paired = statistics.median(a / b for a, b in zip(ours, theirs))
+    print(f"apply {args.steps} steps on PostgreSQL: upgrader run {ours_ms:.1f} ms, "
+          f"psql -1 -f {theirs_ms:.1f} ms, ratio of medians {ours_ms / theirs_ms:.2f}, "
+          f"median of paired ratios {paired:.2f} ({args.rounds} rounds)")
+    print(f"  peak memory of upgrader run: {peaks[0] / 1024:.1f} MiB (max RSS)")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--check-rounds", type=int, default=100)
+    parser.add_argument("--check-only", action="store_true",
+                        help="skip the apply benchmark (the database is upgraded once)")
     args = parser.parse_args()
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    build()
     server = Server()
     try:
         with tempfile.TemporaryDirectory() as directory:
@@ -106,40 +136,23 @@ def main():
                 body = f.read().replace("BEGIN;\n", "").replace("COMMIT;\n", "")
             with open(sql, "w") as f:
                 f.write(body)
-            ours, theirs, peaks = [], [], []
-            # Alternating which goes first, and comparing each pair: the machine's speed
-            # drifts between rounds, and a pair sees the same drift.
-            for round_index in range(args.rounds):
-                pair = [
-                    lambda: ours.append(timed([BINARY, "--project", directory, "--database",
-                                               server.url(server.fresh()), "run"])),
-                    lambda: theirs.append(timed(server.psql_command(server.fresh(),
-                                                                    ["-1", "-f", sql]))),
-                ]
-                for run in pair if round_index % 2 == 0 else reversed(pair):
-                    run()
+            if not args.check_only:
+                apply_bench(args, server, directory, sql)
             name = server.fresh()
-            measured = subprocess.run(
-                ["/usr/bin/time", "-f", "%M", BINARY, "--project", directory, "--database",
-                 server.url(name), "run"], check=True, stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE, text=True)
-            peaks.append(int(measured.stderr.strip().splitlines()[-1]))
-            ours_ms, theirs_ms = statistics.median(ours) * 1000, statistics.median(theirs) * 1000
-            paired = statistics.median(a / b for a, b in zip(ours, theirs))
-            print(f"apply {args.steps} steps on PostgreSQL: upgrader run {ours_ms:.1f} ms, "
-                  f"psql -1 -f {theirs_ms:.1f} ms, ratio of medians {ours_ms / theirs_ms:.2f}, "
-                  f"median of paired ratios {paired:.2f} ({args.rounds} rounds)")
-            print(f"  peak memory of upgrader run: {peaks[0] / 1024:.1f} MiB (max RSS)")
-
-            checks = [timed([BINARY, "--project", directory, "--database", server.url(name), "check"])
-                      for _ in range(args.check_rounds)]
-            selects = [timed(server.psql_command(name, ["-c", "select 1"]))
-                       for _ in range(args.check_rounds)]
-            check_ms = statistics.median(checks) * 1000
-            select_ms = statistics.median(selects) * 1000
-            print(f"upgrader check ({args.steps} applied steps): {check_ms:.2f} ms; "
-                  f"psql -c 'select 1': {select_ms:.2f} ms; ratio {check_ms / select_ms:.2f} "
-                  f"(median of {args.check_rounds})")
+            subprocess.run([BINARY, "--project", directory, "--database", server.url(name), "run"],
+                           check=True, stdout=subprocess.DEVNULL)
+            for command in ("check", "run"):
+                ours, selects = [], []
+                for _ in range(args.check_rounds):
+                    ours.append(timed([BINARY, "--project", directory, "--database",
+                                       server.url(name), command]))
+                    selects.append(timed(server.psql_command(name, ["-c", "select 1"])))
+                ours_ms = statistics.median(ours) * 1000
+                select_ms = statistics.median(selects) * 1000
+                paired = statistics.median(a / b for a, b in zip(ours, selects))
+                print(f"upgrader {command} ({args.steps} applied steps, nothing to do): "
+                      f"{ours_ms:.2f} ms; psql -c 'select 1': {select_ms:.2f} ms; "
+                      f"median of paired ratios {paired:.2f} ({args.check_rounds} pairs)")
     finally:
         server.stop()
 

@@ -6,8 +6,9 @@
    in one transaction on a copy of the same database.
 2. `upgrader check` on an up-to-date database (the demo project), whole process.
 
-Usage: benches/cli_vs_sqlite3.py [--steps 1000] [--rounds 15] [--check-rounds 200]
-Needs a release build (it runs `cargo build --release` itself) and sqlite3 on PATH.
+Usage: benches/cli_vs_sqlite3.py [--steps 1000] [--rounds 15] [--check-rounds 200] [--check-only]
+Needs a release build (it runs `cargo build --release` itself, unless
+$UPGRADER_BENCH_BINARY names the binary to time) and sqlite3 on PATH.
 """
 import argparse
 import os
@@ -20,7 +21,13 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BINARY = os.path.join(ROOT, "target", "release", "upgrader")
+# $UPGRADER_BENCH_BINARY times another build (an older commit's, to compare) instead.
+BINARY = os.environ.get("UPGRADER_BENCH_BINARY") or os.path.join(ROOT, "target", "release", "upgrader")
+
+
+def build():
+    if not os.environ.get("UPGRADER_BENCH_BINARY"):
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
 
 
 def step_sql(index):
@@ -62,16 +69,7 @@ def timed(command, **kwargs):
     return time.perf_counter() - start
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--check-rounds", type=int, default=200)
-    args = parser.parse_args()
-    if not shutil.which("sqlite3"):
-        sys.exit("sqlite3 is not installed: apt-get install -y sqlite3")
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-
+def apply_bench(args):
     with tempfile.TemporaryDirectory() as directory:
         base = make_project(directory, args.steps)
         db = os.path.join(directory, "run.db")
@@ -98,6 +96,8 @@ def main():
               f"ratio {ours_ms / theirs_ms:.2f} (median of {args.rounds})")
         print(f"  upgrader overhead per step: {(ours_ms - theirs_ms) / args.steps * 1000:.0f} us")
 
+
+def check_bench(args):
     with tempfile.TemporaryDirectory() as directory:
         for name in ("VERSION", "upgrade.xml", "scripts"):
             source = os.path.join(ROOT, name)
@@ -105,11 +105,30 @@ def main():
             (shutil.copytree if os.path.isdir(source) else shutil.copy)(source, target)
         subprocess.run([BINARY, "--project", directory, "run"], check=True, stdout=subprocess.DEVNULL)
         db = os.path.join(directory, "upgrader.db")
-        checks = [timed([BINARY, "--project", directory, "check"]) for _ in range(args.check_rounds)]
-        selects = [timed(["sqlite3", db, "select 1"]) for _ in range(args.check_rounds)]
+        # Alternating, and comparing each pair: the machine's speed drifts.
+        checks, selects = [], []
+        for _ in range(args.check_rounds):
+            checks.append(timed([BINARY, "--project", directory, "check"]))
+            selects.append(timed(["sqlite3", db, "select 1"]))
+        paired = statistics.median(a / b for a, b in zip(checks, selects))
         print(f"upgrader check (current demo): median {statistics.median(checks) * 1000:.2f} ms; "
-              f"sqlite3 'select 1': {statistics.median(selects) * 1000:.2f} ms "
-              f"(median of {args.check_rounds})")
+              f"sqlite3 'select 1': {statistics.median(selects) * 1000:.2f} ms; "
+              f"median of paired ratios {paired:.2f} ({args.check_rounds} pairs)")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--check-rounds", type=int, default=200)
+    parser.add_argument("--check-only", action="store_true", help="skip the apply benchmark")
+    args = parser.parse_args()
+    if not shutil.which("sqlite3"):
+        sys.exit("sqlite3 is not installed: apt-get install -y sqlite3")
+    build()
+    if not args.check_only:
+        apply_bench(args)
+    check_bench(args)
 
 
 if __name__ == "__main__":

@@ -5,9 +5,11 @@ pub mod mysql;
 pub mod postgres;
 pub mod sqlite;
 pub mod state;
+mod url;
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+
+pub use url::{DatabaseUrl, Secret, ServerUrl, SqliteMode, SqliteUrl, UrlError};
 
 use crate::sql::Dialect;
 
@@ -169,6 +171,47 @@ pub trait Backend {
         let _ = objects;
         Ok(())
     }
+
+    /// Runs a query on one of upgrader's own tables, which may not exist yet: `None` when
+    /// `table` does not exist. Backends answer in one round trip where a failed query
+    /// costs nothing (it would abort an open PostgreSQL transaction).
+    fn query_own_table(
+        &mut self,
+        table: &str,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<Option<Vec<Vec<Value>>>, DbError> {
+        if !self.table_exists(table)? {
+            return Ok(None);
+        }
+        self.query(sql, params).map(Some)
+    }
+
+    /// Whether the session is still inside the transaction [`Backend::begin`] opened:
+    /// `false` after a statement committed it anyway (on MySQL, an implicit commit the
+    /// guard did not foresee, such as `EXECUTE` of a prepared `COMMIT`). Call it after
+    /// each statement of a transactional step; it costs no round trip where the driver
+    /// knows the answer. `true` on backends where no statement can end the transaction
+    /// unnoticed.
+    fn still_in_transaction(&mut self) -> Result<bool, DbError> {
+        Ok(true)
+    }
+
+    /// The largest statement the server accepts, and the setting that says so; `None`
+    /// when there is no limit worth checking. A longer statement is refused before the
+    /// run starts, naming the setting.
+    fn max_statement_bytes(&mut self) -> Result<Option<StatementLimit>, DbError> {
+        Ok(None)
+    }
+}
+
+/// The largest statement a server accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatementLimit {
+    /// The largest statement, in bytes of SQL text.
+    pub bytes: u64,
+    /// The server setting or limit that sets it, for messages: `max_allowed_packet`, ….
+    pub setting: &'static str,
 }
 
 /// A table whose storage engine does not take part in transactions.
@@ -193,63 +236,11 @@ pub struct DbObject {
     pub name: String,
 }
 
-/// Where the database is, parsed from a URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DatabaseUrl {
-    /// `sqlite://PATH`.
-    Sqlite(PathBuf),
-    /// `postgres://…` or `postgresql://…`.
-    Postgres(String),
-    /// `mysql://…` or `mariadb://…`.
-    MySql(String),
-}
-
-/// A URL upgrader cannot use.
-#[derive(Debug, thiserror::Error)]
-#[error("database URL {shown}: {reason}")]
-pub struct UrlError {
-    /// The URL with any password hidden.
-    pub shown: String,
-    /// What is wrong.
-    pub reason: String,
-}
-
 impl DatabaseUrl {
-    /// Parses `sqlite://PATH`, `postgres://…`, `mysql://…` or `mariadb://…`.
-    pub fn parse(url: &str) -> Result<DatabaseUrl, UrlError> {
-        let fail = |reason: &str| UrlError {
-            shown: redact(url),
-            reason: reason.into(),
-        };
-        let (scheme, rest) = url
-            .split_once(':')
-            .ok_or_else(|| fail("expected sqlite://PATH, postgres://… or mysql://…"))?;
-        match scheme.to_ascii_lowercase().as_str() {
-            "sqlite" => {
-                let path = rest.strip_prefix("//").unwrap_or(rest);
-                let path = path.split('?').next().unwrap_or(path);
-                if path.is_empty() {
-                    return Err(fail("no file path after sqlite://"));
-                }
-                Ok(DatabaseUrl::Sqlite(PathBuf::from(path)))
-            }
-            "postgres" | "postgresql" => Ok(DatabaseUrl::Postgres(url.to_string())),
-            "mysql" | "mariadb" => Ok(DatabaseUrl::MySql(url.to_string())),
-            _ => Err(fail(
-                "unknown scheme; expected sqlite://, postgres://, mysql:// or mariadb://",
-            )),
-        }
-    }
-
-    /// The default for a project: `sqlite://DIR/upgrader.db`.
-    pub fn default_for(project_dir: &Path) -> DatabaseUrl {
-        DatabaseUrl::Sqlite(project_dir.join("upgrader.db"))
-    }
-
-    /// Opens a connection for a run (creating an SQLite file if needed).
+    /// Opens a connection for a run (creating an SQLite file if the URL allows it).
     pub fn connect(&self) -> Result<Box<dyn Backend>, DbError> {
         match self {
-            DatabaseUrl::Sqlite(path) => Ok(Box::new(sqlite::Sqlite::open(path)?)),
+            DatabaseUrl::Sqlite(sqlite) => Ok(Box::new(sqlite::Sqlite::open(sqlite)?)),
             DatabaseUrl::Postgres(url) => Ok(Box::new(postgres::Postgres::connect(url)?)),
             DatabaseUrl::MySql(url) => Ok(Box::new(mysql::MySql::connect(url)?)),
         }
@@ -259,82 +250,9 @@ impl DatabaseUrl {
     /// (a database nobody has touched), so that reports never create files.
     pub fn connect_read_only(&self) -> Result<Option<Box<dyn Backend>>, DbError> {
         match self {
-            DatabaseUrl::Sqlite(path) => Ok(
-                sqlite::Sqlite::open_read_only(path)?.map(|db| Box::new(db) as Box<dyn Backend>)
-            ),
+            DatabaseUrl::Sqlite(sqlite) => Ok(sqlite::Sqlite::open_read_only(&sqlite.path)?
+                .map(|db| Box::new(db) as Box<dyn Backend>)),
             _ => self.connect().map(Some),
         }
-    }
-}
-
-impl fmt::Display for DatabaseUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DatabaseUrl::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
-            DatabaseUrl::Postgres(url) | DatabaseUrl::MySql(url) => f.write_str(&redact(url)),
-        }
-    }
-}
-
-/// Removes the URL's password from a driver message, should a driver ever echo it.
-pub(crate) fn scrub_password(message: &str, url: &str) -> String {
-    match url
-        .split_once("://")
-        .and_then(|(_, rest)| rest.rsplit_once('@'))
-        .and_then(|(credentials, _)| credentials.split_once(':'))
-    {
-        Some((_, password)) if !password.is_empty() => message.replace(password, "***"),
-        _ => message.to_string(),
-    }
-}
-
-/// Hides the password in `scheme://user:password@host/…`.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let Some((credentials, host)) = rest.rsplit_once('@') else {
-        return url.to_string();
-    };
-    match credentials.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_urls() {
-        assert_eq!(
-            DatabaseUrl::parse("sqlite:///tmp/x.db").unwrap(),
-            DatabaseUrl::Sqlite("/tmp/x.db".into())
-        );
-        assert_eq!(
-            DatabaseUrl::parse("sqlite://rel/x.db").unwrap(),
-            DatabaseUrl::Sqlite("rel/x.db".into())
-        );
-        assert!(matches!(
-            DatabaseUrl::parse("mariadb://u@h/db").unwrap(),
-            DatabaseUrl::MySql(_)
-        ));
-        assert!(DatabaseUrl::parse("oracle://x").is_err());
-        assert!(DatabaseUrl::parse("sqlite://").is_err());
-    }
-
-    #[test]
-    fn hides_passwords() {
-        assert_eq!(
-            redact("postgres://me:secret@h:5432/db"),
-            "postgres://me:***@h:5432/db"
-        );
-        assert_eq!(
-            scrub_password("bad password s3cret", "postgres://me:s3cret@h/db"),
-            "bad password ***"
-        );
-        let error = DatabaseUrl::parse("foo://me:secret@h/db").unwrap_err();
-        assert!(!error.to_string().contains("secret"));
     }
 }

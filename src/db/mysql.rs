@@ -6,9 +6,10 @@
 
 use mysql::consts::CapabilityFlags;
 use mysql::prelude::Queryable;
+use mysql::session_state_change::SessionStateChange;
 use mysql::{Conn, Opts, OptsBuilder, Params};
 
-use super::{redact, scrub_password, Backend, DbError, DbObject, ForeignTable, Value};
+use super::{Backend, DbError, DbObject, ForeignTable, ServerUrl, StatementLimit, Value};
 use crate::sql::Dialect;
 
 /// How long a second process waits for the upgrade lock before giving up; upgrades
@@ -19,47 +20,127 @@ const LOCK_WAIT_SECONDS: u32 = 3600;
 /// 64-character limit however long the schema's name.
 const LOCK_NAME: &str = "CONCAT('upgrader:', SHA1(DATABASE()))";
 
+/// The largest value `max_allowed_packet` can have: what the driver is told, so that it
+/// does not ask the server itself (a round trip); the real value is read with the
+/// session's setup.
+const PROTOCOL_MAX_PACKET: usize = 1 << 30;
+
+/// Run once per connection, in one round trip: transaction state tracking (so that every
+/// OK packet says whether the session is still in a transaction) and the largest packet
+/// the server accepts.
+const SESSION_SETUP: &str =
+    "SET SESSION session_track_transaction_info = 'STATE'; SELECT @@max_allowed_packet";
+
+/// "Table doesn't exist".
+const ER_NO_SUCH_TABLE: u16 = 1146;
+
+/// "Unknown system variable".
+const ER_UNKNOWN_SYSTEM_VARIABLE: u16 = 1193;
+
 /// A connection to a MySQL or MariaDB schema.
 pub struct MySql {
     conn: Conn,
     in_transaction: bool,
     lock_held: bool,
+    /// The server's `max_allowed_packet`, read once at connect.
+    max_allowed_packet: Option<u64>,
+    /// Whether the server reports transaction state changes in its OK packets: known
+    /// after the first `START TRANSACTION` (which must report one).
+    tracking: Option<bool>,
+    /// The transaction state the server last reported.
+    server_in_transaction: bool,
+}
+
+/// The driver's options for a URL (`mysql://` or `mariadb://`); errors never show a
+/// password.
+fn opts(url: &ServerUrl) -> Result<(Opts, bool), String> {
+    let driver_url = match url.expose().split_once("://") {
+        Some((_, rest)) => format!("mysql://{rest}"),
+        None => url.expose().to_string(),
+    };
+    let opts = Opts::from_url(&driver_url).map_err(|e| url.scrub(&e.to_string()))?;
+    if opts.get_db_name().is_none_or(str::is_empty) {
+        return Err(
+            "the URL names no database; add it as the path, e.g. mysql://user@host/app".into(),
+        );
+    }
+    let prefer_socket = driver_url.contains("prefer_socket=true");
+    Ok((opts, prefer_socket))
+}
+
+/// Checks a URL as the driver will read it (parameters it does not know are errors).
+pub(super) fn check_url(url: &ServerUrl) -> Result<(), String> {
+    opts(url).map(drop)
 }
 
 impl MySql {
     /// Connects (`mysql://` or `mariadb://`); the URL's password never appears in an error.
-    pub fn connect(url: &str) -> Result<MySql, DbError> {
+    pub fn connect(url: &ServerUrl) -> Result<MySql, DbError> {
         let fail = |message: String| {
-            DbError::new(format!(
-                "cannot connect to {}: {}",
-                redact(url),
-                scrub_password(&message, url)
-            ))
+            DbError::new(format!("cannot connect to {url}: {}", url.scrub(&message)))
         };
-        let driver_url = match url.split_once("://") {
-            Some((_, rest)) => format!("mysql://{rest}"),
-            None => url.to_string(),
-        };
-        let opts = Opts::from_url(&driver_url).map_err(|e| fail(e.to_string()))?;
-        if opts.get_db_name().is_none_or(str::is_empty) {
-            return Err(fail(
-                "the URL names no database; add it as the path, e.g. mysql://user@host/app".into(),
-            ));
-        }
+        let (opts, prefer_socket) = opts(url).map_err(fail)?;
         // Without CLIENT_FOUND_ROWS an UPDATE that sets a row to the values it already has
         // reports 0 rows, which `write_version` would take for a missing row. The socket
         // lookup is off unless asked for: it costs a round trip at every start and can
         // change which account the server matches.
-        let prefer_socket = driver_url.contains("prefer_socket=true");
+        let asked_packet = opts.get_max_allowed_packet();
         let builder = OptsBuilder::from_opts(opts)
-            .additional_capabilities(CapabilityFlags::CLIENT_FOUND_ROWS)
+            .additional_capabilities(
+                CapabilityFlags::CLIENT_FOUND_ROWS | CapabilityFlags::CLIENT_SESSION_TRACK,
+            )
+            .max_allowed_packet(Some(asked_packet.unwrap_or(PROTOCOL_MAX_PACKET)))
             .prefer_socket(prefer_socket);
-        let conn = Conn::new(builder).map_err(|e| fail(e.to_string()))?;
+        let mut conn = Conn::new(builder).map_err(|e| fail(db_error(e).message))?;
+        let max_allowed_packet = match session_setup(&mut conn) {
+            Ok(packet) => packet,
+            Err(error) => {
+                // A server without transaction tracking (before MySQL 5.7, MariaDB 10.3).
+                log::debug!("session_track_transaction_info not set: {error}");
+                conn.query_first::<Option<u64>, _>("SELECT @@max_allowed_packet")
+                    .map_err(|e| fail(db_error(e).message))?
+                    .flatten()
+            }
+        };
         Ok(MySql {
             conn,
             in_transaction: false,
             lock_held: false,
+            max_allowed_packet,
+            tracking: None,
+            server_in_transaction: false,
         })
+    }
+
+    /// Reads the transaction state the last OK packet reports, if it reports one: whether
+    /// it did.
+    fn observe(&mut self) -> bool {
+        let Ok(changes) = self.conn.session_state_changes() else {
+            return false;
+        };
+        let mut reported = false;
+        for change in &changes {
+            if let Ok(SessionStateChange::TransactionState(state)) = change.decode() {
+                // The first character: 'T' explicit transaction, 'I' implicit, '_' none.
+                self.server_in_transaction = state.as_bytes().first().is_some_and(|c| *c != b'_');
+                reported = true;
+            }
+        }
+        reported
+    }
+
+    /// `START TRANSACTION`, learning on the first whether the server tracks the state.
+    fn start_transaction(&mut self) -> Result<(), DbError> {
+        self.conn
+            .query_drop("START TRANSACTION")
+            .map_err(db_error)?;
+        self.in_transaction = true;
+        let reported = self.observe();
+        if self.tracking.is_none() {
+            self.tracking = Some(reported && self.server_in_transaction);
+            log::debug!("transaction state from OK packets: {:?}", self.tracking);
+        }
+        Ok(())
     }
 
     /// `GET_LOCK`'s answer: 1 taken, 0 timed out, none on error.
@@ -73,6 +154,20 @@ impl MySql {
             .and_then(|row| row.first())
             .and_then(Value::as_int))
     }
+}
+
+/// Runs [`SESSION_SETUP`]; returns `max_allowed_packet`.
+fn session_setup(conn: &mut Conn) -> Result<Option<u64>, mysql::Error> {
+    let mut result = conn.query_iter(SESSION_SETUP)?;
+    let mut packet = None;
+    while let Some(set) = result.iter() {
+        for row in set {
+            if let Some(value) = row?.get::<Option<u64>, _>(0) {
+                packet = value;
+            }
+        }
+    }
+    Ok(packet)
 }
 
 fn to_mysql(value: &Value) -> mysql::Value {
@@ -116,16 +211,20 @@ impl Backend for MySql {
 
     fn execute(&mut self, sql: &str) -> Result<(), DbError> {
         // The text protocol runs any statement; result sets are read and dropped.
-        self.conn.query_drop(sql).map_err(db_error)
+        self.conn.query_drop(sql).map_err(db_error)?;
+        self.observe();
+        Ok(())
     }
 
     fn execute_params(&mut self, sql: &str, values: &[Value]) -> Result<u64, DbError> {
         self.conn.exec_drop(sql, params(values)).map_err(db_error)?;
+        self.observe();
         Ok(self.conn.affected_rows())
     }
 
     fn query(&mut self, sql: &str, values: &[Value]) -> Result<Vec<Vec<Value>>, DbError> {
         let rows: Vec<mysql::Row> = self.conn.exec(sql, params(values)).map_err(db_error)?;
+        self.observe();
         Ok(rows
             .into_iter()
             .map(|row| row.unwrap().into_iter().map(from_mysql).collect())
@@ -159,32 +258,73 @@ impl Backend for MySql {
             }
             self.lock_held = true;
         }
-        self.conn
-            .query_drop("START TRANSACTION")
-            .map_err(db_error)?;
-        self.in_transaction = true;
-        Ok(())
+        self.start_transaction()
     }
 
     fn commit(&mut self) -> Result<(), DbError> {
         self.in_transaction = false;
-        self.conn.query_drop("COMMIT").map_err(db_error)
+        self.conn.query_drop("COMMIT").map_err(db_error)?;
+        self.observe();
+        Ok(())
     }
 
     fn rollback(&mut self) -> Result<(), DbError> {
         if self.in_transaction {
             self.in_transaction = false;
             self.conn.query_drop("ROLLBACK").map_err(db_error)?;
+            self.observe();
         }
         Ok(())
     }
 
     fn resume_after_implicit_commit(&mut self) -> Result<(), DbError> {
-        self.conn
-            .query_drop("START TRANSACTION")
-            .map_err(db_error)?;
-        self.in_transaction = true;
-        Ok(())
+        self.start_transaction()
+    }
+
+    fn still_in_transaction(&mut self) -> Result<bool, DbError> {
+        if self.tracking == Some(true) {
+            // The OK packet of the last statement said so: no round trip.
+            return Ok(self.server_in_transaction);
+        }
+        // A server that does not track the state: ask (MariaDB; MySQL has no such
+        // variable, and then only what we opened is known).
+        match self
+            .conn
+            .query_first::<Option<i64>, _>("SELECT @@in_transaction")
+        {
+            Ok(answer) => Ok(answer.flatten().is_none_or(|flag| flag != 0)),
+            Err(mysql::Error::MySqlError(error)) if error.code == ER_UNKNOWN_SYSTEM_VARIABLE => {
+                Ok(self.in_transaction)
+            }
+            Err(error) => Err(db_error(error)),
+        }
+    }
+
+    fn max_statement_bytes(&mut self) -> Result<Option<StatementLimit>, DbError> {
+        // The packet carries a command byte before the statement.
+        Ok(self.max_allowed_packet.map(|packet| StatementLimit {
+            bytes: packet.saturating_sub(1),
+            setting: "max_allowed_packet",
+        }))
+    }
+
+    fn query_own_table(
+        &mut self,
+        _table: &str,
+        sql: &str,
+        values: &[Value],
+    ) -> Result<Option<Vec<Vec<Value>>>, DbError> {
+        // A failed query does not end a MySQL transaction: one round trip, whose
+        // "no such table" answer means there is none.
+        match self.conn.exec::<mysql::Row, _, _>(sql, params(values)) {
+            Ok(rows) => Ok(Some(
+                rows.into_iter()
+                    .map(|row| row.unwrap().into_iter().map(from_mysql).collect())
+                    .collect(),
+            )),
+            Err(mysql::Error::MySqlError(error)) if error.code == ER_NO_SUCH_TABLE => Ok(None),
+            Err(error) => Err(db_error(error)),
+        }
     }
 
     fn table_exists(&mut self, name: &str) -> Result<bool, DbError> {

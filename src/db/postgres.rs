@@ -2,10 +2,13 @@
 //! rolls back completely. The database-level lock is a session advisory lock, held from
 //! the run's first transaction until its connection closes.
 
+use std::str::FromStr;
+
+use postgres::error::SqlState;
 use postgres::types::{ToSql, Type};
 use postgres::{Client, NoTls};
 
-use super::{redact, scrub_password, Backend, DbError, Value};
+use super::{Backend, DbError, ServerUrl, StatementLimit, Value};
 use crate::sql::Dialect;
 
 /// The advisory lock key every upgrader process takes on a database ("upgrader" in ASCII).
@@ -19,33 +22,44 @@ pub struct Postgres {
     prepared: std::collections::HashMap<String, postgres::Statement>,
 }
 
+/// Should upgrader die mid-statement, the server notices within a second and rolls back,
+/// instead of finishing a long statement for a client that is gone and holding the upgrade
+/// lock meanwhile. A startup option: it costs no round trip (PostgreSQL 14 and later).
+const CHECK_CLIENT: &str = "-c client_connection_check_interval=1000";
+
 impl Postgres {
     /// Connects; the URL's password never appears in an error.
-    pub fn connect(url: &str) -> Result<Postgres, DbError> {
-        let client = Client::connect(url, NoTls).map_err(|e| {
+    pub fn connect(url: &ServerUrl) -> Result<Postgres, DbError> {
+        let fail = |error: postgres::Error| {
             DbError::new(format!(
-                "cannot connect to {}: {}",
-                redact(url),
-                scrub_password(&e.to_string(), url)
+                "cannot connect to {url}: {}",
+                url.scrub(&db_error(error).message)
             ))
+        };
+        let mut config = postgres::Config::from_str(url.expose()).map_err(|e| {
+            DbError::new(format!("database URL {url}: {}", url.scrub(&e.to_string())))
         })?;
-        let mut connection = Postgres {
+        let plain = config.clone();
+        let options = match config.get_options() {
+            Some(given) if !given.trim().is_empty() => format!("{given} {CHECK_CLIENT}"),
+            _ => CHECK_CLIENT.to_string(),
+        };
+        config.options(&options);
+        let client = match config.connect(NoTls) {
+            Ok(client) => client,
+            // A server before 14 refuses the unknown setting at startup: connect without it.
+            Err(error) if error.code() == Some(&SqlState::UNDEFINED_OBJECT) => {
+                log::debug!("client_connection_check_interval not set: {error}");
+                plain.connect(NoTls).map_err(fail)?
+            }
+            Err(error) => return Err(fail(error)),
+        };
+        Ok(Postgres {
             client,
             in_transaction: false,
             lock_held: false,
             prepared: std::collections::HashMap::new(),
-        };
-        // Should upgrader die mid-statement, the server notices within a second and rolls
-        // back, instead of finishing a long statement for a client that is gone and
-        // holding the upgrade lock meanwhile (PostgreSQL 14 and later; older servers
-        // do not know the setting).
-        if let Err(error) = connection
-            .client
-            .batch_execute("SET client_connection_check_interval = 1000")
-        {
-            log::debug!("client_connection_check_interval not set: {error}");
-        }
-        Ok(connection)
+        })
     }
 }
 
@@ -285,19 +299,26 @@ impl Backend for Postgres {
     }
 
     fn begin(&mut self) -> Result<(), DbError> {
-        self.client.batch_execute("BEGIN").map_err(db_error)?;
-        self.in_transaction = true;
         if self.lock_held {
+            self.client.batch_execute("BEGIN").map_err(db_error)?;
+            self.in_transaction = true;
             return Ok(());
         }
         // A session lock, held from the run's first transaction until its connection
         // closes (however the process ends), across the commits of `--transaction
-        // per-step`: a second process, on any host, waits here.
-        let taken: bool = self
+        // per-step`: a second process, on any host, waits here. Asked for in the same
+        // round trip as BEGIN.
+        // Should the look-up fail after BEGIN, `rollback` must still end the transaction.
+        self.in_transaction = true;
+        let messages = self
             .client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&ADVISORY_KEY])
-            .and_then(|row| row.try_get(0))
+            .simple_query(&format!(
+                "BEGIN; SELECT pg_try_advisory_lock({ADVISORY_KEY})"
+            ))
             .map_err(db_error)?;
+        let taken = messages.iter().any(|message| {
+            matches!(message, postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some("t"))
+        });
         if !taken {
             log::warn!("waiting for the database upgrade lock, held by another upgrader");
             self.client
@@ -322,17 +343,86 @@ impl Backend for Postgres {
     }
 
     fn table_exists(&mut self, name: &str) -> Result<bool, DbError> {
-        let rows = self.query(
-            "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ?",
-            &[Value::from(name)],
-        )?;
-        Ok(!rows.is_empty())
+        // A catalog look-up by name: its cost does not grow with the number of tables, as
+        // information_schema's does. One round trip: no separate prepare.
+        let rows = self
+            .client
+            .query_typed(
+                "SELECT to_regclass(quote_ident(current_schema()) || '.' || quote_ident($1)) IS NOT NULL",
+                &[(&name, Type::TEXT)],
+            )
+            .map_err(db_error)?;
+        Ok(rows
+            .first()
+            .and_then(|row| row.try_get::<_, bool>(0).ok())
+            .unwrap_or(false))
+    }
+
+    fn query_own_table(
+        &mut self,
+        table: &str,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<Option<Vec<Vec<Value>>>, DbError> {
+        if self.in_transaction {
+            // A failed query would abort the transaction: ask first.
+            if !self.table_exists(table)? {
+                return Ok(None);
+            }
+            return self.query(sql, params).map(Some);
+        }
+        // Outside a transaction a failed query costs nothing: one round trip, whose
+        // "undefined table" answer means there is none. Typed text parameters spare the
+        // prepare round trip of a statement sent once per process.
+        let texts: Vec<Option<&str>> = params
+            .iter()
+            .map(|value| match value {
+                Value::Text(text) => Ok(Some(text.as_str())),
+                Value::Null => Ok(None),
+                other => Err(DbError::new(format!(
+                    "query_own_table binds text only, not {}",
+                    other.kind_name()
+                ))),
+            })
+            .collect::<Result<_, _>>()?;
+        let typed: Vec<(&(dyn ToSql + Sync), Type)> = texts
+            .iter()
+            .map(|text| (text as &(dyn ToSql + Sync), Type::TEXT))
+            .collect();
+        match self.client.query_typed(&numbered(sql), &typed) {
+            Ok(rows) => rows
+                .iter()
+                .map(|row| (0..row.len()).map(|index| read(row, index)).collect())
+                .collect::<Result<_, _>>()
+                .map(Some),
+            Err(error) if error.code() == Some(&SqlState::UNDEFINED_TABLE) => Ok(None),
+            Err(error) => Err(db_error(error)),
+        }
+    }
+
+    fn still_in_transaction(&mut self) -> Result<bool, DbError> {
+        // PostgreSQL never commits implicitly inside a transaction block: COMMIT in a DO
+        // block or a procedure called inside one is an error, and the guard refuses
+        // transaction control in scripts. What we opened is still open.
+        Ok(self.in_transaction)
+    }
+
+    fn max_statement_bytes(&mut self) -> Result<Option<StatementLimit>, DbError> {
+        // The server refuses a protocol message of 1 GiB or more (MaxAllocSize - 1).
+        Ok(Some(StatementLimit {
+            bytes: (1 << 30) - 1,
+            setting: "PostgreSQL's 1 GiB query size limit",
+        }))
     }
 
     fn user_table_count(&mut self) -> Result<u64, DbError> {
+        // The relation kinds information_schema.tables lists: tables, partitioned
+        // tables, views, foreign tables.
         let rows = self.query(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() \
-             AND table_name NOT LIKE 'upgrader\\_%'",
+            "SELECT count(*) FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'f') \
+             AND c.relname NOT LIKE 'upgrader\\_%'",
             &[],
         )?;
         Ok(super::first_count(&rows))

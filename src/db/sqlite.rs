@@ -7,11 +7,15 @@ use std::time::Duration;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 
-use super::{Backend, DbError, Value};
+use super::url::READ_ONLY_REFUSAL;
+use super::{Backend, DbError, SqliteMode, SqliteUrl, StatementLimit, Value};
 use crate::sql::Dialect;
 
 /// How long a second writer waits for the first before giving up; upgrades can be long.
 const WRITE_WAIT: Duration = Duration::from_secs(600);
+
+/// The bundled SQLite's longest statement (its default SQLITE_MAX_SQL_LENGTH).
+const SQLITE_MAX_SQL_LENGTH: u64 = 1_000_000_000;
 
 /// A connection to an SQLite database file.
 pub struct Sqlite {
@@ -19,10 +23,30 @@ pub struct Sqlite {
 }
 
 impl Sqlite {
-    /// Opens (creating if needed) the database file for a run.
-    pub fn open(path: &Path) -> Result<Sqlite, DbError> {
-        let connection = Connection::open(path)
-            .map_err(|e| DbError::new(format!("cannot open {}: {e}", path.display())))?;
+    /// Opens the database file for a run, as the URL's `mode=` allows: created if needed
+    /// (the default), an existing file only (`rw`), or not at all (`ro`: a run writes).
+    pub fn open(url: &SqliteUrl) -> Result<Sqlite, DbError> {
+        let path = &url.path;
+        let create = match url.mode {
+            SqliteMode::ReadOnly => {
+                return Err(DbError::new(format!(
+                    "cannot open {} for the upgrade: {READ_ONLY_REFUSAL}",
+                    path.display()
+                )))
+            }
+            SqliteMode::ReadWrite => OpenFlags::empty(),
+            SqliteMode::ReadWriteCreate => OpenFlags::SQLITE_OPEN_CREATE,
+        };
+        // Without SQLITE_OPEN_URI: a path is a path, even one that starts with "file:".
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | create;
+        let connection = Connection::open_with_flags(path, flags).map_err(|e| {
+            let hint = if url.mode == SqliteMode::ReadWrite && !path.exists() {
+                " (mode=rw does not create it)"
+            } else {
+                ""
+            };
+            DbError::new(format!("cannot open {}: {e}{hint}", path.display()))
+        })?;
         connection.busy_timeout(WRITE_WAIT).map_err(DbError::new)?;
         Ok(Sqlite { connection })
     }
@@ -129,6 +153,20 @@ impl Backend for Sqlite {
             &[Value::from(name)],
         )?;
         Ok(!rows.is_empty())
+    }
+
+    fn still_in_transaction(&mut self) -> Result<bool, DbError> {
+        // SQLite knows in-process: free.
+        Ok(!self.connection.is_autocommit())
+    }
+
+    fn max_statement_bytes(&mut self) -> Result<Option<StatementLimit>, DbError> {
+        // sqlite3_limit can only lower the compile-time maximum, and nothing here lowers
+        // it: the bundled build's SQLITE_MAX_SQL_LENGTH holds.
+        Ok(Some(StatementLimit {
+            bytes: SQLITE_MAX_SQL_LENGTH,
+            setting: "SQLITE_MAX_SQL_LENGTH",
+        }))
     }
 
     fn user_table_count(&mut self) -> Result<u64, DbError> {

@@ -95,11 +95,7 @@ pub fn own_version() -> &'static str {
 
 /// Creates or upgrades upgrader's own tables inside the caller's open transaction.
 pub fn ensure_in_transaction(db: &mut dyn Backend, now: &str) -> Result<(), DbError> {
-    let current = if db.table_exists("upgrader_version")? {
-        read_version(db, OWN_PROJECT)?
-    } else {
-        None
-    };
+    let current = read_version(db, OWN_PROJECT)?;
     if current.as_deref() == Some(own_version()) {
         return Ok(());
     }
@@ -123,14 +119,15 @@ pub fn ensure_in_transaction(db: &mut dyn Backend, now: &str) -> Result<(), DbEr
 
 /// The version recorded for a project; `None` when there is none or the tables do not exist.
 pub fn read_version(db: &mut dyn Backend, project: &str) -> Result<Option<String>, DbError> {
-    // Asked first, because a failed query would abort an open PostgreSQL transaction.
-    if !db.table_exists("upgrader_version")? {
-        return Ok(None);
-    }
-    let rows = db.query(
+    // One round trip where the backend can tell a missing table from the answer.
+    let Some(rows) = db.query_own_table(
+        "upgrader_version",
         "SELECT version FROM upgrader_version WHERE project = ?",
         &[Value::from(project)],
-    )?;
+    )?
+    else {
+        return Ok(None);
+    };
     Ok(rows
         .into_iter()
         .next()

@@ -1,6 +1,7 @@
 //! The integration suite: one binary, a module per area, each test on its own temporary
 //! project directory and database.
 
+mod backends;
 mod concurrency;
 mod lint;
 mod lock_file;
@@ -10,4 +11,5 @@ mod plugin_files;
 mod plugins;
 mod run;
 mod servers;
+mod urls;
 mod util;
