@@ -28,7 +28,7 @@ pub enum TransactionMode {
 }
 
 /// What the engine works on.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     /// The project directory (VERSION, upgrade.xml, scripts/).
     pub project_dir: PathBuf,
@@ -36,6 +36,26 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Transaction use for `run`.
     pub transaction: TransactionMode,
+}
+
+impl std::fmt::Debug for Config {
+    // By hand: the database URL may carry a password, shown only redacted.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("project_dir", &self.project_dir)
+            .field(
+                "database_url",
+                &self
+                    .database_url
+                    .as_deref()
+                    .map(|url| match DatabaseUrl::parse(url) {
+                        Ok(parsed) => parsed.to_string(),
+                        Err(_) => "(unparseable, hidden)".to_string(),
+                    }),
+            )
+            .field("transaction", &self.transaction)
+            .finish()
+    }
 }
 
 impl Config {
@@ -679,6 +699,8 @@ impl Engine {
     /// Performs the upgrade: lock, steps in a transaction, record, unlock.
     pub fn run(&self) -> Result<RunOutcome, Error> {
         let run_started = Instant::now();
+        // A database opened read-only (`?mode=ro`) is refused before the lock is taken.
+        self.url.ensure_writable()?;
         let lock_path = self.lock_path();
         if let Some(message) = lock::inspect(&lock_path)?.explain(&lock_path) {
             return Err(Error::Halted(message));
@@ -1042,6 +1064,19 @@ impl Runner<'_> {
                         (&call.origin, result)
                     }
                 };
+                // A statement the guard did not foresee may still have committed (MySQL
+                // commits implicitly): ask the session, which costs no round trip, so
+                // that a failure never claims to have rolled back what committed.
+                let result = match result {
+                    Ok(()) if !alone && !self.transaction_still_open() => {
+                        self.implicit_commit = Some(origin.clone());
+                        self.in_transaction = false;
+                        Err(format!(
+                            "the statement committed the run's transaction implicitly; upgrader refuses to go on without a transaction (if the step must commit, mark it transaction=\"none\")"
+                        ))
+                    }
+                    other => other,
+                };
                 if let Err(error) = result {
                     return Err(Failure {
                         item: item.name.clone(),
@@ -1150,6 +1185,18 @@ impl Runner<'_> {
                 "; upgrader tried to drop what the install had created ({names}) but: {error}"
             ),
         })
+    }
+
+    /// Whether the run's transaction is still open after a statement (an install's DDL on
+    /// MySQL has already been resumed). A backend that cannot tell is taken at its word.
+    fn transaction_still_open(&mut self) -> bool {
+        match self.db.still_in_transaction() {
+            Ok(open) => open,
+            Err(error) => {
+                log::warn!("cannot tell whether the transaction is still open: {error}");
+                true
+            }
+        }
     }
 
     /// The version a `transaction="none"` step finds committed before it runs.

@@ -239,3 +239,39 @@ fn postgres_ddl_rolls_back_with_the_run() {
 fn sqlite_ddl_rolls_back_with_the_run() {
     ddl_rolls_back_with_the_run(Backend::Sqlite);
 }
+
+/// A commit the guard cannot see (a procedure that commits, called from a transactional
+/// step) is noticed from the session's state right after the statement: the run stops
+/// there and says that what ran before it committed, never "rolled back … unchanged".
+#[test]
+fn mariadb_reports_a_commit_it_could_not_foresee() {
+    let project = adopted_mariadb();
+    mysql::prelude::Queryable::query_drop(
+        &mut project.my(),
+        "CREATE PROCEDURE sneaky_commit() BEGIN INSERT INTO audit VALUES (3, 'sneaky'); COMMIT; END",
+    )
+    .unwrap();
+    project.write(
+        "scripts/move.sql",
+        "INSERT INTO audit VALUES (2, 'before the call');\n\
+         CALL sneaky_commit();\n\
+         UPDATE accounts SET balance = 0;\n",
+    );
+    let run = project.run(&["run"]);
+    run.assert_code(1)
+        .assert_stderr("scripts/move.sql:2:1")
+        .assert_stderr("committed the run's transaction implicitly")
+        .assert_stderr("what this run did up to it stays in the database")
+        .assert_stderr("the database records version 1.0.0");
+    assert!(!run.stderr.contains("unchanged"), "{}", run.stderr);
+    // What ran before the call committed; what came after it never ran.
+    assert_eq!(project.query_i64("SELECT count(*) FROM audit"), 3);
+    assert_eq!(
+        project.query_i64("SELECT count(*) FROM accounts WHERE balance = 0"),
+        0
+    );
+    assert_eq!(project.recorded_version().as_deref(), Some("1.0.0"));
+    let lock = project.lock_json().expect("the lock stays");
+    assert_eq!(lock["state"], "failed");
+    project.run(&["check"]).assert_code(4);
+}
