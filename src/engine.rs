@@ -1113,7 +1113,13 @@ impl Runner<'_> {
                     .map_err(|e| failure(&item.name, e.to_string()))?;
                 self.unrecorded.clear();
             }
-            if alone || self.mode == TransactionMode::PerStep {
+            let next_shares = prepared
+                .get(index + 1)
+                .is_some_and(|next| next.transaction == StepTransaction::Shared);
+            if !alone && self.mode == TransactionMode::PerStep && next_shares {
+                self.commit_at_and_chain(&item.to)
+                    .map_err(|e| failure(&item.name, e.to_string()))?;
+            } else if alone || self.mode == TransactionMode::PerStep {
                 self.commit_at(&item.to)
                     .map_err(|e| failure(&item.name, e.to_string()))?;
             }
@@ -1131,6 +1137,13 @@ impl Runner<'_> {
                 duration_ms: duration.as_millis() as u64,
             });
         }
+        if !self.in_transaction
+            && self.unrecorded.is_empty()
+            && self.committed_version.as_ref() == Some(&plan.target)
+        {
+            // The last step's commit recorded the target already.
+            return Ok(());
+        }
         if !self.in_transaction {
             self.begin().map_err(|e| failure("record", e.to_string()))?;
         }
@@ -1143,16 +1156,35 @@ impl Runner<'_> {
     /// Records `version` and commits: the recorded version is written only when it is
     /// about to become durable, not after every step.
     fn commit_at(&mut self, version: &Version) -> Result<(), Error> {
-        state::insert_history_rows(self.db, &self.unrecorded)?;
-        self.unrecorded.clear();
-        state::write_version(
+        self.record(version)?;
+        self.commit(version)?;
+        self.install_objects = None;
+        Ok(())
+    }
+
+    /// Like [`Runner::commit_at`], and opens the next transaction in the same round trip
+    /// where the backend can (its lock outlives the commit); else commits only.
+    fn commit_at_and_chain(&mut self, version: &Version) -> Result<(), Error> {
+        self.record(version)?;
+        if self.db.commit_and_chain()? {
+            self.committed_version = Some(version.clone());
+        } else {
+            self.commit(version)?;
+        }
+        self.install_objects = None;
+        Ok(())
+    }
+
+    /// Writes the queued history rows and `version`, inside the open transaction.
+    fn record(&mut self, version: &Version) -> Result<(), Error> {
+        state::record(
             self.db,
+            &self.unrecorded,
             &self.engine.project.name,
             &version.as_str(),
             &now(),
         )?;
-        self.commit(version)?;
-        self.install_objects = None;
+        self.unrecorded.clear();
         Ok(())
     }
 

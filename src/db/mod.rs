@@ -142,6 +142,14 @@ pub trait Backend {
     /// Rolls back the open transaction, if any.
     fn rollback(&mut self) -> Result<(), DbError>;
 
+    /// Commits and opens the next transaction in one round trip (`COMMIT AND CHAIN`),
+    /// returning `true`; `false` when the backend cannot, and has neither committed nor
+    /// begun: the caller then commits and begins as usual. Only for a backend whose
+    /// database-level lock outlives a commit (the next transaction needs no new lock).
+    fn commit_and_chain(&mut self) -> Result<bool, DbError> {
+        Ok(false)
+    }
+
     /// Whether a table of this name exists.
     fn table_exists(&mut self, name: &str) -> Result<bool, DbError>;
 

@@ -268,6 +268,15 @@ impl Backend for MySql {
         Ok(())
     }
 
+    fn commit_and_chain(&mut self) -> Result<bool, DbError> {
+        // GET_LOCK is a session lock: the chained transaction still holds it.
+        self.in_transaction = false;
+        self.conn.query_drop("COMMIT AND CHAIN").map_err(db_error)?;
+        self.in_transaction = true;
+        self.observe();
+        Ok(true)
+    }
+
     fn rollback(&mut self) -> Result<(), DbError> {
         if self.in_transaction {
             self.in_transaction = false;

@@ -334,6 +334,15 @@ impl Backend for Postgres {
         self.client.batch_execute("COMMIT").map_err(db_error)
     }
 
+    fn commit_and_chain(&mut self) -> Result<bool, DbError> {
+        // The advisory lock is a session lock: the chained transaction still holds it.
+        self.client
+            .batch_execute("COMMIT AND CHAIN")
+            .map_err(db_error)?;
+        self.in_transaction = true;
+        Ok(true)
+    }
+
     fn rollback(&mut self) -> Result<(), DbError> {
         if !self.in_transaction {
             return Ok(());

@@ -200,37 +200,72 @@ pub const ROWS_PER_INSERT: usize = 200;
 /// Appends history rows in as few statements as possible: a run of many small steps
 /// would otherwise spend a round trip per step on bookkeeping.
 pub fn insert_history_rows(db: &mut dyn Backend, rows: &[HistoryRow]) -> Result<(), DbError> {
-    const COLUMNS: &str = "INSERT INTO upgrader_history (project, kind, name, from_version, \
-        to_version, checksum, started_at, finished_at, duration_ms, host, pid, success, error) VALUES ";
-    const ONE_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
     for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let mut sql = String::with_capacity(COLUMNS.len() + chunk.len() * (ONE_ROW.len() + 2));
-        sql.push_str(COLUMNS);
-        let mut values = Vec::with_capacity(chunk.len() * 13);
-        for (index, row) in chunk.iter().enumerate() {
-            if index > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(ONE_ROW);
-            values.extend([
-                row.project.as_str().into(),
-                row.kind.as_str().into(),
-                row.name.as_str().into(),
-                row.from_version.clone().into(),
-                row.to_version.as_str().into(),
-                row.checksum.clone().into(),
-                row.started_at.as_str().into(),
-                row.finished_at.as_str().into(),
-                row.duration_ms.into(),
-                row.host.as_str().into(),
-                row.pid.into(),
-                row.success.into(),
-                row.error.clone().into(),
-            ]);
-        }
+        let (sql, values) = history_insert(chunk);
         db.execute_params(&sql, &values)?;
     }
     Ok(())
+}
+
+/// Appends history rows and records a project's version, as one statement where the
+/// dialect allows it (PostgreSQL: a data-modifying `WITH`), so that committing a step
+/// costs one round trip of bookkeeping rather than two.
+pub fn record(
+    db: &mut dyn Backend,
+    rows: &[HistoryRow],
+    project: &str,
+    version: &str,
+    now: &str,
+) -> Result<(), DbError> {
+    if db.dialect() != Dialect::Postgres || rows.is_empty() || rows.len() > ROWS_PER_INSERT {
+        insert_history_rows(db, rows)?;
+        return write_version(db, project, version, now);
+    }
+    let (insert, mut values) = history_insert(rows);
+    let sql = format!(
+        "WITH recorded AS ({insert}) \
+         UPDATE upgrader_version SET version = ?, updated_at = ? WHERE project = ?"
+    );
+    values.extend([version.into(), now.into(), project.into()]);
+    if db.execute_params(&sql, &values)? == 0 {
+        db.execute_params(
+            "INSERT INTO upgrader_version (project, version, updated_at) VALUES (?, ?, ?)",
+            &[project.into(), version.into(), now.into()],
+        )?;
+    }
+    Ok(())
+}
+
+/// One multi-row INSERT of history rows (at most [`ROWS_PER_INSERT`]) and its values.
+fn history_insert(rows: &[HistoryRow]) -> (String, Vec<Value>) {
+    const COLUMNS: &str = "INSERT INTO upgrader_history (project, kind, name, from_version, \
+        to_version, checksum, started_at, finished_at, duration_ms, host, pid, success, error) VALUES ";
+    const ONE_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    let mut sql = String::with_capacity(COLUMNS.len() + rows.len() * (ONE_ROW.len() + 2));
+    sql.push_str(COLUMNS);
+    let mut values = Vec::with_capacity(rows.len() * 13 + 3);
+    for (index, row) in rows.iter().enumerate() {
+        if index > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(ONE_ROW);
+        values.extend([
+            row.project.as_str().into(),
+            row.kind.as_str().into(),
+            row.name.as_str().into(),
+            row.from_version.clone().into(),
+            row.to_version.as_str().into(),
+            row.checksum.clone().into(),
+            row.started_at.as_str().into(),
+            row.finished_at.as_str().into(),
+            row.duration_ms.into(),
+            row.host.as_str().into(),
+            row.pid.into(),
+            row.success.into(),
+            row.error.clone().into(),
+        ]);
+    }
+    (sql, values)
 }
 
 /// A project's history, oldest first; empty when the tables do not exist.
