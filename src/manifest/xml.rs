@@ -88,6 +88,28 @@ pub(crate) trait Visitor {
     fn root_end(&mut self, root: &Element<'_>) -> Result<(), ManifestError>;
 }
 
+/// The deepest nesting of elements accepted, the root being level 1. A real manifest
+/// needs four (`<upgrade>`, `<matching>`, `<v1.0.0>`, `<target_version>`); the limit
+/// keeps a hostile file of 150,000 nested elements from exhausting memory or any stack.
+pub(crate) const MAX_DEPTH: usize = 32;
+
+/// The first raw character XML forbids (C0 controls other than tab, LF, CR), as a byte
+/// offset. Checked over the whole text at once, so it covers text, attribute values,
+/// CDATA and comments alike, and costs well under a millisecond for megabytes.
+pub(crate) fn forbidden_control(text: &str) -> Option<usize> {
+    const CHUNK: usize = 64;
+    let bad = |b: u8| b < 0x20 && b != b'\t' && b != b'\n' && b != b'\r';
+    let bytes = text.as_bytes();
+    for (index, chunk) in bytes.chunks(CHUNK).enumerate() {
+        // Branch-free over the chunk so that the common clean case vectorizes.
+        if chunk.iter().fold(false, |any, &b| any | bad(b)) {
+            let within = chunk.iter().position(|&b| bad(b))?;
+            return Some(index * CHUNK + within);
+        }
+    }
+    None
+}
+
 /// Parses the document, handing the root and each of its children to `visitor`.
 pub(crate) fn parse(
     text: &str,
@@ -95,6 +117,15 @@ pub(crate) fn parse(
     visitor: &mut dyn Visitor,
 ) -> Result<(), ManifestError> {
     let index = LineIndex::new(text);
+    if let Some(at) = forbidden_control(text) {
+        return Err(error(
+            index.pos(at),
+            format!(
+                "control character U+{:04X} is not allowed in XML; remove it or write it out",
+                text.as_bytes()[at]
+            ),
+        ));
+    }
     let mut reader = Reader::from_str(text);
     reader.config_mut().check_end_names = true;
     let mut stack: Vec<Element> = Vec::new();
@@ -121,6 +152,14 @@ pub(crate) fn parse(
                 let name = tag.name();
                 let name = borrow(text, name.as_ref());
                 let element_pos = index.pos(start);
+                if stack.len() >= MAX_DEPTH {
+                    return Err(error(
+                        element_pos,
+                        format!(
+                            "<{name}> is nested more than {MAX_DEPTH} elements deep; a manifest needs only a few levels"
+                        ),
+                    ));
+                }
                 let mut attrs = Vec::new();
                 for attr in tag.attributes().with_checks(true) {
                     let attr = attr
@@ -174,6 +213,16 @@ pub(crate) fn parse(
             }
             Event::GeneralRef(reference) => {
                 let resolved = match reference.resolve_char_ref() {
+                    Ok(Some(ch)) if crate::version::is_forbidden_control(ch) => {
+                        return Err(error(
+                            index.pos(start),
+                            format!(
+                                "character reference &{}; names control character U+{:04X}, which XML does not allow",
+                                &*reference,
+                                u32::from(ch)
+                            ),
+                        ))
+                    }
                     Ok(Some(ch)) => ch.to_string(),
                     Ok(None) => quick_xml::escape::resolve_predefined_entity(&reference)
                         .map(str::to_string)
