@@ -2,6 +2,7 @@
 //! project directory and database.
 
 mod concurrency;
+mod hostile_files;
 mod lint;
 mod manifest_errors;
 mod mysql_rules;
