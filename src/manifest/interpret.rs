@@ -211,9 +211,8 @@ impl Visitor for Interpreter<'_, '_> {
         self.decide(Format::Canonical)
     }
 
-    fn child(&mut self, child: Element<'_>) -> Result<(), ManifestError> {
+    fn child(&mut self, child: &Element<'_>) -> Result<(), ManifestError> {
         let error = self.error;
-        let child = &child;
         if is(child, "step") || is(child, "install") {
             self.decide(Format::Canonical)?;
         } else if is(child, "matching") {
