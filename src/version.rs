@@ -48,17 +48,32 @@ impl Version {
             Some((core, suffix)) => (core, Some(suffix)),
             None => (text, None),
         };
+        // One pass over the bytes (a manifest holds two versions per step); a final '.'
+        // closes the last part. Each part's checks keep the order of their messages.
         let mut numbers = [0u64; 3];
         let mut count = 0;
-        for part in core.split('.') {
+        let (mut value, mut digits, mut other) = (Some(0u64), 0usize, false);
+        for &byte in core.as_bytes().iter().chain(std::iter::once(&b'.')) {
+            if byte != b'.' {
+                if byte.is_ascii_digit() {
+                    digits += 1;
+                    value = value
+                        .and_then(|v| v.checked_mul(10))
+                        .and_then(|v| v.checked_add(u64::from(byte - b'0')));
+                } else {
+                    other = true;
+                }
+                continue;
+            }
             if count == 3 {
                 return Err(fail("expected at most three numbers (MAJOR.MINOR.PATCH)"));
             }
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+            if digits == 0 || other {
                 return Err(fail("MAJOR, MINOR and PATCH must be whole numbers"));
             }
-            numbers[count] = part.parse().map_err(|_| fail("a number is too large"))?;
+            numbers[count] = value.ok_or_else(|| fail("a number is too large"))?;
             count += 1;
+            (value, digits, other) = (Some(0), 0, false);
         }
         if count < 2 {
             return Err(fail("expected MAJOR.MINOR[.PATCH][-SUFFIX]"));
@@ -408,6 +423,8 @@ mod tests {
             "a.b.c",
             "1.2.-3",
             "1.2.3-bé",
+            "1.2.99999999999999999999",
+            "1.2.3.x",
         ] {
             let error = Version::parse(bad).expect_err(bad);
             assert!(
