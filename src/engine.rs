@@ -541,12 +541,16 @@ impl Engine {
                     let (origin_file, text, line_offset, first_column) = match source {
                         SqlSource::File(file) => {
                             let full = self.project.dir.join(file);
-                            let text = std::fs::read_to_string(&full).map_err(|e| {
-                                Error::Refused(format!(
-                                    "{}: cannot read script for step '{name}': {e}",
-                                    full.display()
-                                ))
-                            })?;
+                            let dir = &self.project.dir;
+                            let text = crate::files::read_to_string(dir, &full, u64::MAX).map_err(
+                                |e| {
+                                    Error::Refused(format!(
+                                        "{}: cannot read script for step '{name}': {}",
+                                        full.display(),
+                                        e.reason()
+                                    ))
+                                },
+                            )?;
                             (file.display().to_string(), text, 0, 1)
                         }
                         SqlSource::Inline { text, pos } => (

@@ -16,6 +16,7 @@
 pub mod db;
 pub mod engine;
 pub mod error;
+pub mod files;
 pub mod gate;
 pub mod lock;
 pub mod manifest;

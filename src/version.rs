@@ -4,9 +4,11 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::files;
+
 /// A version that cannot be parsed, with the offending text quoted in the message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid version \"{text}\": {reason}")]
+#[error("invalid version \"{}\": {reason}", text.escape_debug())]
 pub struct VersionError {
     /// The text as it was given.
     pub text: String,
@@ -26,8 +28,8 @@ pub struct Version {
     patch: u64,
     /// Normalized pre-release used for ordering; empty when there is no suffix.
     pre: semver::Prerelease,
-    /// The text as written, shown back to the user; `None` when it is exactly
-    /// `MAJOR.MINOR.PATCH`, which spares an allocation for most versions.
+    /// The canonical text (see [`Version::as_str`]) when there is a suffix; `None` for a
+    /// plain `MAJOR.MINOR.PATCH`, which spares an allocation for most versions.
     text: Option<Box<str>>,
 }
 
@@ -46,43 +48,58 @@ impl Version {
             Some((core, suffix)) => (core, Some(suffix)),
             None => (text, None),
         };
+        // One pass over the bytes (a manifest holds two versions per step); a final '.'
+        // closes the last part. Each part's checks keep the order of their messages.
         let mut numbers = [0u64; 3];
         let mut count = 0;
-        for part in core.split('.') {
+        let (mut value, mut digits, mut other) = (Some(0u64), 0usize, false);
+        for &byte in core.as_bytes().iter().chain(std::iter::once(&b'.')) {
+            if byte != b'.' {
+                if byte.is_ascii_digit() {
+                    digits += 1;
+                    value = value
+                        .and_then(|v| v.checked_mul(10))
+                        .and_then(|v| v.checked_add(u64::from(byte - b'0')));
+                } else {
+                    other = true;
+                }
+                continue;
+            }
             if count == 3 {
                 return Err(fail("expected at most three numbers (MAJOR.MINOR.PATCH)"));
             }
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+            if digits == 0 || other {
                 return Err(fail("MAJOR, MINOR and PATCH must be whole numbers"));
             }
-            numbers[count] = part.parse().map_err(|_| fail("a number is too large"))?;
+            numbers[count] = value.ok_or_else(|| fail("a number is too large"))?;
             count += 1;
+            (value, digits, other) = (Some(0), 0, false);
         }
         if count < 2 {
             return Err(fail("expected MAJOR.MINOR[.PATCH][-SUFFIX]"));
         }
-        let pre = match suffix {
-            None => semver::Prerelease::EMPTY,
+        let (pre, shown) = match suffix {
+            None => (semver::Prerelease::EMPTY, None),
             Some("") => return Err(fail("the suffix after '-' is empty")),
-            Some(suffix) => normalize_suffix(suffix).ok_or_else(|| {
-                fail("the suffix must be ALPHAn, BETAn, RCn or a semver pre-release")
-            })?,
+            Some(suffix) => normalize_suffix(suffix).map_err(fail)?,
         };
-        let canonical = count == 3
-            && suffix.is_none()
-            && core
-                .split('.')
-                .all(|part| part == "0" || !part.starts_with('0'));
+        let [major, minor, patch] = numbers;
         Ok(Version {
-            major: numbers[0],
-            minor: numbers[1],
-            patch: numbers[2],
+            major,
+            minor,
+            patch,
+            text: shown.map(|shown| format!("{major}.{minor}.{patch}-{shown}").into()),
             pre,
-            text: (!canonical).then(|| text.into()),
         })
     }
 
-    /// The version as it was written.
+    /// The version in its one canonical spelling, the same for every way of writing
+    /// an equal version: `MAJOR.MINOR.PATCH` (a missing patch shown as 0, numbers
+    /// without leading zeros), then `-ALPHAn`, `-BETAn` or `-RCn` in upper case with
+    /// the number as compared (`1.2-beta.01`, `1.2.0-Beta1` and `1.2.0-BETA1` are all
+    /// `1.2.0-BETA1`), or `-` and any other suffix as written (semver compares those
+    /// case-sensitively). This is also what is recorded in the database; versions
+    /// recorded in other spellings still parse and compare equal.
     pub fn as_str(&self) -> std::borrow::Cow<'_, str> {
         match &self.text {
             Some(text) => std::borrow::Cow::Borrowed(text),
@@ -92,23 +109,49 @@ impl Version {
 }
 
 /// Maps `ALPHA3`/`beta-10`/`Rc.2` to the semver pre-release `alpha.3`, `beta.10`, `rc.2`,
-/// whose semver order is exactly the order DESIGN.md asks for; anything else must be a
-/// valid semver pre-release and is kept as it is.
-fn normalize_suffix(suffix: &str) -> Option<semver::Prerelease> {
+/// whose semver order is exactly the order DESIGN.md asks for, and to the canonical
+/// display (`ALPHA3`, `BETA10`, `RC2`); anything else must be a valid semver
+/// pre-release and is kept as it is.
+///
+/// Leading zeros: semver forbids them in numeric identifiers, so `beta.01` and
+/// `x.01` (semver-shaped, with a separator) are refused. The older `BETA01` form, with
+/// no separator, is one word to semver and is accepted: its number is compared
+/// numerically, so it equals `BETA1` and is shown as `BETA1`.
+fn normalize_suffix(suffix: &str) -> Result<(semver::Prerelease, Option<String>), &'static str> {
+    const LEADING_ZERO: &str =
+        "a numeric part of the suffix has a leading zero, which semver forbids";
+    const BAD: &str = "the suffix must be ALPHAn, BETAn, RCn or a semver pre-release";
     let lower = suffix.to_ascii_lowercase();
     for word in ["alpha", "beta", "rc"] {
         if let Some(rest) = lower.strip_prefix(word) {
             let digits = rest.trim_start_matches(['.', '-']);
+            let upper = word.to_ascii_uppercase();
             if rest.is_empty() {
-                return semver::Prerelease::new(word).ok();
+                let pre = semver::Prerelease::new(word).map_err(|_| BAD)?;
+                return Ok((pre, Some(upper)));
             }
             if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-                let number: u64 = digits.parse().ok()?;
-                return semver::Prerelease::new(&format!("{word}.{number}")).ok();
+                if digits.len() != rest.len() && digits.len() > 1 && digits.starts_with('0') {
+                    return Err(LEADING_ZERO);
+                }
+                let number: u64 = digits.parse().map_err(|_| "a number is too large")?;
+                let pre = semver::Prerelease::new(&format!("{word}.{number}")).map_err(|_| BAD)?;
+                return Ok((pre, Some(format!("{upper}{number}"))));
             }
         }
     }
-    semver::Prerelease::new(suffix).ok()
+    match semver::Prerelease::new(suffix) {
+        Ok(pre) => Ok((pre, Some(suffix.to_string()))),
+        Err(_) if has_leading_zero(suffix) => Err(LEADING_ZERO),
+        Err(_) => Err(BAD),
+    }
+}
+
+/// A dot-separated numeric identifier such as `01`.
+fn has_leading_zero(suffix: &str) -> bool {
+    suffix.split('.').any(|part| {
+        part.len() > 1 && part.starts_with('0') && part.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 impl Ord for Version {
@@ -172,14 +215,9 @@ pub struct VersionFile {
 /// A `VERSION` file that cannot be read or understood; says which file and line.
 #[derive(Debug, thiserror::Error)]
 pub enum VersionFileError {
-    /// The file could not be read.
-    #[error("{}: cannot read: {source}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    /// The file could not be read, or is not a regular file inside the project.
+    #[error(transparent)]
+    File(#[from] files::FileError),
     /// The file has no usable version line, or the version is invalid.
     #[error("{}:{line}: {message}", path.display())]
     Invalid {
@@ -193,12 +231,14 @@ pub enum VersionFileError {
 }
 
 impl VersionFile {
-    /// Reads and parses a `VERSION` file.
+    /// Reads and parses a `VERSION` file, which must be a regular file of at most
+    /// [`files::VERSION_LIMIT`] bytes that resolves inside its own directory (the project).
     pub fn load(path: &Path) -> Result<VersionFile, VersionFileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| VersionFileError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let text = files::read_to_string(dir, path, files::VERSION_LIMIT)?;
         Self::parse(&text, path)
     }
 
@@ -210,6 +250,16 @@ impl VersionFile {
             message,
         };
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        // Raw control characters (NUL, ESC, ...) have no place in any line, even an
+        // ignored one: they would reach terminals, logs and the database.
+        if let Some(at) = text.find(is_forbidden_control) {
+            let line = text[..at].matches('\n').count() + 1;
+            let code = text[at..].chars().next().map_or(0, u32::from);
+            return Err(invalid(
+                line,
+                format!("control character U+{code:04X} is not allowed"),
+            ));
+        }
         let lines: Vec<(usize, &str)> = text
             .lines()
             .enumerate()
@@ -265,6 +315,12 @@ impl VersionFile {
         };
         Ok(VersionFile { version, project })
     }
+}
+
+/// C0 controls other than tab, line feed and carriage return: characters
+/// that XML forbids and a text file should not hold.
+pub(crate) fn is_forbidden_control(c: char) -> bool {
+    c < ' ' && !matches!(c, '\t' | '\n' | '\r')
 }
 
 /// `KEY: value` with an upper-case-insensitive alphabetic key, as older deployments wrote.
@@ -367,6 +423,8 @@ mod tests {
             "a.b.c",
             "1.2.-3",
             "1.2.3-bé",
+            "1.2.99999999999999999999",
+            "1.2.3.x",
         ] {
             let error = Version::parse(bad).expect_err(bad);
             assert!(
@@ -374,6 +432,61 @@ mod tests {
                 "{bad}: {error}"
             );
         }
+    }
+
+    #[test]
+    fn equal_versions_display_the_same() {
+        for (a, b) in [
+            ("0.1.0-BETA1", "0.1-BETA1"),
+            ("1.2", "1.2.0"),
+            ("1.0.0-beta.1", "1.0.0-BETA1"),
+            ("1.0.0-Rc-2", "1.0-rc2"),
+            ("1.0.0-BETA01", "1.0.0-beta1"),
+            ("01.2.3", "1.2.3"),
+            ("1.0-alpha", "1.0.0-ALPHA"),
+        ] {
+            assert_eq!(v(a), v(b));
+            assert_eq!(v(a).to_string(), v(b).to_string(), "{a} / {b}");
+            assert_eq!(v(a).as_str(), v(b).as_str(), "{a} / {b}");
+        }
+        assert_eq!(v("0.1-beta1").to_string(), "0.1.0-BETA1");
+        assert_eq!(v("1.2").as_str(), "1.2.0");
+        assert_eq!(v("1.0-SNAPSHOT.x").to_string(), "1.0.0-SNAPSHOT.x");
+    }
+
+    #[test]
+    fn semver_leading_zeros_are_refused() {
+        for bad in [
+            "1.0.0-beta.01",
+            "1.0.0-rc-02",
+            "1.0.0-x.01",
+            "1.0.0-x.007.y",
+        ] {
+            let error = Version::parse(bad).expect_err(bad).to_string();
+            assert!(error.contains(&format!("\"{bad}\"")), "{error}");
+            assert!(error.contains("leading zero"), "{error}");
+        }
+        // The older one-word form compares its number numerically.
+        assert_eq!(v("1.0.0-BETA01"), v("1.0.0-BETA1"));
+        assert_eq!(v("1.0.0-x.0"), v("1.0.0-x.0"));
+    }
+
+    #[test]
+    fn control_characters_are_refused_and_never_printed_raw() {
+        let error = Version::parse("1.0\u{0}").unwrap_err().to_string();
+        assert!(error.contains("\"1.0\\0\""), "{error}");
+        for text in [
+            "1.0.0\u{0}\n",
+            "PROJECT: a\u{1b}\nVERSION: 1.0\n",
+            "1.0\n\u{b}\n",
+        ] {
+            let error = VersionFile::parse(text, Path::new("VERSION")).unwrap_err();
+            let message = error.to_string();
+            assert!(message.contains("control character U+"), "{message}");
+            assert!(!message.chars().any(|c| c.is_control()), "{message:?}");
+        }
+        let error = VersionFile::parse("1.0\n\u{b}\n", Path::new("VERSION")).unwrap_err();
+        assert!(error.to_string().starts_with("VERSION:2: "), "{error}");
     }
 
     #[test]

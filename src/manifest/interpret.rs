@@ -117,6 +117,14 @@ pub(super) struct Interpreter<'e, 'f> {
     error: &'e ErrorFn<'f>,
     manifest: Manifest,
     initial_version: Option<(Version, Pos)>,
+    /// Which format the children seen so far commit to: `<step>` and `<install>` are
+    /// canonical, `<matching>` is the older format; `None` until one of them appears.
+    decided: Option<Format>,
+    /// Unknown children of the root met before the format was decided: an error in the
+    /// canonical format, a warning in the older one (as the original system ignored them).
+    unknown: Vec<(String, Pos)>,
+    /// Every `<sql file>` in document order, with the `file` attribute's position.
+    scripts: Vec<(PathBuf, Pos)>,
 }
 
 impl<'e, 'f> Interpreter<'e, 'f> {
@@ -133,12 +141,45 @@ impl<'e, 'f> Interpreter<'e, 'f> {
                 steps: Vec::with_capacity(expected_steps),
             },
             initial_version: None,
+            decided: None,
+            unknown: Vec::new(),
+            scripts: Vec::new(),
         }
     }
 
-    pub(super) fn finish(mut self) -> Manifest {
+    /// Commits to `format`: unknown children met so far become an error (canonical) or
+    /// warnings (older format).
+    fn decide(&mut self, format: Format) -> Result<(), ManifestError> {
+        if self.decided.is_some() {
+            return Ok(());
+        }
+        self.decided = Some(format);
+        let unknown = std::mem::take(&mut self.unknown);
+        match format {
+            Format::Canonical => match unknown.into_iter().next() {
+                Some((name, pos)) => Err(unknown_child(&name, pos, self.error)),
+                None => Ok(()),
+            },
+            Format::Legacy => {
+                for (name, pos) in unknown {
+                    self.warn_ignored(&name, pos);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn warn_ignored(&self, name: &str, pos: Pos) {
+        log::warn!(
+            "{}:{pos}: ignoring <{name}> in the older-format <upgrade>: like the original system, upgrader reads only <initialversion> and <matching> there",
+            self.manifest.path.display()
+        );
+    }
+
+    /// The manifest, and every script it names with the `file` attribute's position.
+    pub(super) fn finish(mut self) -> (Manifest, Vec<(PathBuf, Pos)>) {
         self.manifest.initial_version = self.initial_version.map(|(version, _)| version);
-        self.manifest
+        (self.manifest, self.scripts)
     }
 }
 
@@ -164,15 +205,22 @@ impl Visitor for Interpreter<'_, '_> {
     }
 
     fn root_end(&mut self, root: &Element<'_>) -> Result<(), ManifestError> {
-        no_text(root, self.error)
+        no_text(root, self.error)?;
+        // Neither format was named (no step, install or matching): unknown children are
+        // errors, as in the canonical format.
+        self.decide(Format::Canonical)
     }
 
-    fn child(&mut self, child: Element<'_>) -> Result<(), ManifestError> {
+    fn child(&mut self, child: &Element<'_>) -> Result<(), ManifestError> {
         let error = self.error;
+        if is(child, "step") || is(child, "install") {
+            self.decide(Format::Canonical)?;
+        } else if is(child, "matching") {
+            self.decide(Format::Legacy)?;
+        }
         let manifest = &mut self.manifest;
-        let child = &child;
         if is(child, "step") {
-            manifest.steps.push(step(child, error)?);
+            manifest.steps.push(step(child, &mut self.scripts, error)?);
         } else if is(child, "initialversion") {
             let version = text_version(child, error)?;
             if let Some((_, first)) = self.initial_version {
@@ -197,7 +245,7 @@ impl Visitor for Interpreter<'_, '_> {
             }
             Attrs::check(child, &[], error)?;
             no_text(child, error)?;
-            let actions = actions(child, &mut [], error)?;
+            let actions = actions(child, &mut [], &mut self.scripts, error)?;
             manifest.install = Some(Install {
                 actions,
                 pos: child.pos,
@@ -214,16 +262,25 @@ impl Visitor for Interpreter<'_, '_> {
         } else if is(child, "system_note") {
             // Older deployments kept free-form notes here; they mean nothing to upgrader.
         } else {
-            return Err(error(
-                child.pos,
-                format!(
-                    "unknown element <{}> in <upgrade>; expected <install>, <step>, <initialversion> or <matching>",
-                    child.name
-                ),
-            ));
+            match self.decided {
+                Some(Format::Canonical) => {
+                    return Err(unknown_child(&child.name, child.pos, error))
+                }
+                Some(Format::Legacy) => self.warn_ignored(&child.name, child.pos),
+                None => self.unknown.push((child.name.to_string(), child.pos)),
+            }
         }
         Ok(())
     }
+}
+
+fn unknown_child(name: &str, pos: Pos, error: &ErrorFn<'_>) -> ManifestError {
+    error(
+        pos,
+        format!(
+            "unknown element <{name}> in <upgrade>; expected <install>, <step>, <initialversion> or <matching>"
+        ),
+    )
 }
 
 fn check_project_name(name: &str, pos: Pos, error: &ErrorFn<'_>) -> Result<(), ManifestError> {
@@ -236,7 +293,11 @@ fn check_project_name(name: &str, pos: Pos, error: &ErrorFn<'_>) -> Result<(), M
     Ok(())
 }
 
-fn step(element: &Element<'_>, error: &ErrorFn<'_>) -> Result<Step, ManifestError> {
+fn step(
+    element: &Element<'_>,
+    scripts: &mut Vec<(PathBuf, Pos)>,
+    error: &ErrorFn<'_>,
+) -> Result<Step, ManifestError> {
     let attrs = Attrs::check(element, &["name", "from", "to", "transaction"], error)?;
     no_text(element, error)?;
     let name = attrs.required("name", error)?.value.trim().to_string();
@@ -258,7 +319,12 @@ fn step(element: &Element<'_>, error: &ErrorFn<'_>) -> Result<Step, ManifestErro
         },
     };
     let mut description = None;
-    let actions = actions(element, &mut [("description", &mut description)], error)?;
+    let actions = actions(
+        element,
+        &mut [("description", &mut description)],
+        scripts,
+        error,
+    )?;
     Ok(Step {
         name,
         from,
@@ -275,6 +341,7 @@ fn step(element: &Element<'_>, error: &ErrorFn<'_>) -> Result<Step, ManifestErro
 fn actions(
     parent: &Element<'_>,
     extra: &mut [(&str, &mut Option<String>)],
+    scripts: &mut Vec<(PathBuf, Pos)>,
     error: &ErrorFn<'_>,
 ) -> Result<Vec<Action>, ManifestError> {
     let mut actions = Vec::new();
@@ -292,7 +359,7 @@ fn actions(
             }
         }
         if child.name == "sql" {
-            actions.push(sql_action(child, error)?);
+            actions.push(sql_action(child, scripts, error)?);
         } else if child.name == "plugin" {
             let attrs = Attrs::check(child, &["library", "method"], error)?;
             no_children(child, error)?;
@@ -329,7 +396,11 @@ fn actions(
     Ok(actions)
 }
 
-fn sql_action(element: &Element<'_>, error: &ErrorFn<'_>) -> Result<Action, ManifestError> {
+fn sql_action(
+    element: &Element<'_>,
+    scripts: &mut Vec<(PathBuf, Pos)>,
+    error: &ErrorFn<'_>,
+) -> Result<Action, ManifestError> {
     let attrs = Attrs::check(element, &["file"], error)?;
     no_children(element, error)?;
     let source = match (attrs.get("file"), element.text_pos) {
@@ -349,6 +420,7 @@ fn sql_action(element: &Element<'_>, error: &ErrorFn<'_>) -> Result<Action, Mani
                     ),
                 ));
             }
+            scripts.push((path.clone(), file.pos));
             SqlSource::File(path)
         }
         (Some(_), Some(text_pos)) => {

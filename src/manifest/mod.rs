@@ -30,14 +30,10 @@ impl fmt::Display for Pos {
 /// A manifest that cannot be used, with where the problem is.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    /// The manifest file could not be read.
-    #[error("{}: cannot read the manifest: {source}", file.display())]
-    Read {
-        /// The manifest file.
-        file: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    /// The manifest file could not be read, or is not a regular file inside the
+    /// project, or is too large.
+    #[error(transparent)]
+    File(#[from] crate::files::FileError),
     /// A problem at a position in the manifest.
     #[error("{}:{pos}: {message}", file.display())]
     At {
@@ -54,7 +50,7 @@ impl ManifestError {
     /// The position of the problem, when there is one.
     pub fn pos(&self) -> Option<Pos> {
         match self {
-            ManifestError::Read { .. } => None,
+            ManifestError::File(_) => None,
             ManifestError::At { pos, .. } => Some(*pos),
         }
     }
@@ -160,11 +156,10 @@ pub struct Manifest {
 
 impl Manifest {
     /// Reads and validates `path`; script files are looked up relative to `project_dir`.
+    /// The manifest and every script must be regular files that resolve inside
+    /// `project_dir`; the manifest may be at most [`crate::files::MANIFEST_LIMIT`] bytes.
     pub fn load(path: &Path, project_dir: &Path) -> Result<Manifest, ManifestError> {
-        let text = std::fs::read(path).map_err(|source| ManifestError::Read {
-            file: path.to_path_buf(),
-            source,
-        })?;
+        let text = crate::files::read(project_dir, path, crate::files::MANIFEST_LIMIT)?;
         let text = match String::from_utf8(text) {
             Ok(text) => text,
             Err(e) => {
@@ -198,8 +193,8 @@ impl Manifest {
         let expected_steps = memchr::memmem::find_iter(text.as_bytes(), "<step").count();
         let mut interpreter = interpret::Interpreter::new(path, expected_steps, &error);
         xml::parse(text, &error, &mut interpreter)?;
-        let mut manifest = interpreter.finish();
-        validate(&mut manifest, project_dir, &error)?;
+        let (mut manifest, scripts) = interpreter.finish();
+        validate(&mut manifest, &scripts, project_dir, &error)?;
         Ok(manifest)
     }
 
@@ -217,6 +212,7 @@ type ErrorFn<'a> = dyn Fn(Pos, String) -> ManifestError + 'a;
 /// Checks that involve several steps or the file system.
 fn validate(
     manifest: &mut Manifest,
+    scripts: &[(PathBuf, Pos)],
     project_dir: Option<&Path>,
     error: &ErrorFn<'_>,
 ) -> Result<(), ManifestError> {
@@ -283,23 +279,12 @@ fn validate(
         }
     }
     if let Some(dir) = project_dir {
-        let mut scripts = ScriptFiles::default();
-        let install_actions = manifest.install.iter().flat_map(|i| &i.actions);
-        let step_actions = manifest.steps.iter().flat_map(|s| &s.actions);
-        for action in install_actions.chain(step_actions) {
-            if let Action::Sql {
-                source: SqlSource::File(file),
-                pos,
-            } = action
-            {
-                let full = dir.join(file);
-                if !scripts.is_file(&full) {
-                    return Err(error(
-                        *pos,
-                        format!("script file {} does not exist", full.display()),
-                    ));
-                }
-            }
+        let mut files = ScriptFiles::new(dir);
+        for (file, pos) in scripts {
+            let full = dir.join(file);
+            files.check(&full).map_err(|message| {
+                error(*pos, format!("script file {} {message}", full.display()))
+            })?;
         }
     }
     let mut steps = std::mem::take(&mut manifest.steps);
@@ -308,38 +293,80 @@ fn validate(
     Ok(())
 }
 
-/// Answers "is this script a file?" from one directory listing per directory instead of
-/// one `stat` per script: a manifest can name thousands of scripts in one folder.
-#[derive(Default)]
-struct ScriptFiles {
-    listings: std::collections::HashMap<
-        PathBuf,
-        Option<std::collections::HashMap<std::ffi::OsString, std::fs::FileType>>,
-    >,
+/// Checks scripts as [`crate::files::check`] does (a regular file that resolves inside
+/// the project), from one directory listing per directory instead of one `stat` per
+/// script, since a manifest can name thousands of scripts in one folder; links and
+/// anything unusual go the slow, exact way.
+struct ScriptFiles<'a> {
+    dir: &'a Path,
+    /// The project directory resolved, once asked for.
+    canonical_dir: Option<Result<PathBuf, String>>,
+    /// Per directory: whether it resolves inside the project, and its entries.
+    listings: std::collections::HashMap<PathBuf, Option<Listing>>,
 }
 
-impl ScriptFiles {
-    fn is_file(&mut self, path: &Path) -> bool {
+type Listing = (
+    bool,
+    std::collections::HashMap<std::ffi::OsString, std::fs::FileType>,
+);
+
+impl<'a> ScriptFiles<'a> {
+    fn new(dir: &'a Path) -> Self {
+        ScriptFiles {
+            dir,
+            canonical_dir: None,
+            listings: std::collections::HashMap::new(),
+        }
+    }
+
+    /// `Ok` for a usable script; else what is wrong with it (without its name).
+    fn check(&mut self, path: &Path) -> Result<(), String> {
+        let dir = self.dir;
+        let canonical_dir = self
+            .canonical_dir
+            .get_or_insert_with(|| {
+                dir.canonicalize()
+                    .map_err(|e| format!("cannot resolve the project directory: {e}"))
+            })
+            .clone()?;
+        let exact = |path: &Path| match crate::files::check_resolved(&canonical_dir, path) {
+            Ok(_) => Ok(()),
+            Err(crate::files::FileError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Err("does not exist".to_string())
+            }
+            Err(crate::files::FileError::Io { source, .. }) => {
+                Err(format!("cannot be read: {source}"))
+            }
+            Err(e) => Err(e.reason()),
+        };
         let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-            return path.is_file();
+            return exact(path);
         };
         let listing = self
             .listings
             .entry(parent.to_path_buf())
             .or_insert_with(|| {
+                let inside = parent
+                    .canonicalize()
+                    .is_ok_and(|resolved| resolved.starts_with(&canonical_dir));
                 std::fs::read_dir(parent).ok().map(|entries| {
-                    entries
+                    let entries = entries
                         .filter_map(Result::ok)
                         .filter_map(|entry| Some((entry.file_name(), entry.file_type().ok()?)))
-                        .collect()
+                        .collect();
+                    (inside, entries)
                 })
             });
-        match listing.as_ref().map(|listing| listing.get(name)) {
-            Some(Some(kind)) if kind.is_file() => true,
-            // A link (or an unreadable directory) is judged by what it points to.
-            Some(Some(kind)) if !kind.is_symlink() => false,
-            Some(None) => false,
-            _ => path.is_file(),
+        match listing {
+            Some((true, entries)) => match entries.get(name) {
+                Some(kind) if kind.is_file() => Ok(()),
+                None => Err("does not exist".to_string()),
+                // A link is judged by where it leads; anything else by what it is.
+                Some(_) => exact(path),
+            },
+            _ => exact(path),
         }
     }
 }

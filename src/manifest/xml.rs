@@ -55,13 +55,15 @@ impl<'a> LineIndex<'a> {
         if offset < from {
             (from, line, column) = (0, 1, 1);
         }
-        // One pass: the gaps between positions asked for are short (a tag or two).
-        for &byte in &self.text.as_bytes()[from..offset] {
-            if byte == b'\n' {
-                line += 1;
-                column = 1;
-            } else if byte & 0xC0 != 0x80 {
-                column += 1;
+        // Lines found with memchr; characters counted (bytes that do not continue a
+        // UTF-8 sequence) only after the gap's last newline.
+        let gap = &self.text.as_bytes()[from..offset];
+        let chars = |bytes: &[u8]| bytes.iter().filter(|&&b| b & 0xC0 != 0x80).count() as u32;
+        match memchr::memrchr(b'\n', gap) {
+            None => column += chars(gap),
+            Some(last) => {
+                line += memchr::memchr_iter(b'\n', &gap[..=last]).count() as u32;
+                column = 1 + chars(&gap[last + 1..]);
             }
         }
         self.cursor.set((offset, line, column));
@@ -83,9 +85,31 @@ pub(crate) trait Visitor {
     /// The root element's start tag (no children or text yet).
     fn root(&mut self, root: &Element<'_>) -> Result<(), ManifestError>;
     /// A complete child of the root, in document order.
-    fn child(&mut self, child: Element<'_>) -> Result<(), ManifestError>;
+    fn child(&mut self, child: &Element<'_>) -> Result<(), ManifestError>;
     /// The root element once closed (its text, without its children).
     fn root_end(&mut self, root: &Element<'_>) -> Result<(), ManifestError>;
+}
+
+/// The deepest nesting of elements accepted, the root being level 1. A real manifest
+/// needs four (`<upgrade>`, `<matching>`, `<v1.0.0>`, `<target_version>`); the limit
+/// keeps a hostile file of 150,000 nested elements from exhausting memory or any stack.
+pub(crate) const MAX_DEPTH: usize = 32;
+
+/// The first raw character XML forbids (C0 controls other than tab, LF, CR), as a byte
+/// offset. Checked over the whole text at once, so it covers text, attribute values,
+/// CDATA and comments alike, and costs well under a millisecond for megabytes.
+pub(crate) fn forbidden_control(text: &str) -> Option<usize> {
+    const CHUNK: usize = 64;
+    let bad = |b: u8| b < 0x20 && b != b'\t' && b != b'\n' && b != b'\r';
+    let bytes = text.as_bytes();
+    for (index, chunk) in bytes.chunks(CHUNK).enumerate() {
+        // Branch-free over the chunk so that the common clean case vectorizes.
+        if chunk.iter().fold(false, |any, &b| any | bad(b)) {
+            let within = chunk.iter().position(|&b| bad(b))?;
+            return Some(index * CHUNK + within);
+        }
+    }
+    None
 }
 
 /// Parses the document, handing the root and each of its children to `visitor`.
@@ -95,9 +119,19 @@ pub(crate) fn parse(
     visitor: &mut dyn Visitor,
 ) -> Result<(), ManifestError> {
     let index = LineIndex::new(text);
+    if let Some(at) = forbidden_control(text) {
+        return Err(error(
+            index.pos(at),
+            format!(
+                "control character U+{:04X} is not allowed in XML; remove it or write it out",
+                text.as_bytes()[at]
+            ),
+        ));
+    }
     let mut reader = Reader::from_str(text);
     reader.config_mut().check_end_names = true;
     let mut stack: Vec<Element> = Vec::new();
+    let mut pools = Pools::default();
     let mut root_seen = false;
     loop {
         let start = reader.buffer_position() as usize;
@@ -121,7 +155,15 @@ pub(crate) fn parse(
                 let name = tag.name();
                 let name = borrow(text, name.as_ref());
                 let element_pos = index.pos(start);
-                let mut attrs = Vec::new();
+                if stack.len() >= MAX_DEPTH {
+                    return Err(error(
+                        element_pos,
+                        format!(
+                            "<{name}> is nested more than {MAX_DEPTH} elements deep; a manifest needs only a few levels"
+                        ),
+                    ));
+                }
+                let mut attrs = pools.attrs.pop().unwrap_or_default();
                 for attr in tag.attributes().with_checks(true) {
                     let attr = attr
                         .map_err(|e| error(element_pos, format!("malformed XML attribute: {e}")))?;
@@ -141,6 +183,7 @@ pub(crate) fn parse(
                     name,
                     pos: element_pos,
                     attrs,
+                    children: pools.elements.pop().unwrap_or_default(),
                     ..Element::default()
                 };
                 if stack.is_empty() {
@@ -148,14 +191,14 @@ pub(crate) fn parse(
                     visitor.root(&element)?;
                 }
                 if matches!(event, Event::Empty(_)) {
-                    close(element, &mut stack, visitor)?;
+                    close(element, &mut stack, &mut pools, visitor)?;
                 } else {
                     stack.push(element);
                 }
             }
             Event::End(_) => {
                 let element = stack.pop().expect("quick-xml checks end names");
-                close(element, &mut stack, visitor)?;
+                close(element, &mut stack, &mut pools, visitor)?;
             }
             Event::Text(content) => {
                 // Indentation between elements is by far the most common text; it means
@@ -174,6 +217,16 @@ pub(crate) fn parse(
             }
             Event::GeneralRef(reference) => {
                 let resolved = match reference.resolve_char_ref() {
+                    Ok(Some(ch)) if crate::version::is_forbidden_control(ch) => {
+                        return Err(error(
+                            index.pos(start),
+                            format!(
+                                "character reference &{}; names control character U+{:04X}, which XML does not allow",
+                                &*reference,
+                                u32::from(ch)
+                            ),
+                        ))
+                    }
                     Ok(Some(ch)) => ch.to_string(),
                     Ok(None) => quick_xml::escape::resolve_predefined_entity(&reference)
                         .map(str::to_string)
@@ -211,14 +264,45 @@ pub(crate) fn parse(
     Ok(())
 }
 
+/// Emptied vectors of finished elements, reused for the next ones: a manifest of
+/// thousands of steps then builds each step's small tree without allocating.
+#[derive(Default)]
+struct Pools<'a> {
+    attrs: Vec<Vec<Attr<'a>>>,
+    elements: Vec<Vec<Element<'a>>>,
+}
+
+impl<'a> Pools<'a> {
+    /// Takes a finished tree apart into the pools. Its depth is at most [`MAX_DEPTH`],
+    /// so the recursion is bounded.
+    fn recycle(&mut self, element: Element<'a>) {
+        let Element {
+            mut attrs,
+            mut children,
+            ..
+        } = element;
+        attrs.clear();
+        self.attrs.push(attrs);
+        for child in children.drain(..) {
+            self.recycle(child);
+        }
+        self.elements.push(children);
+    }
+}
+
 fn close<'a>(
     element: Element<'a>,
     stack: &mut [Element<'a>],
+    pools: &mut Pools<'a>,
     visitor: &mut dyn Visitor,
 ) -> Result<(), ManifestError> {
     match stack {
         [] => visitor.root_end(&element),
-        [_root] => visitor.child(element),
+        [_root] => {
+            visitor.child(&element)?;
+            pools.recycle(element);
+            Ok(())
+        }
         [.., parent] => {
             parent.children.push(element);
             Ok(())

@@ -3,6 +3,7 @@
 
 mod backends;
 mod concurrency;
+mod hostile_files;
 mod lint;
 mod lock_file;
 mod manifest_errors;

@@ -146,3 +146,70 @@ fn legacy_manifest_plans_like_the_canonical_one() {
         ["AddOrders", "version-only", "v1.2.0-ALPHA1", "version-only"]
     );
 }
+
+/// Real manifests of the original system carry children it never read; a legacy
+/// `<upgrade>` ignores them with a warning naming each, and plans as without them.
+#[test]
+fn legacy_manifest_ignores_unread_children_with_a_warning() {
+    let entries = r#"  <matching>
+    <v1.0.0>
+      <target_version>1.1.0</target_version>
+      <script_name>shop_steps.php</script_name>
+      <class_name>AddOrders</class_name>
+      <call_method>run</call_method>
+    </v1.0.0>
+  </matching>
+"#;
+    let extra = r#"  <examples>
+    <v0.9.0><target_version>nonsense</target_version><any><thing/></any></v0.9.0>
+  </examples>
+  <Example_InitialVersion>0.0.1</Example_InitialVersion>
+  <current_version>7</current_version>
+"#;
+    let xmatching =
+        "  <xmatching><v1.0.0><target_version>9.9</target_version></v1.0.0></xmatching>\n";
+    let plain =
+        format!("<upgrade>\n  <initialversion>1.0.0</initialversion>\n{entries}</upgrade>\n");
+    let real = format!(
+        "<upgrade>\n{extra}  <initialversion>1.0.0</initialversion>\n{entries}{xmatching}</upgrade>\n"
+    );
+    let mut plans = Vec::new();
+    for manifest in [&plain, &real] {
+        let project = TestProject::new("PROJECT: test\nVERSION: 1.1.0", manifest);
+        project.sql("CREATE TABLE existing (x INTEGER);");
+        let plan = project.run(&["plan", "--json"]);
+        plan.assert_code(0);
+        plans.push(plan.json());
+        if manifest == &real {
+            for command in [&["plan"][..], &["status"], &["run"]] {
+                let run = project.run(command);
+                for (name, at) in [
+                    ("examples", "2:3"),
+                    ("Example_InitialVersion", "5:3"),
+                    ("current_version", "6:3"),
+                    ("xmatching", "16:3"),
+                ] {
+                    run.assert_stderr(&format!(
+                        "upgrade.xml:{at}: ignoring <{name}> in the older-format <upgrade>"
+                    ));
+                }
+            }
+        } else {
+            assert!(!plan.stderr.contains("ignoring"), "{}", plan.stderr);
+        }
+    }
+    assert_eq!(plans[0], plans[1]);
+}
+
+/// Two spellings of one version show the same way (issue 9, point 14).
+#[test]
+fn equal_versions_are_shown_alike() {
+    let project = TestProject::new(
+        "0.1-BETA1",
+        r#"<upgrade project="test" initial-version="0.1.0-beta.1"><step name="a" from="0.1.0-beta1" to="0.1-RC1"><sql>SELECT 1;</sql></step></upgrade>"#,
+    );
+    let plan = project.run(&["plan"]);
+    plan.assert_code(0);
+    assert!(!plan.stdout.contains("0.1-BETA1"), "{}", plan.stdout);
+    assert!(!plan.stdout.contains("beta"), "{}", plan.stdout);
+}

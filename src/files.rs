@@ -1,0 +1,272 @@
+//! Reading the project's own files safely.
+//!
+//! DESIGN.md: `VERSION`, `upgrade.xml`, scripts and `upgrade.lock` must be regular files
+//! that resolve inside the project directory. Anyone who can write the project directory
+//! could otherwise point them at a FIFO (every command hangs), a device (`/dev/zero` is
+//! read without end) or a file outside the project (`/proc/self/environ` printed in an
+//! error). So every file is resolved first, refused unless it lies inside the project,
+//! opened without following a last-moment symlink and without blocking on a FIFO, and
+//! checked on the open handle to be a regular file; reads stop at a limit whatever the
+//! file's metadata claims.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// The largest `VERSION` file read: it holds one line, or a few `KEY: value` lines.
+pub const VERSION_LIMIT: u64 = 64 * 1024;
+
+/// The largest `upgrade.xml` read: generous for tens of thousands of steps.
+pub const MANIFEST_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// A project file that may not be read, or could not be.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// The file could not be resolved, opened or read.
+    #[error("{}: cannot read: {source}", path.display())]
+    Io {
+        /// The file as named.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file resolves (through a symbolic link) to a place outside the project.
+    #[error("{}: resolves outside the project directory {}; project files must stay inside it (a symbolic link leading out is never followed)", path.display(), dir.display())]
+    Outside {
+        /// The file as named.
+        path: PathBuf,
+        /// The project directory.
+        dir: PathBuf,
+    },
+    /// The file is a directory, FIFO, socket or device.
+    #[error("{}: is {kind}, not a regular file", path.display())]
+    NotRegular {
+        /// The file as named.
+        path: PathBuf,
+        /// What it is instead, with its article ("a directory").
+        kind: &'static str,
+    },
+    /// The file is larger than the limit for its kind.
+    #[error("{}: is larger than the limit of {}", path.display(), size(*limit))]
+    TooLarge {
+        /// The file as named.
+        path: PathBuf,
+        /// The limit in bytes.
+        limit: u64,
+    },
+}
+
+impl FileError {
+    /// The file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            FileError::Io { path, .. }
+            | FileError::Outside { path, .. }
+            | FileError::NotRegular { path, .. }
+            | FileError::TooLarge { path, .. } => path,
+        }
+    }
+
+    /// What is wrong, without the file's name (for messages that name it themselves).
+    pub fn reason(&self) -> String {
+        match self {
+            FileError::Io { source, .. } => format!("cannot read: {source}"),
+            FileError::Outside { dir, .. } => format!(
+                "resolves outside the project directory {}; project files must stay inside it (a symbolic link leading out is never followed)",
+                dir.display()
+            ),
+            FileError::NotRegular { kind, .. } => format!("is {kind}, not a regular file"),
+            FileError::TooLarge { limit, .. } => {
+                format!("is larger than the limit of {}", size(*limit))
+            }
+        }
+    }
+}
+
+fn size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
+    }
+}
+
+/// What a non-regular file is, for the error.
+fn kind_of(file_type: std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if file_type.is_fifo() {
+            return "a FIFO";
+        }
+        if file_type.is_socket() {
+            return "a socket";
+        }
+        if file_type.is_block_device() || file_type.is_char_device() {
+            return "a device";
+        }
+    }
+    if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_symlink() {
+        "a symbolic link"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Resolves `path` (absolute, or relative to the working directory) and checks that it
+/// lies inside `project_dir` and is a regular file, without opening it. Returns the
+/// resolved path. Validation uses this for every script; the readers below repeat it.
+pub fn check(project_dir: &Path, path: &Path) -> Result<PathBuf, FileError> {
+    let io = |source| FileError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = project_dir.canonicalize().map_err(io)?;
+    check_resolved(&dir, path)
+}
+
+/// [`check`] with the project directory already canonical (spares resolving it again
+/// for every script of a manifest).
+pub(crate) fn check_resolved(canonical_dir: &Path, path: &Path) -> Result<PathBuf, FileError> {
+    let io = |source| FileError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let resolved = path.canonicalize().map_err(io)?;
+    if !resolved.starts_with(canonical_dir) {
+        return Err(FileError::Outside {
+            path: path.to_path_buf(),
+            dir: canonical_dir.to_path_buf(),
+        });
+    }
+    let metadata = std::fs::metadata(&resolved).map_err(io)?;
+    if !metadata.is_file() {
+        return Err(FileError::NotRegular {
+            path: path.to_path_buf(),
+            kind: kind_of(metadata.file_type()),
+        });
+    }
+    Ok(resolved)
+}
+
+/// Opens a project file for reading after the checks of [`check`]: the resolved path is
+/// opened without following a symbolic link put there meanwhile and without blocking on
+/// a FIFO, and the open handle must be a regular file. Returns the file and its length;
+/// large files (scripts) are meant to be streamed from it.
+pub fn open(project_dir: &Path, path: &Path) -> Result<(File, u64), FileError> {
+    let resolved = check(project_dir, path)?;
+    let io = |source| FileError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // O_NONBLOCK only matters for the FIFO or device refused below; reads of a
+        // regular file ignore it, so it need not be cleared.
+        options.custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY);
+    }
+    let file = options.open(&resolved).map_err(io)?;
+    let metadata = file.metadata().map_err(io)?;
+    if !metadata.is_file() {
+        return Err(FileError::NotRegular {
+            path: path.to_path_buf(),
+            kind: kind_of(metadata.file_type()),
+        });
+    }
+    Ok((file, metadata.len()))
+}
+
+/// Reads a whole project file of at most `limit` bytes, opened as [`open`] does.
+pub fn read(project_dir: &Path, path: &Path, limit: u64) -> Result<Vec<u8>, FileError> {
+    let (file, len) = open(project_dir, path)?;
+    let too_large = || FileError::TooLarge {
+        path: path.to_path_buf(),
+        limit,
+    };
+    if len > limit {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    // Never more than limit + 1 bytes, even if the length reported lies.
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|source| FileError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
+/// Reads a whole project file of at most `limit` bytes as UTF-8 text.
+pub fn read_to_string(project_dir: &Path, path: &Path, limit: u64) -> Result<String, FileError> {
+    let bytes = read(project_dir, path, limit)?;
+    String::from_utf8(bytes).map_err(|e| FileError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_links_out_fifos_directories_and_large_files() {
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("secret");
+        std::fs::write(&secret, "MARKER").unwrap();
+        let project = tempfile::tempdir().unwrap();
+        let dir = project.path();
+        std::fs::write(dir.join("ok"), "fine").unwrap();
+        std::fs::create_dir(dir.join("sub")).unwrap();
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(&secret, dir.join("out")).unwrap();
+            std::os::unix::fs::symlink("ok", dir.join("in")).unwrap();
+            std::os::unix::fs::symlink("/dev/zero", dir.join("zero")).unwrap();
+            let fifo = dir.join("fifo");
+            let status = std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap();
+            assert!(status.success());
+            assert!(matches!(
+                read(dir, &fifo, 10),
+                Err(FileError::NotRegular { kind: "a FIFO", .. })
+            ));
+            assert!(matches!(
+                read(dir, &dir.join("out"), 10),
+                Err(FileError::Outside { .. })
+            ));
+            assert!(matches!(
+                read(dir, &dir.join("zero"), 10),
+                Err(FileError::Outside { .. })
+            ));
+            assert_eq!(read(dir, &dir.join("in"), 10).unwrap(), b"fine");
+        }
+        assert!(matches!(
+            read(dir, &dir.join("sub"), 10),
+            Err(FileError::NotRegular {
+                kind: "a directory",
+                ..
+            })
+        ));
+        assert_eq!(read(dir, &dir.join("ok"), 4).unwrap(), b"fine");
+        let error = read(dir, &dir.join("ok"), 3).unwrap_err();
+        assert!(error
+            .to_string()
+            .ends_with("larger than the limit of 3 bytes"));
+        assert!(matches!(
+            read(dir, &dir.join("missing"), 3),
+            Err(FileError::Io { .. })
+        ));
+    }
+}
