@@ -88,6 +88,15 @@ fn schema_v1(dialect: Dialect) -> Vec<String> {
     ]
 }
 
+/// upgrader's own tables, all of which the newest schema has.
+const OWN_TABLES: [&str; 3] = ["upgrader_version", "upgrader_history", "upgrader_schema"];
+
+/// `CREATE TABLE IF NOT EXISTS` statements of the newest shape of every own table: a
+/// release that changes one must change this too (OWN_STEPS bring older databases there).
+fn latest_schema(dialect: Dialect) -> Vec<String> {
+    schema_v1(dialect)
+}
+
 /// The newest version of upgrader's own tables this build knows.
 pub fn own_version() -> &'static str {
     OWN_STEPS.last().map_or("0.0.0", |step| step.to)
@@ -97,6 +106,19 @@ pub fn own_version() -> &'static str {
 pub fn ensure_in_transaction(db: &mut dyn Backend, now: &str) -> Result<(), DbError> {
     let current = read_version(db, OWN_PROJECT)?;
     if current.as_deref() == Some(own_version()) {
+        // Recorded as current, yet a table may have been dropped by hand (or by a step
+        // of an older release, before the guard refused it): recreate what is missing,
+        // so that a run can always record what it did.
+        for table in OWN_TABLES {
+            if !db.table_exists(table)? {
+                log::warn!("upgrader's table {table} was missing; it is created again");
+                for statement in latest_schema(db.dialect()) {
+                    db.execute(&statement)?;
+                }
+                db.resume_after_implicit_commit()?;
+                break;
+            }
+        }
         return Ok(());
     }
     let current = current

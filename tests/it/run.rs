@@ -500,6 +500,28 @@ fn run_summary_counts_statements(backend: Backend) {
     assert!(!run.stdout.contains("1 statements"), "{}", run.stdout);
 }
 
+/// upgrader's own tables are made whole again on every run: a history table dropped by
+/// hand does not make every later run fail.
+fn own_tables_are_recreated_when_missing(backend: Backend) {
+    let project = project(backend, "1.1.0");
+    legacy_database(&project);
+    project.run(&["run"]).assert_code(0);
+    project.sql("DROP TABLE upgrader_history");
+    project.write("VERSION", "1.4.0\n");
+    project
+        .run(&["run"])
+        .assert_code(0)
+        .assert_stderr("upgrader_history was missing");
+    assert_eq!(project.recorded_version().as_deref(), Some("1.4.0"));
+    let history = project.history();
+    assert!(
+        history
+            .iter()
+            .any(|row| row["name"] == "three" && row["success"] == true),
+        "{history:?}"
+    );
+}
+
 on_every_backend!(
     install_on_empty_database,
     adopts_existing_database_and_fills_gaps,
@@ -514,6 +536,7 @@ on_every_backend!(
     failure_after_a_step_that_ran_alone_says_what_stayed,
     adopting_at_the_code_version_is_reported_as_recorded,
     run_summary_counts_statements,
+    own_tables_are_recreated_when_missing,
 );
 
 #[test]
