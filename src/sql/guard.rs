@@ -298,7 +298,7 @@ fn sets_autocommit(rest: &[&str]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::sql::split;
 
@@ -312,7 +312,7 @@ mod tests {
     }
 
     /// (statement, refused on MySQL)
-    const MYSQL: &[(&str, bool)] = &[
+    pub(in crate::sql) const MYSQL: &[(&str, bool)] = &[
         // DDL on every kind of object
         ("CREATE TABLE t (id INT PRIMARY KEY)", true),
         ("create table t (id int)", true),
