@@ -322,6 +322,178 @@ mod tests {
     }
 
     #[test]
+    fn a_statement_in_a_mysql_hint_starts_at_the_hint() {
+        let script = "SELECT 1;\n/*!50001 CREATE ALGORITHM=UNDEFINED VIEW v AS SELECT 1 */;\n/*!40101 SET NAMES utf8 */";
+        let statements = split(script, Dialect::MySql).unwrap();
+        assert_eq!(statements.len(), 3);
+        assert_eq!(
+            statements[1].text,
+            "/*!50001 CREATE ALGORITHM=UNDEFINED VIEW v AS SELECT 1 */"
+        );
+        assert_eq!((statements[1].line, statements[1].column), (2, 1));
+        assert!(statements[1].keywords.starts_with("CREATE ALGORITHM"));
+        assert_eq!(statements[2].text, "/*!40101 SET NAMES utf8 */");
+        assert_eq!(statements[2].keywords, "SET NAMES UTF8");
+        let error = split("/*!40101 SET NAMES utf8", Dialect::MySql).unwrap_err();
+        assert_eq!(
+            error.message,
+            "Unexpected EOF while in a multi-line comment"
+        );
+    }
+
+    #[test]
+    fn statements_over_the_limit_are_refused_with_position_size_and_limit() {
+        let script = "SELECT 1;\n  INSERT INTO t VALUES (1),(2),(3);\nSELECT 2;";
+        let limited = |max: usize, name: &str| {
+            Statements::from_str(script, Dialect::MySql)
+                .max_statement(max, name)
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let error = limited(20, "the server's max_allowed_packet").unwrap_err();
+        assert_eq!((error.line, error.column), (2, 3));
+        assert_eq!(
+            error.message,
+            "statement of 32 bytes is larger than the server's max_allowed_packet (20 bytes)"
+        );
+        assert_eq!(
+            limited(31, "").unwrap_err().message,
+            "statement of 32 bytes is larger than the limit of 31 bytes"
+        );
+        assert_eq!(limited(32, "").unwrap().len(), 3);
+        // The statements before it come out first; nothing after it.
+        let mut statements = Statements::from_str(script, Dialect::MySql).max_statement(20, "x");
+        assert_eq!(statements.next().unwrap().unwrap().text, "SELECT 1");
+        assert!(statements.next().unwrap().is_err());
+        assert!(statements.next().is_none());
+        // A huge one is read to its end without being kept, and its size is exact.
+        let mut huge = String::from("INSERT INTO t VALUES (1)");
+        for _ in 0..300_000 {
+            huge.push_str(",(1)");
+        }
+        let size = huge.len();
+        huge.push_str(";\nSELECT 3;");
+        let error = Statements::from_str(&huge, Dialect::Postgres)
+            .read_size(4096)
+            .max_statement(1000, "")
+            .find_map(Result::err)
+            .unwrap();
+        assert_eq!(
+            error.message,
+            format!("statement of {size} bytes is larger than the limit of 1000 bytes")
+        );
+    }
+
+    #[test]
+    fn huge_statements_come_out_whole() {
+        let mut huge = String::from("INSERT INTO t VALUES ('é')");
+        while huge.len() < 3 << 20 {
+            huge.push_str(",\n('x;y')");
+        }
+        let script = format!("SELECT 1;\n{huge}  ;\nSELECT 'z';");
+        for dialect in [Dialect::Sqlite, Dialect::Postgres, Dialect::MySql] {
+            let statements = split(&script, dialect).unwrap();
+            assert_eq!(statements.len(), 3);
+            assert_eq!(statements[1].text, huge);
+            assert_eq!(statements[1].keywords, "INSERT INTO T VALUES");
+            let lines = huge.matches('\n').count() as u32;
+            assert_eq!((statements[2].line, statements[2].column), (3 + lines, 1));
+        }
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_an_error_at_their_position() {
+        let script = b"SELECT 1;\nSELECT '\xff';";
+        let error = Statements::new(&script[..], Dialect::Sqlite)
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap_err();
+        assert_eq!(
+            (error.line, error.column, error.message.as_str()),
+            (2, 9, "invalid UTF-8")
+        );
+        // The statements before it come out first.
+        let first = Statements::new(&script[..], Dialect::Sqlite)
+            .next()
+            .unwrap();
+        assert_eq!(first.unwrap().text, "SELECT 1");
+        // A sequence cut by the end of the input.
+        let error = Statements::new(&b"SELECT 1; SELECT '\xc3"[..], Dialect::Sqlite)
+            .find_map(Result::err)
+            .unwrap();
+        assert_eq!((error.line, error.column), (1, 19));
+    }
+
+    #[test]
+    fn read_errors_are_reported() {
+        struct Failing;
+        impl std::io::Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("disk on fire"))
+            }
+        }
+        let error = Statements::new(Failing, Dialect::Sqlite)
+            .next()
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(error.message, "cannot read the script: disk on fire");
+    }
+
+    #[test]
+    fn abbreviate_keeps_one_short_line() {
+        assert_eq!(abbreviate("  SELECT\n   1,\t2  "), "SELECT 1, 2");
+        let long = format!("INSERT INTO t VALUES (1){}", ",(1)".repeat(100_000));
+        let short = abbreviate(&long);
+        assert!(
+            short.starts_with("INSERT INTO t VALUES (1),(1),"),
+            "{short}"
+        );
+        assert!(
+            short.ends_with(&format!("… ({} bytes)", long.len())),
+            "{short}"
+        );
+        assert_eq!(
+            short.chars().count(),
+            QUOTED_CHARS + " … (400024 bytes)".chars().count() - 1
+        );
+        // Character boundaries: multi-byte characters are never cut.
+        let wide = "é".repeat(300);
+        let short = abbreviate(&wide);
+        assert!(short.starts_with(&"é".repeat(QUOTED_CHARS)));
+        assert!(short.ends_with("… (600 bytes)"));
+        let exact = "x".repeat(QUOTED_CHARS);
+        assert_eq!(abbreviate(&exact), exact);
+    }
+
+    #[test]
+    fn clip_cuts_long_messages() {
+        assert_eq!(clip("short", 10), "short");
+        assert_eq!(clip("0123456789", 10), "0123456789");
+        assert_eq!(clip("0123456789abc", 10), "0123456789… (13 bytes)");
+        assert_eq!(clip("ééé", 2), "éé… (6 bytes)");
+        let near = format!("You have an error near '{}' at line 1", "x".repeat(1 << 20));
+        assert!(clip(&near, 300).len() < 400);
+    }
+
+    #[test]
+    fn words_and_engine_options_of_any_statement() {
+        assert_eq!(
+            words(
+                "SELECT \"a\"\"b\", `c`, [d] FROM t -- e\n WHERE x = 'f'",
+                Dialect::Sqlite
+            ),
+            ["SELECT", "a\"b", "c", "d", "FROM", "t", "WHERE", "x"]
+        );
+        assert_eq!(
+            mysql_engine_option("CREATE TABLE t (x INT) ENGINE = 'MyISAM'").as_deref(),
+            Some("MyISAM")
+        );
+        assert_eq!(
+            mysql_engine_option("CREATE TABLE t (engine INT) engine=Aria").as_deref(),
+            Some("Aria")
+        );
+        assert_eq!(mysql_engine_option("CREATE TABLE t (engine INT)"), None);
+    }
+
+    #[test]
     fn keywords_are_kept() {
         let statements = split("  create temp table x(a)", Dialect::Sqlite).unwrap();
         assert!(statements[0].keywords.starts_with("CREATE TEMP TABLE "));

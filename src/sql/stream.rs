@@ -363,12 +363,15 @@ impl<R: Read> Statements<R> {
 
     /// The statement from `pending` to `end` (where its delimiter or segment starts).
     fn finish(&mut self, pending: Pending, end: usize) -> Result<Statement, SplitError> {
-        let bytes = &self.buf[pending.start - self.base..end - self.base];
+        // An oversize statement is no longer in the buffer: only its size is known.
         let len = if pending.oversize {
             pending.last - pending.start
         } else {
-            let text = std::str::from_utf8(bytes).unwrap_or_default();
-            text.trim_end().len()
+            let bytes = &self.buf[pending.start - self.base..end - self.base];
+            std::str::from_utf8(bytes)
+                .unwrap_or_default()
+                .trim_end()
+                .len()
         };
         if pending.oversize || len > self.max {
             let limit = match &self.limit_name {
@@ -390,7 +393,8 @@ impl<R: Read> Statements<R> {
             String::from_utf8(whole)
                 .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
         } else {
-            String::from_utf8_lossy(&bytes[..len]).into_owned()
+            let start = pending.start - self.base;
+            String::from_utf8_lossy(&self.buf[start..start + len]).into_owned()
         };
         let mut keywords = pending.keywords;
         keywords.shrink_to_fit();
