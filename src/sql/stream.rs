@@ -390,6 +390,9 @@ impl<R: Read> Statements<R> {
             let mut whole = std::mem::replace(&mut self.buf, rest);
             self.base = end;
             whole.truncate(len);
+            // Reads grow the buffer by doubling; give back the slack (cheap for a large
+            // allocation, which is moved by remapping, not copying).
+            whole.shrink_to_fit();
             String::from_utf8(whole)
                 .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
         } else {
