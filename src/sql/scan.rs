@@ -8,6 +8,19 @@
 //! token and more input may follow, it answers [`Stop::More`] and the caller calls again
 //! from the same token start with more bytes (the caller grows its reads so that such
 //! rescans cost at most as much again as the token itself).
+//!
+//! Where it knowingly differs from the tokenizer-based splitter it replaced (the
+//! differential tests in `sql/mod.rs` hold it to that splitter everywhere else):
+//! - PostgreSQL: an operator never swallows a following `--` or `/*` (sqlparser read
+//!   `&--` as one custom operator); PostgreSQL's own lexer does the same.
+//! - After a MySQL custom delimiter, reading resumes right after it (`$$SELECT` is the
+//!   delimiter and `SELECT`), as the mysql client does; sqlparser dropped the rest of a
+//!   token that began with the delimiter.
+//! - Input that sqlparser refused although it splits fine (`1_z`, `._`, a bad escape in
+//!   an `E''` string) is left to the database, which reports it with the statement.
+//! - A statement that begins inside a MySQL `/*!` hint begins at the hint (the old text
+//!   began one byte into it, `*!50001 CREATE …`, which the server cannot run).
+//! - `DELIMITER` lines are recognised with ASCII whitespace only.
 
 use super::Dialect;
 
