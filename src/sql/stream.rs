@@ -63,6 +63,9 @@ pub struct Statements<R> {
     /// Where an open `/*!` hint began, while no statement has begun since: a statement that
     /// begins inside it begins there.
     hint_start: Option<usize>,
+    /// What [`Statements::window`] said, until input is read or a directive is applied
+    /// (it is asked before every token).
+    window: Option<(usize, bool)>,
     done: bool,
 }
 
@@ -128,6 +131,7 @@ impl<R: Read> Statements<R> {
             },
             pending: None,
             hint_start: None,
+            window: None,
             done: false,
         }
     }
@@ -179,6 +183,15 @@ impl<R: Read> Statements<R> {
     /// The stretch the lexer may look at: up to where the input is read and checked, or to
     /// the next `DELIMITER` line; and whether that is a hard end (of input or segment).
     fn window(&mut self) -> (usize, bool) {
+        if let Some(window) = self.window {
+            return window;
+        }
+        let window = self.compute_window();
+        self.window = Some(window);
+        window
+    }
+
+    fn compute_window(&mut self) -> (usize, bool) {
         let limit = self.valid;
         let at_end = self.eof && self.bad.is_none() && limit == self.base + self.buf.len();
         if self.lexer.dialect != Dialect::MySql {
@@ -216,6 +229,7 @@ impl<R: Read> Statements<R> {
     /// Reads more input, first dropping what no longer needs keeping. A read is at least as
     /// long as the unfinished token, so rescanning a long token costs at most twice its length.
     fn fill(&mut self) -> Result<(), SplitError> {
+        self.window = None;
         if let Some(bad) = self.bad {
             return Err(self.error(bad, "invalid UTF-8"));
         }
@@ -285,6 +299,7 @@ impl<R: Read> Statements<R> {
                     None => None,
                 };
                 self.hint_start = None;
+                self.window = None;
                 match self.lines.directive.take() {
                     Some(directive) => {
                         self.delimiter = directive.delimiter;
