@@ -1,5 +1,5 @@
 //! Criterion benchmarks of the hot library paths: manifest parsing and validation,
-//! planning, version ordering and statement splitting.
+//! planning, version ordering and statement splitting (whole and streamed).
 
 use std::fmt::Write;
 use std::hint::black_box;
@@ -8,7 +8,7 @@ use std::path::Path;
 use criterion::{criterion_group, criterion_main, Criterion};
 use upgrader::manifest::Manifest;
 use upgrader::plan::{plan, DbFacts};
-use upgrader::sql::{split, Dialect};
+use upgrader::sql::{split, Dialect, Statements};
 use upgrader::Version;
 
 /// A canonical manifest with `steps` consecutive steps of inline SQL.
@@ -61,6 +61,16 @@ fn statements(c: &mut Criterion) {
     }
     c.bench_function("split a 1,000-statement script", |b| {
         b.iter(|| split(black_box(&script), Dialect::Sqlite).unwrap())
+    });
+    c.bench_function("split a 1,000-statement script (MySQL)", |b| {
+        b.iter(|| split(black_box(&script), Dialect::MySql).unwrap())
+    });
+    c.bench_function("stream a 1,000-statement script from a reader", |b| {
+        b.iter(|| {
+            Statements::new(black_box(script.as_bytes()), Dialect::Sqlite)
+                .map(|statement| statement.unwrap().text.len())
+                .sum::<usize>()
+        })
     });
 }
 

@@ -355,7 +355,7 @@ fn guard_finding(
             && guard::commits_implicitly(&prepared.statement, dialect),
         step: step.to_string(),
         location: prepared.origin.clone(),
-        statement: abbreviate(&prepared.statement.text),
+        statement: sql::abbreviate(&prepared.statement.text),
         reason: refusal.reason,
         dialect: dialect.name(),
     })
@@ -951,7 +951,7 @@ impl Runner<'_> {
                         LintFinding {
                             step: entry.item.name.clone(),
                             location: prepared.origin.clone(),
-                            statement: abbreviate(&prepared.statement.text),
+                            statement: sql::abbreviate(&prepared.statement.text),
                             reason: refusal.reason,
                             dialect: dialect.name(),
                             fixed_by_transaction_none: false,
@@ -1412,15 +1412,4 @@ fn hex(bytes: &[u8]) -> String {
             let _ = write!(out, "{byte:02x}");
             out
         })
-}
-
-/// A statement shortened for an error message.
-pub(crate) fn abbreviate(text: &str) -> String {
-    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one_line.chars().count() > 80 {
-        let cut: String = one_line.chars().take(77).collect();
-        format!("{cut}...")
-    } else {
-        one_line
-    }
 }

@@ -161,7 +161,7 @@ fn judge(context: &mut Context<'_>, sql: &str) -> Result<(), String> {
             context.step.method,
             rules.dialect.name(),
             refusal.reason,
-            crate::engine::abbreviate(sql)
+            sql::abbreviate(sql)
         );
         context.refused.get_or_insert(message.clone());
         return Err(message);

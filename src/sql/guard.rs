@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 
+use super::scan::Kind;
 use super::{Dialect, Statement};
 
 /// Why a statement may not run inside the run's transaction.
@@ -29,27 +30,259 @@ fn refuse<T>(reason: impl Into<String>) -> Result<T, Refusal> {
 ///
 /// Transaction control is refused everywhere, because upgrader owns the transaction and a
 /// script's `COMMIT` would make the rest of the run impossible to roll back.
+///
+/// Includes [`check_always`]; on MySQL, dynamic SQL is refused too (see [`check_install`]).
 pub fn check(statement: &Statement, dialect: Dialect) -> Result<(), Refusal> {
+    check_always(statement, dialect)?;
     let words: Vec<&str> = statement.keywords.split_whitespace().collect();
     transaction_control(&words)?;
     match dialect {
         Dialect::Sqlite => sqlite(&words),
         Dialect::Postgres => postgres(&words),
-        Dialect::MySql => mysql(&words),
+        Dialect::MySql => dynamic_sql(&words).and_then(|()| mysql(&words)),
     }
 }
 
 /// Checks a statement of `<install>`. On MySQL the install runs against an empty schema
 /// and upgrader drops what it created if it fails, so DDL is allowed there; transaction
-/// control and tables that cannot roll back are not, and the other backends judge
-/// install statements as any other.
+/// control, tables that cannot roll back and dynamic SQL (which hides what runs) are not,
+/// and the other backends judge install statements as any other. Includes [`check_always`].
 pub fn check_install(statement: &Statement, dialect: Dialect) -> Result<(), Refusal> {
     if dialect == Dialect::MySql {
+        check_always(statement, dialect)?;
         let words: Vec<&str> = statement.keywords.split_whitespace().collect();
         transaction_control(&words)?;
+        dynamic_sql(&words)?;
         return non_transactional_engine(statement, &words);
     }
     check(statement, dialect)
+}
+
+/// The rules that hold for every statement upgrader sends, in any step (including
+/// `transaction="none"` steps and plugin SQL) and in the install, on every dialect: a
+/// statement may not touch upgrader's own tables (any name starting `upgrader_`, present
+/// or future) and may not release upgrader's locks (`pg_advisory_unlock_all()`,
+/// `pg_advisory_unlock(…)`, `RELEASE_ALL_LOCKS()`, `RELEASE_LOCK(…)`).
+///
+/// What counts:
+/// - A name is found in the statement's code (quoted or not, any case, schema-qualified),
+///   never in its string literals or comments. It is let through only where the parser
+///   shows it is a column (`ALTER TABLE t ADD upgrader_note INT`, `SELECT upgrader_note
+///   FROM t`); anywhere else it is taken for a table. A statement that does not parse
+///   (or is longer than [`super::PARSE_LIMIT`]) is refused on the name alone.
+/// - A call is a function name followed by `(`, anywhere in the statement's code,
+///   including routine bodies written as code (MySQL procedures, triggers, `BEGIN ATOMIC`).
+/// - String literals are data, except where a statement runs one at once: the body of a
+///   PostgreSQL `DO` block and MySQL `PREPARE … FROM '…'` / `EXECUTE IMMEDIATE '…'`; their
+///   text is looked through for the names and calls above. A PostgreSQL function body
+///   (`AS $$ … $$`) is not: creating the function runs nothing, and applications do
+///   create functions that take and release their own advisory locks.
+pub fn check_always(statement: &Statement, dialect: Dialect) -> Result<(), Refusal> {
+    let mut own = Vec::new();
+    let mut run_later = Vec::new();
+    let runs_strings = matches!(
+        statement.keywords.split(' ').next(),
+        Some("DO" | "PREPARE" | "EXECUTE")
+    );
+    scan_code(&statement.text, dialect, &mut own, |kind, token| {
+        if runs_strings && kind == Kind::Str {
+            run_later.push(string_body(token).to_string());
+        }
+    })?;
+    for body in &run_later {
+        let mut names = Vec::new();
+        scan_code(body, dialect, &mut names, |_, _| {})?;
+        if let Some(name) = names.first() {
+            return refuse(own_table(name));
+        }
+    }
+    if own.is_empty() {
+        return Ok(());
+    }
+    let Some(parsed) = (statement.text.len() <= super::PARSE_LIMIT)
+        .then(|| {
+            sqlparser::parser::Parser::parse_sql(dialect.parser().as_ref(), &statement.text).ok()
+        })
+        .flatten()
+    else {
+        return refuse(own_table(&own[0]));
+    };
+    let mut columns: HashMap<String, usize> = HashMap::new();
+    for name in column_names(&parsed) {
+        *columns.entry(name.to_lowercase()).or_default() += 1;
+    }
+    for name in &own {
+        match columns.get_mut(&name.to_lowercase()) {
+            Some(count) if *count > 0 => *count -= 1,
+            _ => return refuse(own_table(name)),
+        }
+    }
+    Ok(())
+}
+
+/// Looks through a statement's code: names starting `upgrader_` go to `own`, calls that
+/// release upgrader's locks are refused, and every other token is shown to `each`.
+fn scan_code(
+    text: &str,
+    dialect: Dialect,
+    own: &mut Vec<String>,
+    mut each: impl FnMut(Kind, &str),
+) -> Result<(), Refusal> {
+    const UNLOCKS: &[&str] = &[
+        "pg_advisory_unlock_all",
+        "pg_advisory_unlock",
+        "release_all_locks",
+        "release_lock",
+    ];
+    let mut function: Option<String> = None;
+    for (kind, token) in super::tokens(text, dialect) {
+        if let Some(name) = function.take() {
+            if token == "(" {
+                return refuse(format!(
+                    "{name}() would release upgrader's lock on the database, which it holds for the whole run; \
+                     a step may not release it"
+                ));
+            }
+        }
+        let name = match kind {
+            Kind::Word => std::borrow::Cow::Borrowed(token),
+            Kind::Quoted => std::borrow::Cow::Owned(super::unquote(token)),
+            _ => {
+                each(kind, token);
+                continue;
+            }
+        };
+        if name
+            .get(..9)
+            .is_some_and(|prefix| prefix.eq_ignore_ascii_case("upgrader_"))
+        {
+            own.push(name.to_string());
+        } else if UNLOCKS
+            .iter()
+            .any(|unlock| name.eq_ignore_ascii_case(unlock))
+        {
+            function = Some(name.to_ascii_uppercase());
+        }
+    }
+    Ok(())
+}
+
+fn own_table(name: &str) -> String {
+    format!(
+        "`{name}` is named like upgrader's own tables (upgrader_*), which hold its record of the database; \
+         a step may not touch them"
+    )
+}
+
+/// The text inside a string literal token (`'…'`, `E'…'`, `$tag$…$tag$`), as written.
+fn string_body(token: &str) -> &str {
+    if let Some(rest) = token.strip_prefix('$') {
+        let Some(tag_end) = rest.find('$') else {
+            return "";
+        };
+        let tag = &token[..tag_end + 2];
+        return token[tag.len()..].strip_suffix(tag).unwrap_or_default();
+    }
+    match token.find(['\'', '"']) {
+        Some(open) => token
+            .get(open + 1..token.len().saturating_sub(1))
+            .unwrap_or_default(),
+        None => "",
+    }
+}
+
+/// Every name the parsed statements use as a column: in expressions (the last part of
+/// `t.c`), column definitions, `ALTER TABLE` column operations, `INSERT` column lists and
+/// `UPDATE` targets.
+#[allow(clippy::ptr_arg)] // `Visit` is implemented for `Vec`, not for slices
+fn column_names(parsed: &Vec<sqlparser::ast::Statement>) -> Vec<String> {
+    use sqlparser::ast::{AlterTableOperation as Op, AssignmentTarget, Expr, ObjectName};
+    use std::ops::ControlFlow;
+    let mut names = Vec::new();
+    let last = |name: &ObjectName| {
+        name.0
+            .last()
+            .and_then(|part| part.as_ident())
+            .map(|ident| ident.value.clone())
+    };
+    let _ = sqlparser::ast::visit_expressions(parsed, |expr| {
+        match expr {
+            Expr::Identifier(ident) => names.push(ident.value.clone()),
+            Expr::CompoundIdentifier(parts) => {
+                names.extend(parts.last().map(|ident| ident.value.clone()))
+            }
+            _ => {}
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    for statement in parsed {
+        match statement {
+            sqlparser::ast::Statement::CreateTable(create) => {
+                names.extend(create.columns.iter().map(|c| c.name.value.clone()))
+            }
+            sqlparser::ast::Statement::AlterTable(alter) => {
+                for operation in &alter.operations {
+                    match operation {
+                        Op::AddColumn { column_def, .. } => {
+                            names.push(column_def.name.value.clone())
+                        }
+                        Op::DropColumn { column_names, .. } => {
+                            names.extend(column_names.iter().map(|c| c.value.clone()))
+                        }
+                        Op::RenameColumn {
+                            old_column_name,
+                            new_column_name,
+                        } => {
+                            names.push(old_column_name.value.clone());
+                            names.push(new_column_name.value.clone());
+                        }
+                        Op::ChangeColumn {
+                            old_name, new_name, ..
+                        } => {
+                            names.push(old_name.value.clone());
+                            names.push(new_name.value.clone());
+                        }
+                        Op::ModifyColumn { col_name, .. } => names.push(col_name.value.clone()),
+                        Op::AlterColumn { column_name, .. } => {
+                            names.push(column_name.value.clone())
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            sqlparser::ast::Statement::Insert(insert) => {
+                names.extend(insert.columns.iter().filter_map(last))
+            }
+            sqlparser::ast::Statement::Update(update) => {
+                for assignment in &update.assignments {
+                    match &assignment.target {
+                        AssignmentTarget::ColumnName(name) => names.extend(last(name)),
+                        AssignmentTarget::Tuple(tuple) => {
+                            names.extend(tuple.iter().filter_map(last))
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    names
+}
+
+/// MySQL dynamic SQL runs a statement that only exists at run time, so nothing here can
+/// tell whether it commits (`PREPARE s FROM 'COMMIT'; EXECUTE s`). `DEALLOCATE PREPARE`
+/// runs nothing and is let through.
+fn dynamic_sql(words: &[&str]) -> Result<(), Refusal> {
+    let what = match words {
+        ["PREPARE", ..] => "PREPARE",
+        ["EXECUTE", "IMMEDIATE", ..] => "EXECUTE IMMEDIATE",
+        ["EXECUTE", ..] => "EXECUTE",
+        _ => return Ok(()),
+    };
+    refuse(format!(
+        "dynamic SQL ({what}) cannot be checked before it runs, and what it runs could commit the run's transaction; \
+         put it in a step with transaction=\"none\""
+    ))
 }
 
 /// Whether the statement commits implicitly on `dialect` (MySQL DDL and the like), so
@@ -120,10 +353,11 @@ impl TableGuard {
                     .get(&format!("{schema}.{name}").to_lowercase()),
                 [] => None,
             }),
-            // Unparsable: any word that names such a table is enough to refuse.
-            None => super::words(&statement.text, dialect)
-                .iter()
-                .find_map(|word| self.current.get(&word.to_lowercase())),
+            // Unparsable, or too long to parse: any word that names such a table is
+            // enough to refuse (read without parsing, so any length is fine).
+            None => super::find_word(&statement.text, dialect, |word| {
+                self.current.get(&word.to_lowercase())
+            }),
         };
         match found {
             Some((name, engine)) => refuse(format!(
@@ -214,6 +448,8 @@ fn mysql(words: &[&str]) -> Result<(), Refusal> {
         // not commit.
         ["CREATE", rest @ ..] if is_temporary_table(rest) => Ok(()),
         ["DROP", "TEMPORARY", ..] => Ok(()),
+        // Forgets a prepared statement; commits nothing.
+        ["DROP", "PREPARE", ..] => Ok(()),
         ["CREATE" | "ALTER" | "DROP", rest @ ..] => {
             commits(format!("{} {}", words[0], object_kind(rest)))
         }
@@ -298,7 +534,7 @@ fn sets_autocommit(rest: &[&str]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::sql::split;
 
@@ -312,7 +548,7 @@ mod tests {
     }
 
     /// (statement, refused on MySQL)
-    const MYSQL: &[(&str, bool)] = &[
+    pub(in crate::sql) const MYSQL: &[(&str, bool)] = &[
         // DDL on every kind of object
         ("CREATE TABLE t (id INT PRIMARY KEY)", true),
         ("create table t (id int)", true),
@@ -633,5 +869,233 @@ mod tests {
             assert_eq!(judge(sql), Ok(()), "{sql}");
         }
         assert!(TableGuard::new([]).is_empty());
+    }
+
+    fn always(sql: &str, dialect: Dialect) -> Result<(), Refusal> {
+        let statements = split(sql, dialect).unwrap();
+        assert_eq!(statements.len(), 1, "{sql}");
+        check_always(&statements[0], dialect)
+    }
+
+    #[test]
+    fn own_tables_are_refused_in_every_dialect() {
+        for dialect in [Dialect::Sqlite, Dialect::Postgres, Dialect::MySql] {
+            for sql in [
+                "DROP TABLE upgrader_history",
+                "drop table if exists UPGRADER_HISTORY",
+                "DROP TABLE t, upgrader_version",
+                "DELETE FROM upgrader_history WHERE id > 3",
+                "UPDATE upgrader_version SET version = '9.9.9'",
+                "INSERT INTO upgrader_history (id) VALUES (1)",
+                "ALTER TABLE upgrader_schema ADD x INT",
+                "ALTER TABLE t RENAME TO upgrader_version",
+                "CREATE TABLE upgrader_future (x INT)",
+                "CREATE INDEX i ON upgrader_history (id)",
+                "SELECT * FROM t JOIN upgrader_history h ON h.id = t.id",
+                "SELECT (SELECT count(*) FROM upgrader_history)",
+                "CREATE VIEW v AS SELECT * FROM upgrader_version",
+                "SELECT upgrader_history.id FROM t",
+                // unparsable: the name alone is enough
+                "FROBNICATE upgrader_history NOW",
+            ] {
+                let refusal = always(sql, dialect).unwrap_err();
+                assert!(
+                    refusal.reason.contains("upgrader's own tables"),
+                    "{dialect:?} {sql}: {}",
+                    refusal.reason
+                );
+            }
+        }
+        for (sql, dialect) in [
+            ("DROP TABLE \"upgrader_history\"", Dialect::Postgres),
+            ("DROP TABLE public.upgrader_history", Dialect::Postgres),
+            (
+                "DROP TABLE \"public\".\"Upgrader_History\"",
+                Dialect::Postgres,
+            ),
+            ("DROP TABLE `app`.`upgrader_history`", Dialect::MySql),
+            ("RENAME TABLE upgrader_history TO h", Dialect::MySql),
+            ("TRUNCATE upgrader_history", Dialect::Postgres),
+            ("CREATE TABLE t LIKE upgrader_history", Dialect::MySql),
+            (
+                "CREATE TABLE t (a INT REFERENCES upgrader_history (id))",
+                Dialect::Postgres,
+            ),
+            ("LOCK TABLES upgrader_history WRITE", Dialect::MySql),
+            (
+                "COMMENT ON TABLE upgrader_history IS 'x'",
+                Dialect::Postgres,
+            ),
+            ("DROP TABLE [upgrader_history]", Dialect::Sqlite),
+            (
+                "DO $$ BEGIN DROP TABLE upgrader_history; END $$",
+                Dialect::Postgres,
+            ),
+            (
+                "DO LANGUAGE plpgsql 'BEGIN DELETE FROM upgrader_version; END'",
+                Dialect::Postgres,
+            ),
+            (
+                "PREPARE s FROM 'DROP TABLE upgrader_history'",
+                Dialect::MySql,
+            ),
+            (
+                "EXECUTE IMMEDIATE 'DELETE FROM upgrader_version'",
+                Dialect::MySql,
+            ),
+        ] {
+            let refusal = always(sql, dialect).unwrap_err();
+            assert!(
+                refusal.reason.contains("upgrader's own tables"),
+                "{dialect:?} {sql}: {}",
+                refusal.reason
+            );
+        }
+    }
+
+    #[test]
+    fn other_uses_of_the_prefix_pass() {
+        for dialect in [Dialect::Sqlite, Dialect::Postgres, Dialect::MySql] {
+            for sql in [
+                // columns named upgrader_x
+                "ALTER TABLE t ADD COLUMN upgrader_note INT",
+                "CREATE TABLE t (id INT, upgrader_note TEXT)",
+                "SELECT upgrader_note FROM t WHERE upgrader_note IS NOT NULL",
+                "UPDATE t SET upgrader_note = 'x'",
+                "INSERT INTO t (id, upgrader_note) VALUES (1, 'x')",
+                "SELECT t.upgrader_note FROM t",
+                "CREATE INDEX i ON t (upgrader_note)",
+                // strings and comments
+                "INSERT INTO t VALUES ('upgrader_history')",
+                "SELECT 1 -- DROP TABLE upgrader_history",
+                "/* upgrader_version */ SELECT 1",
+                "SELECT 'pg_advisory_unlock_all()'",
+                // other names
+                "DROP TABLE my_upgrader_history",
+                "CREATE TABLE upgraders (x INT)",
+                "SELECT count(*) FROM history",
+            ] {
+                assert_eq!(always(sql, dialect), Ok(()), "{dialect:?} {sql}");
+            }
+        }
+        // A function body is not run by creating the function.
+        assert_eq!(
+            always(
+                "CREATE FUNCTION f() RETURNS void AS $$ SELECT pg_advisory_unlock_all() $$ LANGUAGE sql",
+                Dialect::Postgres
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn releasing_upgraders_locks_is_refused() {
+        for (sql, dialect) in [
+            ("SELECT pg_advisory_unlock_all()", Dialect::Postgres),
+            ("select PG_ADVISORY_UNLOCK_ALL ()", Dialect::Postgres),
+            (
+                "SELECT pg_catalog.pg_advisory_unlock(42)",
+                Dialect::Postgres,
+            ),
+            ("SELECT \"pg_advisory_unlock\"(1, 2)", Dialect::Postgres),
+            (
+                "SELECT x FROM t WHERE pg_advisory_unlock(1)",
+                Dialect::Postgres,
+            ),
+            (
+                "DO $$ BEGIN PERFORM pg_advisory_unlock_all(); END $$",
+                Dialect::Postgres,
+            ),
+            ("SELECT RELEASE_ALL_LOCKS()", Dialect::MySql),
+            ("DO RELEASE_LOCK('upgrader')", Dialect::MySql),
+            ("SET @x = release_lock('app')", Dialect::MySql),
+            (
+                "EXECUTE IMMEDIATE 'SELECT RELEASE_ALL_LOCKS()'",
+                Dialect::MySql,
+            ),
+            (
+                "CREATE PROCEDURE p() BEGIN DO RELEASE_ALL_LOCKS(); END",
+                Dialect::MySql,
+            ),
+        ] {
+            let refusal = always(sql, dialect).unwrap_err();
+            assert!(
+                refusal.reason.contains("release upgrader's lock"),
+                "{sql}: {}",
+                refusal.reason
+            );
+        }
+        for (sql, dialect) in [
+            ("SELECT pg_advisory_lock(1)", Dialect::Postgres),
+            ("SELECT pg_advisory_xact_lock(1)", Dialect::Postgres),
+            ("SELECT pg_advisory_unlock_all FROM t", Dialect::Postgres),
+            ("SELECT GET_LOCK('x', 1)", Dialect::MySql),
+            ("SELECT IS_USED_LOCK('x')", Dialect::MySql),
+        ] {
+            assert_eq!(always(sql, dialect), Ok(()), "{sql}");
+        }
+    }
+
+    #[test]
+    fn always_rules_are_part_of_check_and_check_install() {
+        for dialect in [Dialect::Sqlite, Dialect::Postgres, Dialect::MySql] {
+            let statement = &split("DELETE FROM upgrader_history", dialect).unwrap()[0];
+            assert!(check(statement, dialect).is_err());
+            assert!(check_install(statement, dialect).is_err());
+        }
+    }
+
+    #[test]
+    fn mysql_dynamic_sql_is_refused() {
+        for sql in [
+            "PREPARE s FROM 'COMMIT'",
+            "prepare s from @s",
+            "EXECUTE s",
+            "EXECUTE s USING @a, @b",
+            "EXECUTE IMMEDIATE 'COMMIT'",
+            "execute immediate concat('ALTER TABLE t ', 'ADD x INT')",
+        ] {
+            let statement = &split(sql, Dialect::MySql).unwrap()[0];
+            for verdict in [
+                check(statement, Dialect::MySql),
+                check_install(statement, Dialect::MySql),
+            ] {
+                let refusal = verdict.unwrap_err();
+                assert!(
+                    refusal.reason.starts_with("dynamic SQL ("),
+                    "{sql}: {}",
+                    refusal.reason
+                );
+                assert!(refusal.reason.contains("transaction=\"none\""), "{sql}");
+            }
+            // Outside MySQL's transaction rules it is the always-on rules only.
+            assert_eq!(check_always(statement, Dialect::MySql), Ok(()), "{sql}");
+        }
+        // The common pattern: every statement of it that runs something is refused.
+        let script = "SET @s = IF(1, 'ALTER TABLE t ADD x INT', 'SELECT 1');\nPREPARE s FROM @s;\nEXECUTE s;\nDEALLOCATE PREPARE s;";
+        assert_eq!(refused(script, Dialect::MySql), [false, true, true, false]);
+        // Forgetting a prepared statement runs nothing and commits nothing.
+        assert_eq!(refused("DROP PREPARE s", Dialect::MySql), [false]);
+        // PostgreSQL's PREPARE/EXECUTE run a statement visible at PREPARE time, which
+        // cannot be a COMMIT: not dynamic SQL in this sense.
+        assert_eq!(
+            refused("PREPARE q AS SELECT 1; EXECUTE q", Dialect::Postgres),
+            [false, false]
+        );
+    }
+
+    #[test]
+    fn huge_statements_are_judged_without_parsing() {
+        let mut sql = String::from("INSERT INTO hits VALUES (1)");
+        while sql.len() <= crate::sql::PARSE_LIMIT {
+            sql.push_str(",(1)");
+        }
+        let statement = &split(&sql, Dialect::MySql).unwrap()[0];
+        let guard = TableGuard::new([("app", "hits", "MyISAM", true)]);
+        assert!(guard.check(statement, Dialect::MySql).is_err());
+        assert_eq!(check(statement, Dialect::MySql), Ok(()));
+        let own = sql.replacen("hits", "upgrader_history", 1);
+        let statement = &split(&own, Dialect::MySql).unwrap()[0];
+        assert!(check_always(statement, Dialect::MySql).is_err());
     }
 }
