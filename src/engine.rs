@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::db::{state, Backend, DatabaseUrl, DbObject};
+use crate::db::{state, Backend, DatabaseUrl, DbObject, StatementLimit};
 use crate::error::Error;
 use crate::lock::{self, LockGuard, LockRecord, LockState};
 use crate::manifest::{Action, Manifest, SqlSource, StepTransaction};
@@ -294,6 +294,8 @@ type ResolvedSteps = std::collections::HashMap<(String, String), plugin::Resolve
 #[derive(Debug, Clone)]
 enum Work {
     Sql(Prepared),
+    /// A script too large to keep in memory, read again statement by statement as it runs.
+    Streamed(Streamed),
     Plugin(PreparedPlugin),
 }
 
@@ -301,8 +303,77 @@ impl Work {
     fn sql(&self) -> Option<&Prepared> {
         match self {
             Work::Sql(prepared) => Some(prepared),
-            Work::Plugin(_) => None,
+            Work::Streamed(_) | Work::Plugin(_) => None,
         }
+    }
+}
+
+/// A script read, split and guarded while preparing without being kept: a run holds at
+/// most one of its statements at a time. It is read again when it runs, and refused if
+/// its content changed in between.
+#[derive(Debug, Clone)]
+struct Streamed {
+    /// The script's path.
+    path: PathBuf,
+    /// The script as its statements' origins name it (relative to the project).
+    file: String,
+    /// SHA-256 of its bytes when prepared.
+    sha256: Vec<u8>,
+}
+
+/// A script larger than this is streamed rather than kept (see [`Streamed`]).
+const KEEP_SCRIPT_BYTES: u64 = 1 << 20;
+/// Scripts are kept in memory only up to this much in all, so that a plan of many
+/// scripts does not hold them all either.
+const KEEP_TOTAL_BYTES: u64 = 32 << 20;
+
+/// What preparing a plan carries from one item to the next.
+struct Preparing {
+    dialect: Dialect,
+    /// The largest statement the database accepts; a larger one refuses the run up front.
+    limit: Option<StatementLimit>,
+    /// Plugin steps resolved so far.
+    resolved: ResolvedSteps,
+    /// Bytes of script kept in memory so far.
+    kept: u64,
+}
+
+impl Preparing {
+    fn new(dialect: Dialect, limit: Option<StatementLimit>) -> Preparing {
+        Preparing {
+            dialect,
+            limit,
+            resolved: ResolvedSteps::new(),
+            kept: 0,
+        }
+    }
+
+    /// Statements of a script, refusing any longer than the database accepts.
+    fn statements<R: std::io::Read>(&self, reader: R) -> sql::Statements<R> {
+        let statements = sql::Statements::new(reader, self.dialect);
+        match &self.limit {
+            Some(limit) => statements.max_statement(
+                usize::try_from(limit.bytes).unwrap_or(usize::MAX),
+                format!("the database's limit ({})", limit.setting),
+            ),
+            None => statements,
+        }
+    }
+}
+
+/// A reader that hashes what passes through it.
+struct Hashing<'h, R> {
+    inner: R,
+    hashers: Vec<&'h mut Sha256>,
+}
+
+impl<R: std::io::Read> std::io::Read for Hashing<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        for hasher in &mut self.hashers {
+            hasher.update(&buf[..read]);
+        }
+        Ok(read)
     }
 }
 
@@ -337,21 +408,51 @@ impl std::fmt::Display for LintFinding {
     }
 }
 
+/// How an item's statements are sent.
+struct Sending {
+    dialect: Dialect,
+    /// An install on MySQL: its DDL commits, and the transaction is opened again after it.
+    ddl_commits: bool,
+    /// The step runs alone (`transaction="none"`).
+    alone: bool,
+    install: bool,
+    transaction: StepTransaction,
+}
+
+/// At most this many characters of a database's error message are quoted (it may quote
+/// a whole statement).
+const QUOTED_MESSAGE_CHARS: usize = 500;
+
+/// The guard's verdict on a statement of an install or a step.
+fn judge(
+    statement: &sql::Statement,
+    install: bool,
+    transaction: StepTransaction,
+    dialect: Dialect,
+) -> Result<(), guard::Refusal> {
+    if transaction == StepTransaction::NoneUnsafe {
+        // A step that runs alone may commit, but may still not touch upgrader's own
+        // tables or locks.
+        guard::check_always(statement, dialect)
+    } else if install {
+        guard::check_install(statement, dialect)
+    } else {
+        guard::check(statement, dialect)
+    }
+}
+
 /// The guard's verdict on one prepared statement, as a finding.
 fn guard_finding(
     step: &str,
     install: bool,
+    transaction: StepTransaction,
     prepared: &Prepared,
     dialect: Dialect,
 ) -> Option<LintFinding> {
-    let verdict = if install {
-        guard::check_install(&prepared.statement, dialect)
-    } else {
-        guard::check(&prepared.statement, dialect)
-    };
-    let refusal = verdict.err()?;
+    let refusal = judge(&prepared.statement, install, transaction, dialect).err()?;
     Some(LintFinding {
         fixed_by_transaction_none: !install
+            && transaction == StepTransaction::Shared
             && guard::commits_implicitly(&prepared.statement, dialect),
         step: step.to_string(),
         location: prepared.origin.clone(),
@@ -524,45 +625,29 @@ impl Engine {
     }
 
     /// Reads and splits the SQL of one install or step, resolves its plugin steps (which
-    /// loads their libraries), and computes its checksum.
+    /// loads their libraries), and computes its checksum. Every statement is shown to
+    /// `judge`; a large script is judged as it is read and then not kept.
     fn work_of(
         &self,
         name: &str,
         actions: &[Action],
-        dialect: Dialect,
-        resolved: &mut ResolvedSteps,
+        preparing: &mut Preparing,
+        judge: &mut dyn FnMut(&Prepared),
     ) -> Result<(Vec<Work>, String), Error> {
         let manifest = &self.project.manifest;
         let mut hasher = Sha256::new();
-        let mut statements = Vec::new();
+        let mut work = Vec::new();
         for action in actions {
             match action {
                 Action::Sql { source, .. } => {
-                    let (origin_file, text, line_offset, first_column) = match source {
-                        SqlSource::File(file) => {
-                            let full = self.project.dir.join(file);
-                            let dir = &self.project.dir;
-                            let text = crate::files::read_to_string(dir, &full, u64::MAX).map_err(
-                                |e| {
-                                    Error::Refused(format!(
-                                        "{}: cannot read script for step '{name}': {}",
-                                        full.display(),
-                                        e.reason()
-                                    ))
-                                },
-                            )?;
-                            (file.display().to_string(), text, 0, 1)
-                        }
-                        SqlSource::Inline { text, pos } => (
+                    let (origin_file, line_offset, first_column) = match source {
+                        SqlSource::File(file) => (file.display().to_string(), 0, 1),
+                        SqlSource::Inline { pos, .. } => (
                             manifest.path.display().to_string(),
-                            text.clone(),
                             pos.line - 1,
                             pos.column,
                         ),
                     };
-                    hasher.update(b"sql\0");
-                    hasher.update(text.as_bytes());
-                    hasher.update(b"\0");
                     let place = |line: u32, column: u32| {
                         let column = if line == 1 {
                             column + first_column - 1
@@ -571,19 +656,75 @@ impl Engine {
                         };
                         format!("{origin_file}:{}:{column}", line + line_offset)
                     };
-                    let split = sql::split(&text, dialect).map_err(|e| {
+                    let split_error = |e: sql::SplitError| {
                         Error::Refused(format!(
                             "{}: step '{name}': cannot split the SQL: {}",
                             place(e.line, e.column),
                             e.message
                         ))
-                    })?;
-                    statements.extend(split.into_iter().map(|statement| {
-                        Work::Sql(Prepared {
-                            origin: place(statement.line, statement.column),
-                            statement,
-                        })
-                    }));
+                    };
+                    hasher.update(b"sql\0");
+                    let text = match source {
+                        SqlSource::Inline { text, .. } => {
+                            hasher.update(text.as_bytes());
+                            Some(text.clone())
+                        }
+                        SqlSource::File(file) => {
+                            let full = self.project.dir.join(file);
+                            let unreadable = |reason: String| {
+                                Error::Refused(format!(
+                                    "{}: cannot read script for step '{name}': {reason}",
+                                    full.display()
+                                ))
+                            };
+                            let (handle, length) = crate::files::open(&self.project.dir, &full)
+                                .map_err(|e| unreadable(e.reason()))?;
+                            if length <= KEEP_SCRIPT_BYTES
+                                && preparing.kept + length <= KEEP_TOTAL_BYTES
+                            {
+                                let mut text = String::new();
+                                std::io::Read::read_to_string(
+                                    &mut std::io::Read::take(handle, KEEP_SCRIPT_BYTES),
+                                    &mut text,
+                                )
+                                .map_err(|e| unreadable(e.to_string()))?;
+                                preparing.kept += text.len() as u64;
+                                hasher.update(text.as_bytes());
+                                Some(text)
+                            } else {
+                                let mut own = Sha256::new();
+                                let reader = Hashing {
+                                    inner: handle,
+                                    hashers: vec![&mut hasher, &mut own],
+                                };
+                                for statement in preparing.statements(reader) {
+                                    let statement = statement.map_err(split_error)?;
+                                    judge(&Prepared {
+                                        origin: place(statement.line, statement.column),
+                                        statement,
+                                    });
+                                }
+                                work.push(Work::Streamed(Streamed {
+                                    path: full,
+                                    file: origin_file.clone(),
+                                    sha256: own.finalize().to_vec(),
+                                }));
+                                None
+                            }
+                        }
+                    };
+                    hasher.update(b"\0");
+                    if let Some(text) = text {
+                        for statement in preparing.statements(text.as_bytes()) {
+                            let statement = statement.map_err(split_error)?;
+                            let prepared = Prepared {
+                                origin: place(statement.line, statement.column),
+                                statement,
+                            };
+                            judge(&prepared);
+                            work.push(Work::Sql(prepared));
+                        }
+                    }
                 }
                 Action::Plugin {
                     library,
@@ -597,31 +738,36 @@ impl Engine {
                     hasher.update(b"\0");
                     let origin = format!("{}:{}:{}", manifest.path.display(), pos.line, pos.column);
                     let key = (library.clone(), method.clone());
-                    let step = match resolved.get(&key) {
+                    let step = match preparing.resolved.get(&key) {
                         Some(step) => step.clone(),
                         None => {
                             let step = plugin::resolve(&self.project.dir, library, method)
                                 .map_err(|e| {
                                     Error::Refused(format!("{origin}: step '{name}': {e}"))
                                 })?;
-                            resolved.insert(key, step.clone());
+                            preparing.resolved.insert(key, step.clone());
                             step
                         }
                     };
-                    statements.push(Work::Plugin(PreparedPlugin { step, origin }));
+                    work.push(Work::Plugin(PreparedPlugin { step, origin }));
                 }
             }
         }
-        Ok((statements, hex(&hasher.finalize())))
+        Ok((work, hex(&hasher.finalize())))
     }
 
     /// Reads every script of the plan, splits it, guards each statement and computes each
     /// step's checksum, so that nothing unreadable is found mid-run. A script that cannot
     /// be read or split refuses the run here, before the lock; a statement the guard
     /// refuses is kept with its item, and fails the run as soon as it holds the lock.
-    fn prepare(&self, plan: &Plan, dialect: Dialect) -> Result<Vec<PreparedItem>, Error> {
+    fn prepare(
+        &self,
+        plan: &Plan,
+        dialect: Dialect,
+        limit: Option<StatementLimit>,
+    ) -> Result<Vec<PreparedItem>, Error> {
         let mut prepared = Vec::with_capacity(plan.items.len());
-        let mut resolved = ResolvedSteps::new();
+        let mut preparing = Preparing::new(dialect, limit);
         for item in &plan.items {
             let Some((actions, transaction)) = self.actions_of(item) else {
                 prepared.push(PreparedItem {
@@ -633,21 +779,17 @@ impl Engine {
                 });
                 continue;
             };
-            let (work, checksum) = self.work_of(&item.name, actions, dialect, &mut resolved)?;
-            // Judged now, acted on once the run holds the lock (see `Runner::refuse_unsafe`).
-            let refusal = if transaction == StepTransaction::Shared {
-                work.iter().filter_map(Work::sql).find_map(|statement| {
-                    guard_finding(
-                        &item.name,
-                        item.kind == ItemKind::Install,
-                        statement,
-                        dialect,
-                    )
-                    .map(Box::new)
-                })
-            } else {
-                None
-            };
+            // Judged now, acted on once the run holds the lock (see `Runner::refuse_prepared`).
+            let mut refusal = None;
+            let install = item.kind == ItemKind::Install;
+            let (work, checksum) =
+                self.work_of(&item.name, actions, &mut preparing, &mut |statement| {
+                    if refusal.is_none() {
+                        refusal =
+                            guard_finding(&item.name, install, transaction, statement, dialect)
+                                .map(Box::new);
+                    }
+                })?;
             prepared.push(PreparedItem {
                 item: item.clone(),
                 work,
@@ -661,7 +803,8 @@ impl Engine {
 
     /// Every statement in the manifest's SQL (install and all steps) that the guard would
     /// refuse on `dialect`, and every script that cannot be read or split. Touches no
-    /// database. Steps with `transaction="none"` are not guarded, so they are skipped.
+    /// database. Steps with `transaction="none"` are judged only by the rules that hold
+    /// everywhere (upgrader's own tables and locks).
     pub fn lint(&self, dialect: Dialect) -> Vec<LintFinding> {
         let manifest = &self.project.manifest;
         let install = manifest
@@ -680,12 +823,19 @@ impl Engine {
                 .filter(|a| matches!(a, Action::Sql { .. }))
                 .cloned()
                 .collect();
-            match self.work_of(name, &sql, dialect, &mut ResolvedSteps::new()) {
-                Ok((work, _)) if transaction == StepTransaction::Shared => {
-                    findings.extend(work.iter().filter_map(Work::sql).filter_map(|statement| {
-                        guard_finding(name, is_install, statement, dialect)
-                    }))
-                }
+            let mut preparing = Preparing::new(dialect, None);
+            let mut found = Vec::new();
+            let read = self.work_of(name, &sql, &mut preparing, &mut |statement| {
+                found.extend(guard_finding(
+                    name,
+                    is_install,
+                    transaction,
+                    statement,
+                    dialect,
+                ))
+            });
+            findings.append(&mut found);
+            match read {
                 Ok(_) => {}
                 Err(error) => findings.push(LintFinding {
                     step: name.to_string(),
@@ -725,7 +875,11 @@ impl Engine {
             return Ok(self.current_outcome(&plan, run_started));
         }
         let dialect = self.dialect();
-        let prepared = self.prepare(&plan, dialect)?;
+        let limit = match kept.as_mut() {
+            Some(db) => db.max_statement_bytes()?,
+            None => Some(crate::db::sqlite::STATEMENT_LIMIT),
+        };
+        let prepared = self.prepare(&plan, dialect, limit)?;
 
         let record = LockRecord {
             pid: std::process::id(),
@@ -781,7 +935,7 @@ impl Engine {
         let prepared = if plan.items.iter().eq(prepared.iter().map(|p| &p.item)) {
             prepared
         } else {
-            match self.prepare(&plan, dialect) {
+            match self.prepare(&plan, dialect, limit) {
                 Ok(prepared) => prepared,
                 Err(error) => {
                     runner.db.rollback()?;
@@ -959,10 +1113,46 @@ impl Runner<'_> {
                     ))
                 })
         });
-        match refused {
-            Some((entry, finding)) => Err(self.refuse(entry, &finding)),
-            None => Ok(()),
+        if let Some((entry, finding)) = refused {
+            return Err(self.refuse(entry, &finding));
         }
+        // Scripts too large to keep are read once more for this, so that here too nothing
+        // is sent before the refusal.
+        for entry in shared {
+            for work in &entry.work {
+                let Work::Streamed(script) = work else {
+                    continue;
+                };
+                if let Some(finding) = self.streamed_table_refusal(entry, script, dialect) {
+                    return Err(self.refuse(entry, &finding));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The first statement of a streamed script that names a table whose engine cannot
+    /// roll back. A script that cannot be read or split here is reported when it runs.
+    fn streamed_table_refusal(
+        &self,
+        entry: &PreparedItem,
+        script: &Streamed,
+        dialect: Dialect,
+    ) -> Option<LintFinding> {
+        let (handle, _) = crate::files::open(&self.engine.project.dir, &script.path).ok()?;
+        sql::Statements::new(handle, dialect)
+            .map_while(Result::ok)
+            .find_map(|statement| {
+                let refusal = self.tables.check(&statement, dialect).err()?;
+                Some(LintFinding {
+                    step: entry.item.name.clone(),
+                    location: format!("{}:{}:{}", script.file, statement.line, statement.column),
+                    statement: sql::abbreviate(&statement.text),
+                    reason: refusal.reason,
+                    dialect: dialect.name(),
+                    fixed_by_transaction_none: false,
+                })
+            })
     }
 
     /// The failure of a run refused on `finding` in `entry`, before it sent anything of it.
@@ -1030,27 +1220,22 @@ impl Runner<'_> {
                         .map_err(|e| failure(&item.name, e.to_string()))?,
                 );
             }
+            let sending = Sending {
+                dialect,
+                ddl_commits,
+                alone,
+                install: item.kind == ItemKind::Install,
+                transaction: entry.transaction,
+            };
             let mut sent = 0;
             for work in &entry.work {
-                let (origin, result) = match work {
-                    Work::Sql(statement) => {
-                        log::debug!("{}: {}", statement.origin, statement.statement.text);
+                let outcome = match work {
+                    Work::Sql(prepared) => {
                         sent += 1;
-                        let mut result = self
-                            .db
-                            .execute(&statement.statement.text)
-                            .map_err(|e| e.to_string());
-                        if result.is_ok()
-                            && ddl_commits
-                            && guard::commits_implicitly(&statement.statement, dialect)
-                        {
-                            result = self
-                                .db
-                                .resume_after_implicit_commit()
-                                .map_err(|e| e.to_string());
-                        }
-                        (&statement.origin, result)
+                        self.send(&prepared.statement, &prepared.origin, &sending)
+                            .map_err(|error| (prepared.origin.clone(), error))
                     }
+                    Work::Streamed(script) => self.send_streamed(script, &sending, &mut sent),
                     Work::Plugin(call) => {
                         let rules = plugin::host::Rules {
                             dialect,
@@ -1058,30 +1243,17 @@ impl Runner<'_> {
                             alone,
                             tables: &self.tables,
                         };
-                        let result = match plugin::host::call(&call.step, self.db, &rules) {
+                        match plugin::host::call(&call.step, self.db, &rules) {
                             plugin::host::Outcome::Done { statements } => {
                                 sent += statements;
-                                Ok(())
+                                self.still_open_after(&call.origin, alone)
                             }
                             plugin::host::Outcome::Failed(message) => Err(message),
-                        };
-                        (&call.origin, result)
+                        }
+                        .map_err(|error| (call.origin.clone(), error))
                     }
                 };
-                // A statement the guard did not foresee may still have committed (MySQL
-                // commits implicitly): ask the session, which costs no round trip, so
-                // that a failure never claims to have rolled back what committed.
-                let result = match result {
-                    Ok(()) if !alone && !self.transaction_still_open() => {
-                        self.implicit_commit = Some(origin.clone());
-                        self.in_transaction = false;
-                        Err(format!(
-                            "the statement committed the run's transaction implicitly; upgrader refuses to go on without a transaction (if the step must commit, mark it transaction=\"none\")"
-                        ))
-                    }
-                    other => other,
-                };
-                if let Err(error) = result {
+                if let Err((origin, error)) = outcome {
                     return Err(Failure {
                         item: item.name.clone(),
                         message: format!(
@@ -1089,7 +1261,8 @@ impl Runner<'_> {
                             item.kind.name(),
                             item.name,
                             origin,
-                            error
+                            // A database's message may quote the whole statement.
+                            sql::clip(&error, QUOTED_MESSAGE_CHARS)
                         ),
                         non_transactional: alone,
                     });
@@ -1221,6 +1394,98 @@ impl Runner<'_> {
                 "; upgrader tried to drop what the install had created ({names}) but: {error}"
             ),
         })
+    }
+
+    /// Sends one statement of an item.
+    fn send(
+        &mut self,
+        statement: &sql::Statement,
+        origin: &str,
+        sending: &Sending,
+    ) -> Result<(), String> {
+        log::debug!("{origin}: {}", statement.text);
+        self.db
+            .execute(&statement.text)
+            .map_err(|e| e.to_string())?;
+        if sending.ddl_commits && guard::commits_implicitly(statement, sending.dialect) {
+            self.db
+                .resume_after_implicit_commit()
+                .map_err(|e| e.to_string())?;
+        }
+        self.still_open_after(origin, sending.alone)
+    }
+
+    /// A statement the guard did not foresee may still have committed (MySQL commits
+    /// implicitly): the session is asked, which costs no round trip, so that a failure
+    /// never claims to have rolled back what committed.
+    fn still_open_after(&mut self, origin: &str, alone: bool) -> Result<(), String> {
+        if alone || self.transaction_still_open() {
+            return Ok(());
+        }
+        self.implicit_commit = Some(origin.to_string());
+        self.in_transaction = false;
+        Err("the statement committed the run's transaction implicitly; upgrader refuses to go on without a transaction (if the step must commit, mark it transaction=\"none\")".to_string())
+    }
+
+    /// Runs a script that was too large to keep, one statement at a time: its content must
+    /// still be what was prepared, and each statement is judged again before it is sent.
+    fn send_streamed(
+        &mut self,
+        script: &Streamed,
+        sending: &Sending,
+        sent: &mut usize,
+    ) -> Result<(), (String, String)> {
+        let dialect = sending.dialect;
+        let at_file = |error: String| (script.file.clone(), error);
+        if !self.unchanged(script).map_err(at_file)? {
+            return Err(at_file(
+                "the script changed after the run checked it; nothing of it was sent".into(),
+            ));
+        }
+        let (handle, _) = crate::files::open(&self.engine.project.dir, &script.path)
+            .map_err(|e| at_file(e.reason()))?;
+        for statement in sql::Statements::new(handle, dialect) {
+            let statement = statement.map_err(|e| {
+                (
+                    format!("{}:{}:{}", script.file, e.line, e.column),
+                    e.message,
+                )
+            })?;
+            let origin = format!("{}:{}:{}", script.file, statement.line, statement.column);
+            let refused = judge(&statement, sending.install, sending.transaction, dialect)
+                .and_then(|()| match sending.transaction {
+                    StepTransaction::Shared => self.tables.check(&statement, dialect),
+                    StepTransaction::NoneUnsafe => Ok(()),
+                });
+            if let Err(refusal) = refused {
+                return Err((
+                    origin,
+                    format!(
+                        "statement refused on {}: {}: `{}`; it was not sent",
+                        dialect.name(),
+                        refusal.reason,
+                        sql::abbreviate(&statement.text)
+                    ),
+                ));
+            }
+            *sent += 1;
+            self.send(&statement, &origin, sending)
+                .map_err(|error| (origin, error))?;
+        }
+        Ok(())
+    }
+
+    /// Whether a streamed script's bytes are still those that were prepared.
+    fn unchanged(&self, script: &Streamed) -> Result<bool, String> {
+        let (handle, _) =
+            crate::files::open(&self.engine.project.dir, &script.path).map_err(|e| e.reason())?;
+        let mut own = Sha256::new();
+        let mut reader = Hashing {
+            inner: handle,
+            hashers: vec![&mut own],
+        };
+        std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| e.to_string())?;
+        Ok(own.finalize().as_slice() == script.sha256.as_slice())
     }
 
     /// Whether the run's transaction is still open after a statement (an install's DDL on

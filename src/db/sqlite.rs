@@ -14,8 +14,13 @@ use crate::sql::Dialect;
 /// How long a second writer waits for the first before giving up; upgrades can be long.
 const WRITE_WAIT: Duration = Duration::from_secs(600);
 
-/// The bundled SQLite's longest statement (its default SQLITE_MAX_SQL_LENGTH).
-const SQLITE_MAX_SQL_LENGTH: u64 = 1_000_000_000;
+/// The bundled SQLite's longest statement (its default SQLITE_MAX_SQL_LENGTH):
+/// sqlite3_limit can only lower the compile-time maximum, and nothing here lowers it.
+/// Known without a connection, so that a run can refuse a longer one before it opens one.
+pub const STATEMENT_LIMIT: StatementLimit = StatementLimit {
+    bytes: 1_000_000_000,
+    setting: "SQLITE_MAX_SQL_LENGTH",
+};
 
 /// A connection to an SQLite database file.
 pub struct Sqlite {
@@ -161,12 +166,7 @@ impl Backend for Sqlite {
     }
 
     fn max_statement_bytes(&mut self) -> Result<Option<StatementLimit>, DbError> {
-        // sqlite3_limit can only lower the compile-time maximum, and nothing here lowers
-        // it: the bundled build's SQLITE_MAX_SQL_LENGTH holds.
-        Ok(Some(StatementLimit {
-            bytes: SQLITE_MAX_SQL_LENGTH,
-            setting: "SQLITE_MAX_SQL_LENGTH",
-        }))
+        Ok(Some(STATEMENT_LIMIT))
     }
 
     fn user_table_count(&mut self) -> Result<u64, DbError> {

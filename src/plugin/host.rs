@@ -141,7 +141,9 @@ fn judge(context: &mut Context<'_>, sql: &str) -> Result<(), String> {
         }
     };
     let verdict = if rules.alone {
-        Ok(())
+        // A step that runs alone may commit, but may still not touch upgrader's own
+        // tables or locks.
+        guard::check_always(statement, rules.dialect)
     } else if rules.install {
         guard::check_install(statement, rules.dialect)
     } else {
