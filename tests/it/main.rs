@@ -3,6 +3,7 @@
 
 mod backends;
 mod concurrency;
+mod hardening;
 mod hostile_files;
 mod lint;
 mod lock_file;

@@ -489,3 +489,28 @@ pub fn slow_sql(backend: Backend, seconds: f64) -> String {
         Backend::MariaDb => format!("SELECT SLEEP({seconds});"),
     }
 }
+
+impl TestProject {
+    /// Runs the binary as [`TestProject::run`] does, under an address-space cap of
+    /// `cap_mib` (`ulimit -v`): a command that needs more fails to allocate (a peak
+    /// resident size measured with `wait4` would count the test process's own memory,
+    /// which the child shares until it execs).
+    pub fn run_capped(&self, cap_mib: u64, args: &[&str]) -> Run {
+        let command = self.command(args);
+        let mut capped = Command::new("sh");
+        capped
+            .arg("-c")
+            .arg(format!("ulimit -v {}; exec \"$0\" \"$@\"", cap_mib * 1024))
+            .arg(command.get_program())
+            .args(command.get_args())
+            .env_remove("DATABASE_URL")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        let output = capped.output().unwrap();
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
