@@ -5,8 +5,8 @@
 
 use std::os::unix::fs::symlink;
 use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+
+use std::time::Duration;
 
 use crate::on_every_backend;
 use crate::util::{Backend, Run, TestProject};
@@ -26,28 +26,9 @@ const COMMANDS: [&[&str]; 5] = [&["run"], &["plan"], &["status"], &["check"], &[
 /// Runs a command with a deadline, so that a command hanging on a FIFO fails the test
 /// instead of hanging it.
 fn run_quickly(project: &TestProject, args: &[&str]) -> Run {
-    let mut child = project
-        .command(args)
-        .env("HOSTILE_MARKER", MARKER)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > Duration::from_secs(30) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("`upgrader {}` hangs", args.join(" "));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = child.wait_with_output().unwrap();
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    let mut command = project.command(args);
+    command.env("HOSTILE_MARKER", MARKER);
+    crate::util::run_within(command, Duration::from_secs(30))
 }
 
 /// Every command exits 1 quickly with `expected` in its error, prints nothing of the

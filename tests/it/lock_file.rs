@@ -2,7 +2,7 @@
 //! directory, a huge file), and the race between a look at the lock and a finishing run.
 
 use std::path::Path;
-use std::process::Stdio;
+
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,31 +18,9 @@ const MANIFEST: &str = r#"<upgrade project="test" initial-version="1.0.0">
 </upgrade>
 "#;
 
-/// Runs a command, failing the test if it does not finish within `limit` (a FIFO used to
-/// hang every command forever).
 #[track_caller]
 fn run_within(project: &TestProject, args: &[&str], limit: Duration) -> Run {
-    let mut child = project
-        .command(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("`upgrader {}` hung for {limit:?}", args.join(" "));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let output = child.wait_with_output().unwrap();
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    crate::util::run_within(project.command(args), limit)
 }
 
 /// Every command refuses the lock path with `message`, exit 1, and touches nothing.

@@ -1,10 +1,9 @@
 //! Files named like plugin libraries that are not libraries: a huge one is refused without
 //! being read whole, a FIFO without hanging.
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::util::{bin, TestProject};
+use crate::util::TestProject;
 
 const MANIFEST: &str = r#"<upgrade project="test" initial-version="1.0.0">
   <install><sql>CREATE TABLE t (x INTEGER);</sql></install>
@@ -17,34 +16,10 @@ const MANIFEST: &str = r#"<upgrade project="test" initial-version="1.0.0">
 /// `upgrader run` on `project`, under an address-space cap of `cap_mib` (`ulimit -v`),
 /// failing the test if it takes longer than `limit`.
 fn run_capped(project: &TestProject, cap_mib: u64, limit: Duration) -> (i32, String) {
-    let mut child = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("ulimit -v {}; exec \"$0\" \"$@\"", cap_mib * 1024))
-        .arg(bin())
-        .arg("--project")
-        .arg(project.path())
-        .arg("run")
-        .env_remove("DATABASE_URL")
-        .env_remove("UPGRADER_PLUGIN_PATH")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("`upgrader run` took longer than {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let output = child.wait_with_output().unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let mut command = project.capped_command(cap_mib, &["run"]);
+    command.env_remove("UPGRADER_PLUGIN_PATH");
+    let run = crate::util::run_within(command, limit);
+    (run.code, run.stderr)
 }
 
 /// A project installed at 1.0.0 whose code wants 1.1.0, through the plugin step.

@@ -490,12 +490,38 @@ pub fn slow_sql(backend: Backend, seconds: f64) -> String {
     }
 }
 
+/// Runs `command` to its end, failing the test if it takes longer than `limit` (a FIFO
+/// used to hang every command for ever).
+#[track_caller]
+pub fn run_within(mut command: Command, limit: Duration) -> Run {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} took longer than {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let output = child.wait_with_output().unwrap();
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
 impl TestProject {
-    /// Runs the binary as [`TestProject::run`] does, under an address-space cap of
+    /// The binary as [`TestProject::command`] makes it, under an address-space cap of
     /// `cap_mib` (`ulimit -v`): a command that needs more fails to allocate (a peak
     /// resident size measured with `wait4` would count the test process's own memory,
     /// which the child shares until it execs).
-    pub fn run_capped(&self, cap_mib: u64, args: &[&str]) -> Run {
+    pub fn capped_command(&self, cap_mib: u64, args: &[&str]) -> Command {
         let command = self.command(args);
         let mut capped = Command::new("sh");
         capped
@@ -506,11 +532,11 @@ impl TestProject {
             .env_remove("DATABASE_URL")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null());
-        let output = capped.output().unwrap();
-        Run {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        capped
+    }
+
+    /// Runs [`TestProject::capped_command`] to its end.
+    pub fn run_capped(&self, cap_mib: u64, args: &[&str]) -> Run {
+        run_within(self.capped_command(cap_mib, args), Duration::from_secs(300))
     }
 }
