@@ -286,3 +286,35 @@ fn looks_at_the_lock_never_call_a_finished_run_dead() {
 }
 
 on_every_backend!(symlinked_lock_is_never_followed);
+
+/// The web gate halts on a lock file that is not a regular file (instead of answering
+/// "retry" for ever), and serves again once an operator removes it.
+#[test]
+fn the_gate_halts_on_a_broken_lock_file_until_it_is_removed() {
+    use upgrader::gate::{Answer, Gate, GateOptions};
+    let project = TestProject::new("1.0.0", MANIFEST);
+    project.run(&["run"]).assert_code(0);
+    let made = std::process::Command::new("mkfifo")
+        .arg(project.lock_path())
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let options = GateOptions {
+        recheck_interval: Duration::from_millis(50),
+        ..GateOptions::default()
+    };
+    let gate = Gate::new(project.path(), None, options);
+    let mut answer = gate.check();
+    crate::util::wait_for(Duration::from_secs(10), "the gate to halt", || {
+        answer = gate.check();
+        matches!(answer, Answer::Halted { .. })
+    });
+    let Answer::Halted { reason } = answer else {
+        unreachable!()
+    };
+    assert!(reason.contains("FIFO"), "{reason}");
+    std::fs::remove_file(project.lock_path()).unwrap();
+    crate::util::wait_for(Duration::from_secs(10), "the gate to serve again", || {
+        gate.check() == Answer::Ready
+    });
+}
