@@ -424,6 +424,32 @@ mod tests {
         assert_eq!(v(" 1.4.0-BETA2 ").to_string(), "1.4.0-BETA2");
     }
 
+    /// The fast paths of `parse` (no trim for plainly written text, a byte search for
+    /// the suffix, overflow noted per part) answer as the general ones do.
+    #[test]
+    fn fast_paths_agree() {
+        assert_eq!(v("\u{a0}1.2.3\u{2003}").to_string(), "1.2.3");
+        assert_eq!(v("\t1.2\n"), v("1.2.0"));
+        assert_eq!(v("1.2.3-x-y").to_string(), "1.2.3-x-y");
+        assert_eq!(
+            v("18446744073709551615.0").to_string(),
+            "18446744073709551615.0.0"
+        );
+        for (bad, reason) in [
+            ("18446744073709551616.0", "a number is too large"),
+            ("1.99999999999999999999.0", "a number is too large"),
+            ("1.2a.3", "MAJOR, MINOR and PATCH must be whole numbers"),
+            (
+                "1.2.3.4",
+                "expected at most three numbers (MAJOR.MINOR.PATCH)",
+            ),
+            ("1.2-", "the suffix after '-' is empty"),
+            (" \u{a0} ", "it is empty"),
+        ] {
+            assert_eq!(Version::parse(bad).unwrap_err().reason, reason, "{bad:?}");
+        }
+    }
+
     #[test]
     fn rejects_with_text_quoted() {
         for bad in [
