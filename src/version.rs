@@ -36,7 +36,15 @@ pub struct Version {
 impl Version {
     /// Parses a version, rejecting anything outside `MAJOR.MINOR[.PATCH][-SUFFIX]`.
     pub fn parse(input: &str) -> Result<Version, VersionError> {
-        let text = input.trim();
+        // A manifest holds two versions per step, nearly always written without
+        // surrounding space: the Unicode-aware trim is only paid when an end byte could
+        // be space (any byte above ASCII could start a Unicode space).
+        let plain_end = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_graphic());
+        let text = if plain_end(input.as_bytes().first()) && plain_end(input.as_bytes().last()) {
+            input
+        } else {
+            input.trim()
+        };
         let fail = |reason| VersionError {
             text: input.to_string(),
             reason,
@@ -44,22 +52,30 @@ impl Version {
         if text.is_empty() {
             return Err(fail("it is empty"));
         }
-        let (core, suffix) = match text.split_once('-') {
-            Some((core, suffix)) => (core, Some(suffix)),
+        // A byte search: '-' is ASCII, so it never splits a character.
+        let (core, suffix) = match text.bytes().position(|b| b == b'-') {
+            Some(dash) => (&text[..dash], Some(&text[dash + 1..])),
             None => (text, None),
         };
         // One pass over the bytes (a manifest holds two versions per step); a final '.'
         // closes the last part. Each part's checks keep the order of their messages.
         let mut numbers = [0u64; 3];
         let mut count = 0;
-        let (mut value, mut digits, mut other) = (Some(0u64), 0usize, false);
-        for &byte in core.as_bytes().iter().chain(std::iter::once(&b'.')) {
+        let (mut value, mut digits, mut other, mut overflow) = (0u64, 0usize, false, false);
+        let bytes = core.as_bytes();
+        for index in 0..=bytes.len() {
+            let byte = bytes.get(index).copied().unwrap_or(b'.');
             if byte != b'.' {
-                if byte.is_ascii_digit() {
+                let digit = byte.wrapping_sub(b'0');
+                if digit < 10 {
                     digits += 1;
-                    value = value
-                        .and_then(|v| v.checked_mul(10))
-                        .and_then(|v| v.checked_add(u64::from(byte - b'0')));
+                    match value
+                        .checked_mul(10)
+                        .and_then(|v| v.checked_add(u64::from(digit)))
+                    {
+                        Some(next) => value = next,
+                        None => overflow = true,
+                    }
                 } else {
                     other = true;
                 }
@@ -71,9 +87,12 @@ impl Version {
             if digits == 0 || other {
                 return Err(fail("MAJOR, MINOR and PATCH must be whole numbers"));
             }
-            numbers[count] = value.ok_or_else(|| fail("a number is too large"))?;
+            if overflow {
+                return Err(fail("a number is too large"));
+            }
+            numbers[count] = value;
             count += 1;
-            (value, digits, other) = (Some(0), 0, false);
+            (value, digits, other) = (0, 0, false);
         }
         if count < 2 {
             return Err(fail("expected MAJOR.MINOR[.PATCH][-SUFFIX]"));
@@ -403,6 +422,32 @@ mod tests {
     #[test]
     fn keeps_text() {
         assert_eq!(v(" 1.4.0-BETA2 ").to_string(), "1.4.0-BETA2");
+    }
+
+    /// The fast paths of `parse` (no trim for plainly written text, a byte search for
+    /// the suffix, overflow noted per part) answer as the general ones do.
+    #[test]
+    fn fast_paths_agree() {
+        assert_eq!(v("\u{a0}1.2.3\u{2003}").to_string(), "1.2.3");
+        assert_eq!(v("\t1.2\n"), v("1.2.0"));
+        assert_eq!(v("1.2.3-x-y").to_string(), "1.2.3-x-y");
+        assert_eq!(
+            v("18446744073709551615.0").to_string(),
+            "18446744073709551615.0.0"
+        );
+        for (bad, reason) in [
+            ("18446744073709551616.0", "a number is too large"),
+            ("1.99999999999999999999.0", "a number is too large"),
+            ("1.2a.3", "MAJOR, MINOR and PATCH must be whole numbers"),
+            (
+                "1.2.3.4",
+                "expected at most three numbers (MAJOR.MINOR.PATCH)",
+            ),
+            ("1.2-", "the suffix after '-' is empty"),
+            (" \u{a0} ", "it is empty"),
+        ] {
+            assert_eq!(Version::parse(bad).unwrap_err().reason, reason, "{bad:?}");
+        }
     }
 
     #[test]

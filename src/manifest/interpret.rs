@@ -213,13 +213,15 @@ impl Visitor for Interpreter<'_, '_> {
 
     fn child(&mut self, child: &Element<'_>) -> Result<(), ManifestError> {
         let error = self.error;
-        if is(child, "step") || is(child, "install") {
+        // `<step>` is by far the most common child, so it is recognised first and once.
+        let is_step = is(child, "step");
+        if is_step || is(child, "install") {
             self.decide(Format::Canonical)?;
         } else if is(child, "matching") {
             self.decide(Format::Legacy)?;
         }
         let manifest = &mut self.manifest;
-        if is(child, "step") {
+        if is_step {
             manifest.steps.push(step(child, &mut self.scripts, error)?);
         } else if is(child, "initialversion") {
             let version = text_version(child, error)?;
@@ -344,7 +346,8 @@ fn actions(
     scripts: &mut Vec<(PathBuf, Pos)>,
     error: &ErrorFn<'_>,
 ) -> Result<Vec<Action>, ManifestError> {
-    let mut actions = Vec::new();
+    // Sized once: growing from empty costs a reallocation per step of a large manifest.
+    let mut actions = Vec::with_capacity(parent.children.len());
     'children: for child in &parent.children {
         for (name, slot) in extra.iter_mut() {
             if child.name == *name {

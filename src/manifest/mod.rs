@@ -189,8 +189,9 @@ impl Manifest {
             message,
         };
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        // Sizing the step list up front spares copying it as it grows.
-        let expected_steps = memchr::memmem::find_iter(text.as_bytes(), "<step").count();
+        // A rough size for the step list (a step takes well over 64 bytes): sizing it
+        // exactly would cost a search of the whole text, more than the list's growth.
+        let expected_steps = text.len() / 256;
         let mut interpreter = interpret::Interpreter::new(path, expected_steps, &error);
         xml::parse(text, &error, &mut interpreter)?;
         let (mut manifest, scripts) = interpreter.finish();
