@@ -1511,10 +1511,10 @@ impl Runner<'_> {
         let Some(expected) = &self.committed_version else {
             return Ok(());
         };
-        // PostgreSQL's advisory lock and MySQL's GET_LOCK are session locks held for the
-        // whole run, so nobody can upgrade between two of its commits; SQLite's lock is
-        // its write transaction, which ends with each commit.
-        if self.db.dialect() != Dialect::Sqlite {
+        // A session lock held for the whole run (PostgreSQL, MySQL) keeps everyone out
+        // between its commits; SQLite's lock is its write transaction, which ends with
+        // each commit.
+        if self.db.lock_outlives_commit() {
             return Ok(());
         }
         let recorded =

@@ -142,6 +142,13 @@ pub trait Backend {
     /// Rolls back the open transaction, if any.
     fn rollback(&mut self) -> Result<(), DbError>;
 
+    /// Whether the database-level lock, once taken, is held until the connection closes
+    /// (a session lock) rather than ending with each commit: then nobody can upgrade
+    /// between two of the run's commits.
+    fn lock_outlives_commit(&self) -> bool {
+        false
+    }
+
     /// Commits and opens the next transaction in one round trip (`COMMIT AND CHAIN`),
     /// returning `true`; `false` when the backend cannot, and has neither committed nor
     /// begun: the caller then commits and begins as usual. Only for a backend whose

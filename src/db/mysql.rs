@@ -268,6 +268,11 @@ impl Backend for MySql {
         Ok(())
     }
 
+    fn lock_outlives_commit(&self) -> bool {
+        // GET_LOCK is a session lock.
+        true
+    }
+
     fn commit_and_chain(&mut self) -> Result<bool, DbError> {
         // GET_LOCK is a session lock: the chained transaction still holds it.
         self.in_transaction = false;

@@ -334,6 +334,11 @@ impl Backend for Postgres {
         self.client.batch_execute("COMMIT").map_err(db_error)
     }
 
+    fn lock_outlives_commit(&self) -> bool {
+        // The advisory lock is a session lock.
+        true
+    }
+
     fn commit_and_chain(&mut self) -> Result<bool, DbError> {
         // The advisory lock is a session lock: the chained transaction still holds it.
         self.client
