@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::db::{state, Backend, DatabaseUrl, DbObject, StatementLimit};
+use crate::db::{state, Backend, DatabaseUrl, DbObject, LockSpan, StatementLimit};
 use crate::error::Error;
 use crate::lock::{self, LockGuard, LockRecord, LockState};
 use crate::manifest::{Action, Manifest, SqlSource, StepTransaction};
@@ -897,6 +897,10 @@ impl Engine {
             Some(db) => db,
             None => self.url.connect()?,
         };
+        // Commits in the middle of the run (per step, or around a step without a
+        // transaction) need the database lock to hold between transactions too.
+        let span = self.lock_span(&prepared);
+        db.lock(span)?;
         let mut runner = Runner {
             engine: self,
             db: db.as_mut(),
@@ -936,7 +940,12 @@ impl Engine {
             prepared
         } else {
             match self.prepare(&plan, dialect, limit) {
-                Ok(prepared) => prepared,
+                Ok(prepared) => {
+                    if self.lock_span(&prepared) != span {
+                        runner.db.lock(LockSpan::Session)?;
+                    }
+                    prepared
+                }
                 Err(error) => {
                     runner.db.rollback()?;
                     return Err(error);
@@ -966,6 +975,20 @@ impl Engine {
             applied: std::mem::take(&mut runner.applied),
             duration_ms: run_started.elapsed().as_millis() as u64,
         })
+    }
+
+    /// Commits in the middle of the run (per step, or around a step without a
+    /// transaction) need the database lock to hold between transactions too.
+    fn lock_span(&self, prepared: &[PreparedItem]) -> LockSpan {
+        if self.config.transaction == TransactionMode::PerStep
+            || prepared
+                .iter()
+                .any(|p| p.transaction != StepTransaction::Shared)
+        {
+            LockSpan::Session
+        } else {
+            LockSpan::Transaction
+        }
     }
 
     fn current_outcome(&self, plan: &Plan, started: Instant) -> RunOutcome {
@@ -1630,6 +1653,10 @@ impl Drop for Runner<'_> {
     fn drop(&mut self) {
         if self.in_transaction {
             let _ = self.db.rollback();
+        }
+        if let Err(error) = self.db.unlock() {
+            // Closing the connection releases it anyway.
+            log::debug!("releasing the database upgrade lock: {error}");
         }
     }
 }

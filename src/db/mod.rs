@@ -131,9 +131,20 @@ pub trait Backend {
     /// Runs a query with bound parameters (`?` placeholders) and returns all its rows.
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, DbError>;
 
-    /// Opens a transaction; the first one of a connection also takes the database-level
-    /// upgrade lock, held until the connection closes, so that only one process (on any
-    /// host) upgrades at a time.
+    /// Takes the database-level upgrade lock, waiting for another holder, so that only one
+    /// process (on any host) upgrades this database at a time. From here until
+    /// [`Backend::unlock`], every transaction [`Backend::begin`] opens is exclusive among
+    /// upgraders; with [`LockSpan::Session`] nobody else gets in between two of them
+    /// either. The lock never outlives the process, however it ends, even behind a
+    /// transaction-pooling connection pooler. Called again with [`LockSpan::Session`]
+    /// (inside a transaction), it widens a transaction-long lock.
+    fn lock(&mut self, span: LockSpan) -> Result<(), DbError>;
+
+    /// Releases the lock [`Backend::lock`] took (a no-op when none is held). Outside a
+    /// transaction.
+    fn unlock(&mut self) -> Result<(), DbError>;
+
+    /// Opens a transaction.
     fn begin(&mut self) -> Result<(), DbError>;
 
     /// Commits the open transaction.
@@ -218,6 +229,17 @@ pub trait Backend {
     fn max_statement_bytes(&mut self) -> Result<Option<StatementLimit>, DbError> {
         Ok(None)
     }
+}
+
+/// How long the database-level upgrade lock must keep others out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockSpan {
+    /// Only while a transaction is open: everything the holder writes is in transactions
+    /// that re-read what they depend on (one run transaction; a failure row).
+    Transaction,
+    /// From `lock` to `unlock`, across commits: per-step runs, `transaction="none"` steps,
+    /// and operations outside any transaction (backups, code installs).
+    Session,
 }
 
 /// The largest statement a server accepts.

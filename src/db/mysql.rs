@@ -9,7 +9,7 @@ use mysql::prelude::Queryable;
 use mysql::session_state_change::SessionStateChange;
 use mysql::{Conn, Opts, OptsBuilder, Params};
 
-use super::{Backend, DbError, DbObject, ForeignTable, ServerUrl, StatementLimit, Value};
+use super::{Backend, DbError, DbObject, ForeignTable, LockSpan, ServerUrl, StatementLimit, Value};
 use crate::sql::Dialect;
 
 /// How long a second process waits for the upgrade lock before giving up; upgrades
@@ -231,9 +231,9 @@ impl Backend for MySql {
             .collect())
     }
 
-    fn begin(&mut self) -> Result<(), DbError> {
+    fn lock(&mut self, _span: LockSpan) -> Result<(), DbError> {
         if !self.lock_held {
-            // A session lock, held from the run's first transaction until its connection
+            // A session lock whatever the span, held until `unlock` or until the connection
             // closes (however the process ends): across the implicit commits of an
             // install's DDL and the commits of `--transaction per-step`.
             if self.get_lock(0)? != Some(1) {
@@ -258,6 +258,21 @@ impl Backend for MySql {
             }
             self.lock_held = true;
         }
+        Ok(())
+    }
+
+    fn unlock(&mut self) -> Result<(), DbError> {
+        if self.lock_held {
+            self.conn
+                .query_drop(format!("DO RELEASE_LOCK({LOCK_NAME})"))
+                .map_err(db_error)?;
+            self.observe();
+            self.lock_held = false;
+        }
+        Ok(())
+    }
+
+    fn begin(&mut self) -> Result<(), DbError> {
         self.start_transaction()
     }
 

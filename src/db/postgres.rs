@@ -8,7 +8,7 @@ use postgres::error::SqlState;
 use postgres::types::{ToSql, Type};
 use postgres::{Client, NoTls};
 
-use super::{Backend, DbError, ServerUrl, StatementLimit, Value};
+use super::{Backend, DbError, LockSpan, ServerUrl, StatementLimit, Value};
 use crate::sql::Dialect;
 
 /// The advisory lock key every upgrader process takes on a database ("upgrader" in ASCII).
@@ -298,27 +298,18 @@ impl Backend for Postgres {
             .collect()
     }
 
-    fn begin(&mut self) -> Result<(), DbError> {
+    fn lock(&mut self, _span: LockSpan) -> Result<(), DbError> {
         if self.lock_held {
-            self.client.batch_execute("BEGIN").map_err(db_error)?;
-            self.in_transaction = true;
             return Ok(());
         }
-        // A session lock, held from the run's first transaction until its connection
-        // closes (however the process ends), across the commits of `--transaction
-        // per-step`: a second process, on any host, waits here. Asked for in the same
-        // round trip as BEGIN.
-        // Should the look-up fail after BEGIN, `rollback` must still end the transaction.
-        self.in_transaction = true;
-        let messages = self
+        // A session lock, held until `unlock` or until the connection closes (however the
+        // process ends), across the commits of `--transaction per-step`: a second process,
+        // on any host, waits here.
+        let taken = self
             .client
-            .simple_query(&format!(
-                "BEGIN; SELECT pg_try_advisory_lock({ADVISORY_KEY})"
-            ))
-            .map_err(db_error)?;
-        let taken = messages.iter().any(|message| {
-            matches!(message, postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some("t"))
-        });
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&ADVISORY_KEY])
+            .map_err(db_error)?
+            .get::<_, bool>(0);
         if !taken {
             log::warn!("waiting for the database upgrade lock, held by another upgrader");
             self.client
@@ -326,6 +317,22 @@ impl Backend for Postgres {
                 .map_err(db_error)?;
         }
         self.lock_held = true;
+        Ok(())
+    }
+
+    fn unlock(&mut self) -> Result<(), DbError> {
+        if self.lock_held {
+            self.client
+                .execute("SELECT pg_advisory_unlock($1)", &[&ADVISORY_KEY])
+                .map_err(db_error)?;
+            self.lock_held = false;
+        }
+        Ok(())
+    }
+
+    fn begin(&mut self) -> Result<(), DbError> {
+        self.client.batch_execute("BEGIN").map_err(db_error)?;
+        self.in_transaction = true;
         Ok(())
     }
 
