@@ -1,0 +1,420 @@
+//! Preparing a plan before the lock: every script read, split and judged by the guard,
+//! every plugin step resolved, every step's checksum computed; and `lint`, which is the
+//! same reading without a database.
+
+use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
+
+use super::{hex, Engine, LintFinding};
+use crate::db::StatementLimit;
+use crate::error::Error;
+use crate::manifest::{Action, SqlSource, StepTransaction};
+use crate::plan::{ItemKind, Plan, PlanItem};
+use crate::plugin;
+use crate::sql::{self, guard, Dialect};
+
+/// A statement ready to send, with where it came from.
+#[derive(Debug, Clone)]
+pub(super) struct Prepared {
+    pub(super) statement: sql::Statement,
+    /// `file:line:column`.
+    pub(super) origin: String,
+}
+
+/// A plugin step resolved before the run, with the manifest position that names it.
+#[derive(Debug, Clone)]
+pub(super) struct PreparedPlugin {
+    pub(super) step: plugin::ResolvedStep,
+    /// `upgrade.xml:line:column` of the `<plugin>` element.
+    pub(super) origin: String,
+}
+
+/// Plugin steps resolved so far in one preparation: a library is looked for and checked
+/// once per run, however many steps call it.
+pub(super) type ResolvedSteps = std::collections::HashMap<(String, String), plugin::ResolvedStep>;
+
+/// One action of an item, ready to run.
+#[derive(Debug, Clone)]
+pub(super) enum Work {
+    Sql(Prepared),
+    /// A script too large to keep in memory, read again statement by statement as it runs.
+    Streamed(Streamed),
+    Plugin(PreparedPlugin),
+}
+
+impl Work {
+    pub(super) fn sql(&self) -> Option<&Prepared> {
+        match self {
+            Work::Sql(prepared) => Some(prepared),
+            Work::Streamed(_) | Work::Plugin(_) => None,
+        }
+    }
+}
+
+/// A script read, split and guarded while preparing without being kept: a run holds at
+/// most one of its statements at a time. It is read again when it runs, and refused if
+/// its content changed in between.
+#[derive(Debug, Clone)]
+pub(super) struct Streamed {
+    /// The script's path.
+    pub(super) path: PathBuf,
+    /// The script as its statements' origins name it (relative to the project).
+    pub(super) file: String,
+    /// SHA-256 of its bytes when prepared.
+    pub(super) sha256: Vec<u8>,
+}
+
+/// A script larger than this is streamed rather than kept (see [`Streamed`]).
+pub(super) const KEEP_SCRIPT_BYTES: u64 = 1 << 20;
+/// Scripts are kept in memory only up to this much in all, so that a plan of many
+/// scripts does not hold them all either.
+pub(super) const KEEP_TOTAL_BYTES: u64 = 32 << 20;
+
+/// What preparing a plan carries from one item to the next.
+pub(super) struct Preparing {
+    pub(super) dialect: Dialect,
+    /// The largest statement the database accepts; a larger one refuses the run up front.
+    pub(super) limit: Option<StatementLimit>,
+    /// Plugin steps resolved so far.
+    pub(super) resolved: ResolvedSteps,
+    /// Bytes of script kept in memory so far.
+    pub(super) kept: u64,
+}
+
+impl Preparing {
+    pub(super) fn new(dialect: Dialect, limit: Option<StatementLimit>) -> Preparing {
+        Preparing {
+            dialect,
+            limit,
+            resolved: ResolvedSteps::new(),
+            kept: 0,
+        }
+    }
+
+    /// Statements of a script, refusing any longer than the database accepts.
+    pub(super) fn statements<R: std::io::Read>(&self, reader: R) -> sql::Statements<R> {
+        let statements = sql::Statements::new(reader, self.dialect);
+        match &self.limit {
+            Some(limit) => statements.max_statement(
+                usize::try_from(limit.bytes).unwrap_or(usize::MAX),
+                format!("the database's limit ({})", limit.setting),
+            ),
+            None => statements,
+        }
+    }
+}
+
+/// A reader that hashes what passes through it.
+pub(super) struct Hashing<'h, R> {
+    pub(super) inner: R,
+    pub(super) hashers: Vec<&'h mut Sha256>,
+}
+
+impl<R: std::io::Read> std::io::Read for Hashing<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        for hasher in &mut self.hashers {
+            hasher.update(&buf[..read]);
+        }
+        Ok(read)
+    }
+}
+
+/// The guard's verdict on a statement of an install or a step.
+pub(super) fn judge(
+    statement: &sql::Statement,
+    install: bool,
+    transaction: StepTransaction,
+    dialect: Dialect,
+) -> Result<(), guard::Refusal> {
+    if transaction == StepTransaction::NoneUnsafe {
+        // A step that runs alone may commit, but may still not touch upgrader's own
+        // tables or locks.
+        guard::check_always(statement, dialect)
+    } else if install {
+        guard::check_install(statement, dialect)
+    } else {
+        guard::check(statement, dialect)
+    }
+}
+
+/// The guard's verdict on one prepared statement, as a finding.
+pub(super) fn guard_finding(
+    step: &str,
+    install: bool,
+    transaction: StepTransaction,
+    prepared: &Prepared,
+    dialect: Dialect,
+) -> Option<LintFinding> {
+    let refusal = judge(&prepared.statement, install, transaction, dialect).err()?;
+    Some(LintFinding {
+        fixed_by_transaction_none: !install
+            && transaction == StepTransaction::Shared
+            && guard::commits_implicitly(&prepared.statement, dialect),
+        step: step.to_string(),
+        location: prepared.origin.clone(),
+        statement: sql::abbreviate(&prepared.statement.text),
+        reason: refusal.reason,
+        dialect: dialect.name(),
+    })
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct PreparedItem {
+    pub(super) item: PlanItem,
+    pub(super) work: Vec<Work>,
+    pub(super) checksum: Option<String>,
+    pub(super) transaction: StepTransaction,
+    /// The first statement the guard refuses, if any: the run fails on it before sending
+    /// anything. Boxed: nearly always none, and a run holds an item per step.
+    pub(super) refusal: Option<Box<LintFinding>>,
+}
+
+impl Engine {
+    /// The actions and transaction use of a plan item; none for a version-only bump.
+    pub(super) fn actions_of(&self, item: &PlanItem) -> Option<(&[Action], StepTransaction)> {
+        let manifest = &self.project.manifest;
+        match item.kind {
+            ItemKind::Install => Some((
+                &manifest
+                    .install
+                    .as_ref()
+                    .expect("planned install exists")
+                    .actions,
+                StepTransaction::Shared,
+            )),
+            ItemKind::Step => {
+                let step = &manifest.steps[item.step_index.expect("steps have an index")];
+                Some((&step.actions, step.transaction))
+            }
+            ItemKind::VersionOnly => None,
+        }
+    }
+
+    /// Reads and splits the SQL of one install or step, resolves its plugin steps (which
+    /// loads their libraries), and computes its checksum. Every statement is shown to
+    /// `judge`; a large script is judged as it is read and then not kept.
+    pub(super) fn work_of(
+        &self,
+        name: &str,
+        actions: &[Action],
+        preparing: &mut Preparing,
+        judge: &mut dyn FnMut(&Prepared),
+    ) -> Result<(Vec<Work>, String), Error> {
+        let manifest = &self.project.manifest;
+        let mut hasher = Sha256::new();
+        let mut work = Vec::new();
+        for action in actions {
+            match action {
+                Action::Sql { source, .. } => {
+                    let (origin_file, line_offset, first_column) = match source {
+                        SqlSource::File(file) => (file.display().to_string(), 0, 1),
+                        SqlSource::Inline { pos, .. } => (
+                            manifest.path.display().to_string(),
+                            pos.line - 1,
+                            pos.column,
+                        ),
+                    };
+                    let place = |line: u32, column: u32| {
+                        let column = if line == 1 {
+                            column + first_column - 1
+                        } else {
+                            column
+                        };
+                        format!("{origin_file}:{}:{column}", line + line_offset)
+                    };
+                    let split_error = |e: sql::SplitError| {
+                        Error::Refused(format!(
+                            "{}: step '{name}': cannot split the SQL: {}",
+                            place(e.line, e.column),
+                            e.message
+                        ))
+                    };
+                    hasher.update(b"sql\0");
+                    let text = match source {
+                        SqlSource::Inline { text, .. } => {
+                            hasher.update(text.as_bytes());
+                            Some(text.clone())
+                        }
+                        SqlSource::File(file) => {
+                            let full = self.project.dir.join(file);
+                            let unreadable = |reason: String| {
+                                Error::Refused(format!(
+                                    "{}: cannot read script for step '{name}': {reason}",
+                                    full.display()
+                                ))
+                            };
+                            let (handle, length) = crate::files::open(&self.project.dir, &full)
+                                .map_err(|e| unreadable(e.reason()))?;
+                            if length <= KEEP_SCRIPT_BYTES
+                                && preparing.kept + length <= KEEP_TOTAL_BYTES
+                            {
+                                let mut text = String::new();
+                                std::io::Read::read_to_string(
+                                    &mut std::io::Read::take(handle, KEEP_SCRIPT_BYTES),
+                                    &mut text,
+                                )
+                                .map_err(|e| unreadable(e.to_string()))?;
+                                preparing.kept += text.len() as u64;
+                                hasher.update(text.as_bytes());
+                                Some(text)
+                            } else {
+                                let mut own = Sha256::new();
+                                let reader = Hashing {
+                                    inner: handle,
+                                    hashers: vec![&mut hasher, &mut own],
+                                };
+                                for statement in preparing.statements(reader) {
+                                    let statement = statement.map_err(split_error)?;
+                                    judge(&Prepared {
+                                        origin: place(statement.line, statement.column),
+                                        statement,
+                                    });
+                                }
+                                work.push(Work::Streamed(Streamed {
+                                    path: full,
+                                    file: origin_file.clone(),
+                                    sha256: own.finalize().to_vec(),
+                                }));
+                                None
+                            }
+                        }
+                    };
+                    hasher.update(b"\0");
+                    if let Some(text) = text {
+                        for statement in preparing.statements(text.as_bytes()) {
+                            let statement = statement.map_err(split_error)?;
+                            let prepared = Prepared {
+                                origin: place(statement.line, statement.column),
+                                statement,
+                            };
+                            judge(&prepared);
+                            work.push(Work::Sql(prepared));
+                        }
+                    }
+                }
+                Action::Plugin {
+                    library,
+                    method,
+                    pos,
+                } => {
+                    hasher.update(b"plugin\0");
+                    hasher.update(library.as_bytes());
+                    hasher.update(b"\0");
+                    hasher.update(method.as_bytes());
+                    hasher.update(b"\0");
+                    let origin = format!("{}:{}:{}", manifest.path.display(), pos.line, pos.column);
+                    let key = (library.clone(), method.clone());
+                    let step = match preparing.resolved.get(&key) {
+                        Some(step) => step.clone(),
+                        None => {
+                            let step = plugin::resolve(&self.project.dir, library, method)
+                                .map_err(|e| {
+                                    Error::Refused(format!("{origin}: step '{name}': {e}"))
+                                })?;
+                            preparing.resolved.insert(key, step.clone());
+                            step
+                        }
+                    };
+                    work.push(Work::Plugin(PreparedPlugin { step, origin }));
+                }
+            }
+        }
+        Ok((work, hex(&hasher.finalize())))
+    }
+
+    /// Reads every script of the plan, splits it, guards each statement and computes each
+    /// step's checksum, so that nothing unreadable is found mid-run. A script that cannot
+    /// be read or split refuses the run here, before the lock; a statement the guard
+    /// refuses is kept with its item, and fails the run as soon as it holds the lock.
+    pub(super) fn prepare(
+        &self,
+        plan: &Plan,
+        dialect: Dialect,
+        limit: Option<StatementLimit>,
+    ) -> Result<Vec<PreparedItem>, Error> {
+        let mut prepared = Vec::with_capacity(plan.items.len());
+        let mut preparing = Preparing::new(dialect, limit);
+        for item in &plan.items {
+            let Some((actions, transaction)) = self.actions_of(item) else {
+                prepared.push(PreparedItem {
+                    item: item.clone(),
+                    work: Vec::new(),
+                    checksum: None,
+                    transaction: StepTransaction::Shared,
+                    refusal: None,
+                });
+                continue;
+            };
+            // Judged now, acted on once the run holds the lock (see `Runner::refuse_prepared`).
+            let mut refusal = None;
+            let install = item.kind == ItemKind::Install;
+            let (work, checksum) =
+                self.work_of(&item.name, actions, &mut preparing, &mut |statement| {
+                    if refusal.is_none() {
+                        refusal =
+                            guard_finding(&item.name, install, transaction, statement, dialect)
+                                .map(Box::new);
+                    }
+                })?;
+            prepared.push(PreparedItem {
+                item: item.clone(),
+                work,
+                checksum: Some(checksum),
+                transaction,
+                refusal,
+            });
+        }
+        Ok(prepared)
+    }
+
+    /// Every statement in the manifest's SQL (install and all steps) that the guard would
+    /// refuse on `dialect`, and every script that cannot be read or split. Touches no
+    /// database. Steps with `transaction="none"` are judged only by the rules that hold
+    /// everywhere (upgrader's own tables and locks).
+    pub fn lint(&self, dialect: Dialect) -> Vec<LintFinding> {
+        let manifest = &self.project.manifest;
+        let install = manifest
+            .install
+            .iter()
+            .map(|i| ("install", &i.actions[..], StepTransaction::Shared, true));
+        let steps = manifest
+            .steps
+            .iter()
+            .map(|s| (s.name.as_str(), &s.actions[..], s.transaction, false));
+        let mut findings = Vec::new();
+        for (name, actions, transaction, is_install) in install.chain(steps) {
+            // Plugins are resolved at run time; lint reads the SQL actions only.
+            let sql: Vec<Action> = actions
+                .iter()
+                .filter(|a| matches!(a, Action::Sql { .. }))
+                .cloned()
+                .collect();
+            let mut preparing = Preparing::new(dialect, None);
+            let mut found = Vec::new();
+            let read = self.work_of(name, &sql, &mut preparing, &mut |statement| {
+                found.extend(guard_finding(
+                    name,
+                    is_install,
+                    transaction,
+                    statement,
+                    dialect,
+                ))
+            });
+            findings.append(&mut found);
+            match read {
+                Ok(_) => {}
+                Err(error) => findings.push(LintFinding {
+                    step: name.to_string(),
+                    location: String::new(),
+                    statement: String::new(),
+                    reason: error.to_string(),
+                    dialect: dialect.name(),
+                    fixed_by_transaction_none: false,
+                }),
+            }
+        }
+        findings
+    }
+}

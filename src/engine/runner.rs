@@ -1,0 +1,720 @@
+//! Running a prepared plan under the lock: the transaction bookkeeping, sending each
+//! statement, recording versions and history, and turning a failure into a truthful
+//! message, a history row and a failed lock.
+
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use super::prepare::{judge, Hashing, PreparedItem, Streamed, Work};
+use super::Applied;
+use super::{host, now, Engine, LintFinding, TransactionMode};
+use crate::db::{state, Backend, DbObject};
+use crate::error::Error;
+use crate::lock::LockGuard;
+use crate::manifest::StepTransaction;
+use crate::plan::{ItemKind, Plan, PlanItem};
+use crate::plugin;
+use crate::sql::{self, guard, Dialect};
+use crate::version::Version;
+
+/// How an item's statements are sent.
+pub(super) struct Sending {
+    pub(super) dialect: Dialect,
+    /// An install on MySQL: its DDL commits, and the transaction is opened again after it.
+    pub(super) ddl_commits: bool,
+    /// The step runs alone (`transaction="none"`).
+    pub(super) alone: bool,
+    pub(super) install: bool,
+    pub(super) transaction: StepTransaction,
+}
+
+/// At most this many characters of a database's error message are quoted (it may quote
+/// a whole statement).
+pub(super) const QUOTED_MESSAGE_CHARS: usize = 500;
+
+/// The state of one run in progress; owns the transaction bookkeeping.
+pub(super) struct Runner<'a> {
+    pub(super) engine: &'a Engine,
+    pub(super) db: &'a mut dyn Backend,
+    pub(super) guard: Option<LockGuard>,
+    pub(super) mode: TransactionMode,
+    pub(super) in_transaction: bool,
+    /// The version the database holds if everything uncommitted is rolled back.
+    pub(super) committed_version: Option<Version>,
+    pub(super) applied: Vec<Applied>,
+    /// The item being applied, for the history row of a failure.
+    pub(super) in_flight: Option<InFlight>,
+    /// History rows of applied items, written in one go before the next commit.
+    pub(super) unrecorded: Vec<state::HistoryRow>,
+    /// The schema's objects before an install whose DDL commits implicitly (MySQL), so
+    /// that a failed install can drop what it created.
+    pub(super) install_objects: Option<Vec<DbObject>>,
+    /// Tables whose engine cannot roll back, for judging plugin statements.
+    pub(super) tables: guard::TableGuard,
+    /// The last `transaction="none"` step this run committed, if any: a later failure
+    /// rolls back only to it.
+    pub(super) committed_alone: Option<String>,
+    /// Where a statement committed the run's transaction implicitly (MySQL), if one did.
+    pub(super) implicit_commit: Option<String>,
+}
+
+/// What a failure's history row says about the item that failed.
+pub(super) struct InFlight {
+    pub(super) kind: ItemKind,
+    /// The version the item starts from (none for an install).
+    pub(super) from: Option<Version>,
+    pub(super) to: Version,
+    pub(super) checksum: Option<String>,
+    pub(super) started_at: String,
+    pub(super) started: Instant,
+}
+
+/// What went wrong inside a run, before it is turned into the user's error.
+pub(super) struct Failure {
+    pub(super) item: String,
+    pub(super) message: String,
+    pub(super) non_transactional: bool,
+}
+
+impl Runner<'_> {
+    pub(super) fn begin(&mut self) -> Result<(), Error> {
+        self.db.begin()?;
+        self.in_transaction = true;
+        Ok(())
+    }
+
+    pub(super) fn commit(&mut self, version: &Version) -> Result<(), Error> {
+        self.db.commit()?;
+        self.in_transaction = false;
+        self.committed_version = Some(version.clone());
+        Ok(())
+    }
+
+    pub(super) fn execute(&mut self, plan: &Plan, prepared: &[PreparedItem]) -> Result<(), Error> {
+        match self.apply_all(plan, prepared) {
+            Ok(()) => {
+                // Dropping the guard removes the lock file: the run is over.
+                self.guard.take();
+                Ok(())
+            }
+            Err(failure) => Err(self.fail(failure)),
+        }
+    }
+
+    /// Fails the run, before anything is sent, on the first statement of the whole plan
+    /// that the guard refused while preparing.
+    pub(super) fn refuse_prepared(&mut self, entries: &[PreparedItem]) -> Result<(), Failure> {
+        match entries.iter().find(|entry| entry.refusal.is_some()) {
+            Some(entry) => {
+                let finding = entry.refusal.as_deref().expect("found above");
+                Err(self.refuse(entry, finding))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Fails the run on the first statement, from `entries` on up to the next step that
+    /// runs alone, that touches a table whose engine cannot roll back (looked up now,
+    /// under the lock). Nothing of it has been sent.
+    pub(super) fn refuse_unsafe(&mut self, entries: &[PreparedItem]) -> Result<(), Failure> {
+        let dialect = self.db.dialect();
+        // Only what shares the transaction before the next step that runs alone is judged
+        // here; when none of it sends anything, the catalog is not asked (a run of
+        // `transaction="none"` steps would otherwise read it after every step).
+        let shared = entries
+            .iter()
+            .take_while(|entry| entry.transaction == StepTransaction::Shared);
+        if !shared.clone().any(|entry| !entry.work.is_empty()) {
+            self.tables = guard::TableGuard::default();
+            return Ok(());
+        }
+        let tables = self.db.foreign_tables().map_err(|e| Failure {
+            item: entries.first().map_or("run", |e| &e.item.name).to_string(),
+            message: format!("cannot list the tables that cannot roll back: {e}"),
+            non_transactional: false,
+        })?;
+        self.tables = guard::TableGuard::new(tables.iter().map(|t| {
+            (
+                t.schema.as_str(),
+                t.name.as_str(),
+                t.engine.as_str(),
+                t.in_current_schema,
+            )
+        }));
+        if self.tables.is_empty() {
+            return Ok(());
+        }
+        let tables = &self.tables;
+        let refused = shared.clone().find_map(|entry| {
+            entry
+                .work
+                .iter()
+                .filter_map(Work::sql)
+                .find_map(|prepared| {
+                    let refusal = tables.check(&prepared.statement, dialect).err()?;
+                    Some((
+                        entry,
+                        LintFinding {
+                            step: entry.item.name.clone(),
+                            location: prepared.origin.clone(),
+                            statement: sql::abbreviate(&prepared.statement.text),
+                            reason: refusal.reason,
+                            dialect: dialect.name(),
+                            fixed_by_transaction_none: false,
+                        },
+                    ))
+                })
+        });
+        if let Some((entry, finding)) = refused {
+            return Err(self.refuse(entry, &finding));
+        }
+        // Scripts too large to keep are read once more for this, so that here too nothing
+        // is sent before the refusal.
+        for entry in shared {
+            for work in &entry.work {
+                let Work::Streamed(script) = work else {
+                    continue;
+                };
+                if let Some(finding) = self.streamed_table_refusal(entry, script, dialect) {
+                    return Err(self.refuse(entry, &finding));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The first statement of a streamed script that names a table whose engine cannot
+    /// roll back. A script that cannot be read or split here is reported when it runs.
+    pub(super) fn streamed_table_refusal(
+        &self,
+        entry: &PreparedItem,
+        script: &Streamed,
+        dialect: Dialect,
+    ) -> Option<LintFinding> {
+        let (handle, _) = crate::files::open(&self.engine.project.dir, &script.path).ok()?;
+        sql::Statements::new(handle, dialect)
+            .map_while(Result::ok)
+            .find_map(|statement| {
+                let refusal = self.tables.check(&statement, dialect).err()?;
+                Some(LintFinding {
+                    step: entry.item.name.clone(),
+                    location: format!("{}:{}:{}", script.file, statement.line, statement.column),
+                    statement: sql::abbreviate(&statement.text),
+                    reason: refusal.reason,
+                    dialect: dialect.name(),
+                    fixed_by_transaction_none: false,
+                })
+            })
+    }
+
+    /// The failure of a run refused on `finding` in `entry`, before it sent anything of it.
+    pub(super) fn refuse(&mut self, entry: &PreparedItem, finding: &LintFinding) -> Failure {
+        self.in_flight = Some(InFlight {
+            kind: entry.item.kind,
+            from: entry.item.from.clone(),
+            to: entry.item.to.clone(),
+            checksum: entry.checksum.clone(),
+            started_at: now(),
+            started: Instant::now(),
+        });
+        Failure {
+            item: entry.item.name.clone(),
+            message: format!("{finding}; it was not sent"),
+            non_transactional: false,
+        }
+    }
+
+    pub(super) fn apply_all(
+        &mut self,
+        plan: &Plan,
+        prepared: &[PreparedItem],
+    ) -> Result<(), Failure> {
+        let project = &self.engine.project.name;
+        let failure = |item: &str, message: String| Failure {
+            item: item.to_string(),
+            message,
+            non_transactional: false,
+        };
+        self.refuse_prepared(prepared)?;
+        self.refuse_unsafe(prepared)?;
+        let dialect = self.db.dialect();
+        for (index, entry) in prepared.iter().enumerate() {
+            let item = &entry.item;
+            let alone = entry.transaction == StepTransaction::NoneUnsafe;
+            if alone && self.in_transaction {
+                let version = self.committed_or_current(item);
+                self.commit_at(&version)
+                    .map_err(|e| failure(&item.name, e.to_string()))?;
+            }
+            if !alone && !self.in_transaction {
+                self.begin()
+                    .map_err(|e| failure(&item.name, e.to_string()))?;
+                self.check_version(item)
+                    .map_err(|e| failure(&item.name, e))?;
+            }
+            if let Some(guard) = self.guard.as_mut() {
+                guard
+                    .set_step(&item.name, alone)
+                    .map_err(|e| failure(&item.name, e.to_string()))?;
+            }
+            let started_at = now();
+            let started = Instant::now();
+            self.in_flight = Some(InFlight {
+                kind: item.kind,
+                from: item.from.clone(),
+                to: item.to.clone(),
+                checksum: entry.checksum.clone(),
+                started_at: started_at.clone(),
+                started,
+            });
+            let ddl_commits =
+                item.kind == ItemKind::Install && dialect == crate::sql::Dialect::MySql;
+            if ddl_commits {
+                self.install_objects = Some(
+                    self.db
+                        .objects()
+                        .map_err(|e| failure(&item.name, e.to_string()))?,
+                );
+            }
+            let sending = Sending {
+                dialect,
+                ddl_commits,
+                alone,
+                install: item.kind == ItemKind::Install,
+                transaction: entry.transaction,
+            };
+            let mut sent = 0;
+            for work in &entry.work {
+                let outcome = match work {
+                    Work::Sql(prepared) => {
+                        sent += 1;
+                        self.send(&prepared.statement, &prepared.origin, &sending)
+                            .map_err(|error| (prepared.origin.clone(), error))
+                    }
+                    Work::Streamed(script) => self.send_streamed(script, &sending, &mut sent),
+                    Work::Plugin(call) => {
+                        let rules = plugin::host::Rules {
+                            dialect,
+                            install: item.kind == ItemKind::Install,
+                            alone,
+                            tables: &self.tables,
+                        };
+                        match plugin::host::call(&call.step, self.db, &rules) {
+                            plugin::host::Outcome::Done { statements } => {
+                                sent += statements;
+                                self.still_open_after(&call.origin, alone)
+                            }
+                            plugin::host::Outcome::Failed(message) => Err(message),
+                        }
+                        .map_err(|error| (call.origin.clone(), error))
+                    }
+                };
+                if let Err((origin, error)) = outcome {
+                    return Err(Failure {
+                        item: item.name.clone(),
+                        message: format!(
+                            "{} '{}' failed at {}: {}",
+                            item.kind.name(),
+                            item.name,
+                            origin,
+                            // A database's message may quote the whole statement.
+                            sql::clip(&error, QUOTED_MESSAGE_CHARS)
+                        ),
+                        non_transactional: alone,
+                    });
+                }
+            }
+            let duration = started.elapsed();
+            // From here on a step that ran alone has changed the database for good: a
+            // failure to record it must say so.
+            let failure = |item: &str, message: String| Failure {
+                item: item.to_string(),
+                message,
+                non_transactional: alone,
+            };
+            if alone {
+                self.begin()
+                    .map_err(|e| failure(&item.name, e.to_string()))?;
+            }
+            // Written with the commit that makes the step durable (see `commit_at`), or,
+            // in a long run, one full INSERT at a time inside the transaction, so that
+            // memory does not grow with the number of steps.
+            self.unrecorded
+                .push(history_row(project, entry, &started_at, duration));
+            if self.unrecorded.len() >= state::ROWS_PER_INSERT {
+                state::insert_history_rows(self.db, &self.unrecorded)
+                    .map_err(|e| failure(&item.name, e.to_string()))?;
+                self.unrecorded.clear();
+            }
+            let next_shares = prepared
+                .get(index + 1)
+                .is_some_and(|next| next.transaction == StepTransaction::Shared);
+            if !alone && self.mode == TransactionMode::PerStep && next_shares {
+                self.commit_at_and_chain(&item.to)
+                    .map_err(|e| failure(&item.name, e.to_string()))?;
+            } else if alone || self.mode == TransactionMode::PerStep {
+                self.commit_at(&item.to)
+                    .map_err(|e| failure(&item.name, e.to_string()))?;
+            }
+            if alone {
+                self.committed_alone = Some(item.name.clone());
+                // The step may have changed which tables cannot roll back.
+                self.refuse_unsafe(&prepared[index + 1..])?;
+            }
+            self.applied.push(Applied {
+                name: item.name.clone(),
+                kind: item.kind.name(),
+                from: item.from.as_ref().map(ToString::to_string),
+                to: item.to.to_string(),
+                statements: sent,
+                duration_ms: duration.as_millis() as u64,
+            });
+        }
+        if !self.in_transaction
+            && self.unrecorded.is_empty()
+            && self.committed_version.as_ref() == Some(&plan.target)
+        {
+            // The last step's commit recorded the target already.
+            return Ok(());
+        }
+        if !self.in_transaction {
+            self.begin().map_err(|e| failure("record", e.to_string()))?;
+        }
+        // Also records the version when nothing ran (adopting a database at exactly the
+        // code version).
+        self.commit_at(&plan.target)
+            .map_err(|e| failure("commit", e.to_string()))
+    }
+
+    /// Records `version` and commits: the recorded version is written only when it is
+    /// about to become durable, not after every step.
+    pub(super) fn commit_at(&mut self, version: &Version) -> Result<(), Error> {
+        self.record(version)?;
+        self.commit(version)?;
+        self.install_objects = None;
+        Ok(())
+    }
+
+    /// Like [`Runner::commit_at`], and opens the next transaction in the same round trip
+    /// where the backend can (its lock outlives the commit); else commits only.
+    pub(super) fn commit_at_and_chain(&mut self, version: &Version) -> Result<(), Error> {
+        self.record(version)?;
+        if self.db.commit_and_chain()? {
+            self.committed_version = Some(version.clone());
+        } else {
+            self.commit(version)?;
+        }
+        self.install_objects = None;
+        Ok(())
+    }
+
+    /// Writes the queued history rows and `version`, inside the open transaction.
+    pub(super) fn record(&mut self, version: &Version) -> Result<(), Error> {
+        state::record(
+            self.db,
+            &self.unrecorded,
+            &self.engine.project.name,
+            &version.as_str(),
+            &now(),
+        )?;
+        self.unrecorded.clear();
+        Ok(())
+    }
+
+    /// After a failed install whose DDL committed implicitly, drops what it created, so
+    /// that the schema is as empty as before. Returns a sentence for the error.
+    pub(super) fn undo_install(&mut self) -> Option<String> {
+        let before = self.install_objects.take()?;
+        let created: Vec<DbObject> = match self.db.objects() {
+            Ok(now) => now
+                .into_iter()
+                .filter(|object| !before.contains(object) && !object.name.starts_with("upgrader_"))
+                .collect(),
+            Err(error) => {
+                return Some(format!(
+                    "; upgrader could not list what the install created, so it may remain: {error}"
+                ))
+            }
+        };
+        if created.is_empty() {
+            return None;
+        }
+        let names = created
+            .iter()
+            .map(|object| format!("{} {}", object.kind.to_lowercase(), object.name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Some(match self.db.drop_objects(&created) {
+            Ok(()) => format!("; upgrader dropped what the install had created ({names})"),
+            Err(error) => format!(
+                "; upgrader tried to drop what the install had created ({names}) but: {error}"
+            ),
+        })
+    }
+
+    /// Sends one statement of an item.
+    pub(super) fn send(
+        &mut self,
+        statement: &sql::Statement,
+        origin: &str,
+        sending: &Sending,
+    ) -> Result<(), String> {
+        log::debug!("{origin}: {}", statement.text);
+        self.db
+            .execute(&statement.text)
+            .map_err(|e| e.to_string())?;
+        if sending.ddl_commits && guard::commits_implicitly(statement, sending.dialect) {
+            self.db
+                .resume_after_implicit_commit()
+                .map_err(|e| e.to_string())?;
+        }
+        self.still_open_after(origin, sending.alone)
+    }
+
+    /// A statement the guard did not foresee may still have committed (MySQL commits
+    /// implicitly): the session is asked, which costs no round trip, so that a failure
+    /// never claims to have rolled back what committed.
+    pub(super) fn still_open_after(&mut self, origin: &str, alone: bool) -> Result<(), String> {
+        if alone || self.transaction_still_open() {
+            return Ok(());
+        }
+        self.implicit_commit = Some(origin.to_string());
+        self.in_transaction = false;
+        Err("the statement committed the run's transaction implicitly; upgrader refuses to go on without a transaction (if the step must commit, mark it transaction=\"none\")".to_string())
+    }
+
+    /// Runs a script that was too large to keep, one statement at a time: its content must
+    /// still be what was prepared, and each statement is judged again before it is sent.
+    pub(super) fn send_streamed(
+        &mut self,
+        script: &Streamed,
+        sending: &Sending,
+        sent: &mut usize,
+    ) -> Result<(), (String, String)> {
+        let dialect = sending.dialect;
+        let at_file = |error: String| (script.file.clone(), error);
+        if !self.unchanged(script).map_err(at_file)? {
+            return Err(at_file(
+                "the script changed after the run checked it; nothing of it was sent".into(),
+            ));
+        }
+        let (handle, _) = crate::files::open(&self.engine.project.dir, &script.path)
+            .map_err(|e| at_file(e.reason()))?;
+        for statement in sql::Statements::new(handle, dialect) {
+            let statement = statement.map_err(|e| {
+                (
+                    format!("{}:{}:{}", script.file, e.line, e.column),
+                    e.message,
+                )
+            })?;
+            let origin = format!("{}:{}:{}", script.file, statement.line, statement.column);
+            let refused = judge(&statement, sending.install, sending.transaction, dialect)
+                .and_then(|()| match sending.transaction {
+                    StepTransaction::Shared => self.tables.check(&statement, dialect),
+                    StepTransaction::NoneUnsafe => Ok(()),
+                });
+            if let Err(refusal) = refused {
+                return Err((
+                    origin,
+                    format!(
+                        "statement refused on {}: {}: `{}`; it was not sent",
+                        dialect.name(),
+                        refusal.reason,
+                        sql::abbreviate(&statement.text)
+                    ),
+                ));
+            }
+            *sent += 1;
+            self.send(&statement, &origin, sending)
+                .map_err(|error| (origin, error))?;
+        }
+        Ok(())
+    }
+
+    /// Whether a streamed script's bytes are still those that were prepared.
+    pub(super) fn unchanged(&self, script: &Streamed) -> Result<bool, String> {
+        let (handle, _) =
+            crate::files::open(&self.engine.project.dir, &script.path).map_err(|e| e.reason())?;
+        let mut own = Sha256::new();
+        let mut reader = Hashing {
+            inner: handle,
+            hashers: vec![&mut own],
+        };
+        std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| e.to_string())?;
+        Ok(own.finalize().as_slice() == script.sha256.as_slice())
+    }
+
+    /// Whether the run's transaction is still open after a statement (an install's DDL on
+    /// MySQL has already been resumed). A backend that cannot tell is taken at its word.
+    pub(super) fn transaction_still_open(&mut self) -> bool {
+        match self.db.still_in_transaction() {
+            Ok(open) => open,
+            Err(error) => {
+                log::warn!("cannot tell whether the transaction is still open: {error}");
+                true
+            }
+        }
+    }
+
+    /// The version a `transaction="none"` step finds committed before it runs.
+    pub(super) fn committed_or_current(&self, item: &PlanItem) -> Version {
+        item.from.clone().unwrap_or_else(|| item.to.clone())
+    }
+
+    /// In per-step mode another process could slip in between two commits; make sure the
+    /// database is still where this run left it.
+    pub(super) fn check_version(&mut self, item: &PlanItem) -> Result<(), String> {
+        let Some(expected) = &self.committed_version else {
+            return Ok(());
+        };
+        // A session lock held for the whole run (PostgreSQL, MySQL) keeps everyone out
+        // between its commits; SQLite's lock is its write transaction, which ends with
+        // each commit.
+        if self.db.lock_outlives_commit() {
+            return Ok(());
+        }
+        let recorded =
+            state::read_version(self.db, &self.engine.project.name).map_err(|e| e.to_string())?;
+        let recorded = recorded.and_then(|v| Version::parse(&v).ok());
+        if recorded.as_ref() != Some(expected) {
+            return Err(format!(
+                "before step '{}': the database version changed to {} under this run (another process upgraded it)",
+                item.name,
+                recorded.map_or("none".into(), |v| v.to_string())
+            ));
+        }
+        Ok(())
+    }
+
+    /// Rolls back, records the failure outside the rolled-back work, and leaves the lock
+    /// failed.
+    pub(super) fn fail(&mut self, failure: Failure) -> Error {
+        if self.in_transaction {
+            if let Err(error) = self.db.rollback() {
+                log::error!("rollback failed: {error}");
+            }
+            self.in_transaction = false;
+        }
+        let undone = self.undo_install();
+        let version = self.committed_version.as_ref().map_or_else(
+            || "no version recorded".to_string(),
+            |v| format!("version {v}"),
+        );
+        let mut message = failure.message.clone();
+        // Never claim "unchanged" when something of this run committed: a step without a
+        // transaction, an implicit commit, or earlier steps in per-step mode.
+        if failure.non_transactional {
+            message.push_str(&format!(
+                "; the step ran without a transaction (transaction=\"none\"), so the database may hold part of it; the database records {version}"
+            ));
+        } else if let Some(origin) = &self.implicit_commit {
+            message.push_str(&format!(
+                "; the statement at {origin} committed the transaction implicitly, so what this run did up to it stays in the database and could not be rolled back; the database records {version}"
+            ));
+        } else if self.mode == TransactionMode::PerStep {
+            message.push_str(&format!(
+                "; this step was rolled back, steps before it stay committed, and the database records {version}"
+            ));
+        } else if let Some(step) = &self.committed_alone {
+            message.push_str(&format!(
+                "; the run was rolled back to where the transaction=\"none\" step '{step}' committed: it and the steps before it stay applied, and the database records {version}"
+            ));
+        } else {
+            message.push_str(&format!(
+                "; the whole run was rolled back and the database is unchanged ({version})"
+            ));
+        }
+        if let Some(undone) = undone {
+            message.push_str(&undone);
+        }
+        let project = &self.engine.project.name;
+        let in_flight = self.in_flight.take();
+        let failed_row = state::HistoryRow {
+            id: None,
+            project: project.clone(),
+            kind: in_flight
+                .as_ref()
+                .map_or(ItemKind::Step, |f| f.kind)
+                .name()
+                .into(),
+            name: failure.item.clone(),
+            // The failed item's own range; a failure outside any item (the final
+            // commit) is reported from the version the database holds.
+            from_version: match &in_flight {
+                Some(flight) => flight.from.as_ref().map(ToString::to_string),
+                None => self.committed_version.as_ref().map(ToString::to_string),
+            },
+            to_version: in_flight.as_ref().map_or_else(
+                || self.engine.project.code_version.to_string(),
+                |f| f.to.to_string(),
+            ),
+            checksum: in_flight.as_ref().and_then(|f| f.checksum.clone()),
+            started_at: in_flight
+                .as_ref()
+                .map_or_else(now, |f| f.started_at.clone()),
+            finished_at: now(),
+            duration_ms: in_flight
+                .as_ref()
+                .map_or(0, |f| f.started.elapsed().as_millis() as i64),
+            host: host(),
+            pid: i64::from(std::process::id()),
+            success: false,
+            error: Some(message.clone()),
+        };
+        let recorded = self.db.begin().map_err(Error::from).and_then(|()| {
+            state::ensure_in_transaction(self.db, &now())?;
+            state::insert_history(self.db, &failed_row)?;
+            Ok(self.db.commit()?)
+        });
+        if let Err(error) = recorded {
+            let _ = self.db.rollback();
+            log::error!("could not record the failure in upgrader_history: {error}");
+        }
+        if let Some(guard) = self.guard.take() {
+            if let Err(error) = guard.fail(Some(&failure.item), &message) {
+                log::error!("could not mark the lock failed: {error}");
+            }
+        }
+        Error::StepFailed {
+            step: failure.item,
+            message,
+        }
+    }
+}
+
+impl Drop for Runner<'_> {
+    fn drop(&mut self) {
+        if self.in_transaction {
+            let _ = self.db.rollback();
+        }
+        if let Err(error) = self.db.unlock() {
+            // Closing the connection releases it anyway.
+            log::debug!("releasing the database upgrade lock: {error}");
+        }
+    }
+}
+
+pub(super) fn history_row(
+    project: &str,
+    entry: &PreparedItem,
+    started_at: &str,
+    duration: Duration,
+) -> state::HistoryRow {
+    state::HistoryRow {
+        id: None,
+        project: project.to_string(),
+        kind: entry.item.kind.name().to_string(),
+        name: entry.item.name.clone(),
+        from_version: entry.item.from.as_ref().map(ToString::to_string),
+        to_version: entry.item.to.to_string(),
+        checksum: entry.checksum.clone(),
+        started_at: started_at.to_string(),
+        finished_at: now(),
+        duration_ms: duration.as_millis() as i64,
+        host: host(),
+        pid: i64::from(std::process::id()),
+        success: true,
+        error: None,
+    }
+}
