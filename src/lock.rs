@@ -32,8 +32,8 @@ pub struct LockRecord {
     pub from: Option<String>,
     /// The version the run aims for.
     pub to: String,
-    /// `running` or `failed`.
-    pub state: String,
+    /// What the holder is doing, or that it failed.
+    pub state: RecordState,
     /// The step running, or the one that failed.
     pub step: Option<String>,
     /// The error of a failed run.
@@ -42,6 +42,38 @@ pub struct LockRecord {
     /// then hold part of that step.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub non_transactional: bool,
+    /// The operation that holds (or held) the lock. Records written before it existed
+    /// were always runs.
+    #[serde(default)]
+    pub operation: Operation,
+}
+
+/// The `state` of a lock record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordState {
+    /// A database upgrade (or another operation on the database) is in progress.
+    #[default]
+    Running,
+    /// A code update package is being installed.
+    Installing,
+    /// The operation failed; the lock stays until a developer clears it.
+    Failed,
+    /// A state a later upgrader wrote that this one does not know: read as a holder's.
+    #[serde(other)]
+    Other,
+}
+
+/// What holds the upgrade lock, as its record says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Operation {
+    /// `upgrader run`.
+    #[default]
+    Run,
+    /// Anything a later upgrader does under the lock that this one does not know.
+    #[serde(other)]
+    Other,
 }
 
 /// The lock as found by someone who does not hold it.
@@ -372,7 +404,7 @@ fn state_of(file: &mut File, path: &Path, held: bool) -> Result<LockState, LockE
     }
     Ok(match (held, parse_record(&bytes)) {
         (true, record) => LockState::Held(record),
-        (false, Some(record)) if record.state == "failed" => LockState::Failed(record),
+        (false, Some(record)) if record.state == RecordState::Failed => LockState::Failed(record),
         (false, record) => LockState::Stale(record),
     })
 }
@@ -475,7 +507,9 @@ impl LockGuard {
             };
             if !bytes.trim_ascii().is_empty() {
                 let state = match parse_record(&bytes) {
-                    Some(record) if record.state == "failed" => LockState::Failed(record),
+                    Some(record) if record.state == RecordState::Failed => {
+                        LockState::Failed(record)
+                    }
                     other => LockState::Stale(other),
                 };
                 let _ = file.unlock();
@@ -569,7 +603,7 @@ impl LockGuard {
         self.keep = true;
         let path = self.path.clone();
         let mut shared = self.lock();
-        shared.record.state = "failed".into();
+        shared.record.state = RecordState::Failed;
         if let Some(step) = step {
             shared.record.step = Some(clip(step, MAX_STEP_BYTES));
         }
@@ -676,7 +710,7 @@ fn unlock_with(
             .ok()
             .and_then(|bytes| parse_record(&bytes));
         let state = match record {
-            Some(record) if record.state == "failed" => LockState::Failed(record),
+            Some(record) if record.state == RecordState::Failed => LockState::Failed(record),
             other => LockState::Stale(other),
         };
         std::fs::remove_file(path).map_err(io(path))?;
@@ -699,7 +733,7 @@ mod tests {
             started_at: "t".into(),
             from: Some("1.0.0".into()),
             to: "1.1.0".into(),
-            state: "running".into(),
+            state: RecordState::Running,
             ..LockRecord::default()
         }
     }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use upgrader::engine::{LintFinding, PlanReport, ReportItem};
+use upgrader::engine::{LintFinding, PlanReport, ReportItem, RunResult};
 use upgrader::lock::LockState;
 use upgrader::manifest::{fix, Format};
 use upgrader::sql::Dialect;
@@ -429,11 +429,11 @@ fn print_plan(out: &mut impl Write, plan: &PlanReport) {
 }
 
 fn print_outcome(out: &mut impl Write, outcome: &RunOutcome) {
-    if outcome.result == "current" {
+    if outcome.result == RunResult::Current {
         let _ = writeln!(out, "{} is current at {}", outcome.project, outcome.to);
         return;
     }
-    if outcome.result == "recorded" {
+    if outcome.result == RunResult::Recorded {
         let _ = writeln!(
             out,
             "recorded version {} for {} (the database had none; no steps to run) in {} ms",
@@ -441,7 +441,7 @@ fn print_outcome(out: &mut impl Write, outcome: &RunOutcome) {
         );
         return;
     }
-    let verb = if outcome.result == "installed" {
+    let verb = if outcome.result == RunResult::Installed {
         "installed"
     } else {
         "upgraded"

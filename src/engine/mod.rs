@@ -6,13 +6,14 @@ mod prepare;
 mod project;
 mod report;
 mod runner;
+mod session;
 
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
-use crate::db::{state, Backend, DatabaseUrl, LockSpan};
+use crate::db::{state, Backend, DatabaseUrl, LockSpan, StatementLimit};
 use crate::error::Error;
-use crate::lock::{self, LockGuard, LockRecord, LockState};
+use crate::lock::{self, LockRecord, LockState};
 use crate::manifest::StepTransaction;
 use crate::plan::{self, DbFacts, ItemKind, Plan};
 use crate::sql::{guard, Dialect};
@@ -20,8 +21,11 @@ use crate::version::Version;
 
 use prepare::PreparedItem;
 pub use project::Project;
-pub use report::{Applied, LintFinding, LockReport, PlanReport, Report, ReportItem, RunOutcome};
+pub use report::{
+    Applied, LintFinding, LockReport, PlanReport, Report, ReportItem, RunOutcome, RunResult,
+};
 use runner::Runner;
+use session::Session;
 
 /// How the run uses transactions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -243,27 +247,70 @@ impl Engine {
             started_at: now(),
             from: plan.start.as_ref().map(ToString::to_string),
             to: plan.target.to_string(),
-            state: "running".into(),
-            step: None,
-            error: None,
-            non_transactional: false,
+            ..LockRecord::default()
         };
-        let guard = LockGuard::acquire(&lock_path, record)?;
-        let mut db = match kept {
+        let db = match kept {
             Some(db) => db,
             None => self.url.connect()?,
         };
-        // Commits in the middle of the run (per step, or around a step without a
-        // transaction) need the database lock to hold between transactions too.
         let span = self.lock_span(&prepared);
-        db.lock(span)?;
+        let mut session = Session::begin(&lock_path, record, db, span)?;
+        drop(plan);
+        match self.run_locked(&mut session, prepared, span, limit, run_started) {
+            Ok(outcome) => {
+                session.end();
+                Ok(outcome)
+            }
+            Err(Error::StepFailed { step, message }) => {
+                session.fail(Some(&step), &message);
+                Err(Error::StepFailed { step, message })
+            }
+            // Nothing ran: dropping the session leaves no lock behind.
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The run, once the session holds the lock: plan again under it, then apply.
+    fn run_locked(
+        &self,
+        session: &mut Session,
+        prepared: Vec<PreparedItem>,
+        span: LockSpan,
+        limit: Option<StatementLimit>,
+        run_started: Instant,
+    ) -> Result<RunOutcome, Error> {
+        let dialect = self.dialect();
+        {
+            let db = session.db();
+            db.begin()?;
+            // Created inside the run's transaction: a run that fails leaves no trace but
+            // its history row (see `Runner::fail`).
+            state::ensure_in_transaction(db, &now())?;
+        }
+        // Another host may have upgraded between our look and our lock: plan again under
+        // it. The plan made before the lock has served; only the one made under it counts.
+        let facts = self.facts(Some(session.db()))?;
+        let plan = plan::plan(&self.project.manifest, &self.project.code_version, &facts)?;
+        if !plan.is_needed() {
+            return Ok(self.current_outcome(&plan, run_started));
+        }
+        let prepared = if plan.items.iter().eq(prepared.iter().map(|p| &p.item)) {
+            prepared
+        } else {
+            let prepared = self.prepare(&plan, dialect, limit)?;
+            if self.lock_span(&prepared) != span {
+                session.widen(LockSpan::Session)?;
+            }
+            prepared
+        };
+        let (db, guard) = session.parts();
         let mut runner = Runner {
             engine: self,
-            db: db.as_mut(),
-            guard: Some(guard),
+            db,
+            guard,
             mode: self.config.transaction,
-            in_transaction: false,
-            committed_version: None,
+            in_transaction: true,
+            committed_version: facts.version.clone(),
             applied: Vec::new(),
             in_flight: None,
             unrecorded: Vec::new(),
@@ -272,59 +319,23 @@ impl Engine {
             committed_alone: None,
             implicit_commit: None,
         };
-        runner.begin()?;
-        // Created inside the run's transaction: a run that fails leaves no trace but its
-        // history row (see `Runner::fail`).
-        state::ensure_in_transaction(runner.db, &now())?;
-        // Another host may have upgraded between our look and our lock: plan again under it.
-        let facts = self.facts(Some(&mut *runner.db))?;
-        runner.committed_version = facts.version.clone();
-        // The plan made before the lock has served; only the one made under it counts.
-        drop(plan);
-        let plan = match plan::plan(&self.project.manifest, &self.project.code_version, &facts) {
-            Ok(plan) => plan,
-            Err(error) => {
-                runner.db.rollback()?;
-                return Err(error.into());
-            }
-        };
-        if !plan.is_needed() {
-            runner.db.rollback()?;
-            return Ok(self.current_outcome(&plan, run_started));
-        }
-        let prepared = if plan.items.iter().eq(prepared.iter().map(|p| &p.item)) {
-            prepared
-        } else {
-            match self.prepare(&plan, dialect, limit) {
-                Ok(prepared) => {
-                    if self.lock_span(&prepared) != span {
-                        runner.db.lock(LockSpan::Session)?;
-                    }
-                    prepared
-                }
-                Err(error) => {
-                    runner.db.rollback()?;
-                    return Err(error);
-                }
-            }
-        };
         runner.execute(&plan, &prepared)?;
         let installed = plan
             .items
             .first()
             .is_some_and(|i| i.kind == ItemKind::Install);
         let result = if installed {
-            "installed"
+            RunResult::Installed
         } else if plan.items.is_empty() {
-            "recorded"
+            RunResult::Recorded
         } else {
-            "upgraded"
+            RunResult::Upgraded
         };
         Ok(RunOutcome {
             project: self.project.name.clone(),
             result,
             from: match result {
-                "recorded" => None,
+                RunResult::Recorded => None,
                 _ => plan.start.as_ref().map(ToString::to_string),
             },
             to: plan.target.to_string(),
@@ -350,7 +361,7 @@ impl Engine {
     fn current_outcome(&self, plan: &Plan, started: Instant) -> RunOutcome {
         RunOutcome {
             project: self.project.name.clone(),
-            result: "current",
+            result: RunResult::Current,
             from: plan.db_version.as_ref().map(ToString::to_string),
             to: plan.target.to_string(),
             applied: Vec::new(),

@@ -143,14 +143,40 @@ pub struct Applied {
     pub duration_ms: u64,
 }
 
+/// What a run did (`result` in `run --json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunResult {
+    /// Steps (or version-only bumps) ran.
+    Upgraded,
+    /// The install ran.
+    Installed,
+    /// A database without a recorded version was adopted at the code version: nothing
+    /// ran, the version was recorded.
+    Recorded,
+    /// Nothing to do.
+    Current,
+}
+
+impl RunResult {
+    /// The name `--json` shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            RunResult::Upgraded => "upgraded",
+            RunResult::Installed => "installed",
+            RunResult::Recorded => "recorded",
+            RunResult::Current => "current",
+        }
+    }
+}
+
 /// The result of `run`.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunOutcome {
     /// Project name.
     pub project: String,
-    /// `upgraded`, `installed`, `recorded` (a database without a recorded version
-    /// adopted at the code version: nothing ran) or `current`.
-    pub result: &'static str,
+    /// What the run did.
+    pub result: RunResult,
     /// The version before (null when none was recorded).
     pub from: Option<String>,
     /// The version now.

@@ -37,7 +37,7 @@ pub(super) const QUOTED_MESSAGE_CHARS: usize = 500;
 pub(super) struct Runner<'a> {
     pub(super) engine: &'a Engine,
     pub(super) db: &'a mut dyn Backend,
-    pub(super) guard: Option<LockGuard>,
+    pub(super) guard: &'a mut LockGuard,
     pub(super) mode: TransactionMode,
     pub(super) in_transaction: bool,
     /// The version the database holds if everything uncommitted is rolled back.
@@ -93,11 +93,7 @@ impl Runner<'_> {
 
     pub(super) fn execute(&mut self, plan: &Plan, prepared: &[PreparedItem]) -> Result<(), Error> {
         match self.apply_all(plan, prepared) {
-            Ok(()) => {
-                // Dropping the guard removes the lock file: the run is over.
-                self.guard.take();
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(failure) => Err(self.fail(failure)),
         }
     }
@@ -253,8 +249,8 @@ impl Runner<'_> {
                 self.check_version(item)
                     .map_err(|e| failure(&item.name, e))?;
             }
-            if let Some(guard) = self.guard.as_mut() {
-                guard
+            {
+                self.guard
                     .set_step(&item.name, alone)
                     .map_err(|e| failure(&item.name, e.to_string()))?;
             }
@@ -671,11 +667,6 @@ impl Runner<'_> {
             let _ = self.db.rollback();
             log::error!("could not record the failure in upgrader_history: {error}");
         }
-        if let Some(guard) = self.guard.take() {
-            if let Err(error) = guard.fail(Some(&failure.item), &message) {
-                log::error!("could not mark the lock failed: {error}");
-            }
-        }
         Error::StepFailed {
             step: failure.item,
             message,
@@ -687,10 +678,6 @@ impl Drop for Runner<'_> {
     fn drop(&mut self) {
         if self.in_transaction {
             let _ = self.db.rollback();
-        }
-        if let Err(error) = self.db.unlock() {
-            // Closing the connection releases it anyway.
-            log::debug!("releasing the database upgrade lock: {error}");
         }
     }
 }
