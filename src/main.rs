@@ -127,7 +127,7 @@ fn execute(cli: &Cli, config: Config) -> Result<u8, Error> {
             }
             match cli.command {
                 Command::Check => report.exit_code() as u8,
-                _ if report.problem.is_some() => EXIT_ERROR,
+                _ if report.all().any(|r| r.problem.is_some()) => EXIT_ERROR,
                 _ => 0,
             }
         }
@@ -220,22 +220,45 @@ fn lint(
             dialect.name()
         )));
     }
-    let manifest = &engine.project().manifest;
-    if fix && manifest.format == Format::Legacy {
-        let refusal = fix::FixError::Legacy {
-            path: manifest.path.clone(),
-        };
-        return Err(Error::Config(format!("lint --fix: {refusal}")));
-    }
     let mut findings = engine.lint(dialect);
     let needs = steps_needing_transaction_none(&findings);
     let mut marked = Vec::new();
-    if fix && !needs.fixable.is_empty() {
-        let project = engine.project();
-        let steps: Vec<&str> = needs.fixable.iter().map(String::as_str).collect();
-        marked = fix::mark_steps(&project.manifest.path, &project.dir, &steps)
-            .map_err(|error| Error::Config(format!("lint --fix: {error}")))?;
-        findings.retain(|finding| !needs.fixable.contains(&finding.step));
+    let projects = &engine.application().projects;
+    if fix {
+        // Every manifest is checked before any is changed.
+        for project in projects {
+            let manifest = &project.manifest;
+            let root = project.name == engine.project().name;
+            if manifest.format == Format::Legacy
+                && (root || needs.fixable.iter().any(|(p, _)| *p == project.name))
+            {
+                let refusal = fix::FixError::Legacy {
+                    path: manifest.path.clone(),
+                };
+                return Err(Error::Config(format!("lint --fix: {refusal}")));
+            }
+        }
+        for project in projects {
+            let steps: Vec<&str> = needs
+                .fixable
+                .iter()
+                .filter(|(p, _)| *p == project.name)
+                .map(|(_, step)| step.as_str())
+                .collect();
+            if steps.is_empty() {
+                continue;
+            }
+            marked.extend(
+                fix::mark_steps(&project.manifest.path, &project.dir, &steps)
+                    .map_err(|error| Error::Config(format!("lint --fix: {error}")))?,
+            );
+        }
+        findings.retain(|finding| {
+            !needs
+                .fixable
+                .iter()
+                .any(|(p, step)| *p == finding.project && *step == finding.step)
+        });
     }
     let fix_hint = format!("upgrader lint --for {} --fix", dialect.name());
     if json {
@@ -251,7 +274,11 @@ fn lint(
         if fix {
             body["marked"] = serde_json::json!(marked);
         } else {
-            body["needs_transaction_none"] = serde_json::json!(needs.fixable);
+            body["needs_transaction_none"] = serde_json::json!(needs
+                .fixable
+                .iter()
+                .map(|(_, step)| step)
+                .collect::<Vec<_>>());
         }
         print_json(out, &body);
     } else {
@@ -263,11 +290,20 @@ fn lint(
             );
         }
         if fix {
+            let manifests: Vec<String> = projects
+                .iter()
+                .filter(|p| needs.fixable.iter().any(|(name, _)| *name == p.name))
+                .map(|p| p.manifest.path.display().to_string())
+                .collect();
             let _ = writeln!(
                 out,
                 "marked {} step(s) transaction=\"none\" in {}",
                 marked.len(),
-                engine.project().manifest.path.display()
+                if manifests.is_empty() {
+                    engine.project().manifest.path.display().to_string()
+                } else {
+                    manifests.join(", ")
+                }
             );
         }
         for finding in &findings {
@@ -311,27 +347,34 @@ fn lint(
 
 /// Which steps `lint --fix` marks, and which it leaves alone and why.
 struct FixPlan {
-    /// Steps every finding of which `transaction="none"` would cure, in manifest order.
-    fixable: Vec<String>,
+    /// Steps every finding of which `transaction="none"` would cure, in manifest order:
+    /// (project, step).
+    fixable: Vec<(String, String)>,
     /// Steps with a finding it would cure and one it would not: (step, why).
     not_fixable: Vec<(String, String)>,
 }
 
 fn steps_needing_transaction_none(findings: &[LintFinding]) -> FixPlan {
-    let mut fixable: Vec<String> = Vec::new();
+    let mut fixable: Vec<(String, String)> = Vec::new();
     let mut not_fixable: Vec<(String, String)> = Vec::new();
     for finding in findings {
-        let step = finding.step.as_str();
-        if fixable.iter().any(|s| s == step) || not_fixable.iter().any(|(s, _)| s == step) {
+        let (project, step) = (finding.project.as_str(), finding.step.as_str());
+        if fixable.iter().any(|(p, s)| p == project && s == step)
+            || not_fixable.iter().any(|(s, _)| s == step)
+        {
             continue;
         }
-        let of_step = || findings.iter().filter(|f| f.step == step);
+        let of_step = || {
+            findings
+                .iter()
+                .filter(|f| f.project == project && f.step == step)
+        };
         // Install findings are never cured this way (the install is not a step).
         if !of_step().any(|f| f.fixed_by_transaction_none) {
             continue;
         }
         match of_step().find(|f| !f.fixed_by_transaction_none) {
-            None => fixable.push(step.to_string()),
+            None => fixable.push((project.to_string(), step.to_string())),
             Some(other) => not_fixable.push((
                 step.to_string(),
                 format!(
@@ -372,18 +415,32 @@ fn item_line(item: &ReportItem) -> String {
 }
 
 fn print_report(out: &mut impl Write, report: &Report) {
-    let _ = writeln!(out, "project:   {}", report.project);
-    let _ = writeln!(out, "database:  {}", report.database);
+    print_project_report(out, report, true);
+    for package in report.packages.iter().flatten() {
+        let _ = writeln!(out);
+        print_project_report(out, package, false);
+    }
+}
+
+fn print_project_report(out: &mut impl Write, report: &Report, root: bool) {
+    if root {
+        let _ = writeln!(out, "project:   {}", report.project);
+        let _ = writeln!(out, "database:  {}", report.database);
+    } else {
+        let _ = writeln!(out, "package:   {}", report.project);
+    }
     let _ = writeln!(out, "code:      {}", report.code_version);
     let _ = writeln!(
         out,
         "db:        {}",
         report.db_version.as_deref().unwrap_or("(none recorded)")
     );
-    let _ = writeln!(out, "state:     {}", report.state);
-    let _ = writeln!(out, "lock:      {}", report.lock.state);
-    if let Some(message) = &report.lock.message {
-        let _ = writeln!(out, "           {message}");
+    let _ = writeln!(out, "state:     {}", report.state.name());
+    if root {
+        let _ = writeln!(out, "lock:      {}", report.lock.state);
+        if let Some(message) = &report.lock.message {
+            let _ = writeln!(out, "           {message}");
+        }
     }
     if let Some(problem) = &report.problem {
         let _ = writeln!(out, "problem:   {problem}");
@@ -397,6 +454,37 @@ fn print_report(out: &mut impl Write, report: &Report) {
 }
 
 fn print_plan(out: &mut impl Write, plan: &PlanReport) {
+    if let (Some(packages), Some(order)) = (&plan.packages, &plan.order) {
+        let all: Vec<&PlanReport> = std::iter::once(plan).chain(packages).collect();
+        for project in &all {
+            let _ = writeln!(
+                out,
+                "{}: {} -> {}{}",
+                project.project,
+                project.db_version.as_deref().unwrap_or("(none recorded)"),
+                project.to,
+                if project.db_version.as_deref() == Some(project.to.as_str()) {
+                    " (current)"
+                } else {
+                    ""
+                }
+            );
+        }
+        if order.is_empty() {
+            let _ = writeln!(out, "no steps to run");
+        }
+        let width = all.iter().map(|p| p.project.len()).max().unwrap_or(0);
+        for (index, entry) in order.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "  {:>3}. {:<width$} {}",
+                index + 1,
+                entry.project,
+                item_line(&entry.item)
+            );
+        }
+        return;
+    }
     if plan.steps.is_empty() && plan.db_version.is_none() {
         let _ = writeln!(
             out,
@@ -429,6 +517,13 @@ fn print_plan(out: &mut impl Write, plan: &PlanReport) {
 }
 
 fn print_outcome(out: &mut impl Write, outcome: &RunOutcome) {
+    print_project_outcome(out, outcome);
+    for package in outcome.packages.iter().flatten() {
+        print_project_outcome(out, package);
+    }
+}
+
+fn print_project_outcome(out: &mut impl Write, outcome: &RunOutcome) {
     if outcome.result == RunResult::Current {
         let _ = writeln!(out, "{} is current at {}", outcome.project, outcome.to);
         return;

@@ -209,6 +209,80 @@ pub fn plan(manifest: &Manifest, code: &Version, db: &DbFacts) -> Result<Plan, P
     })
 }
 
+/// What an item of a package's plan waits for: another package (by index) at a version.
+pub type Wait = Option<(usize, Version)>;
+
+/// Where interleaving stopped: every package with items left waits for another, round in
+/// a circle. The chain starts at a waiting item and follows what each waits for, back to
+/// where it started: `(package, item index)` pairs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stuck {
+    /// The items that wait for each other, each waiting for the next package's.
+    pub chain: Vec<(usize, usize)>,
+}
+
+/// Orders the items of several packages' plans into one run: package 0 (the root) first,
+/// then the others in order, each package's items in its own order, except that an item
+/// that waits for package `q` at version `v` runs only once `q` has reached `v` (the
+/// items of `q` up to there run first). `waits(p, item)` says what item `item` of
+/// package `p` waits for. Returns `(package, item index)` in run order.
+pub fn interleave(
+    plans: &[&Plan],
+    waits: &dyn Fn(usize, usize) -> Wait,
+) -> Result<Vec<(usize, usize)>, Stuck> {
+    // The version each package is at as the run goes; none before its install.
+    let mut reached: Vec<Option<Version>> = plans
+        .iter()
+        .map(|plan| match plan.items.is_empty() {
+            true => Some(plan.target.clone()),
+            false => plan.start.clone(),
+        })
+        .collect();
+    let mut next = vec![0usize; plans.len()];
+    let total: usize = plans.iter().map(|plan| plan.items.len()).sum();
+    let mut order = Vec::with_capacity(total);
+    let ready =
+        |reached: &[Option<Version>], package: usize, item: usize| match waits(package, item) {
+            Some((other, version)) => reached[other].as_ref().is_some_and(|at| *at >= version),
+            None => true,
+        };
+    while order.len() < total {
+        let pick = (0..plans.len())
+            .find(|&p| next[p] < plans[p].items.len() && ready(&reached, p, next[p]));
+        let Some(package) = pick else {
+            return Err(stuck(plans, &next, waits));
+        };
+        let item = next[package];
+        reached[package] = Some(plans[package].items[item].to.clone());
+        next[package] += 1;
+        order.push((package, item));
+    }
+    Ok(order)
+}
+
+/// The circle of waits that stopped [`interleave`].
+fn stuck(plans: &[&Plan], next: &[usize], waits: &dyn Fn(usize, usize) -> Wait) -> Stuck {
+    let mut chain: Vec<(usize, usize)> = Vec::new();
+    let mut package = (0..plans.len())
+        .find(|&p| next[p] < plans[p].items.len())
+        .expect("stuck with items left");
+    loop {
+        let at = (package, next[package]);
+        if let Some(start) = chain.iter().position(|&seen| seen == at) {
+            chain.drain(..start);
+            return Stuck { chain };
+        }
+        chain.push(at);
+        match waits(at.0, at.1) {
+            // A package that has finished is at its target, which is at least any
+            // version waited for (checked when the application is loaded); so what is
+            // waited for has items left.
+            Some((other, _)) if next[other] < plans[other].items.len() => package = other,
+            _ => return Stuck { chain },
+        }
+    }
+}
+
 fn version_only(from: &Version, to: &Version) -> PlanItem {
     PlanItem {
         kind: ItemKind::VersionOnly,
@@ -338,6 +412,85 @@ mod tests {
         assert!(error.to_string().contains("add initial-version"), "{error}");
         let error = plan(&m, &v("1.1.0"), &facts(None, false)).unwrap_err();
         assert!(error.to_string().contains("<install>"), "{error}");
+    }
+
+    fn items(names: &[(&str, &str, &str)]) -> Plan {
+        Plan {
+            db_version: Some(v(names[0].1)),
+            start: Some(v(names[0].1)),
+            target: v(names[names.len() - 1].2),
+            items: names
+                .iter()
+                .map(|(name, from, to)| PlanItem {
+                    kind: ItemKind::Step,
+                    name: name.to_string(),
+                    from: Some(v(from)),
+                    to: v(to),
+                    step_index: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn names(plans: &[&Plan], order: &[(usize, usize)]) -> Vec<String> {
+        order
+            .iter()
+            .map(|&(p, i)| plans[p].items[i].name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn interleave_runs_root_first_then_packages_in_order() {
+        let root = items(&[("r1", "1.0", "1.1"), ("r2", "1.1", "1.2")]);
+        let blog = items(&[("b1", "1.0", "2.0")]);
+        let pay = items(&[("p1", "0.1", "0.2")]);
+        let plans = [&root, &blog, &pay];
+        let order = interleave(&plans, &|_, _| None).unwrap();
+        assert_eq!(names(&plans, &order), ["r1", "r2", "b1", "p1"]);
+    }
+
+    #[test]
+    fn interleave_honours_after() {
+        // r2 needs blog 2.0; blog's b2 needs the root at 1.1.
+        let root = items(&[("r1", "1.0", "1.1"), ("r2", "1.1", "1.2")]);
+        let blog = items(&[
+            ("b1", "1.0", "1.5"),
+            ("b2", "1.5", "2.0"),
+            ("b3", "2.0", "3.0"),
+        ]);
+        let plans = [&root, &blog];
+        let waits = |p: usize, i: usize| match (p, i) {
+            (0, 1) => Some((1, v("2.0"))),
+            (1, 1) => Some((0, v("1.1"))),
+            _ => None,
+        };
+        let order = interleave(&plans, &waits).unwrap();
+        assert_eq!(names(&plans, &order), ["r1", "b1", "b2", "r2", "b3"]);
+    }
+
+    #[test]
+    fn interleave_is_satisfied_by_versions_already_reached() {
+        let root = items(&[("r1", "1.0", "1.1")]);
+        let blog = items(&[("b1", "2.0", "2.1")]);
+        let plans = [&root, &blog];
+        // The root waits for blog 2.0, which the database holds already.
+        let order = interleave(&plans, &|p, _| (p == 0).then(|| (1, v("2.0")))).unwrap();
+        assert_eq!(names(&plans, &order), ["r1", "b1"]);
+    }
+
+    #[test]
+    fn interleave_finds_circles() {
+        let root = items(&[("r1", "1.0", "1.1"), ("r2", "1.1", "1.2")]);
+        let blog = items(&[("b1", "1.0", "2.0")]);
+        let plans = [&root, &blog];
+        // r2 waits for blog 2.0, b1 waits for the root at 1.2 (which r2 reaches).
+        let waits = |p: usize, i: usize| match (p, i) {
+            (0, 1) => Some((1, v("2.0"))),
+            (1, 0) => Some((0, v("1.2"))),
+            _ => None,
+        };
+        let stuck = interleave(&plans, &waits).unwrap_err();
+        assert_eq!(stuck.chain, [(0, 1), (1, 0)]);
     }
 
     #[test]

@@ -157,6 +157,37 @@ pub fn read_version(db: &mut dyn Backend, project: &str) -> Result<Option<String
         .and_then(|value| value.as_text().map(str::to_string)))
 }
 
+/// The versions recorded for several projects, in one query: `None` for a project with
+/// none (or when the tables do not exist).
+pub fn read_versions(
+    db: &mut dyn Backend,
+    projects: &[&str],
+) -> Result<Vec<Option<String>>, DbError> {
+    let placeholders = vec!["?"; projects.len()].join(", ");
+    let params: Vec<Value> = projects.iter().map(|p| Value::from(*p)).collect();
+    let Some(rows) = db.query_own_table(
+        "upgrader_version",
+        &format!("SELECT project, version FROM upgrader_version WHERE project IN ({placeholders})"),
+        &params,
+    )?
+    else {
+        return Ok(vec![None; projects.len()]);
+    };
+    let mut versions = vec![None; projects.len()];
+    for row in rows {
+        let (Some(project), Some(version)) = (
+            row.first().and_then(Value::as_text),
+            row.get(1).and_then(Value::as_text),
+        ) else {
+            continue;
+        };
+        if let Some(index) = projects.iter().position(|p| *p == project) {
+            versions[index] = Some(version.to_string());
+        }
+    }
+    Ok(versions)
+}
+
 /// Records a project's version.
 pub fn write_version(
     db: &mut dyn Backend,
@@ -292,14 +323,24 @@ fn history_insert(rows: &[HistoryRow]) -> (String, Vec<Value>) {
 
 /// A project's history, oldest first; empty when the tables do not exist.
 pub fn read_history(db: &mut dyn Backend, project: &str) -> Result<Vec<HistoryRow>, DbError> {
+    read_histories(db, &[project])
+}
+
+/// The history of several projects, oldest first, interleaved as it happened; empty when
+/// the tables do not exist.
+pub fn read_histories(db: &mut dyn Backend, projects: &[&str]) -> Result<Vec<HistoryRow>, DbError> {
     if !db.table_exists("upgrader_history")? {
         return Ok(Vec::new());
     }
+    let placeholders = vec!["?"; projects.len()].join(", ");
+    let params: Vec<Value> = projects.iter().map(|p| Value::from(*p)).collect();
     let rows = db.query(
-        "SELECT id, project, kind, name, from_version, to_version, checksum, started_at, \
-         finished_at, duration_ms, host, pid, success, error FROM upgrader_history \
-         WHERE project = ? ORDER BY id",
-        &[project.into()],
+        &format!(
+            "SELECT id, project, kind, name, from_version, to_version, checksum, started_at, \
+             finished_at, duration_ms, host, pid, success, error FROM upgrader_history \
+             WHERE project IN ({placeholders}) ORDER BY id"
+        ),
+        &params,
     )?;
     let text = |value: &Value| value.as_text().map(str::to_string);
     Ok(rows

@@ -15,14 +15,16 @@ use crate::db::{state, Backend, DatabaseUrl, LockSpan, StatementLimit};
 use crate::error::Error;
 use crate::lock::{self, LockRecord, LockState};
 use crate::manifest::StepTransaction;
-use crate::plan::{self, DbFacts, ItemKind, Plan};
+use crate::plan::{self, DbFacts, ItemKind, Plan, PlanItem};
 use crate::sql::{guard, Dialect};
 use crate::version::Version;
 
+use prepare::install_tables;
 use prepare::PreparedItem;
-pub use project::Project;
+pub use project::{Application, Project};
 pub use report::{
-    Applied, LintFinding, LockReport, PlanReport, Report, ReportItem, RunOutcome, RunResult,
+    Applied, LintFinding, LockReport, OrderedItem, PlanReport, Report, ReportItem, RunOutcome,
+    RunResult, Status,
 };
 use runner::Runner;
 use session::Session;
@@ -79,31 +81,61 @@ impl Config {
     }
 }
 
-/// The engine: owns the workflow for one project and database.
+/// The plan of a whole application: each project's, and the order their items run in.
+#[derive(Debug, Clone)]
+pub(crate) struct AppPlan {
+    /// Per project (root first).
+    pub(crate) plans: Vec<Plan>,
+    /// `(project, item index)` in run order (see [`plan::interleave`]).
+    pub(crate) order: Vec<(usize, usize)>,
+}
+
+impl AppPlan {
+    /// Whether a run has anything to do for any project.
+    pub(crate) fn is_needed(&self) -> bool {
+        self.plans.iter().any(Plan::is_needed)
+    }
+
+    /// The items in run order, with their project.
+    pub(crate) fn items(&self) -> impl Iterator<Item = (usize, &PlanItem)> + '_ {
+        self.order
+            .iter()
+            .map(|&(package, item)| (package, &self.plans[package].items[item]))
+    }
+
+    /// The version each project reaches.
+    fn targets(&self) -> Vec<Version> {
+        self.plans.iter().map(|plan| plan.target.clone()).collect()
+    }
+}
+
+/// The engine: owns the workflow for one application (a project, or a project and its
+/// packages) and its database.
 pub struct Engine {
     config: Config,
-    project: Project,
+    app: Application,
     url: DatabaseUrl,
 }
 
 impl Engine {
-    /// Loads and validates the project; touches no database.
+    /// Loads and validates the project and its packages; touches no database.
     pub fn open(config: Config) -> Result<Engine, Error> {
         let url = match &config.database_url {
             Some(url) => DatabaseUrl::parse(url)?,
             None => DatabaseUrl::default_for(&config.project_dir),
         };
-        let project = Project::load(&config.project_dir)?;
-        Ok(Engine {
-            config,
-            project,
-            url,
-        })
+        let app = Application::load(&config.project_dir)?;
+        Ok(Engine { config, app, url })
     }
 
-    /// The loaded project.
+    /// The loaded root project.
     pub fn project(&self) -> &Project {
-        &self.project
+        self.app.root()
+    }
+
+    /// The root project and its packages.
+    pub fn application(&self) -> &Application {
+        &self.app
     }
 
     /// The database URL (shown with any password hidden).
@@ -113,7 +145,7 @@ impl Engine {
 
     /// The lock file path.
     pub fn lock_path(&self) -> PathBuf {
-        self.project.dir.join(lock::LOCK_FILE)
+        self.project().dir.join(lock::LOCK_FILE)
     }
 
     /// The SQL dialect of the configured database.
@@ -125,82 +157,195 @@ impl Engine {
         }
     }
 
-    fn facts(&self, db: Option<&mut dyn Backend>) -> Result<DbFacts, Error> {
+    /// What the database says about every project: one query for the versions.
+    fn facts(&self, db: Option<&mut dyn Backend>) -> Result<Vec<DbFacts>, Error> {
+        let projects = &self.app.projects;
         let Some(db) = db else {
-            return Ok(DbFacts::default());
+            return Ok(vec![DbFacts::default(); projects.len()]);
         };
-        let version = match state::read_version(db, &self.project.name)? {
-            Some(text) => Some(Version::parse(&text).map_err(|e| {
-                Error::Config(format!(
-                    "the database records {} for project {}: {e}",
-                    text, self.project.name
-                ))
-            })?),
-            None => None,
+        let recorded = if projects.len() == 1 {
+            vec![state::read_version(db, &projects[0].name)?]
+        } else {
+            let names: Vec<&str> = projects.iter().map(|p| p.name.as_str()).collect();
+            state::read_versions(db, &names)?
         };
-        let has_user_tables = version.is_none() && db.user_table_count()? > 0;
-        Ok(DbFacts {
-            version,
-            has_user_tables,
-        })
+        let mut facts = Vec::with_capacity(projects.len());
+        for (index, (project, text)) in projects.iter().zip(recorded).enumerate() {
+            let version = match text {
+                Some(text) => Some(Version::parse(&text).map_err(|e| {
+                    Error::Config(format!(
+                        "the database records {text} for project {}: {e}",
+                        project.name
+                    ))
+                })?),
+                None => None,
+            };
+            // Without a recorded version: the root installs into a database without
+            // tables; a package added later installs when none of the tables its install
+            // creates exist yet.
+            let has_user_tables = match (&version, index) {
+                (Some(_), _) => false,
+                (None, 0) => db.user_table_count()? > 0,
+                (None, _) => {
+                    let mut any = false;
+                    for table in install_tables(project, self.dialect()) {
+                        if db.table_exists(&table)? {
+                            any = true;
+                            break;
+                        }
+                    }
+                    any
+                }
+            };
+            facts.push(DbFacts {
+                version,
+                has_user_tables,
+            });
+        }
+        Ok(facts)
     }
 
-    fn read_only_facts(&self) -> Result<DbFacts, Error> {
+    fn read_only_facts(&self) -> Result<Vec<DbFacts>, Error> {
         match self.url.connect_read_only()? {
             Some(mut db) => self.facts(Some(db.as_mut())),
             None => self.facts(None),
         }
     }
 
-    /// The status report (read-only).
+    /// One project's plan; a package's error names the package.
+    fn plan_project(&self, index: usize, facts: &DbFacts) -> Result<Plan, Error> {
+        let project = &self.app.projects[index];
+        plan::plan(&project.manifest, &project.code_version, facts).map_err(|error| {
+            if index == 0 {
+                error.into()
+            } else {
+                Error::Config(format!(
+                    "package {} ({}): {error}",
+                    project.name,
+                    project.dir.display()
+                ))
+            }
+        })
+    }
+
+    /// The whole application's plan, its items interleaved as `after` asks.
+    fn plan_app(&self, facts: &[DbFacts]) -> Result<AppPlan, Error> {
+        let plans = facts
+            .iter()
+            .enumerate()
+            .map(|(index, facts)| self.plan_project(index, facts))
+            .collect::<Result<Vec<_>, _>>()?;
+        let order = if plans.len() == 1 {
+            (0..plans[0].items.len()).map(|item| (0, item)).collect()
+        } else {
+            let refs: Vec<&Plan> = plans.iter().collect();
+            let waits = |package: usize, item: usize| {
+                self.app.wait_of(package, &plans[package].items[item])
+            };
+            plan::interleave(&refs, &waits).map_err(|stuck| {
+                let names: Vec<String> = stuck
+                    .chain
+                    .iter()
+                    .map(|&(p, i)| {
+                        format!("{} '{}'", self.app.projects[p].name, plans[p].items[i].name)
+                    })
+                    .collect();
+                Error::Config(format!(
+                    "the steps {} wait for each other; no order can run them",
+                    names.join(", ")
+                ))
+            })?
+        };
+        Ok(AppPlan { plans, order })
+    }
+
+    /// The status report (read-only): the root project's, with its packages' in
+    /// `packages`.
     pub fn status(&self) -> Result<Report, Error> {
         let lock_path = self.lock_path();
         let lock_state = lock::inspect(&lock_path)?;
         let facts = self.read_only_facts()?;
-        let (pending, problem) =
-            match plan::plan(&self.project.manifest, &self.project.code_version, &facts) {
-                Ok(plan) => (plan.items.iter().map(ReportItem::from).collect(), None),
-                Err(error) => (Vec::new(), Some(error.to_string())),
-            };
-        let state = if lock_state != LockState::Free {
-            "halted"
-        } else if facts.version.is_none() {
-            "uninitialized"
-        } else if !pending.is_empty() {
-            "pending"
-        } else {
-            "current"
-        };
-        Ok(Report {
-            project: self.project.name.clone(),
-            code_version: self.project.code_version.to_string(),
-            db_version: facts.version.map(|v| v.to_string()),
-            state,
-            pending,
-            lock: LockReport::new(&lock_state, &lock_path),
-            updates_pending: Vec::new(),
-            database: self.url.to_string(),
-            problem,
-        })
+        let mut reports: Vec<Report> = facts
+            .into_iter()
+            .enumerate()
+            .map(|(index, facts)| {
+                let (pending, problem) = match self.plan_project(index, &facts) {
+                    Ok(plan) => (plan.items.iter().map(ReportItem::from).collect(), None),
+                    Err(error) => (Vec::new(), Some(error.to_string())),
+                };
+                let state = if lock_state != LockState::Free {
+                    Status::Halted
+                } else if facts.version.is_none() {
+                    Status::Uninitialized
+                } else if !pending.is_empty() {
+                    Status::Pending
+                } else {
+                    Status::Current
+                };
+                let project = &self.app.projects[index];
+                Report {
+                    project: project.name.clone(),
+                    code_version: project.code_version.to_string(),
+                    db_version: facts.version.map(|v| v.to_string()),
+                    state,
+                    pending,
+                    lock: LockReport::new(&lock_state, &lock_path),
+                    updates_pending: Vec::new(),
+                    database: self.url.to_string(),
+                    problem,
+                    packages: None,
+                }
+            })
+            .collect();
+        let packages = reports.split_off(1);
+        let mut root = reports.pop().expect("the root project");
+        if !packages.is_empty() {
+            root.packages = Some(packages);
+        }
+        Ok(root)
     }
 
-    /// The plan `run` would execute (read-only).
+    /// The plan `run` would execute (read-only): the root project's, with its packages'
+    /// in `packages` and the order of the whole run in `order`.
     pub fn plan(&self) -> Result<PlanReport, Error> {
         let facts = self.read_only_facts()?;
-        let plan = plan::plan(&self.project.manifest, &self.project.code_version, &facts)?;
-        Ok(PlanReport {
-            project: self.project.name.clone(),
-            from: plan.start.as_ref().map(ToString::to_string),
-            to: plan.target.to_string(),
-            db_version: plan.db_version.as_ref().map(ToString::to_string),
-            steps: plan.items.iter().map(ReportItem::from).collect(),
-        })
+        let app_plan = self.plan_app(&facts)?;
+        let mut reports: Vec<PlanReport> = app_plan
+            .plans
+            .iter()
+            .zip(&self.app.projects)
+            .map(|(plan, project)| PlanReport {
+                project: project.name.clone(),
+                from: plan.start.as_ref().map(ToString::to_string),
+                to: plan.target.to_string(),
+                db_version: plan.db_version.as_ref().map(ToString::to_string),
+                steps: plan.items.iter().map(ReportItem::from).collect(),
+                packages: None,
+                order: None,
+            })
+            .collect();
+        let packages = reports.split_off(1);
+        let mut root = reports.pop().expect("the root project");
+        if !packages.is_empty() {
+            root.packages = Some(packages);
+            root.order = Some(
+                app_plan
+                    .items()
+                    .map(|(package, item)| OrderedItem {
+                        project: self.app.projects[package].name.clone(),
+                        item: ReportItem::from(item),
+                    })
+                    .collect(),
+            );
+        }
+        Ok(root)
     }
 
-    /// The applied steps, oldest first (read-only).
+    /// The applied steps of every project, oldest first (read-only).
     pub fn history(&self) -> Result<Vec<state::HistoryRow>, Error> {
+        let names: Vec<&str> = self.app.projects.iter().map(|p| p.name.as_str()).collect();
         match self.url.connect_read_only()? {
-            Some(mut db) => Ok(state::read_history(db.as_mut(), &self.project.name)?),
+            Some(mut db) => Ok(state::read_histories(db.as_mut(), &names)?),
             None => Ok(Vec::new()),
         }
     }
@@ -210,7 +355,8 @@ impl Engine {
         Ok(lock::unlock(&self.lock_path())?)
     }
 
-    /// Performs the upgrade: lock, steps in a transaction, record, unlock.
+    /// Performs the upgrade of every project: lock, steps in a transaction, record,
+    /// unlock.
     pub fn run(&self) -> Result<RunOutcome, Error> {
         let run_started = Instant::now();
         // A database opened read-only (`?mode=ro`) is refused before the lock is taken.
@@ -230,23 +376,24 @@ impl Engine {
             Some(db) => self.facts(Some(db.as_mut()))?,
             None => self.read_only_facts()?,
         };
-        let plan = plan::plan(&self.project.manifest, &self.project.code_version, &facts)?;
-        if !plan.is_needed() {
-            return Ok(self.current_outcome(&plan, run_started));
+        let app_plan = self.plan_app(&facts)?;
+        if !app_plan.is_needed() {
+            return Ok(self.current_outcome(&app_plan, run_started));
         }
         let dialect = self.dialect();
         let limit = match kept.as_mut() {
             Some(db) => db.max_statement_bytes()?,
             None => Some(crate::db::sqlite::STATEMENT_LIMIT),
         };
-        let prepared = self.prepare(&plan, dialect, limit)?;
+        let prepared = self.prepare(&app_plan, dialect, limit)?;
 
+        let root_plan = &app_plan.plans[0];
         let record = LockRecord {
             pid: std::process::id(),
             host: host(),
             started_at: now(),
-            from: plan.start.as_ref().map(ToString::to_string),
-            to: plan.target.to_string(),
+            from: root_plan.start.as_ref().map(ToString::to_string),
+            to: root_plan.target.to_string(),
             ..LockRecord::default()
         };
         let db = match kept {
@@ -255,8 +402,8 @@ impl Engine {
         };
         let span = self.lock_span(&prepared);
         let mut session = Session::begin(&lock_path, record, db, span)?;
-        drop(plan);
-        match self.run_locked(&mut session, prepared, span, limit, run_started) {
+        let order = app_plan.order;
+        match self.run_locked(&mut session, &order, prepared, span, limit, run_started) {
             Ok(outcome) => {
                 session.end();
                 Ok(outcome)
@@ -274,6 +421,7 @@ impl Engine {
     fn run_locked(
         &self,
         session: &mut Session,
+        order: &[(usize, usize)],
         prepared: Vec<PreparedItem>,
         span: LockSpan,
         limit: Option<StatementLimit>,
@@ -290,19 +438,25 @@ impl Engine {
         // Another host may have upgraded between our look and our lock: plan again under
         // it. The plan made before the lock has served; only the one made under it counts.
         let facts = self.facts(Some(session.db()))?;
-        let plan = plan::plan(&self.project.manifest, &self.project.code_version, &facts)?;
-        if !plan.is_needed() {
-            return Ok(self.current_outcome(&plan, run_started));
+        let app_plan = self.plan_app(&facts)?;
+        if !app_plan.is_needed() {
+            return Ok(self.current_outcome(&app_plan, run_started));
         }
-        let prepared = if plan.items.iter().eq(prepared.iter().map(|p| &p.item)) {
+        let unchanged = app_plan.order == order
+            && app_plan
+                .items()
+                .zip(&prepared)
+                .all(|((package, item), p)| p.package == package && p.item == *item);
+        let prepared = if unchanged {
             prepared
         } else {
-            let prepared = self.prepare(&plan, dialect, limit)?;
+            let prepared = self.prepare(&app_plan, dialect, limit)?;
             if self.lock_span(&prepared) != span {
                 session.widen(LockSpan::Session)?;
             }
             prepared
         };
+        let committed: Vec<Option<Version>> = facts.into_iter().map(|f| f.version).collect();
         let (db, guard) = session.parts();
         let mut runner = Runner {
             engine: self,
@@ -310,38 +464,67 @@ impl Engine {
             guard,
             mode: self.config.transaction,
             in_transaction: true,
-            committed_version: facts.version.clone(),
-            applied: Vec::new(),
+            current: app_plan
+                .plans
+                .iter()
+                .map(|plan| match plan.items.is_empty() {
+                    true => None,
+                    false => plan.start.clone(),
+                })
+                .collect(),
+            committed,
+            applied: vec![Vec::new(); self.app.projects.len()],
             in_flight: None,
             unrecorded: Vec::new(),
             install_objects: None,
             tables: guard::TableGuard::default(),
             committed_alone: None,
             implicit_commit: None,
+            committed_before_install: None,
         };
-        runner.execute(&plan, &prepared)?;
-        let installed = plan
-            .items
-            .first()
-            .is_some_and(|i| i.kind == ItemKind::Install);
-        let result = if installed {
-            RunResult::Installed
-        } else if plan.items.is_empty() {
-            RunResult::Recorded
-        } else {
-            RunResult::Upgraded
-        };
-        Ok(RunOutcome {
-            project: self.project.name.clone(),
-            result,
-            from: match result {
-                RunResult::Recorded => None,
-                _ => plan.start.as_ref().map(ToString::to_string),
-            },
-            to: plan.target.to_string(),
-            applied: std::mem::take(&mut runner.applied),
-            duration_ms: run_started.elapsed().as_millis() as u64,
-        })
+        runner.execute(&app_plan.targets(), &prepared)?;
+        let mut applied = std::mem::take(&mut runner.applied);
+        let duration_ms = run_started.elapsed().as_millis() as u64;
+        let mut outcomes: Vec<RunOutcome> = app_plan
+            .plans
+            .iter()
+            .zip(&self.app.projects)
+            .zip(applied.iter_mut())
+            .map(|((plan, project), applied)| {
+                let installed = plan
+                    .items
+                    .first()
+                    .is_some_and(|i| i.kind == ItemKind::Install);
+                let result = if !plan.is_needed() {
+                    RunResult::Current
+                } else if installed {
+                    RunResult::Installed
+                } else if plan.items.is_empty() {
+                    RunResult::Recorded
+                } else {
+                    RunResult::Upgraded
+                };
+                RunOutcome {
+                    project: project.name.clone(),
+                    result,
+                    from: match result {
+                        RunResult::Recorded => None,
+                        RunResult::Current => plan.db_version.as_ref().map(ToString::to_string),
+                        _ => plan.start.as_ref().map(ToString::to_string),
+                    },
+                    to: plan.target.to_string(),
+                    applied: std::mem::take(applied),
+                    duration_ms,
+                    packages: None,
+                }
+            })
+            .collect();
+        let packages = outcomes.split_off(1);
+        let mut root = outcomes.pop().expect("the root project");
+        if !packages.is_empty() {
+            root.packages = Some(packages);
+        }
+        Ok(root)
     }
 
     /// Commits in the middle of the run (per step, or around a step without a
@@ -358,15 +541,28 @@ impl Engine {
         }
     }
 
-    fn current_outcome(&self, plan: &Plan, started: Instant) -> RunOutcome {
-        RunOutcome {
-            project: self.project.name.clone(),
-            result: RunResult::Current,
-            from: plan.db_version.as_ref().map(ToString::to_string),
-            to: plan.target.to_string(),
-            applied: Vec::new(),
-            duration_ms: started.elapsed().as_millis() as u64,
+    fn current_outcome(&self, app_plan: &AppPlan, started: Instant) -> RunOutcome {
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let mut outcomes: Vec<RunOutcome> = app_plan
+            .plans
+            .iter()
+            .zip(&self.app.projects)
+            .map(|(plan, project)| RunOutcome {
+                project: project.name.clone(),
+                result: RunResult::Current,
+                from: plan.db_version.as_ref().map(ToString::to_string),
+                to: plan.target.to_string(),
+                applied: Vec::new(),
+                duration_ms,
+                packages: None,
+            })
+            .collect();
+        let packages = outcomes.split_off(1);
+        let mut root = outcomes.pop().expect("the root project");
+        if !packages.is_empty() {
+            root.packages = Some(packages);
         }
+        root
     }
 }
 

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
-use super::{hex, Engine, LintFinding};
+use super::{hex, AppPlan, Engine, LintFinding, Project};
 use crate::db::StatementLimit;
 use crate::error::Error;
 use crate::manifest::{Action, SqlSource, StepTransaction};
-use crate::plan::{ItemKind, Plan, PlanItem};
+use crate::plan::{ItemKind, PlanItem};
 use crate::plugin;
 use crate::sql::{self, guard, Dialect};
 
@@ -57,6 +57,8 @@ impl Work {
 /// its content changed in between.
 #[derive(Debug, Clone)]
 pub(super) struct Streamed {
+    /// The directory of the script's project (which it must stay inside).
+    pub(super) dir: PathBuf,
     /// The script's path.
     pub(super) path: PathBuf,
     /// The script as its statements' origins name it (relative to the project).
@@ -141,6 +143,7 @@ pub(super) fn judge(
 
 /// The guard's verdict on one prepared statement, as a finding.
 pub(super) fn guard_finding(
+    project: &str,
     step: &str,
     install: bool,
     transaction: StepTransaction,
@@ -149,6 +152,7 @@ pub(super) fn guard_finding(
 ) -> Option<LintFinding> {
     let refusal = judge(&prepared.statement, install, transaction, dialect).err()?;
     Some(LintFinding {
+        project: project.to_string(),
         fixed_by_transaction_none: !install
             && transaction == StepTransaction::Shared
             && guard::commits_implicitly(&prepared.statement, dialect),
@@ -162,6 +166,8 @@ pub(super) fn guard_finding(
 
 #[derive(Debug, Clone)]
 pub(super) struct PreparedItem {
+    /// The item's project: an index into the application's projects.
+    pub(super) package: usize,
     pub(super) item: PlanItem,
     pub(super) work: Vec<Work>,
     pub(super) checksum: Option<String>,
@@ -173,8 +179,11 @@ pub(super) struct PreparedItem {
 
 impl Engine {
     /// The actions and transaction use of a plan item; none for a version-only bump.
-    pub(super) fn actions_of(&self, item: &PlanItem) -> Option<(&[Action], StepTransaction)> {
-        let manifest = &self.project.manifest;
+    pub(super) fn actions_of<'p>(
+        project: &'p Project,
+        item: &PlanItem,
+    ) -> Option<(&'p [Action], StepTransaction)> {
+        let manifest = &project.manifest;
         match item.kind {
             ItemKind::Install => Some((
                 &manifest
@@ -196,13 +205,13 @@ impl Engine {
     /// loads their libraries), and computes its checksum. Every statement is shown to
     /// `judge`; a large script is judged as it is read and then not kept.
     pub(super) fn work_of(
-        &self,
+        project: &Project,
         name: &str,
         actions: &[Action],
         preparing: &mut Preparing,
         judge: &mut dyn FnMut(&Prepared),
     ) -> Result<(Vec<Work>, String), Error> {
-        let manifest = &self.project.manifest;
+        let manifest = &project.manifest;
         let mut hasher = Sha256::new();
         let mut work = Vec::new();
         for action in actions {
@@ -238,14 +247,14 @@ impl Engine {
                             Some(text.clone())
                         }
                         SqlSource::File(file) => {
-                            let full = self.project.dir.join(file);
+                            let full = project.dir.join(file);
                             let unreadable = |reason: String| {
                                 Error::Refused(format!(
                                     "{}: cannot read script for step '{name}': {reason}",
                                     full.display()
                                 ))
                             };
-                            let (handle, length) = crate::files::open(&self.project.dir, &full)
+                            let (handle, length) = crate::files::open(&project.dir, &full)
                                 .map_err(|e| unreadable(e.reason()))?;
                             if length <= KEEP_SCRIPT_BYTES
                                 && preparing.kept + length <= KEEP_TOTAL_BYTES
@@ -273,6 +282,7 @@ impl Engine {
                                     });
                                 }
                                 work.push(Work::Streamed(Streamed {
+                                    dir: project.dir.clone(),
                                     path: full,
                                     file: origin_file.clone(),
                                     sha256: own.finalize().to_vec(),
@@ -309,8 +319,8 @@ impl Engine {
                     let step = match preparing.resolved.get(&key) {
                         Some(step) => step.clone(),
                         None => {
-                            let step = plugin::resolve(&self.project.dir, library, method)
-                                .map_err(|e| {
+                            let step =
+                                plugin::resolve(&project.dir, library, method).map_err(|e| {
                                     Error::Refused(format!("{origin}: step '{name}': {e}"))
                                 })?;
                             preparing.resolved.insert(key, step.clone());
@@ -330,15 +340,17 @@ impl Engine {
     /// refuses is kept with its item, and fails the run as soon as it holds the lock.
     pub(super) fn prepare(
         &self,
-        plan: &Plan,
+        plan: &AppPlan,
         dialect: Dialect,
         limit: Option<StatementLimit>,
     ) -> Result<Vec<PreparedItem>, Error> {
-        let mut prepared = Vec::with_capacity(plan.items.len());
+        let mut prepared = Vec::with_capacity(plan.order.len());
         let mut preparing = Preparing::new(dialect, limit);
-        for item in &plan.items {
-            let Some((actions, transaction)) = self.actions_of(item) else {
+        for (package, item) in plan.items() {
+            let project = &self.app.projects[package];
+            let Some((actions, transaction)) = Self::actions_of(project, item) else {
                 prepared.push(PreparedItem {
+                    package,
                     item: item.clone(),
                     work: Vec::new(),
                     checksum: None,
@@ -350,15 +362,27 @@ impl Engine {
             // Judged now, acted on once the run holds the lock (see `Runner::refuse_prepared`).
             let mut refusal = None;
             let install = item.kind == ItemKind::Install;
-            let (work, checksum) =
-                self.work_of(&item.name, actions, &mut preparing, &mut |statement| {
+            let (work, checksum) = Self::work_of(
+                project,
+                &item.name,
+                actions,
+                &mut preparing,
+                &mut |statement| {
                     if refusal.is_none() {
-                        refusal =
-                            guard_finding(&item.name, install, transaction, statement, dialect)
-                                .map(Box::new);
+                        refusal = guard_finding(
+                            &project.name,
+                            &item.name,
+                            install,
+                            transaction,
+                            statement,
+                            dialect,
+                        )
+                        .map(Box::new);
                     }
-                })?;
+                },
+            )?;
             prepared.push(PreparedItem {
+                package,
                 item: item.clone(),
                 work,
                 checksum: Some(checksum),
@@ -374,7 +398,15 @@ impl Engine {
     /// database. Steps with `transaction="none"` are judged only by the rules that hold
     /// everywhere (upgrader's own tables and locks).
     pub fn lint(&self, dialect: Dialect) -> Vec<LintFinding> {
-        let manifest = &self.project.manifest;
+        self.app
+            .projects
+            .iter()
+            .flat_map(|project| Self::lint_project(project, dialect))
+            .collect()
+    }
+
+    fn lint_project(project: &Project, dialect: Dialect) -> Vec<LintFinding> {
+        let manifest = &project.manifest;
         let install = manifest
             .install
             .iter()
@@ -393,8 +425,9 @@ impl Engine {
                 .collect();
             let mut preparing = Preparing::new(dialect, None);
             let mut found = Vec::new();
-            let read = self.work_of(name, &sql, &mut preparing, &mut |statement| {
+            let read = Self::work_of(project, name, &sql, &mut preparing, &mut |statement| {
                 found.extend(guard_finding(
+                    &project.name,
                     name,
                     is_install,
                     transaction,
@@ -406,6 +439,7 @@ impl Engine {
             match read {
                 Ok(_) => {}
                 Err(error) => findings.push(LintFinding {
+                    project: project.name.clone(),
                     step: name.to_string(),
                     location: String::new(),
                     statement: String::new(),
@@ -417,4 +451,35 @@ impl Engine {
         }
         findings
     }
+}
+
+/// The tables a project's `<install>` creates (`CREATE TABLE` in its SQL; a plugin's are
+/// unknown): a package without a recorded version installs only when none of them exist.
+pub(super) fn install_tables(project: &Project, dialect: Dialect) -> Vec<String> {
+    let Some(install) = &project.manifest.install else {
+        return Vec::new();
+    };
+    let mut tables = Vec::new();
+    for action in &install.actions {
+        let Action::Sql { source, .. } = action else {
+            continue;
+        };
+        let text = match source {
+            SqlSource::Inline { text, .. } => text.clone(),
+            SqlSource::File(file) => {
+                let full = project.dir.join(file);
+                // Unreadable here, the run reports it when it prepares the install.
+                match crate::files::read(&project.dir, &full, crate::files::MANIFEST_LIMIT) {
+                    Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                    Err(_) => continue,
+                }
+            }
+        };
+        for statement in sql::Statements::new(text.as_bytes(), dialect).map_while(Result::ok) {
+            if let Some(table) = sql::created_table(&statement.text, dialect) {
+                tables.push(table);
+            }
+        }
+    }
+    tables
 }

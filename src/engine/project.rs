@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use crate::db::state;
 use crate::error::Error;
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, ManifestError, PackageRef, Pos, Step};
+use crate::plan::{self, DbFacts, Plan, PlanItem};
 use crate::version::{Version, VersionFile};
 
 /// A loaded and validated project: its name, code version and manifest.
@@ -53,4 +54,275 @@ impl Project {
             manifest,
         })
     }
+}
+
+/// The application: the root project and the packages its manifest lists (in that
+/// order), sharing one database. A project without `<package>` is an application of one.
+#[derive(Debug, Clone)]
+pub struct Application {
+    /// The root project first, then each package in the order `<package>` lists them.
+    pub projects: Vec<Project>,
+}
+
+impl Application {
+    /// Loads the root project and its packages, and checks what involves several of them:
+    /// package directories, project names, and steps' `after`. Every error names the
+    /// manifest line it comes from.
+    pub fn load(dir: &Path) -> Result<Application, Error> {
+        let root = Project::load(dir)?;
+        let mut projects = Vec::with_capacity(1 + root.manifest.packages.len());
+        let packages = root.manifest.packages.clone();
+        let root_manifest = root.manifest.path.clone();
+        projects.push(root);
+        let at = |pos: Pos, message: String| {
+            Error::Manifest(ManifestError::At {
+                file: root_manifest.clone(),
+                pos,
+                message,
+            })
+        };
+        if packages.is_empty() {
+            check_waits(&projects, &root_manifest)?;
+            return Ok(Application { projects });
+        }
+        let canonical_root = dir
+            .canonicalize()
+            .map_err(|e| Error::Config(format!("cannot resolve {}: {e}", dir.display())))?;
+        let mut seen: Vec<(PathBuf, &PackageRef)> = Vec::new();
+        for package in &packages {
+            let shown = package.dir.display();
+            let full = dir.join(&package.dir);
+            let resolved = match full.canonicalize() {
+                Ok(resolved) => resolved,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(at(
+                        package.pos,
+                        format!("package dir {shown} does not exist ({})", full.display()),
+                    ))
+                }
+                Err(e) => {
+                    return Err(at(
+                        package.pos,
+                        format!("package dir {shown} cannot be read: {e}"),
+                    ))
+                }
+            };
+            if !resolved.starts_with(&canonical_root) {
+                return Err(at(
+                    package.pos,
+                    format!(
+                        "package dir {shown} leads outside the project directory (to {})",
+                        resolved.display()
+                    ),
+                ));
+            }
+            if resolved == canonical_root {
+                return Err(at(
+                    package.pos,
+                    format!("package dir {shown} is the project directory itself; a package is a subdirectory with its own VERSION and upgrade.xml"),
+                ));
+            }
+            if !resolved.is_dir() {
+                return Err(at(
+                    package.pos,
+                    format!("package dir {shown} is not a directory"),
+                ));
+            }
+            if let Some((_, first)) = seen.iter().find(|(other, _)| *other == resolved) {
+                return Err(at(
+                    package.pos,
+                    format!(
+                        "package dir {shown} is listed twice (first at line {})",
+                        first.pos.line
+                    ),
+                ));
+            }
+            for file in ["VERSION", "upgrade.xml"] {
+                if std::fs::symlink_metadata(full.join(file)).is_err() {
+                    return Err(at(
+                        package.pos,
+                        format!(
+                            "package {shown} has no {file} ({}); every package has its own VERSION and upgrade.xml",
+                            full.join(file).display()
+                        ),
+                    ));
+                }
+            }
+            let project = Project::load(&full)?;
+            if let Some(nested) = project.manifest.packages.first() {
+                return Err(Error::Manifest(ManifestError::At {
+                    file: project.manifest.path.clone(),
+                    pos: nested.pos,
+                    message: format!(
+                        "package {shown} lists a package of its own; list every package in the root manifest ({}:{})",
+                        root_manifest.display(),
+                        package.pos
+                    ),
+                }));
+            }
+            if let Some(index) = projects.iter().position(|p| p.name == project.name) {
+                let first = match index {
+                    0 => "the root project".to_string(),
+                    n => format!("the package at line {}", seen[n - 1].1.pos.line),
+                };
+                return Err(at(
+                    package.pos,
+                    format!(
+                        "package {shown} is project \"{}\", like {first}; every package needs its own project name",
+                        project.name
+                    ),
+                ));
+            }
+            seen.push((resolved, package));
+            projects.push(project);
+        }
+        check_waits(&projects, &root_manifest)?;
+        Ok(Application { projects })
+    }
+
+    /// The root project.
+    pub fn root(&self) -> &Project {
+        &self.projects[0]
+    }
+
+    /// The index of the project of that name.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.projects.iter().position(|p| p.name == name)
+    }
+
+    /// What item `item` of `plan` (package `package`'s) waits for (see
+    /// [`plan::interleave`]).
+    pub(crate) fn wait_of(&self, package: usize, item: &PlanItem) -> plan::Wait {
+        let step = &self.projects[package].manifest.steps[item.step_index?];
+        let after = step.after.as_ref()?;
+        Some((self.index_of(&after.project)?, after.version.clone()))
+    }
+}
+
+/// Checks every step's `after`: a package of this application other than the step's
+/// own, at a version its code reaches; and that no steps wait for each other in a circle
+/// (tried on the whole manifests, from each package's first version).
+fn check_waits(projects: &[Project], root_manifest: &Path) -> Result<(), Error> {
+    let names = || {
+        projects
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (index, project) in projects.iter().enumerate() {
+        for step in &project.manifest.steps {
+            let Some(after) = &step.after else { continue };
+            let at = |message: String| {
+                Error::Manifest(ManifestError::At {
+                    file: project.manifest.path.clone(),
+                    pos: after.pos,
+                    message: format!("step '{}': {message}", step.name),
+                })
+            };
+            let Some(other) = projects.iter().position(|p| p.name == after.project) else {
+                return Err(at(format!(
+                    "after names project \"{}\", which is not part of this application (its projects, listed in {}: {})",
+                    after.project,
+                    root_manifest.display(),
+                    names()
+                )));
+            };
+            if other == index {
+                return Err(at(format!(
+                    "after names the step's own project \"{}\"; steps of one project already run in version order",
+                    after.project
+                )));
+            }
+            let code = &projects[other].code_version;
+            if after.version > *code {
+                return Err(at(format!(
+                    "after waits for {} {}, beyond its code version {code} ({})",
+                    after.project,
+                    after.version,
+                    projects[other].dir.join("VERSION").display()
+                )));
+            }
+        }
+    }
+    if projects
+        .iter()
+        .all(|p| p.manifest.steps.iter().all(|s| s.after.is_none()))
+    {
+        return Ok(());
+    }
+    // Every step, from each project's first version: if these can be ordered, so can any
+    // run, which only starts later (and so waits less).
+    let plans: Vec<Option<Plan>> = projects
+        .iter()
+        .map(|project| {
+            let manifest = &project.manifest;
+            let first = manifest.steps.first().map(|s| s.from.clone());
+            let start = match (&manifest.initial_version, first) {
+                (Some(initial), Some(first)) => Some(initial.clone().min(first)),
+                (initial, first) => initial.clone().or(first),
+            }?;
+            let facts = DbFacts {
+                version: Some(start),
+                has_user_tables: true,
+            };
+            plan::plan(manifest, &project.code_version, &facts).ok()
+        })
+        .collect();
+    let empty = Plan {
+        db_version: None,
+        start: None,
+        target: Version::parse("0.0.0").expect("a valid version"),
+        items: Vec::new(),
+    };
+    let refs: Vec<&Plan> = plans.iter().map(|p| p.as_ref().unwrap_or(&empty)).collect();
+    let step_of = |package: usize, item: usize| -> Option<&Step> {
+        let index = refs[package].items[item].step_index?;
+        Some(&projects[package].manifest.steps[index])
+    };
+    let waits = |package: usize, item: usize| -> plan::Wait {
+        let after = step_of(package, item)?.after.as_ref()?;
+        Some((
+            projects.iter().position(|p| p.name == after.project)?,
+            after.version.clone(),
+        ))
+    };
+    let Err(stuck) = plan::interleave(&refs, &waits) else {
+        return Ok(());
+    };
+    let described: Vec<String> = stuck
+        .chain
+        .iter()
+        .map(|&(package, item)| {
+            let project = &projects[package];
+            let plan_item = &refs[package].items[item];
+            match step_of(package, item).and_then(|s| s.after.as_ref().map(|a| (s, a))) {
+                Some((step, after)) => format!(
+                    "step '{}' of {} ({}:{}) waits for {} {}",
+                    step.name,
+                    project.name,
+                    project.manifest.path.display(),
+                    after.pos,
+                    after.project,
+                    after.version
+                ),
+                None => format!(
+                    "{} {} of {}",
+                    plan_item.kind.name(),
+                    plan_item.name,
+                    project.name
+                ),
+            }
+        })
+        .collect();
+    let (package, item) = stuck.chain[0];
+    let step = step_of(package, item).expect("a waiting item is a step");
+    Err(Error::Manifest(ManifestError::At {
+        file: projects[package].manifest.path.clone(),
+        pos: step.after.as_ref().map_or(step.pos, |a| a.pos),
+        message: format!(
+            "steps wait for each other in a circle: {}, which waits for the first",
+            described.join(", which needs ")
+        ),
+    }))
 }

@@ -84,8 +84,8 @@ pub struct Report {
     pub code_version: String,
     /// Version recorded in the database, null when none.
     pub db_version: Option<String>,
-    /// `current`, `pending`, `halted` or `uninitialized`.
-    pub state: &'static str,
+    /// What upgrading this project needs.
+    pub state: Status,
     /// What `run` would do.
     pub pending: Vec<ReportItem>,
     /// The lock.
@@ -97,16 +97,57 @@ pub struct Report {
     /// Why no plan can be made (downgrade, no starting version), if so.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// The root's report only, when the application has packages: theirs, in order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packages: Option<Vec<Report>>,
+}
+
+/// A project's `state` in `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// The database is at the code version.
+    Current,
+    /// Steps (or version bumps) are pending.
+    Pending,
+    /// The lock stops upgrading (in progress, failed or stale).
+    Halted,
+    /// The database records no version for the project yet.
+    Uninitialized,
+}
+
+impl Status {
+    /// The name `--json` shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Current => "current",
+            Status::Pending => "pending",
+            Status::Halted => "halted",
+            Status::Uninitialized => "uninitialized",
+        }
+    }
 }
 
 impl Report {
-    /// The `check` exit code: 0 current, 1 problem, 3 pending, 4 halted.
+    /// The root's report and its packages'.
+    pub fn all(&self) -> impl Iterator<Item = &Report> {
+        std::iter::once(self).chain(self.packages.iter().flatten())
+    }
+
+    /// The `check` exit code over the whole application: 4 halted, 1 a problem, 3
+    /// pending (or uninitialized), else 0.
     pub fn exit_code(&self) -> i32 {
-        match self.state {
-            "halted" => 4,
-            _ if self.problem.is_some() => 1,
-            "pending" | "uninitialized" => 3,
-            _ => 0,
+        if self.state == Status::Halted {
+            4
+        } else if self.all().any(|r| r.problem.is_some()) {
+            1
+        } else if self
+            .all()
+            .any(|r| matches!(r.state, Status::Pending | Status::Uninitialized))
+        {
+            3
+        } else {
+            0
         }
     }
 }
@@ -124,6 +165,23 @@ pub struct PlanReport {
     pub db_version: Option<String>,
     /// The items, in order.
     pub steps: Vec<ReportItem>,
+    /// The root's plan only, when the application has packages: theirs, in order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packages: Option<Vec<PlanReport>>,
+    /// The root's plan only, when the application has packages: every project's items
+    /// in the order the run takes them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order: Option<Vec<OrderedItem>>,
+}
+
+/// An item of the whole application's run, with its project.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrderedItem {
+    /// The project the item belongs to.
+    pub project: String,
+    /// The item.
+    #[serde(flatten)]
+    pub item: ReportItem,
 }
 
 /// One item a run applied.
@@ -185,11 +243,16 @@ pub struct RunOutcome {
     pub applied: Vec<Applied>,
     /// Whole run, lock to unlock.
     pub duration_ms: u64,
+    /// The root's outcome only, when the application has packages: theirs, in order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packages: Option<Vec<RunOutcome>>,
 }
 
 /// A statement `lint` (or a run) refuses, or a script it cannot read.
 #[derive(Debug, Clone, Serialize)]
 pub struct LintFinding {
+    /// The project (the root's, or a package's) whose manifest holds the step.
+    pub project: String,
     /// The install (`install`) or step.
     pub step: String,
     /// `file:line:column` of the statement; empty for a script that cannot be read.

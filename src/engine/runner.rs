@@ -13,7 +13,7 @@ use crate::db::{state, Backend, DbObject};
 use crate::error::Error;
 use crate::lock::LockGuard;
 use crate::manifest::StepTransaction;
-use crate::plan::{ItemKind, Plan, PlanItem};
+use crate::plan::{ItemKind, PlanItem};
 use crate::plugin;
 use crate::sql::{self, guard, Dialect};
 use crate::version::Version;
@@ -40,9 +40,14 @@ pub(super) struct Runner<'a> {
     pub(super) guard: &'a mut LockGuard,
     pub(super) mode: TransactionMode,
     pub(super) in_transaction: bool,
-    /// The version the database holds if everything uncommitted is rolled back.
-    pub(super) committed_version: Option<Version>,
-    pub(super) applied: Vec<Applied>,
+    /// Per project of the application: the version the database holds if everything
+    /// uncommitted is rolled back.
+    pub(super) committed: Vec<Option<Version>>,
+    /// Per project: the version it has reached in the open transaction (written to
+    /// `upgrader_version` only when it is about to become durable).
+    pub(super) current: Vec<Option<Version>>,
+    /// Per project: what the run applied.
+    pub(super) applied: Vec<Vec<Applied>>,
     /// The item being applied, for the history row of a failure.
     pub(super) in_flight: Option<InFlight>,
     /// History rows of applied items, written in one go before the next commit.
@@ -57,11 +62,16 @@ pub(super) struct Runner<'a> {
     pub(super) committed_alone: Option<String>,
     /// Where a statement committed the run's transaction implicitly (MySQL), if one did.
     pub(super) implicit_commit: Option<String>,
+    /// The project whose install, not the run's first item, was preceded by a commit
+    /// (MySQL commits an install's DDL), if one was.
+    pub(super) committed_before_install: Option<String>,
 }
 
 /// What a failure's history row says about the item that failed.
 pub(super) struct InFlight {
     pub(super) kind: ItemKind,
+    /// The item's project (index into the application's projects).
+    pub(super) package: usize,
     /// The version the item starts from (none for an install).
     pub(super) from: Option<Version>,
     pub(super) to: Version,
@@ -84,15 +94,20 @@ impl Runner<'_> {
         Ok(())
     }
 
-    pub(super) fn commit(&mut self, version: &Version) -> Result<(), Error> {
+    pub(super) fn commit(&mut self) -> Result<(), Error> {
         self.db.commit()?;
         self.in_transaction = false;
-        self.committed_version = Some(version.clone());
+        self.committed.clone_from(&self.current);
         Ok(())
     }
 
-    pub(super) fn execute(&mut self, plan: &Plan, prepared: &[PreparedItem]) -> Result<(), Error> {
-        match self.apply_all(plan, prepared) {
+    /// Runs `prepared` (in run order), then records every project at its `targets`.
+    pub(super) fn execute(
+        &mut self,
+        targets: &[Version],
+        prepared: &[PreparedItem],
+    ) -> Result<(), Error> {
+        match self.apply_all(targets, prepared) {
             Ok(()) => Ok(()),
             Err(failure) => Err(self.fail(failure)),
         }
@@ -152,6 +167,7 @@ impl Runner<'_> {
                     Some((
                         entry,
                         LintFinding {
+                            project: self.engine.app.projects[entry.package].name.clone(),
                             step: entry.item.name.clone(),
                             location: prepared.origin.clone(),
                             statement: sql::abbreviate(&prepared.statement.text),
@@ -188,12 +204,14 @@ impl Runner<'_> {
         script: &Streamed,
         dialect: Dialect,
     ) -> Option<LintFinding> {
-        let (handle, _) = crate::files::open(&self.engine.project.dir, &script.path).ok()?;
+        let dir = &self.engine.app.projects[entry.package].dir;
+        let (handle, _) = crate::files::open(dir, &script.path).ok()?;
         sql::Statements::new(handle, dialect)
             .map_while(Result::ok)
             .find_map(|statement| {
                 let refusal = self.tables.check(&statement, dialect).err()?;
                 Some(LintFinding {
+                    project: self.engine.app.projects[entry.package].name.clone(),
                     step: entry.item.name.clone(),
                     location: format!("{}:{}:{}", script.file, statement.line, statement.column),
                     statement: sql::abbreviate(&statement.text),
@@ -208,6 +226,7 @@ impl Runner<'_> {
     pub(super) fn refuse(&mut self, entry: &PreparedItem, finding: &LintFinding) -> Failure {
         self.in_flight = Some(InFlight {
             kind: entry.item.kind,
+            package: entry.package,
             from: entry.item.from.clone(),
             to: entry.item.to.clone(),
             checksum: entry.checksum.clone(),
@@ -223,10 +242,9 @@ impl Runner<'_> {
 
     pub(super) fn apply_all(
         &mut self,
-        plan: &Plan,
+        targets: &[Version],
         prepared: &[PreparedItem],
     ) -> Result<(), Failure> {
-        let project = &self.engine.project.name;
         let failure = |item: &str, message: String| Failure {
             item: item.to_string(),
             message,
@@ -237,16 +255,24 @@ impl Runner<'_> {
         let dialect = self.db.dialect();
         for (index, entry) in prepared.iter().enumerate() {
             let item = &entry.item;
+            let package = entry.package;
+            let project = &self.engine.app.projects[package].name;
             let alone = entry.transaction == StepTransaction::NoneUnsafe;
-            if alone && self.in_transaction {
-                let version = self.committed_or_current(item);
-                self.commit_at(&version)
+            let ddl_commits =
+                item.kind == ItemKind::Install && dialect == crate::sql::Dialect::MySql;
+            if (alone || (ddl_commits && index > 0)) && self.in_transaction {
+                // What ran before is committed first: a step that runs alone must not
+                // take it along, and an install's DDL would commit it implicitly anyway.
+                self.commit_at()
                     .map_err(|e| failure(&item.name, e.to_string()))?;
+                if ddl_commits {
+                    self.committed_before_install = Some(project.clone());
+                }
             }
             if !alone && !self.in_transaction {
                 self.begin()
                     .map_err(|e| failure(&item.name, e.to_string()))?;
-                self.check_version(item)
+                self.check_version(package, item)
                     .map_err(|e| failure(&item.name, e))?;
             }
             {
@@ -258,14 +284,13 @@ impl Runner<'_> {
             let started = Instant::now();
             self.in_flight = Some(InFlight {
                 kind: item.kind,
+                package,
                 from: item.from.clone(),
                 to: item.to.clone(),
                 checksum: entry.checksum.clone(),
                 started_at: started_at.clone(),
                 started,
             });
-            let ddl_commits =
-                item.kind == ItemKind::Install && dialect == crate::sql::Dialect::MySql;
             if ddl_commits {
                 self.install_objects = Some(
                     self.db
@@ -338,6 +363,7 @@ impl Runner<'_> {
             // memory does not grow with the number of steps.
             self.unrecorded
                 .push(history_row(project, entry, &started_at, duration));
+            self.current[package] = Some(item.to.clone());
             if self.unrecorded.len() >= state::ROWS_PER_INSERT {
                 state::insert_history_rows(self.db, &self.unrecorded)
                     .map_err(|e| failure(&item.name, e.to_string()))?;
@@ -347,10 +373,10 @@ impl Runner<'_> {
                 .get(index + 1)
                 .is_some_and(|next| next.transaction == StepTransaction::Shared);
             if !alone && self.mode == TransactionMode::PerStep && next_shares {
-                self.commit_at_and_chain(&item.to)
+                self.commit_at_and_chain()
                     .map_err(|e| failure(&item.name, e.to_string()))?;
             } else if alone || self.mode == TransactionMode::PerStep {
-                self.commit_at(&item.to)
+                self.commit_at()
                     .map_err(|e| failure(&item.name, e.to_string()))?;
             }
             if alone {
@@ -358,7 +384,7 @@ impl Runner<'_> {
                 // The step may have changed which tables cannot roll back.
                 self.refuse_unsafe(&prepared[index + 1..])?;
             }
-            self.applied.push(Applied {
+            self.applied[package].push(Applied {
                 name: item.name.clone(),
                 kind: item.kind.name(),
                 from: item.from.as_ref().map(ToString::to_string),
@@ -367,11 +393,11 @@ impl Runner<'_> {
                 duration_ms: duration.as_millis() as u64,
             });
         }
-        if !self.in_transaction
-            && self.unrecorded.is_empty()
-            && self.committed_version.as_ref() == Some(&plan.target)
-        {
-            // The last step's commit recorded the target already.
+        for (current, target) in self.current.iter_mut().zip(targets) {
+            *current = Some(target.clone());
+        }
+        if !self.in_transaction && self.unrecorded.is_empty() && self.committed == self.current {
+            // The last step's commit recorded the targets already.
             return Ok(());
         }
         if !self.in_transaction {
@@ -379,41 +405,56 @@ impl Runner<'_> {
         }
         // Also records the version when nothing ran (adopting a database at exactly the
         // code version).
-        self.commit_at(&plan.target)
+        self.commit_at()
             .map_err(|e| failure("commit", e.to_string()))
     }
 
-    /// Records `version` and commits: the recorded version is written only when it is
-    /// about to become durable, not after every step.
-    pub(super) fn commit_at(&mut self, version: &Version) -> Result<(), Error> {
-        self.record(version)?;
-        self.commit(version)?;
+    /// Records the versions reached and commits: a recorded version is written only when
+    /// it is about to become durable, not after every step.
+    pub(super) fn commit_at(&mut self) -> Result<(), Error> {
+        self.record()?;
+        self.commit()?;
         self.install_objects = None;
         Ok(())
     }
 
     /// Like [`Runner::commit_at`], and opens the next transaction in the same round trip
     /// where the backend can (its lock outlives the commit); else commits only.
-    pub(super) fn commit_at_and_chain(&mut self, version: &Version) -> Result<(), Error> {
-        self.record(version)?;
+    pub(super) fn commit_at_and_chain(&mut self) -> Result<(), Error> {
+        self.record()?;
         if self.db.commit_and_chain()? {
-            self.committed_version = Some(version.clone());
+            self.committed.clone_from(&self.current);
         } else {
-            self.commit(version)?;
+            self.commit()?;
         }
         self.install_objects = None;
         Ok(())
     }
 
-    /// Writes the queued history rows and `version`, inside the open transaction.
-    pub(super) fn record(&mut self, version: &Version) -> Result<(), Error> {
-        state::record(
-            self.db,
-            &self.unrecorded,
-            &self.engine.project.name,
-            &version.as_str(),
-            &now(),
-        )?;
+    /// Writes the queued history rows and the version of every project that moved since
+    /// the last commit, inside the open transaction.
+    pub(super) fn record(&mut self) -> Result<(), Error> {
+        let now = now();
+        let mut rows = Some(&self.unrecorded[..]);
+        for (package, current) in self.current.iter().enumerate() {
+            let Some(version) = current else { continue };
+            if self.committed[package].as_ref() == Some(version) {
+                continue;
+            }
+            let project = &self.engine.app.projects[package].name;
+            // History rows go with the first version written (one statement on
+            // PostgreSQL).
+            state::record(
+                self.db,
+                rows.take().unwrap_or_default(),
+                project,
+                &version.as_str(),
+                &now,
+            )?;
+        }
+        if let Some(rows) = rows.filter(|rows| !rows.is_empty()) {
+            state::insert_history_rows(self.db, rows)?;
+        }
         self.unrecorded.clear();
         Ok(())
     }
@@ -495,8 +536,8 @@ impl Runner<'_> {
                 "the script changed after the run checked it; nothing of it was sent".into(),
             ));
         }
-        let (handle, _) = crate::files::open(&self.engine.project.dir, &script.path)
-            .map_err(|e| at_file(e.reason()))?;
+        let (handle, _) =
+            crate::files::open(&script.dir, &script.path).map_err(|e| at_file(e.reason()))?;
         for statement in sql::Statements::new(handle, dialect) {
             let statement = statement.map_err(|e| {
                 (
@@ -530,8 +571,7 @@ impl Runner<'_> {
 
     /// Whether a streamed script's bytes are still those that were prepared.
     pub(super) fn unchanged(&self, script: &Streamed) -> Result<bool, String> {
-        let (handle, _) =
-            crate::files::open(&self.engine.project.dir, &script.path).map_err(|e| e.reason())?;
+        let (handle, _) = crate::files::open(&script.dir, &script.path).map_err(|e| e.reason())?;
         let mut own = Sha256::new();
         let mut reader = Hashing {
             inner: handle,
@@ -553,15 +593,10 @@ impl Runner<'_> {
         }
     }
 
-    /// The version a `transaction="none"` step finds committed before it runs.
-    pub(super) fn committed_or_current(&self, item: &PlanItem) -> Version {
-        item.from.clone().unwrap_or_else(|| item.to.clone())
-    }
-
     /// In per-step mode another process could slip in between two commits; make sure the
     /// database is still where this run left it.
-    pub(super) fn check_version(&mut self, item: &PlanItem) -> Result<(), String> {
-        let Some(expected) = &self.committed_version else {
+    pub(super) fn check_version(&mut self, package: usize, item: &PlanItem) -> Result<(), String> {
+        let Some(expected) = &self.committed[package] else {
             return Ok(());
         };
         // A session lock held for the whole run (PostgreSQL, MySQL) keeps everyone out
@@ -570,8 +605,8 @@ impl Runner<'_> {
         if self.db.lock_outlives_commit() {
             return Ok(());
         }
-        let recorded =
-            state::read_version(self.db, &self.engine.project.name).map_err(|e| e.to_string())?;
+        let project = &self.engine.app.projects[package].name;
+        let recorded = state::read_version(self.db, project).map_err(|e| e.to_string())?;
         let recorded = recorded.and_then(|v| Version::parse(&v).ok());
         if recorded.as_ref() != Some(expected) {
             return Err(format!(
@@ -581,6 +616,27 @@ impl Runner<'_> {
             ));
         }
         Ok(())
+    }
+
+    /// What the database records once the open transaction is rolled back: "version X"
+    /// for an application of one project, else every project's version.
+    fn committed_versions(&self) -> String {
+        let projects = &self.engine.app.projects;
+        if projects.len() == 1 {
+            return self.committed[0].as_ref().map_or_else(
+                || "no version recorded".to_string(),
+                |v| format!("version {v}"),
+            );
+        }
+        projects
+            .iter()
+            .zip(&self.committed)
+            .map(|(project, version)| match version {
+                Some(version) => format!("{} {version}", project.name),
+                None => format!("no version for {}", project.name),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Rolls back, records the failure outside the rolled-back work, and leaves the lock
@@ -593,10 +649,7 @@ impl Runner<'_> {
             self.in_transaction = false;
         }
         let undone = self.undo_install();
-        let version = self.committed_version.as_ref().map_or_else(
-            || "no version recorded".to_string(),
-            |v| format!("version {v}"),
-        );
+        let version = self.committed_versions();
         let mut message = failure.message.clone();
         // Never claim "unchanged" when something of this run committed: a step without a
         // transaction, an implicit commit, or earlier steps in per-step mode.
@@ -612,6 +665,10 @@ impl Runner<'_> {
             message.push_str(&format!(
                 "; this step was rolled back, steps before it stay committed, and the database records {version}"
             ));
+        } else if let Some(project) = &self.committed_before_install {
+            message.push_str(&format!(
+                "; what ran before the install of {project} was committed before it (MySQL commits an install's DDL) and stays applied; the rest was rolled back, and the database records {version}"
+            ));
         } else if let Some(step) = &self.committed_alone {
             message.push_str(&format!(
                 "; the run was rolled back to where the transaction=\"none\" step '{step}' committed: it and the steps before it stay applied, and the database records {version}"
@@ -624,8 +681,9 @@ impl Runner<'_> {
         if let Some(undone) = undone {
             message.push_str(&undone);
         }
-        let project = &self.engine.project.name;
         let in_flight = self.in_flight.take();
+        let package = in_flight.as_ref().map_or(0, |f| f.package);
+        let project = &self.engine.app.projects[package].name;
         let failed_row = state::HistoryRow {
             id: None,
             project: project.clone(),
@@ -639,10 +697,10 @@ impl Runner<'_> {
             // commit) is reported from the version the database holds.
             from_version: match &in_flight {
                 Some(flight) => flight.from.as_ref().map(ToString::to_string),
-                None => self.committed_version.as_ref().map(ToString::to_string),
+                None => self.committed[package].as_ref().map(ToString::to_string),
             },
             to_version: in_flight.as_ref().map_or_else(
-                || self.engine.project.code_version.to_string(),
+                || self.engine.app.projects[package].code_version.to_string(),
                 |f| f.to.to_string(),
             ),
             checksum: in_flight.as_ref().and_then(|f| f.checksum.clone()),

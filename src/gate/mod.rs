@@ -312,13 +312,14 @@ impl Inner {
             }
             _ => {}
         }
-        if let Some(problem) = report.problem {
+        // Every package counts: one pending is an upgrade for the whole application.
+        if let Some(problem) = report.all().find_map(|r| r.problem.clone()) {
             return Verdict::Halted {
                 reason: problem,
                 by_lock: false,
             };
         }
-        if report.state == "current" {
+        if report.exit_code() == 0 {
             Verdict::Ready
         } else {
             Verdict::Upgrade

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use super::xml::{Attr, Element, Visitor};
 use super::{
-    Action, ErrorFn, Format, Install, Manifest, ManifestError, Pos, SqlSource, Step,
-    StepTransaction,
+    Action, After, ErrorFn, Format, Install, Manifest, ManifestError, PackageRef, Pos, SqlSource,
+    Step, StepTransaction,
 };
 use crate::version::Version;
 
@@ -139,6 +139,7 @@ impl<'e, 'f> Interpreter<'e, 'f> {
                 initial_version: None,
                 install: None,
                 steps: Vec::with_capacity(expected_steps),
+                packages: Vec::new(),
             },
             initial_version: None,
             decided: None,
@@ -215,7 +216,7 @@ impl Visitor for Interpreter<'_, '_> {
         let error = self.error;
         // `<step>` is by far the most common child, so it is recognised first and once.
         let is_step = is(child, "step");
-        if is_step || is(child, "install") {
+        if is_step || is(child, "install") || is(child, "package") {
             self.decide(Format::Canonical)?;
         } else if is(child, "matching") {
             self.decide(Format::Legacy)?;
@@ -261,6 +262,8 @@ impl Visitor for Interpreter<'_, '_> {
                     manifest.steps.push(step);
                 }
             }
+        } else if is(child, "package") {
+            manifest.packages.push(package(child, error)?);
         } else if is(child, "system_note") {
             // Older deployments kept free-form notes here; they mean nothing to upgrader.
         } else {
@@ -280,7 +283,7 @@ fn unknown_child(name: &str, pos: Pos, error: &ErrorFn<'_>) -> ManifestError {
     error(
         pos,
         format!(
-            "unknown element <{name}> in <upgrade>; expected <install>, <step>, <initialversion> or <matching>"
+            "unknown element <{name}> in <upgrade>; expected <install>, <step>, <package>, <initialversion> or <matching>"
         ),
     )
 }
@@ -300,7 +303,11 @@ fn step(
     scripts: &mut Vec<(PathBuf, Pos)>,
     error: &ErrorFn<'_>,
 ) -> Result<Step, ManifestError> {
-    let attrs = Attrs::check(element, &["name", "from", "to", "transaction"], error)?;
+    let attrs = Attrs::check(
+        element,
+        &["name", "from", "to", "transaction", "after"],
+        error,
+    )?;
     no_text(element, error)?;
     let name = attrs.required("name", error)?.value.trim().to_string();
     let from = attrs.version("from", error)?;
@@ -320,6 +327,10 @@ fn step(
             }
         },
     };
+    let after = match attrs.get("after") {
+        None => None,
+        Some(attr) => Some(after(attr, error)?),
+    };
     let mut description = None;
     let actions = actions(
         element,
@@ -334,6 +345,65 @@ fn step(
         description,
         actions,
         transaction,
+        after,
+        pos: element.pos,
+    })
+}
+
+/// `after="PROJECT VERSION"`.
+fn after(attr: &Attr<'_>, error: &ErrorFn<'_>) -> Result<After, ManifestError> {
+    let mut words = attr.value.split_whitespace();
+    let (Some(project), Some(version), None) = (words.next(), words.next(), words.next()) else {
+        return Err(error(
+            attr.pos,
+            format!(
+                "attribute `after` is {:?}; expected a package's project name and a version, as in after=\"shop 2.0.0\"",
+                attr.value
+            ),
+        ));
+    };
+    check_project_name(project, attr.pos, error)?;
+    let version =
+        Version::parse(version).map_err(|e| error(attr.pos, format!("attribute `after`: {e}")))?;
+    Ok(After {
+        project: project.to_string(),
+        version,
+        pos: attr.pos,
+    })
+}
+
+/// `<package dir="…"/>`: a relative directory that stays inside the project (checked on
+/// the file system when the application is loaded).
+fn package(element: &Element<'_>, error: &ErrorFn<'_>) -> Result<PackageRef, ManifestError> {
+    let attrs = Attrs::check(element, &["dir"], error)?;
+    no_children(element, error)?;
+    no_text(element, error)?;
+    let attr = attrs.required("dir", error)?;
+    let dir = PathBuf::from(attr.value.trim());
+    if dir.is_absolute()
+        || dir
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(error(
+            attr.pos,
+            format!(
+                "package dir {:?} must be a directory inside the project, given relative to it without `..`",
+                attr.value
+            ),
+        ));
+    }
+    if dir
+        .components()
+        .all(|c| matches!(c, std::path::Component::CurDir))
+    {
+        return Err(error(
+            attr.pos,
+            "package dir names the project itself; a package is a subdirectory with its own VERSION and upgrade.xml".to_string(),
+        ));
+    }
+    Ok(PackageRef {
+        dir,
         pos: element.pos,
     })
 }
@@ -571,6 +641,7 @@ fn legacy_step(entry: &Element<'_>, error: &ErrorFn<'_>) -> Result<Option<Step>,
             method,
             pos: entry.pos,
         }],
+        after: None,
         transaction: StepTransaction::Shared,
         pos: entry.pos,
     }))

@@ -124,7 +124,32 @@ pub struct Step {
     pub actions: Vec<Action>,
     /// Whether the step shares the run's transaction.
     pub transaction: StepTransaction,
+    /// `after="PROJECT VERSION"`: the step waits until that package of the application
+    /// has reached that version.
+    pub after: Option<After>,
     /// Where the step is declared.
+    pub pos: Pos,
+}
+
+/// A step's `after="PROJECT VERSION"`: another package of the same application that must
+/// have reached a version before the step runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct After {
+    /// The package's project name.
+    pub project: String,
+    /// The version it must have reached.
+    pub version: Version,
+    /// The `after` attribute's position.
+    pub pos: Pos,
+}
+
+/// `<package dir="…"/>`: a package of the application, with its own `VERSION`,
+/// `upgrade.xml` and project name, sharing the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageRef {
+    /// Its directory, relative to the root project's.
+    pub dir: PathBuf,
+    /// The `<package>` element's position.
     pub pos: Pos,
 }
 
@@ -152,6 +177,8 @@ pub struct Manifest {
     pub install: Option<Install>,
     /// Steps, ordered by their `from` version.
     pub steps: Vec<Step>,
+    /// The packages `<package>` lists, in document order (the order they run in).
+    pub packages: Vec<PackageRef>,
 }
 
 impl Manifest {

@@ -163,6 +163,55 @@ pub fn words(text: &str, dialect: Dialect) -> Vec<String> {
     all
 }
 
+/// The table a `CREATE TABLE` statement creates (its last name part, unquoted); `None`
+/// for any other statement. Temporary tables count as none: they vanish with the session.
+pub fn created_table(text: &str, dialect: Dialect) -> Option<String> {
+    let mut significant = tokens(text, dialect);
+    let word = |token: Option<(Kind, &str)>, expected: &str| matches!(token, Some((Kind::Word, word)) if word.eq_ignore_ascii_case(expected));
+    if !word(significant.next(), "CREATE") {
+        return None;
+    }
+    let mut next = significant.next();
+    loop {
+        match next {
+            Some((Kind::Word, w))
+                if ["OR", "REPLACE", "UNLOGGED", "GLOBAL", "LOCAL"]
+                    .iter()
+                    .any(|m| w.eq_ignore_ascii_case(m)) =>
+            {
+                next = significant.next()
+            }
+            Some((Kind::Word, w))
+                if w.eq_ignore_ascii_case("TEMPORARY") || w.eq_ignore_ascii_case("TEMP") =>
+            {
+                return None
+            }
+            _ => break,
+        }
+    }
+    if !word(next, "TABLE") {
+        return None;
+    }
+    let mut next = significant.next();
+    if word(next, "IF") {
+        significant.next(); // NOT
+        significant.next(); // EXISTS
+        next = significant.next();
+    }
+    let mut name = None;
+    loop {
+        match next {
+            Some((Kind::Word, w)) => name = Some(w.to_string()),
+            Some((Kind::Quoted, q)) => name = Some(unquote(q)),
+            _ => return name,
+        }
+        match significant.next() {
+            Some((Kind::Period, _)) => next = significant.next(),
+            _ => return name,
+        }
+    }
+}
+
 /// The `ENGINE = name` table option of a MySQL `CREATE`/`ALTER TABLE` (outside the
 /// column list, so a column called `engine` is not taken for it).
 pub fn mysql_engine_option(text: &str) -> Option<String> {
@@ -240,6 +289,35 @@ pub fn clip(message: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn created_table_names_the_table_a_statement_creates() {
+        use super::{created_table, Dialect};
+        let cases = [
+            ("CREATE TABLE orders (id INT)", Some("orders")),
+            (
+                "create table if not exists shop.orders (id int)",
+                Some("orders"),
+            ),
+            (
+                "CREATE UNLOGGED TABLE \"Odd Name\" (id int)",
+                Some("Odd Name"),
+            ),
+            ("/* c */ CREATE TABLE `b`.`posts` (id int)", Some("posts")),
+            ("CREATE TEMPORARY TABLE scratch (id int)", None),
+            ("CREATE INDEX i ON orders (id)", None),
+            ("INSERT INTO orders VALUES (1)", None),
+        ];
+        for (sql, expected) in cases {
+            // `"…"` is a name in PostgreSQL, a string in MySQL.
+            let dialect = if sql.contains('"') {
+                Dialect::Postgres
+            } else {
+                Dialect::MySql
+            };
+            assert_eq!(created_table(sql, dialect).as_deref(), expected, "{sql}");
+        }
+    }
+
     use super::*;
 
     fn texts(script: &str, dialect: Dialect) -> Vec<String> {
