@@ -279,7 +279,12 @@ impl TestProject {
     }
 
     pub fn recorded_version(&self) -> Option<String> {
-        let sql = "SELECT version FROM upgrader_version WHERE project = 'test'";
+        self.version_of("test")
+    }
+
+    /// The version recorded for `project` (a package of the application, say).
+    pub fn version_of(&self, project: &str) -> Option<String> {
+        let sql = &format!("SELECT version FROM upgrader_version WHERE project = '{project}'");
         match self.backend {
             Backend::Sqlite => {
                 if !self.db_path().exists() {
