@@ -369,6 +369,9 @@ fn after_interleaves_the_steps(backend: Backend) {
     assert_eq!(project.version_of("blog").as_deref(), Some("1.2.0"));
 }
 
+/// What a case does to a good application to break it.
+type Breaks = Box<dyn Fn(&TestProject)>;
+
 /// Each bad application is refused before anything is touched: exit 1, a message naming
 /// the manifest line, no lock file, the database as it was.
 fn bad_packages_are_refused_with_nothing_changed(backend: Backend) {
@@ -376,7 +379,7 @@ fn bad_packages_are_refused_with_nothing_changed(backend: Backend) {
     let good_root = std::fs::read_to_string(project.path().join("upgrade.xml")).unwrap();
     let blog = module_manifest("blog", "posts", "");
     let before = project.snapshot();
-    let mut cases: Vec<(&str, Box<dyn Fn(&TestProject)>, &str)> = vec![
+    let mut cases: Vec<(&str, Breaks, &str)> = vec![
         (
             "no VERSION",
             Box::new(|p: &TestProject| {
