@@ -100,10 +100,45 @@ struct Inner {
     upgrades_started: std::sync::atomic::AtomicU64,
 }
 
+/// The deployed files the watcher compares, each with its last stamp: the `VERSION` and
+/// `upgrade.xml` of the root project and of every package (learnt at each look).
 #[derive(Default, Clone, PartialEq, Eq)]
 struct Stamps {
-    version: Option<FileStamp>,
-    manifest: Option<FileStamp>,
+    versions: Vec<(PathBuf, Option<FileStamp>)>,
+    manifests: Vec<(PathBuf, Option<FileStamp>)>,
+}
+
+impl Stamps {
+    /// The files of the projects in `dirs` (root first), keeping the stamps of those
+    /// already watched, so that a change not yet seen is still seen.
+    fn watch(&mut self, dirs: &[PathBuf]) {
+        let keep = |old: &[(PathBuf, Option<FileStamp>)], path: PathBuf| {
+            let stamp = match old.iter().find(|(known, _)| *known == path) {
+                Some((_, known)) => known.clone(),
+                None => stamp(&path),
+            };
+            (path, stamp)
+        };
+        self.versions = dirs
+            .iter()
+            .map(|dir| keep(&self.versions, dir.join("VERSION")))
+            .collect();
+        self.manifests = dirs
+            .iter()
+            .map(|dir| keep(&self.manifests, dir.join("upgrade.xml")))
+            .collect();
+    }
+}
+
+/// Stamps each file again; whether any changed.
+fn restamp(files: &mut [(PathBuf, Option<FileStamp>)]) -> bool {
+    let mut changed = false;
+    for (path, known) in files {
+        let now = stamp(path);
+        changed |= now != *known;
+        *known = now;
+    }
+    changed
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -134,10 +169,8 @@ impl Gate {
         options: GateOptions,
     ) -> Gate {
         let project_dir = project_dir.into();
-        let stamps = Stamps {
-            version: stamp(&project_dir.join("VERSION")),
-            manifest: stamp(&project_dir.join("upgrade.xml")),
-        };
+        let mut stamps = Stamps::default();
+        stamps.watch(std::slice::from_ref(&project_dir));
         let inner = Arc::new(Inner {
             state: AtomicU8::new(STALE),
             reason: RwLock::new(Arc::from("")),
@@ -257,11 +290,15 @@ impl Inner {
 
     fn halt(&self, reason: String, by_lock: bool) {
         log::error!("upgrader gate: halted: {reason}");
-        // The manifest as it is now is what was judged; a later change re-opens the gate.
-        self.stamps
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .manifest = stamp(&self.project_dir.join("upgrade.xml"));
+        // The manifests as they are now are what was judged; a later change re-opens the
+        // gate.
+        restamp(
+            &mut self
+                .stamps
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .manifests,
+        );
         *self.reason.write().unwrap_or_else(|e| e.into_inner()) = Arc::from(reason);
         self.halted_by_lock.store(by_lock, Ordering::Release);
         self.state.store(HALTED, Ordering::Release);
@@ -269,7 +306,20 @@ impl Inner {
 
     fn look(&self) -> Verdict {
         let engine = match Engine::open(self.config()) {
-            Ok(engine) => engine,
+            Ok(engine) => {
+                // Every package's VERSION is watched from now on.
+                let dirs: Vec<PathBuf> = engine
+                    .application()
+                    .projects
+                    .iter()
+                    .map(|project| project.dir.clone())
+                    .collect();
+                self.stamps
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .watch(&dirs);
+                engine
+            }
             Err(error) => {
                 return Verdict::Halted {
                     reason: format!("the deployed project cannot be upgraded: {error}"),
@@ -459,9 +509,9 @@ fn describe_signal(status: &std::process::ExitStatus) -> String {
     format!("{status}")
 }
 
-/// The watcher: one file metadata read per interval while the gate is ready (VERSION,
-/// the file a deploy changes); while halted, also upgrade.xml and the lock file, since
-/// fixing the manifest or removing a failed lock re-opens the gate.
+/// The watcher: one file metadata read per project per interval while the gate is ready
+/// (each VERSION, the file a deploy changes); while halted, also each upgrade.xml and the
+/// lock file, since fixing a manifest or removing a failed lock re-opens the gate.
 fn watch(inner: Weak<Inner>, interval: Duration) {
     loop {
         std::thread::sleep(interval);
@@ -471,13 +521,9 @@ fn watch(inner: Weak<Inner>, interval: Duration) {
         let dir = &inner.project_dir;
         let state = inner.state.load(Ordering::Acquire);
         let mut stamps = inner.stamps.lock().unwrap_or_else(|e| e.into_inner());
-        let version = stamp(&dir.join("VERSION"));
-        let mut changed = version != stamps.version;
-        stamps.version = version;
+        let mut changed = restamp(&mut stamps.versions);
         if state == HALTED {
-            let manifest = stamp(&dir.join("upgrade.xml"));
-            changed |= manifest != stamps.manifest;
-            stamps.manifest = manifest;
+            changed |= restamp(&mut stamps.manifests);
             if inner.halted_by_lock.load(Ordering::Acquire)
                 && std::fs::symlink_metadata(dir.join(crate::lock::LOCK_FILE)).is_err()
             {

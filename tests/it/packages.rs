@@ -568,3 +568,41 @@ on_every_backend!(
     after_interleaves_the_steps,
     bad_packages_are_refused_with_nothing_changed,
 );
+
+/// The web gate watches every package's VERSION: deploying a new version of a module
+/// alone triggers the upgrade.
+#[test]
+fn the_gate_upgrades_when_only_a_package_changes() {
+    use std::time::Duration;
+    use upgrader::gate::{Answer, Gate, GateOptions};
+    let project = installed_app(Backend::Sqlite);
+    let options = GateOptions {
+        recheck_interval: Duration::from_millis(50),
+        program: Some(crate::util::bin().into()),
+        ..GateOptions::default()
+    };
+    let gate = Gate::new(project.path(), None, options);
+    crate::util::wait_for(Duration::from_secs(10), "the gate to be ready", || {
+        gate.check() == Answer::Ready
+    });
+    project.write(
+        "modules/pay/upgrade.xml",
+        &module_manifest(
+            "pay",
+            "payments",
+            &step(
+                "pay-rows",
+                "1.0.0",
+                "1.1.0",
+                "INSERT INTO payments (id, note) VALUES (1, 'pay');",
+                "",
+            ),
+        ),
+    );
+    project.write("modules/pay/VERSION", "1.1.0\n");
+    crate::util::wait_for(Duration::from_secs(20), "the package's upgrade", || {
+        gate.check() == Answer::Ready && project.version_of("pay").as_deref() == Some("1.1.0")
+    });
+    assert_eq!(project.query_i64("SELECT count(*) FROM payments"), 1);
+    assert_eq!(project.version_of("test").as_deref(), Some("1.0.0"));
+}
