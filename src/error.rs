@@ -7,8 +7,66 @@ use crate::manifest::ManifestError;
 use crate::plan::PlanError;
 use crate::version::VersionFileError;
 
+/// The process exit codes of DESIGN.md, shared by the command line, the library's errors
+/// and reports, and the web gate (which reads its child run's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Exit {
+    /// Success, or nothing to do.
+    Ok,
+    /// An error.
+    Error,
+    /// A usage error (bad arguments).
+    Usage,
+    /// A database upgrade is pending (`check`).
+    Pending,
+    /// Halted by the lock (in progress, failed or stale).
+    Halted,
+    /// Schema drift or a checksum mismatch (`verify`).
+    Drift,
+    /// Code update packages are pending (`check`).
+    UpdatesPending,
+}
+
+impl Exit {
+    /// The process exit code.
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Ok => 0,
+            Exit::Error => 1,
+            Exit::Usage => 2,
+            Exit::Pending => 3,
+            Exit::Halted => 4,
+            Exit::Drift => 5,
+            Exit::UpdatesPending => 6,
+        }
+    }
+
+    /// The exit for a process exit code; `None` for one upgrader never uses.
+    pub fn from_code(code: i32) -> Option<Exit> {
+        [
+            Exit::Ok,
+            Exit::Error,
+            Exit::Usage,
+            Exit::Pending,
+            Exit::Halted,
+            Exit::Drift,
+            Exit::UpdatesPending,
+        ]
+        .into_iter()
+        .find(|exit| i32::from(exit.code()) == code)
+    }
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(exit: Exit) -> Self {
+        std::process::ExitCode::from(exit.code())
+    }
+}
+
 /// Everything that can stop upgrader.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A bad `VERSION` file.
     #[error(transparent)]
@@ -64,11 +122,18 @@ impl From<LockError> for Error {
 }
 
 impl Error {
-    /// The process exit code of DESIGN.md: 4 when halted by a lock, else 1.
-    pub fn exit_code(&self) -> i32 {
+    /// How the command line exits on this error: [`Exit::Halted`] when halted by a lock,
+    /// else [`Exit::Error`].
+    pub fn exit(&self) -> Exit {
         match self {
-            Error::Halted(_) => 4,
-            _ => 1,
+            Error::Halted(_) => Exit::Halted,
+            _ => Exit::Error,
         }
+    }
+
+    /// The process exit code of DESIGN.md ([`Error::exit`]'s): 4 when halted by a lock,
+    /// else 1.
+    pub fn exit_code(&self) -> i32 {
+        i32::from(self.exit().code())
     }
 }

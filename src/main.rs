@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use upgrader::engine::{LintFinding, PlanReport, ReportItem, RunResult};
+use upgrader::error::Exit;
 use upgrader::lock::LockState;
 use upgrader::manifest::{fix, Format};
 use upgrader::sql::Dialect;
@@ -82,9 +83,6 @@ enum BackendArg {
     Mysql,
 }
 
-/// Exit codes of DESIGN.md.
-const EXIT_ERROR: u8 = 1;
-
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,plugin=info"))
         .format_timestamp_millis()
@@ -102,12 +100,12 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
             if cli.json {
-                let body = serde_json::json!({ "error": error.to_string(), "exit_code": error.exit_code() });
+                let body = serde_json::json!({ "error": error.to_string(), "exit_code": error.exit().code() });
                 println!("{body}");
             } else {
                 eprintln!("upgrader: error: {error}");
             }
-            ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(EXIT_ERROR))
+            error.exit().into()
         }
     }
 }
@@ -126,8 +124,8 @@ fn execute(cli: &Cli, config: Config) -> Result<u8, Error> {
                 print_report(&mut out, &report);
             }
             match cli.command {
-                Command::Check => report.exit_code() as u8,
-                _ if report.all().any(|r| r.problem.is_some()) => EXIT_ERROR,
+                Command::Check => report.exit().code(),
+                _ if report.all().any(|r| r.problem.is_some()) => Exit::Error.code(),
                 _ => 0,
             }
         }
@@ -342,7 +340,11 @@ fn lint(
             );
         }
     }
-    Ok(if findings.is_empty() { 0 } else { EXIT_ERROR })
+    Ok(if findings.is_empty() {
+        0
+    } else {
+        Exit::Error.code()
+    })
 }
 
 /// Which steps `lint --fix` marks, and which it leaves alone and why.

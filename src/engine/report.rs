@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::error::Exit;
 use crate::lock::LockState;
 use crate::plan::PlanItem;
 
@@ -134,21 +135,28 @@ impl Report {
         std::iter::once(self).chain(self.packages.iter().flatten())
     }
 
-    /// The `check` exit code over the whole application: 4 halted, 1 a problem, 3
-    /// pending (or uninitialized), else 0.
-    pub fn exit_code(&self) -> i32 {
+    /// How `check` exits, over the whole application: halted, then a problem, then
+    /// pending (or uninitialized), then update packages pending, else ok.
+    pub fn exit(&self) -> Exit {
         if self.state == Status::Halted {
-            4
+            Exit::Halted
         } else if self.all().any(|r| r.problem.is_some()) {
-            1
+            Exit::Error
         } else if self
             .all()
             .any(|r| matches!(r.state, Status::Pending | Status::Uninitialized))
         {
-            3
+            Exit::Pending
+        } else if !self.updates_pending.is_empty() {
+            Exit::UpdatesPending
         } else {
-            0
+            Exit::Ok
         }
+    }
+
+    /// [`Report::exit`] as a process exit code.
+    pub fn exit_code(&self) -> i32 {
+        i32::from(self.exit().code())
     }
 }
 

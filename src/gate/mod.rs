@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use crate::engine::{Config, Engine};
+use crate::error::Exit;
 
 /// What a request should do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -369,10 +370,11 @@ impl Inner {
                 by_lock: false,
             };
         }
-        if report.exit_code() == 0 {
-            Verdict::Ready
-        } else {
+        // Only a database upgrade is the gate's business (update packages are not).
+        if report.exit() == Exit::Pending {
             Verdict::Upgrade
+        } else {
+            Verdict::Ready
         }
     }
 
@@ -456,9 +458,10 @@ impl Inner {
             .args(&self.options.args)
             .arg("--project")
             .arg(&self.project_dir)
+            .arg("--json")
             .arg("run")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         // Through the environment, not the command line, where other users could read
         // a password.
@@ -469,19 +472,35 @@ impl Inner {
         let output = command
             .output()
             .map_err(|e| format!("cannot start the upgrade ({}): {e}", program.display()))?;
+        // The child's result is its `--json` document: the run's outcome, or
+        // `{"error", "exit_code"}`. What it logged on stderr is passed on to our log.
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let said = stderr
-            .lines()
-            .rev()
-            .find_map(|line| line.strip_prefix("upgrader: error: "))
-            .unwrap_or_else(|| stderr.trim())
-            .to_string();
-        match output.status.code() {
-            Some(0) => Ok(()),
+        for line in stderr.lines().filter(|line| !line.trim().is_empty()) {
+            log::info!("upgrader gate: child: {line}");
+        }
+        let result: Option<serde_json::Value> = serde_json::from_slice(&output.stdout).ok();
+        let said = result
+            .as_ref()
+            .and_then(|result| result.get("error")?.as_str().map(str::to_string))
+            .unwrap_or_else(|| stderr.trim().to_string());
+        match output.status.code().map(Exit::from_code) {
+            Some(Some(Exit::Ok)) => {
+                if let Some(result) = &result {
+                    log::warn!(
+                        "upgrader gate: {} {}",
+                        result["project"].as_str().unwrap_or("?"),
+                        result["result"].as_str().unwrap_or("upgraded")
+                    );
+                }
+                Ok(())
+            }
             // Halted by the lock: someone else is upgrading (look again) or it failed.
-            Some(4) => Ok(()),
-            Some(code) => Err(if said.is_empty() {
-                format!("the upgrade exited with code {code}")
+            Some(Some(Exit::Halted)) => Ok(()),
+            Some(_) => Err(if said.is_empty() {
+                format!(
+                    "the upgrade exited with code {}",
+                    output.status.code().unwrap_or(-1)
+                )
             } else {
                 said
             }),
