@@ -76,6 +76,38 @@ pub enum Operation {
     Other,
 }
 
+/// Which of the four states the lock is in (`lock.state` in `status --json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockKind {
+    /// No lock file.
+    Free,
+    /// A live process holds it.
+    Held,
+    /// A run failed and left it.
+    Failed,
+    /// Its holder died.
+    Stale,
+}
+
+impl LockKind {
+    /// `free`, `held`, `failed` or `stale`.
+    pub fn name(self) -> &'static str {
+        match self {
+            LockKind::Free => "free",
+            LockKind::Held => "held",
+            LockKind::Failed => "failed",
+            LockKind::Stale => "stale",
+        }
+    }
+}
+
+impl std::fmt::Display for LockKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The lock as found by someone who does not hold it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LockState {
@@ -90,14 +122,19 @@ pub enum LockState {
 }
 
 impl LockState {
+    /// Which state, without the record.
+    pub fn kind(&self) -> LockKind {
+        match self {
+            LockState::Free => LockKind::Free,
+            LockState::Held(_) => LockKind::Held,
+            LockState::Failed(_) => LockKind::Failed,
+            LockState::Stale(_) => LockKind::Stale,
+        }
+    }
+
     /// `free`, `held`, `failed` or `stale`, as in `status --json`.
     pub fn name(&self) -> &'static str {
-        match self {
-            LockState::Free => "free",
-            LockState::Held(_) => "held",
-            LockState::Failed(_) => "failed",
-            LockState::Stale(_) => "stale",
-        }
+        self.kind().name()
     }
 
     /// The record in the file, when it could be read.

@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::error::Exit;
-use crate::lock::LockState;
+use crate::lock::{LockKind, LockState};
 use crate::plan::PlanItem;
 
 /// One item of a plan as reported (`status`, `plan`).
@@ -36,8 +36,8 @@ impl From<&PlanItem> for ReportItem {
 /// The lock as reported.
 #[derive(Debug, Clone, Serialize)]
 pub struct LockReport {
-    /// `free`, `held`, `failed` or `stale`.
-    pub state: &'static str,
+    /// Which of the four states.
+    pub state: LockKind,
     /// Upgrading or failed process.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
@@ -64,7 +64,7 @@ impl LockReport {
     pub(crate) fn new(state: &LockState, path: &Path) -> LockReport {
         let record = state.record();
         LockReport {
-            state: state.name(),
+            state: state.kind(),
             pid: record.map(|r| r.pid),
             host: record.map(|r| r.host.clone()),
             started_at: record.map(|r| r.started_at.clone()),

@@ -28,6 +28,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::engine::{Config, Engine};
 use crate::error::Exit;
+use crate::lock::LockKind;
 
 /// What a request should do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -351,8 +352,8 @@ impl Inner {
             }
         };
         match report.lock.state {
-            "held" => return Verdict::Wait,
-            "failed" | "stale" => {
+            LockKind::Held => return Verdict::Wait,
+            LockKind::Failed | LockKind::Stale => {
                 return Verdict::Halted {
                     reason: report
                         .lock
@@ -361,7 +362,7 @@ impl Inner {
                     by_lock: true,
                 }
             }
-            _ => {}
+            LockKind::Free => {}
         }
         // Every package counts: one pending is an upgrade for the whole application.
         if let Some(problem) = report.all().find_map(|r| r.problem.clone()) {
