@@ -109,6 +109,17 @@ impl AppPlan {
     }
 }
 
+/// What the run carries from before the lock into [`Engine::run_locked`].
+#[derive(Clone, Copy)]
+struct Locked<'a> {
+    /// The run order planned before the lock.
+    order: &'a [(usize, usize)],
+    span: LockSpan,
+    dialect: Dialect,
+    limit: Option<StatementLimit>,
+    started: Instant,
+}
+
 /// The engine: owns the workflow for one application (a project, or a project and its
 /// packages) and its database.
 pub struct Engine {
@@ -188,7 +199,7 @@ impl Engine {
                 (None, 0) => db.user_table_count()? > 0,
                 (None, _) => {
                     let mut any = false;
-                    for table in install_tables(project, self.dialect()) {
+                    for table in install_tables(project, db.dialect()) {
                         if db.table_exists(&table)? {
                             any = true;
                             break;
@@ -358,6 +369,12 @@ impl Engine {
     /// Performs the upgrade of every project: lock, steps in a transaction, record,
     /// unlock.
     pub fn run(&self) -> Result<RunOutcome, Error> {
+        self.run_on(None)
+    }
+
+    /// [`Engine::run`] on `given`, a connection made elsewhere (the unit tests' recording
+    /// backend), instead of one to the configured database.
+    pub(crate) fn run_on(&self, given: Option<Box<dyn Backend>>) -> Result<RunOutcome, Error> {
         let run_started = Instant::now();
         // A database opened read-only (`?mode=ro`) is refused before the lock is taken.
         self.url.ensure_writable()?;
@@ -368,9 +385,10 @@ impl Engine {
         // A server connection made for this first look is kept for the run: a
         // PostgreSQL or MySQL connection costs a server process or thread and a login.
         // An SQLite file is only opened read-only here, so that a look creates nothing.
-        let mut kept = match self.url {
-            DatabaseUrl::Sqlite(_) => None,
-            _ => Some(self.url.connect()?),
+        let mut kept = match (given, &self.url) {
+            (Some(db), _) => Some(db),
+            (None, DatabaseUrl::Sqlite(_)) => None,
+            (None, _) => Some(self.url.connect()?),
         };
         let facts = match kept.as_mut() {
             Some(db) => self.facts(Some(db.as_mut()))?,
@@ -380,7 +398,7 @@ impl Engine {
         if !app_plan.is_needed() {
             return Ok(self.current_outcome(&app_plan, run_started));
         }
-        let dialect = self.dialect();
+        let dialect = kept.as_ref().map_or(self.dialect(), |db| db.dialect());
         let limit = match kept.as_mut() {
             Some(db) => db.max_statement_bytes()?,
             None => Some(crate::db::sqlite::STATEMENT_LIMIT),
@@ -403,7 +421,14 @@ impl Engine {
         let span = self.lock_span(&prepared);
         let mut session = Session::begin(&lock_path, record, db, span)?;
         let order = app_plan.order;
-        match self.run_locked(&mut session, &order, prepared, span, limit, run_started) {
+        let locked = Locked {
+            order: &order,
+            span,
+            dialect,
+            limit,
+            started: run_started,
+        };
+        match self.run_locked(&mut session, &locked, prepared) {
             Ok(outcome) => {
                 session.end();
                 Ok(outcome)
@@ -421,13 +446,16 @@ impl Engine {
     fn run_locked(
         &self,
         session: &mut Session,
-        order: &[(usize, usize)],
+        locked: &Locked<'_>,
         prepared: Vec<PreparedItem>,
-        span: LockSpan,
-        limit: Option<StatementLimit>,
-        run_started: Instant,
     ) -> Result<RunOutcome, Error> {
-        let dialect = self.dialect();
+        let Locked {
+            order,
+            span,
+            dialect,
+            limit,
+            started: run_started,
+        } = *locked;
         {
             let db = session.db();
             db.begin()?;
