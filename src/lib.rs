@@ -18,6 +18,7 @@ pub mod engine;
 pub mod error;
 pub mod files;
 pub mod gate;
+pub mod layout;
 pub mod lock;
 pub mod manifest;
 pub mod plan;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 /// The file name, in the project directory.
-pub const LOCK_FILE: &str = "upgrade.lock";
+pub const LOCK_FILE: &str = crate::layout::Layout::LOCK;
 
 /// What the lock file says about a run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

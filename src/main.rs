@@ -88,14 +88,12 @@ fn main() -> ExitCode {
         .format_timestamp_millis()
         .init();
     let cli = Cli::parse();
-    let config = Config {
-        project_dir: cli.project.clone(),
-        database_url: cli.database.clone(),
-        transaction: match cli.transaction {
+    let config = Config::new(cli.project.clone())
+        .database_url(cli.database.clone())
+        .transaction(match cli.transaction {
             TransactionArg::Single => TransactionMode::Single,
             TransactionArg::PerStep => TransactionMode::PerStep,
-        },
-    };
+        });
     match execute(&cli, config) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {

@@ -203,7 +203,7 @@ impl DatabaseUrl {
     /// The default for a project: `sqlite://DIR/upgrader.db`.
     pub fn default_for(project_dir: &Path) -> DatabaseUrl {
         DatabaseUrl::Sqlite(SqliteUrl {
-            path: project_dir.join("upgrader.db"),
+            path: crate::layout::Layout::new(project_dir).default_database(),
             mode: SqliteMode::default(),
         })
     }

@@ -13,6 +13,7 @@ use std::time::{Instant, SystemTime};
 
 use crate::db::{state, Backend, DatabaseUrl, LockSpan, StatementLimit};
 use crate::error::Error;
+use crate::layout::Layout;
 use crate::lock::{self, LockRecord, LockState};
 use crate::manifest::StepTransaction;
 use crate::plan::{self, DbFacts, ItemKind, Plan, PlanItem};
@@ -39,8 +40,9 @@ pub enum TransactionMode {
     PerStep,
 }
 
-/// What the engine works on.
+/// What the engine works on: `Config::new(dir)`, then the setters.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct Config {
     /// The project directory (VERSION, upgrade.xml, scripts/).
     pub project_dir: PathBuf,
@@ -78,6 +80,19 @@ impl Config {
             database_url: None,
             transaction: TransactionMode::Single,
         }
+    }
+
+    /// The database URL (`sqlite://…`, `postgres://…`, `mysql://…`); `None` for the
+    /// default SQLite file in the project directory.
+    pub fn database_url(mut self, url: Option<String>) -> Config {
+        self.database_url = url;
+        self
+    }
+
+    /// How `run` uses transactions.
+    pub fn transaction(mut self, mode: TransactionMode) -> Config {
+        self.transaction = mode;
+        self
     }
 }
 
@@ -156,7 +171,7 @@ impl Engine {
 
     /// The lock file path.
     pub fn lock_path(&self) -> PathBuf {
-        self.project().dir.join(lock::LOCK_FILE)
+        Layout::new(&self.project().dir).lock_file()
     }
 
     /// The SQL dialect of the configured database.

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use crate::db::state;
 use crate::error::Error;
+use crate::layout::Layout;
 use crate::manifest::{Manifest, ManifestError, PackageRef, Pos, Step};
 use crate::plan::{self, DbFacts, Plan, PlanItem};
 use crate::version::{Version, VersionFile};
@@ -24,13 +25,14 @@ pub struct Project {
 impl Project {
     /// Reads `VERSION` and `upgrade.xml` from `dir` and checks they agree.
     pub fn load(dir: &Path) -> Result<Project, Error> {
-        let version_file = VersionFile::load(&dir.join("VERSION"))?;
-        let manifest = Manifest::load(&dir.join("upgrade.xml"), dir)?;
+        let layout = Layout::new(dir);
+        let version_file = VersionFile::load(&layout.version_file())?;
+        let manifest = Manifest::load(&layout.manifest(), dir)?;
         let name = match (&version_file.project, &manifest.project) {
             (Some(a), Some(b)) if a != b => {
                 return Err(Error::Config(format!(
                     "the project is named \"{a}\" in {} but \"{b}\" in {}; make them agree",
-                    dir.join("VERSION").display(),
+                    layout.version_file().display(),
                     manifest.path.display()
                 )))
             }
@@ -137,13 +139,17 @@ impl Application {
                     ),
                 ));
             }
-            for file in ["VERSION", "upgrade.xml"] {
-                if std::fs::symlink_metadata(full.join(file)).is_err() {
+            let layout = Layout::new(&full);
+            for (file, path) in [
+                (Layout::VERSION, layout.version_file()),
+                (Layout::MANIFEST, layout.manifest()),
+            ] {
+                if std::fs::symlink_metadata(&path).is_err() {
                     return Err(at(
                         package.pos,
                         format!(
                             "package {shown} has no {file} ({}); every package has its own VERSION and upgrade.xml",
-                            full.join(file).display()
+                            path.display()
                         ),
                     ));
                 }
@@ -240,7 +246,7 @@ fn check_waits(projects: &[Project], root_manifest: &Path) -> Result<(), Error> 
                     "after waits for {} {}, beyond its code version {code} ({})",
                     after.project,
                     after.version,
-                    projects[other].dir.join("VERSION").display()
+                    Layout::new(&projects[other].dir).version_file().display()
                 )));
             }
         }

@@ -28,6 +28,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::engine::{Config, Engine};
 use crate::error::Exit;
+use crate::layout::Layout;
 use crate::lock::LockKind;
 
 /// What a request should do.
@@ -123,11 +124,11 @@ impl Stamps {
         };
         self.versions = dirs
             .iter()
-            .map(|dir| keep(&self.versions, dir.join("VERSION")))
+            .map(|dir| keep(&self.versions, Layout::new(dir).version_file()))
             .collect();
         self.manifests = dirs
             .iter()
-            .map(|dir| keep(&self.manifests, dir.join("upgrade.xml")))
+            .map(|dir| keep(&self.manifests, Layout::new(dir).manifest()))
             .collect();
     }
 }
@@ -283,11 +284,7 @@ impl Inner {
     }
 
     fn config(&self) -> Config {
-        Config {
-            project_dir: self.project_dir.clone(),
-            database_url: self.database_url.clone(),
-            transaction: Default::default(),
-        }
+        Config::new(self.project_dir.clone()).database_url(self.database_url.clone())
     }
 
     fn halt(&self, reason: String, by_lock: bool) {
@@ -545,7 +542,7 @@ fn watch(inner: Weak<Inner>, interval: Duration) {
         if state == HALTED {
             changed |= restamp(&mut stamps.manifests);
             if inner.halted_by_lock.load(Ordering::Acquire)
-                && std::fs::symlink_metadata(dir.join(crate::lock::LOCK_FILE)).is_err()
+                && std::fs::symlink_metadata(Layout::new(dir).lock_file()).is_err()
             {
                 changed = true;
             }

@@ -526,13 +526,7 @@ pub(crate) fn check_library(
     pos: Pos,
     error: &ErrorFn<'_>,
 ) -> Result<(), ManifestError> {
-    let ok = !name.is_empty()
-        && !name.starts_with('.')
-        && !name.contains("..")
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if ok {
+    if crate::plugin::is_bare_library_name(name) {
         Ok(())
     } else {
         Err(error(
@@ -545,12 +539,7 @@ pub(crate) fn check_library(
 }
 
 fn check_method(name: &str, pos: Pos, error: &ErrorFn<'_>) -> Result<(), ManifestError> {
-    let mut chars = name.chars();
-    let ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if ok {
+    if crate::plugin::is_method_name(name) {
         Ok(())
     } else {
         Err(error(

@@ -102,7 +102,7 @@ pub fn file_name(library: &str) -> String {
 /// directories (`target/{debug,release}` and `target/plugins/{debug,release}` of the
 /// project, of `$CARGO_TARGET_DIR`, and of the target directory this executable runs from).
 pub fn search_path(project_dir: &Path) -> Vec<PathBuf> {
-    let mut dirs = vec![project_dir.join("plugins")];
+    let mut dirs = vec![crate::layout::Layout::new(project_dir).plugins()];
     if let Some(extra) = std::env::var_os(PATH_VARIABLE) {
         dirs.extend(std::env::split_paths(&extra).filter(|d| !d.as_os_str().is_empty()));
     }
@@ -151,15 +151,33 @@ pub fn find(project_dir: &Path, library: &str) -> Result<PathBuf, PluginError> {
         })
 }
 
+/// The rule for a plugin library's name, the only one (the manifest checks it, and so
+/// does every lookup): a bare name (letters, digits, `_`, `-`, `.`; not starting with `.`,
+/// no `..`), so that a manifest cannot reach outside the plugin search path.
+pub fn is_bare_library_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && !name.contains("..")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// The rule for a plugin step's (method's) name: an identifier (letters, digits, `_`;
+/// not starting with a digit), since it becomes part of an exported symbol's name.
+pub fn is_method_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// Only bare names: a manifest must not reach outside the search path.
 fn check_name(library: &str) -> Result<(), PluginError> {
-    let bad = library.is_empty()
-        || library.contains(['/', '\\', ':', '\0'])
-        || library == "."
-        || library.contains("..");
-    if bad {
+    if !is_bare_library_name(library) {
         return Err(PluginError(format!(
-            "plugin library name '{library}' must be a bare name (no path separators or '..')"
+            "plugin library name '{library}' must be a bare name (letters, digits, '_', '-', '.'; no path separators or '..')"
         )));
     }
     Ok(())
@@ -438,7 +456,9 @@ mod tests {
 
     #[test]
     fn only_bare_names() {
-        for bad in ["", "../x", "a/b", "a\\b", "..", "x..y", "c:x"] {
+        for bad in [
+            "", "../x", "a/b", "a\\b", "..", "x..y", "c:x", ".hidden", "a b",
+        ] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
         for good in ["demo_steps", "shop-steps", "x1"] {
