@@ -103,7 +103,26 @@ pub enum Error {
         step: String,
         /// The whole explanation.
         message: String,
+        /// What stayed applied: the items committed before the failure (per step, or
+        /// before a `transaction="none"` step), in run order. Empty when the whole run
+        /// was rolled back.
+        committed: Vec<Committed>,
     },
+}
+
+/// An item of a failed run that was committed before the failure and stays applied.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Committed {
+    /// Its project.
+    pub project: String,
+    /// The step name, `install` or `version-only`.
+    pub name: String,
+    /// `install`, `step` or `version-only`.
+    pub kind: &'static str,
+    /// The version before.
+    pub from: Option<String>,
+    /// The version after.
+    pub to: String,
 }
 
 impl From<PlanError> for Error {

@@ -98,7 +98,14 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
             if cli.json {
-                let body = serde_json::json!({ "error": error.to_string(), "exit_code": error.exit().code() });
+                let mut body = serde_json::json!({ "error": error.to_string(), "exit_code": error.exit().code() });
+                if let Error::StepFailed {
+                    step, committed, ..
+                } = &error
+                {
+                    body["step"] = serde_json::json!(step);
+                    body["committed"] = serde_json::json!(committed);
+                }
                 println!("{body}");
             } else {
                 eprintln!("upgrader: error: {error}");

@@ -99,20 +99,42 @@ fn first_count(rows: &[Vec<Value>]) -> u64 {
         .map_or(0, |count| count.max(0) as u64)
 }
 
-/// A database error, with the statement that caused it when there is one.
+/// A database error: the driver's message, the server's code for it when there is one,
+/// and the driver's error as its source.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
+#[non_exhaustive]
 pub struct DbError {
     /// The driver's message.
     pub message: String,
+    /// The server's code: PostgreSQL's SQLSTATE (`23505`), MySQL's error number and
+    /// SQLSTATE (`1062/23000`), SQLite's extended result code (`2067`).
+    pub code: Option<String>,
+    /// The driver's own error.
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
 impl DbError {
-    /// Wraps any driver error.
+    /// An error with this message and no code.
     pub fn new(error: impl fmt::Display) -> Self {
         DbError {
             message: error.to_string(),
+            code: None,
+            source: None,
         }
+    }
+
+    /// The same error, with the server's code.
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        self.code = Some(code.into());
+        self
+    }
+
+    /// The same error, with the driver's error as its source.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
     }
 }
 

@@ -440,7 +440,12 @@ impl Backend for MySql {
 /// The server's message with its error code, not the driver's wrapper text.
 fn db_error(error: mysql::Error) -> DbError {
     match error {
-        mysql::Error::MySqlError(e) => DbError::new(format!("{} (error {})", e.message, e.code)),
-        other => DbError::new(other),
+        mysql::Error::MySqlError(e) => {
+            let code = format!("{}/{}", e.code, e.state);
+            DbError::new(format!("{} (error {})", e.message, e.code))
+                .with_code(code)
+                .with_source(mysql::Error::MySqlError(e))
+        }
+        other => DbError::new(&other).with_source(other),
     }
 }

@@ -448,9 +448,11 @@ impl Engine {
                 session.end();
                 Ok(outcome)
             }
-            Err(Error::StepFailed { step, message }) => {
-                session.fail(Some(&step), &message);
-                Err(Error::StepFailed { step, message })
+            Err(error @ Error::StepFailed { .. }) => {
+                if let Error::StepFailed { step, message, .. } = &error {
+                    session.fail(Some(step), message);
+                }
+                Err(error)
             }
             // Nothing ran: dropping the session leaves no lock behind.
             Err(error) => Err(error),
@@ -517,6 +519,8 @@ impl Engine {
                 .collect(),
             committed,
             applied: vec![Vec::new(); self.app.projects.len()],
+            since_commit: Vec::new(),
+            done: Vec::new(),
             in_flight: None,
             unrecorded: Vec::new(),
             install_objects: None,

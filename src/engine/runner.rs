@@ -10,6 +10,7 @@ use super::prepare::{judge, Hashing, PreparedItem, Streamed, Work};
 use super::Applied;
 use super::{host, now, Engine, LintFinding, TransactionMode};
 use crate::db::{state, Backend, DbObject};
+use crate::error::Committed;
 use crate::error::Error;
 use crate::lock::LockGuard;
 use crate::manifest::StepTransaction;
@@ -48,6 +49,10 @@ pub(super) struct Runner<'a> {
     pub(super) current: Vec<Option<Version>>,
     /// Per project: what the run applied.
     pub(super) applied: Vec<Vec<Applied>>,
+    /// Items applied in the open transaction, in run order.
+    pub(super) since_commit: Vec<Committed>,
+    /// Items committed for good, in run order: what a failure leaves applied.
+    pub(super) done: Vec<Committed>,
     /// The item being applied, for the history row of a failure.
     pub(super) in_flight: Option<InFlight>,
     /// History rows of applied items, written in one go before the next commit.
@@ -97,8 +102,14 @@ impl Runner<'_> {
     pub(super) fn commit(&mut self) -> Result<(), Error> {
         self.db.commit()?;
         self.in_transaction = false;
-        self.committed.clone_from(&self.current);
+        self.now_committed();
         Ok(())
+    }
+
+    /// What the open transaction did is durable now.
+    fn now_committed(&mut self) {
+        self.committed.clone_from(&self.current);
+        self.done.append(&mut self.since_commit);
     }
 
     /// Runs `prepared` (in run order), then records every project at its `targets`.
@@ -369,6 +380,22 @@ impl Runner<'_> {
                     .map_err(|e| failure(&item.name, e.to_string()))?;
                 self.unrecorded.clear();
             }
+            let applied = Applied {
+                name: item.name.clone(),
+                kind: item.kind.name(),
+                from: item.from.as_ref().map(ToString::to_string),
+                to: item.to.to_string(),
+                statements: sent,
+                duration_ms: duration.as_millis() as u64,
+            };
+            self.since_commit.push(Committed {
+                project: project.clone(),
+                name: applied.name.clone(),
+                kind: applied.kind,
+                from: applied.from.clone(),
+                to: applied.to.clone(),
+            });
+            self.applied[package].push(applied);
             let next_shares = prepared
                 .get(index + 1)
                 .is_some_and(|next| next.transaction == StepTransaction::Shared);
@@ -384,14 +411,6 @@ impl Runner<'_> {
                 // The step may have changed which tables cannot roll back.
                 self.refuse_unsafe(&prepared[index + 1..])?;
             }
-            self.applied[package].push(Applied {
-                name: item.name.clone(),
-                kind: item.kind.name(),
-                from: item.from.as_ref().map(ToString::to_string),
-                to: item.to.to_string(),
-                statements: sent,
-                duration_ms: duration.as_millis() as u64,
-            });
         }
         for (current, target) in self.current.iter_mut().zip(targets) {
             *current = Some(target.clone());
@@ -423,7 +442,7 @@ impl Runner<'_> {
     pub(super) fn commit_at_and_chain(&mut self) -> Result<(), Error> {
         self.record()?;
         if self.db.commit_and_chain()? {
-            self.committed.clone_from(&self.current);
+            self.now_committed();
         } else {
             self.commit()?;
         }
@@ -728,6 +747,7 @@ impl Runner<'_> {
         Error::StepFailed {
             step: failure.item,
             message,
+            committed: std::mem::take(&mut self.done),
         }
     }
 }

@@ -199,6 +199,28 @@ fn per_step_keeps_the_earlier_packages_steps(backend: Backend) {
         .run(&["run", "--transaction", "per-step"])
         .assert_code(1)
         .assert_stderr("steps before it stay committed");
+    // What stayed is said as data too.
+    project.run(&["unlock"]).assert_code(0);
+    project.sql("UPDATE upgrader_version SET version = '1.0.0' WHERE project <> 'upgrader'");
+    project.sql("DELETE FROM core");
+    project.sql("DELETE FROM posts");
+    let failed = project.run(&["--json", "run", "--transaction", "per-step"]);
+    failed.assert_code(1);
+    let body = failed.json();
+    assert_eq!(body["step"], "pay-rows");
+    let committed: Vec<String> = body["committed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{}:{}",
+                c["project"].as_str().unwrap(),
+                c["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(committed, ["test:core-rows", "blog:blog-rows"]);
     assert_eq!(project.version_of("test").as_deref(), Some("1.1.0"));
     assert_eq!(project.version_of("blog").as_deref(), Some("1.1.0"));
     assert_eq!(project.version_of("pay").as_deref(), Some("1.0.0"));
