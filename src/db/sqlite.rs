@@ -171,6 +171,29 @@ impl Backend for Sqlite {
         Ok(!rows.is_empty())
     }
 
+    fn query_own_table(
+        &mut self,
+        table: &str,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<Option<Vec<Vec<Value>>>, DbError> {
+        // A failed prepare changes nothing (not even an open transaction), so the query
+        // goes first and the catalog is asked only when it fails: `check` on an
+        // initialised database prepares one statement instead of two. Asking the catalog
+        // rather than matching SQLite's "no such table" text keeps every other failure
+        // (a damaged file, a table of another shape) an error.
+        match self.query(sql, params) {
+            Ok(rows) => Ok(Some(rows)),
+            Err(error) => {
+                if self.table_exists(table)? {
+                    Err(error)
+                } else {
+                    Ok(None)
+                }
+            }
+        }
+    }
+
     fn still_in_transaction(&mut self) -> Result<bool, DbError> {
         // SQLite knows in-process: free.
         Ok(!self.connection.is_autocommit())

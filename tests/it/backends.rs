@@ -111,6 +111,31 @@ fn reads_own_tables_whether_or_not_they_exist(backend: Backend) {
     assert_eq!(db.user_table_count().unwrap(), 0);
 }
 
+/// A version table of another shape (no `version` column) is an error that names the
+/// column, never taken for a database nobody has upgraded: `status` and `check` (which
+/// read it in one query where the backend can) exit 1, and neither changes the database.
+fn own_version_table_of_another_shape_is_an_error(backend: Backend) {
+    let project = TestProject::on(backend, "1.0.0", MANIFEST);
+    project.sql("CREATE TABLE upgrader_version (project VARCHAR(200) PRIMARY KEY)");
+    let before = project.snapshot();
+    let missing_column = match backend {
+        Backend::Sqlite => "no such column: version",
+        Backend::Postgres => "column \"version\" does not exist",
+        Backend::MariaDb => "Unknown column 'version'",
+    };
+    for command in ["check", "status"] {
+        project
+            .run(&[command])
+            .assert_code(1)
+            .assert_stderr(missing_column);
+    }
+    let mut db = connect(&project);
+    let error = upgrader::db::state::read_version(db.as_mut(), "test").unwrap_err();
+    assert!(error.message.contains(missing_column), "{error}");
+    drop(db);
+    assert_eq!(project.snapshot(), before);
+}
+
 /// PostgreSQL: the client check is set as a startup option (no `SET` round trip).
 #[test]
 fn postgres_session_checks_for_a_dead_client() {
@@ -129,4 +154,5 @@ on_every_backend!(
     knows_whether_still_in_transaction,
     names_the_largest_statement,
     reads_own_tables_whether_or_not_they_exist,
+    own_version_table_of_another_shape_is_an_error,
 );
