@@ -1,7 +1,8 @@
 //! A recording fake [`Backend`] for unit tests of the runner's state machine: an
 //! in-memory model of upgrader's own tables (answering the statements [`super::state`]
 //! sends, matched on their SQL text), user statements kept as a list of what took
-//! effect, transactions that really roll that model back, injected failures, and a log
+//! effect, transactions that really roll that model back (and, as MySQL, DDL that
+//! commits them implicitly), injected failures, and a log
 //! of every call the engine made. The log and the model live behind an `Rc`, so a test
 //! keeps a handle after handing the engine its `Box<dyn Backend>`.
 
@@ -55,11 +56,15 @@ pub(crate) enum Call {
     UserTableCount,
     /// [`Backend::still_in_transaction`] and its answer.
     StillInTransaction(bool),
-    /// A statement committed the open transaction implicitly (see
-    /// [`Fake::commit_implicitly_after`]).
+    /// A statement committed the open transaction implicitly: DDL on MySQL, or see
+    /// [`Fake::commit_implicitly_after`].
     ImplicitCommit,
-    /// [`Backend::resume_after_implicit_commit`].
-    ResumeAfterImplicitCommit,
+    /// [`Backend::resume_after_implicit_commit`]; `opened` says whether it began a
+    /// transaction (MySQL, after its DDL committed the last one).
+    ResumeAfterImplicitCommit {
+        /// A transaction was begun.
+        opened: bool,
+    },
     /// [`Backend::foreign_tables`].
     ForeignTables,
     /// [`Backend::objects`].
@@ -273,6 +278,8 @@ impl Fake {
                 Call::CommitAndChain => "chain".into(),
                 Call::Rollback { open: true } => "rollback".into(),
                 Call::ImplicitCommit => "implicit-commit".into(),
+                Call::ResumeAfterImplicitCommit { opened: true } => "resume".into(),
+                Call::DropObjects => "drop".into(),
                 Call::Execute { sql, .. } if !sql.starts_with(CREATE_OWN) => label(sql),
                 Call::ExecuteParams {
                     sql,
@@ -295,6 +302,14 @@ impl Fake {
         }
         tokens.join(" ")
     }
+}
+
+/// Whether a statement is DDL, which MySQL commits implicitly.
+fn is_ddl(sql: &str) -> bool {
+    let first = sql.split_whitespace().next().unwrap_or_default();
+    ["CREATE", "ALTER", "DROP", "RENAME", "TRUNCATE"]
+        .iter()
+        .any(|ddl| first.eq_ignore_ascii_case(ddl))
 }
 
 /// A user statement's name in [`Fake::shape`]: its first single-quoted literal.
@@ -541,13 +556,16 @@ impl Backend for Fake {
             return Err(state.fail(format!("injected failure of `{sql}`")));
         }
         state.apply(sql);
-        let implicit = state
+        let injected = state
             .faults
             .implicit_commit
             .as_deref()
             .is_some_and(|pattern| sql.contains(pattern));
-        if implicit && state.before.is_some() {
+        if injected {
             state.faults.implicit_commit = None;
+        }
+        if (injected || (state.dialect == Dialect::MySql && is_ddl(sql))) && state.before.is_some()
+        {
             state.before = None;
             state.log.push(Call::ImplicitCommit);
         }
@@ -700,10 +718,14 @@ impl Backend for Fake {
     }
 
     fn resume_after_implicit_commit(&mut self) -> Result<(), DbError> {
-        self.state
-            .borrow_mut()
-            .log
-            .push(Call::ResumeAfterImplicitCommit);
+        let mut state = self.state.borrow_mut();
+        // MySQL's starts a transaction again (its DDL committed the last one); elsewhere
+        // DDL did not commit, and there is nothing to resume.
+        let opened = state.dialect == Dialect::MySql && state.before.is_none();
+        state.log.push(Call::ResumeAfterImplicitCommit { opened });
+        if opened {
+            state.before = Some(state.data.clone());
+        }
         Ok(())
     }
 
@@ -713,12 +735,36 @@ impl Backend for Fake {
     }
 
     fn objects(&mut self) -> Result<Vec<DbObject>, DbError> {
-        self.state.borrow_mut().log.push(Call::Objects);
-        Ok(Vec::new())
+        let mut state = self.state.borrow_mut();
+        state.log.push(Call::Objects);
+        if state.dialect != Dialect::MySql {
+            return Ok(Vec::new());
+        }
+        let data = &state.data;
+        Ok(data
+            .own_tables
+            .iter()
+            .chain(&data.user_tables)
+            .map(|name| DbObject {
+                kind: "TABLE".into(),
+                name: name.clone(),
+            })
+            .collect())
     }
 
-    fn drop_objects(&mut self, _objects: &[DbObject]) -> Result<(), DbError> {
-        self.state.borrow_mut().log.push(Call::DropObjects);
+    fn drop_objects(&mut self, objects: &[DbObject]) -> Result<(), DbError> {
+        let mut state = self.state.borrow_mut();
+        let state = &mut *state;
+        state.log.push(Call::DropObjects);
+        for object in objects {
+            // DDL: for good, whatever transaction is open.
+            let sql = format!("DROP {} {}", object.kind, object.name);
+            for data in std::iter::once(&mut state.data).chain(state.before.as_mut()) {
+                data.user_tables.remove(&object.name);
+                data.own_tables.remove(&object.name);
+                data.applied.push(sql.clone());
+            }
+        }
         Ok(())
     }
 

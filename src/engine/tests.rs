@@ -212,18 +212,21 @@ fn check_protocol(case: &str, fake: &Fake, alone: &[&str], failed: bool) {
         );
         let tokens: Vec<&str> = shape.split(' ').collect();
         let failure_row = tokens.iter().rposition(|t| *t == "begin").unwrap();
-        // (A run can also fail on what it reads: then no call failed.)
-        let failed_at = tokens
-            .iter()
-            .position(|t| t.ends_with('!') || *t == "implicit-commit");
+        // The failed call, else an implicit commit that stopped the run (a run can also
+        // fail on what it reads: then neither).
+        let failed_at = tokens.iter().position(|t| t.ends_with('!')).or_else(|| {
+            tokens[..failure_row]
+                .iter()
+                .rposition(|t| *t == "implicit-commit")
+        });
         if let Some(failed_at) = failed_at {
             assert!(failed_at < failure_row, "{case}: the failure comes first");
             let undone = tokens[failed_at + 1..failure_row]
                 .iter()
-                .all(|t| matches!(*t, "rollback" | "implicit-commit"));
+                .all(|t| matches!(*t, "rollback" | "implicit-commit" | "drop"));
             assert!(
                 undone,
-                "{case}: nothing but a rollback between the failure and its row: {shape}"
+                "{case}: nothing but undoing between the failure and its row: {shape}"
             );
         }
         // That `begin` found no transaction open, or the fake would have recorded a
@@ -788,17 +791,28 @@ fn app_with_packages(dir: &Path) {
 
 struct PackageCase {
     name: &'static str,
+    start: fn() -> Fake,
     mode: TransactionMode,
     fault: Fault,
     shape: &'static str,
     versions: &'static str,
     history: &'static str,
-    failure: Option<&'static str>,
+    /// For a failure: the item the lock file names, and what the message says stayed.
+    failure: Option<(&'static str, &'static str)>,
+}
+
+/// Every project recorded at 1.0.0.
+fn all_recorded(dialect: Dialect) -> Fake {
+    Fake::new(dialect)
+        .with_version("app", "1.0.0")
+        .with_version("blog", "1.0.0")
+        .with_version("pay", "1.0.0")
 }
 
 const PACKAGE_CASES: &[PackageCase] = &[
     PackageCase {
         name: "packages, single, no failure",
+        start: || all_recorded(Sqlite),
         mode: Single,
         fault: NO_FAULT,
         shape: "lock(tx) begin t1 b1 p1 history(3) app=1.1.0 blog=1.1.0 pay=1.1.0 commit unlock",
@@ -808,15 +822,34 @@ const PACKAGE_CASES: &[PackageCase] = &[
     },
     PackageCase {
         name: "packages, single, the last package's step fails",
+        start: || all_recorded(Sqlite),
         mode: Single,
         fault: |fake| fake.fail_execute("'p1'", 1),
         shape: "lock(tx) begin t1 b1 p1! rollback begin history(1) commit unlock",
         versions: "app=1.0.0 blog=1.0.0 pay=1.0.0",
         history: "pay:pay-rows!1.0.0>1.1.0",
-        failure: Some("the whole run was rolled back and the database is unchanged (app 1.0.0, blog 1.0.0, pay 1.0.0)"),
+        failure: Some((
+            "pay-rows",
+            "the whole run was rolled back and the database is unchanged (app 1.0.0, blog 1.0.0, pay 1.0.0)",
+        )),
+    },
+    PackageCase {
+        name: "packages, single, the final commit fails",
+        start: || all_recorded(Postgres),
+        mode: Single,
+        fault: |fake| fake.fail_commit(1),
+        shape: "lock(tx) begin t1 b1 p1 history(3)+app=1.1.0 blog=1.1.0 pay=1.1.0 commit! rollback begin history(1) commit unlock",
+        versions: "app=1.0.0 blog=1.0.0 pay=1.0.0",
+        // The runner bug of the final commit again (the row should be app's commit!1.0.0>1.1.0).
+        history: "pay:commit!1.0.0>1.1.0",
+        failure: Some((
+            "commit",
+            "the whole run was rolled back and the database is unchanged (app 1.0.0, blog 1.0.0, pay 1.0.0)",
+        )),
     },
     PackageCase {
         name: "packages, per-step, no failure",
+        start: || all_recorded(Sqlite),
         mode: PerStep,
         fault: NO_FAULT,
         shape: "lock(session) begin t1 history(1) app=1.1.0 commit begin b1 history(1) blog=1.1.0 commit begin p1 history(1) pay=1.1.0 commit unlock",
@@ -826,15 +859,52 @@ const PACKAGE_CASES: &[PackageCase] = &[
     },
     PackageCase {
         name: "packages, per-step, the last package's step fails",
+        start: || all_recorded(Sqlite),
         mode: PerStep,
         fault: |fake| fake.fail_execute("'p1'", 1),
         shape: "lock(session) begin t1 history(1) app=1.1.0 commit begin b1 history(1) blog=1.1.0 commit begin p1! rollback begin history(1) commit unlock",
         versions: "app=1.1.0 blog=1.1.0 pay=1.0.0",
         history: "app:core-rows blog:blog-rows pay:pay-rows!1.0.0>1.1.0",
-        failure: Some("steps before it stay committed, and the database records app 1.1.0, blog 1.1.0, pay 1.0.0"),
+        failure: Some((
+            "pay-rows",
+            "steps before it stay committed, and the database records app 1.1.0, blog 1.1.0, pay 1.0.0",
+        )),
+    },
+    PackageCase {
+        name: "packages, MySQL: a module added later installs after the core's step commits",
+        start: || {
+            Fake::new(MySql)
+                .with_version("app", "1.0.0")
+                .with_version("pay", "1.0.0")
+        },
+        mode: Single,
+        fault: NO_FAULT,
+        shape: "lock(tx) begin t1 history(1) app=1.1.0 commit begin CREATE TABLE posts (name VARCHAR(10)) implicit-commit resume i2 p1 history(2) blog=1.1.0 pay=1.1.0 commit unlock",
+        versions: "app=1.1.0 blog=1.1.0 pay=1.1.0",
+        history: "app:core-rows blog:install pay:pay-rows",
+        failure: None,
+    },
+    PackageCase {
+        name: "packages, MySQL: the added module's install fails",
+        start: || {
+            Fake::new(MySql)
+                .with_version("app", "1.0.0")
+                .with_version("pay", "1.0.0")
+        },
+        mode: Single,
+        fault: |fake| fake.fail_execute("posts VALUES ('i2')", 1),
+        shape: "lock(tx) begin t1 history(1) app=1.1.0 commit begin CREATE TABLE posts (name VARCHAR(10)) implicit-commit resume i2! rollback drop begin history(1) commit unlock",
+        versions: "app=1.1.0 pay=1.0.0",
+        history: "app:core-rows blog:install!->1.1.0",
+        failure: Some((
+            "install",
+            "what ran before the install of blog was committed before it (MySQL commits an install's DDL) and stays applied; the rest was rolled back, and the database records app 1.1.0, no version for blog, pay 1.0.0; upgrader dropped what the install had created (table posts)",
+        )),
     },
 ];
 
+/// Several packages: each project's version and history rows written for it, one
+/// transaction for all of them (but where MySQL must commit before a package's install).
 #[test]
 fn runs_of_several_packages() {
     every_case(
@@ -844,12 +914,7 @@ fn runs_of_several_packages() {
             let name = case.name;
             let dir = tempfile::tempdir().unwrap();
             app_with_packages(dir.path());
-            let fake = (case.fault)(
-                Fake::new(Sqlite)
-                    .with_version("app", "1.0.0")
-                    .with_version("blog", "1.0.0")
-                    .with_version("pay", "1.0.0"),
-            );
+            let fake = (case.fault)((case.start)());
             let result = run(dir.path(), case.mode, &fake);
 
             assert_eq!(fake.shape(), case.shape, "{name}: calls");
@@ -860,15 +925,20 @@ fn runs_of_several_packages() {
                 (None, Ok(outcome)) => {
                     let packages = outcome.packages.as_deref().expect("the packages' outcomes");
                     for outcome in std::iter::once(&outcome).chain(packages) {
-                        assert_eq!(outcome.result, RunResult::Upgraded, "{name}");
+                        let installed = format!("{}:install", outcome.project);
+                        let result = match case.history.split(' ').any(|h| h == installed) {
+                            true => RunResult::Installed,
+                            false => RunResult::Upgraded,
+                        };
+                        assert_eq!(outcome.result, result, "{name}: {}", outcome.project);
                         assert_eq!(outcome.to, "1.1.0", "{name}");
                     }
                     assert!(!dir.path().join(lock::LOCK_FILE).exists(), "{name}");
                 }
-                (Some(stayed), Err(Error::StepFailed { step, message })) => {
-                    assert_eq!(step, "pay-rows", "{name}");
+                (Some((item, stayed)), Err(Error::StepFailed { step, message })) => {
+                    assert_eq!(step, item, "{name}");
                     assert!(message.contains(stayed), "{name}: {message}");
-                    check_failed_lock(name, dir.path(), "pay-rows", false);
+                    check_failed_lock(name, dir.path(), item, false);
                 }
                 (expected, result) => {
                     panic!("{name}: expected failure {expected:?}, got {result:?}")
@@ -911,6 +981,24 @@ fn runs_on_a_database_without_a_version() {
             versions: "",
             history: "install!->1.3.0",
             failure: Some("the whole run was rolled back and the database is unchanged (no version recorded)"),
+        },
+        InstallCase {
+            name: "install on MySQL: its DDL commits, the transaction is resumed",
+            start: || Fake::new(MySql),
+            fault: NO_FAULT,
+            shape: "lock(tx) begin implicit-commit resume upgrader=1.0.0 CREATE TABLE log (name VARCHAR(10)) implicit-commit resume i2 history(1) app=1.3.0 commit unlock",
+            versions: "app=1.3.0",
+            history: "install",
+            failure: None,
+        },
+        InstallCase {
+            name: "install on MySQL, its 2nd statement fails: what it created is dropped",
+            start: || Fake::new(MySql),
+            fault: |fake| fake.fail_execute("'i2'", 1),
+            shape: "lock(tx) begin implicit-commit resume upgrader=1.0.0 CREATE TABLE log (name VARCHAR(10)) implicit-commit resume i2! rollback drop begin history(1) commit unlock",
+            versions: "",
+            history: "install!->1.3.0",
+            failure: Some("the whole run was rolled back and the database is unchanged (no version recorded); upgrader dropped what the install had created (table log)"),
         },
         InstallCase {
             name: "adopting a database that has tables but no version",
