@@ -265,10 +265,14 @@ impl Fake {
     /// quoted literal (tests name their statements so), else its text; `history(N)` for
     /// N history rows, `PROJECT=VERSION` for a version written (an UPDATE that changed
     /// nothing is left out), `+` joining what one statement did; `!` after a call that
-    /// failed. Reads, upgrader's own DDL and questions are left out.
+    /// failed. Reads, upgrader's own DDL and questions are left out, unless they fail:
+    /// then they are shown as `Call`'s `Debug` with `!`.
     pub(crate) fn shape(&self) -> String {
         let mut tokens: Vec<String> = Vec::new();
-        for call in &self.state.borrow().log {
+        // The last call, when it was left out: shown after all if it fails.
+        let mut unshown: Option<&Call> = None;
+        let state = self.state.borrow();
+        for call in &state.log {
             let token = match call {
                 Call::Lock(LockSpan::Transaction) => "lock(tx)".to_string(),
                 Call::Lock(LockSpan::Session) => "lock(session)".to_string(),
@@ -287,17 +291,26 @@ impl Fake {
                     changed,
                 } => match bookkeeping_label(sql, params, *changed) {
                     Some(token) => token,
-                    None => continue,
+                    None => {
+                        unshown = Some(call);
+                        continue;
+                    }
                 },
                 Call::Failed(_) => {
-                    if let Some(last) = tokens.last_mut() {
-                        last.push('!');
+                    match (unshown.take(), tokens.last_mut()) {
+                        (Some(quiet), _) => tokens.push(format!("{quiet:?}!")),
+                        (None, Some(last)) => last.push('!'),
+                        (None, None) => tokens.push("!".into()),
                     }
                     continue;
                 }
                 Call::Misuse(what) => format!("MISUSE({what})"),
-                _ => continue,
+                quiet => {
+                    unshown = Some(quiet);
+                    continue;
+                }
             };
+            unshown = None;
             tokens.push(token);
         }
         tokens.join(" ")
@@ -778,5 +791,98 @@ impl Backend for Fake {
     fn max_statement_bytes(&mut self) -> Result<Option<StatementLimit>, DbError> {
         self.state.borrow_mut().log.push(Call::MaxStatementBytes);
         Ok(None)
+    }
+}
+
+/// The fake against what [`super::state`] sends: when state.rs changes its SQL, this
+/// says so here rather than through the runner's tests. (This whole file is test-only.)
+mod tests {
+    use super::*;
+
+    fn row(project: &str, name: &str) -> HistoryRow {
+        HistoryRow {
+            id: None,
+            project: project.into(),
+            kind: "step".into(),
+            name: name.into(),
+            from_version: Some("1.0.0".into()),
+            to_version: "1.1.0".into(),
+            checksum: None,
+            started_at: "t0".into(),
+            finished_at: "t1".into(),
+            duration_ms: 1,
+            host: "h".into(),
+            pid: 1,
+            success: true,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn answers_what_state_sends_and_rolls_back() {
+        for dialect in [Dialect::Sqlite, Dialect::Postgres, Dialect::MySql] {
+            let fake = Fake::new(dialect);
+            let mut db = fake.backend();
+            let db = db.as_mut();
+            assert_eq!(state::read_version(db, "app").unwrap(), None, "{dialect:?}");
+            db.lock(LockSpan::Transaction).unwrap();
+            db.begin().unwrap();
+            state::ensure_in_transaction(db, "now").unwrap();
+            state::record(
+                db,
+                &[row("app", "one"), row("mod", "m")],
+                "app",
+                "1.1.0",
+                "now",
+            )
+            .unwrap();
+            state::write_version(db, "mod", "2.0.0", "now").unwrap();
+            db.execute("INSERT INTO t VALUES ('x')").unwrap();
+            assert_eq!(
+                state::read_versions(db, &["mod", "app", "none"]).unwrap(),
+                [Some("2.0.0".into()), Some("1.1.0".into()), None],
+                "{dialect:?}"
+            );
+            let names: Vec<String> = state::read_histories(db, &["app", "mod"])
+                .unwrap()
+                .into_iter()
+                .map(|row| format!("{}:{}:{:?}", row.project, row.name, row.id))
+                .collect();
+            assert_eq!(names, ["app:one:Some(1)", "mod:m:Some(2)"], "{dialect:?}");
+            db.rollback().unwrap();
+            db.unlock().unwrap();
+            // MySQL committed upgrader's tables with their DDL; nothing else stayed.
+            let data = fake.durable();
+            assert!(!data.versions.contains_key("app"), "{dialect:?}");
+            assert!(
+                data.history.is_empty() && data.applied.is_empty(),
+                "{dialect:?}"
+            );
+            assert_eq!(fake.misuse(), Vec::<String>::new(), "{dialect:?}");
+        }
+    }
+
+    #[test]
+    fn shows_injected_and_unexpected_failures() {
+        let fake = Fake::new(Dialect::Sqlite)
+            .with_version("app", "1.0.0")
+            .fail_execute("'b'", 2)
+            .fail_commit(1);
+        let mut db = fake.backend();
+        db.lock(LockSpan::Session).unwrap();
+        db.begin().unwrap();
+        db.execute("INSERT INTO t VALUES ('b')").unwrap();
+        assert!(db.execute("UPDATE t SET v = 'b'").is_err());
+        assert!(db.commit().is_err());
+        assert!(db.query("SELECT 1", &[]).is_err());
+        db.rollback().unwrap();
+        db.unlock().unwrap();
+        assert!(db.commit().is_err());
+        assert_eq!(
+            fake.shape(),
+            "lock(session) begin b b! commit! Query(\"SELECT 1\")! rollback unlock commit \
+             MISUSE(commit outside a transaction)!"
+        );
+        assert_eq!(fake.misuse(), ["commit outside a transaction"]);
     }
 }
