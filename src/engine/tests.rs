@@ -269,6 +269,7 @@ fn every_case<T>(cases: &[T], name: impl Fn(&T) -> &'static str, check: impl Fn(
     );
 }
 
+/// Runs the project in `dir` on the fake, as `upgrader run [--transaction per-step]` would.
 fn run(dir: &Path, mode: TransactionMode, fake: &Fake) -> Result<super::RunOutcome, Error> {
     let mut config = Config::new(dir);
     config.transaction = mode;
@@ -684,6 +685,7 @@ const CASES: &[Case] = &[
     },
 ];
 
+/// Every case of [`CASES`], each on a fresh project and fake.
 #[test]
 fn runs_of_three_steps() {
     every_case(
