@@ -1,6 +1,8 @@
 //! Database access: the small [`Backend`] trait every server implements, URL parsing, and
 //! (in [`state`]) upgrader's own tables. Only this module knows SQL dialects.
 
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod mysql;
 pub mod postgres;
 pub mod sqlite;

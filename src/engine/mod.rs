@@ -7,6 +7,8 @@ mod project;
 mod report;
 mod runner;
 mod session;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
