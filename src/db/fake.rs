@@ -377,7 +377,7 @@ impl State {
     /// Records a failure of the last call.
     fn fail(&mut self, message: String) -> DbError {
         self.log.push(Call::Failed(message.clone()));
-        DbError { message }
+        DbError::new(message)
     }
 
     fn require_lock(&mut self, what: &str) {

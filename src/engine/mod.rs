@@ -435,7 +435,7 @@ impl Engine {
             Some(db) => db,
             None => self.url.connect()?,
         };
-        let span = self.lock_span(&prepared);
+        let span = self.lock_span(&prepared, dialect);
         let mut session = Session::begin(&lock_path, record, db, span)?;
         let order = app_plan.order;
         let locked = Locked {
@@ -498,7 +498,7 @@ impl Engine {
             prepared
         } else {
             let prepared = self.prepare(&app_plan, dialect, limit)?;
-            if self.lock_span(&prepared) != span {
+            if self.lock_span(&prepared, dialect) != span {
                 session.widen(LockSpan::Session)?;
             }
             prepared
@@ -576,14 +576,20 @@ impl Engine {
         Ok(root)
     }
 
-    /// Commits in the middle of the run (per step, or around a step without a
-    /// transaction) need the database lock to hold between transactions too.
-    fn lock_span(&self, prepared: &[PreparedItem]) -> LockSpan {
-        if self.config.transaction == TransactionMode::PerStep
+    /// Commits in the middle of the run (per step, around a step without a transaction,
+    /// or before an install whose DDL commits on MySQL) need the database lock to hold
+    /// between transactions too.
+    fn lock_span(&self, prepared: &[PreparedItem], dialect: Dialect) -> LockSpan {
+        let commits_between = self.config.transaction == TransactionMode::PerStep
             || prepared
                 .iter()
                 .any(|p| p.transaction != StepTransaction::Shared)
-        {
+            || (dialect == Dialect::MySql
+                && prepared
+                    .iter()
+                    .skip(1)
+                    .any(|p| p.item.kind == ItemKind::Install));
+        if commits_between {
             LockSpan::Session
         } else {
             LockSpan::Transaction

@@ -271,6 +271,17 @@ impl Runner<'_> {
             let alone = entry.transaction == StepTransaction::NoneUnsafe;
             let ddl_commits =
                 item.kind == ItemKind::Install && dialect == crate::sql::Dialect::MySql;
+            // From here a failure is this item's, even before its first statement (the
+            // commit before it, the version check after another host's commit).
+            self.in_flight = Some(InFlight {
+                kind: item.kind,
+                package,
+                from: item.from.clone(),
+                to: item.to.clone(),
+                checksum: entry.checksum.clone(),
+                started_at: now(),
+                started: Instant::now(),
+            });
             if (alone || (ddl_commits && index > 0)) && self.in_transaction {
                 // What ran before is committed first: a step that runs alone must not
                 // take it along, and an install's DDL would commit it implicitly anyway.
@@ -291,17 +302,13 @@ impl Runner<'_> {
                     .set_step(&item.name, alone)
                     .map_err(|e| failure(&item.name, e.to_string()))?;
             }
+            // The item's own time starts after the commit before it.
             let started_at = now();
             let started = Instant::now();
-            self.in_flight = Some(InFlight {
-                kind: item.kind,
-                package,
-                from: item.from.clone(),
-                to: item.to.clone(),
-                checksum: entry.checksum.clone(),
-                started_at: started_at.clone(),
-                started,
-            });
+            if let Some(flight) = self.in_flight.as_mut() {
+                flight.started_at.clone_from(&started_at);
+                flight.started = started;
+            }
             if ddl_commits {
                 self.install_objects = Some(
                     self.db
@@ -399,12 +406,20 @@ impl Runner<'_> {
             let next_shares = prepared
                 .get(index + 1)
                 .is_some_and(|next| next.transaction == StepTransaction::Shared);
+            let not_committed = |e: Error| {
+                failure(
+                    &item.name,
+                    format!(
+                        "{} '{}' could not be recorded and committed: {e}",
+                        item.kind.name(),
+                        item.name
+                    ),
+                )
+            };
             if !alone && self.mode == TransactionMode::PerStep && next_shares {
-                self.commit_at_and_chain()
-                    .map_err(|e| failure(&item.name, e.to_string()))?;
+                self.commit_at_and_chain().map_err(not_committed)?;
             } else if alone || self.mode == TransactionMode::PerStep {
-                self.commit_at()
-                    .map_err(|e| failure(&item.name, e.to_string()))?;
+                self.commit_at().map_err(not_committed)?;
             }
             if alone {
                 self.committed_alone = Some(item.name.clone());
@@ -415,6 +430,9 @@ impl Runner<'_> {
         for (current, target) in self.current.iter_mut().zip(targets) {
             *current = Some(target.clone());
         }
+        // Every item is done: a failure from here on (recording, the final commit) is
+        // the run's, reported from the versions the database holds, not the last item's.
+        self.in_flight = None;
         if !self.in_transaction && self.unrecorded.is_empty() && self.committed == self.current {
             // The last step's commit recorded the targets already.
             return Ok(());
@@ -424,8 +442,12 @@ impl Runner<'_> {
         }
         // Also records the version when nothing ran (adopting a database at exactly the
         // code version).
-        self.commit_at()
-            .map_err(|e| failure("commit", e.to_string()))
+        self.commit_at().map_err(|e| {
+            failure(
+                "commit",
+                format!("the run could not be recorded and committed: {e}"),
+            )
+        })
     }
 
     /// Records the versions reached and commits: a recorded version is written only when
@@ -628,6 +650,8 @@ impl Runner<'_> {
         let recorded = state::read_version(self.db, project).map_err(|e| e.to_string())?;
         let recorded = recorded.and_then(|v| Version::parse(&v).ok());
         if recorded.as_ref() != Some(expected) {
+            // The failure message says what the database records: another process's version.
+            self.committed[package].clone_from(&recorded);
             return Err(format!(
                 "before step '{}': the database version changed to {} under this run (another process upgraded it)",
                 item.name,

@@ -353,9 +353,8 @@ const CASES: &[Case] = &[
         fault: |fake| fake.fail_commit(1),
         shape: "lock(tx) begin a1 a2 b1 b2 c1 c2 history(3) app=1.3.0 commit! rollback begin history(1) commit unlock",
         versions: "app=1.0.0",
-        // Runner bug (reported): the row takes the last step's range (and checksum); right
-        // is commit!1.0.0>1.3.0.
-        history: "commit!1.2.0>1.3.0",
+        // The run's own row, from the version the database holds.
+        history: "commit!1.0.0>1.3.0",
         applied: "",
         failure: Some(("commit", WHOLE_RUN_BACK)),
     },
@@ -367,8 +366,8 @@ const CASES: &[Case] = &[
         fault: |fake| fake.fail_execute(HISTORY, 1),
         shape: "lock(tx) begin a1 a2 b1 b2 c1 c2 history(3)! rollback begin history(1) commit unlock",
         versions: "app=1.0.0",
-        // The same runner bug.
-        history: "commit!1.2.0>1.3.0",
+        // The same.
+        history: "commit!1.0.0>1.3.0",
         applied: "",
         failure: Some(("commit", WHOLE_RUN_BACK)),
     },
@@ -613,9 +612,8 @@ const CASES: &[Case] = &[
         fault: |fake| fake.meanwhile(Some(1), "app", "1.2.0"),
         shape: "lock(session) begin a1 a2 history(1) app=1.1.0 commit begin rollback begin history(1) commit unlock",
         versions: "app=1.2.0",
-        // Runner bug (reported): the row names step two with step one's range (and
-        // checksum); right is two!1.1.0>1.2.0.
-        history: "one two!1.0.0>1.1.0",
+        // The row names step two with its own range.
+        history: "one two!1.1.0>1.2.0",
         applied: "a1 a2",
         failure: Some((
             "two",
@@ -735,6 +733,7 @@ fn runs_of_three_steps() {
                     Err(Error::StepFailed {
                         step: failed,
                         message,
+                        ..
                     }),
                 ) => {
                     assert_eq!(failed, step, "{name}: failed step");
@@ -842,8 +841,8 @@ const PACKAGE_CASES: &[PackageCase] = &[
         fault: |fake| fake.fail_commit(1),
         shape: "lock(tx) begin t1 b1 p1 history(3)+app=1.1.0 blog=1.1.0 pay=1.1.0 commit! rollback begin history(1) commit unlock",
         versions: "app=1.0.0 blog=1.0.0 pay=1.0.0",
-        // The runner bug of the final commit again (the row should be app's commit!1.0.0>1.1.0).
-        history: "pay:commit!1.0.0>1.1.0",
+        // The run's row, filed under the root.
+        history: "app:commit!1.0.0>1.1.0",
         failure: Some((
             "commit",
             "the whole run was rolled back and the database is unchanged (app 1.0.0, blog 1.0.0, pay 1.0.0)",
@@ -881,7 +880,7 @@ const PACKAGE_CASES: &[PackageCase] = &[
         },
         mode: Single,
         fault: NO_FAULT,
-        shape: "lock(tx) begin t1 history(1) app=1.1.0 commit begin CREATE TABLE posts (name VARCHAR(10)) implicit-commit resume i2 p1 history(2) blog=1.1.0 pay=1.1.0 commit unlock",
+        shape: "lock(session) begin t1 history(1) app=1.1.0 commit begin CREATE TABLE posts (name VARCHAR(10)) implicit-commit resume i2 p1 history(2) blog=1.1.0 pay=1.1.0 commit unlock",
         versions: "app=1.1.0 blog=1.1.0 pay=1.1.0",
         history: "app:core-rows blog:install pay:pay-rows",
         failure: None,
@@ -895,7 +894,7 @@ const PACKAGE_CASES: &[PackageCase] = &[
         },
         mode: Single,
         fault: |fake| fake.fail_execute("posts VALUES ('i2')", 1),
-        shape: "lock(tx) begin t1 history(1) app=1.1.0 commit begin CREATE TABLE posts (name VARCHAR(10)) implicit-commit resume i2! rollback drop begin history(1) commit unlock",
+        shape: "lock(session) begin t1 history(1) app=1.1.0 commit begin CREATE TABLE posts (name VARCHAR(10)) implicit-commit resume i2! rollback drop begin history(1) commit unlock",
         versions: "app=1.1.0 pay=1.0.0",
         history: "app:core-rows blog:install!->1.1.0",
         failure: Some((
@@ -937,7 +936,7 @@ fn runs_of_several_packages() {
                     }
                     assert!(!dir.path().join(lock::LOCK_FILE).exists(), "{name}");
                 }
-                (Some((item, stayed)), Err(Error::StepFailed { step, message })) => {
+                (Some((item, stayed)), Err(Error::StepFailed { step, message, .. })) => {
                     assert_eq!(step, item, "{name}");
                     assert!(message.contains(stayed), "{name}: {message}");
                     check_failed_lock(name, dir.path(), item, false);
@@ -1037,7 +1036,7 @@ fn runs_on_a_database_without_a_version() {
                     assert_eq!(outcome.from.as_deref(), Some("1.0.0"), "{name}");
                     assert_eq!(applied(&fake), ALL_STEPS, "{name}");
                 }
-                (Some(stayed), Err(Error::StepFailed { step, message })) => {
+                (Some(stayed), Err(Error::StepFailed { step, message, .. })) => {
                     assert_eq!(step, "install", "{name}");
                     assert!(message.contains(stayed), "{name}: {message}");
                     assert!(tables.is_empty(), "{name}: {tables:?}");
