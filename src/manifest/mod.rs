@@ -192,8 +192,10 @@ impl Manifest {
         // A rough size for the step list (a step takes well over 64 bytes): sizing it
         // exactly would cost a search of the whole text, more than the list's growth.
         let expected_steps = text.len() / 256;
-        let mut interpreter = interpret::Interpreter::new(path, expected_steps, &error);
-        xml::parse(text, &error, &mut interpreter)?;
+        let lines = xml::LineIndex::new(text);
+        let cx = interpret::Cx::new(&error, &lines);
+        let mut interpreter = interpret::Interpreter::new(path, expected_steps, cx);
+        xml::parse(text, &lines, &error, &mut interpreter)?;
         let (mut manifest, scripts) = interpreter.finish();
         validate(&mut manifest, &scripts, project_dir, &error)?;
         Ok(manifest)

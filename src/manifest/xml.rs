@@ -9,28 +9,31 @@ use quick_xml::Reader;
 
 use super::{ManifestError, Pos};
 
-/// An XML element with positions; names are kept as written.
+/// An XML element; names are kept as written. Places are byte offsets into the text
+/// ([`LineIndex`] turns them into line:column), so that only the places a caller keeps or
+/// reports cost the line count.
 #[derive(Debug, Default)]
 pub(crate) struct Element<'a> {
-    pub name: Cow<'a, str>,
-    pub pos: Pos,
+    pub name: &'a str,
+    /// Where the start tag's `<` is.
+    pub at: usize,
     pub attrs: Vec<Attr<'a>>,
     pub children: Vec<Element<'a>>,
     /// Text and CDATA content with references resolved, concatenated.
     pub text: Cow<'a, str>,
     /// Where the first non-whitespace text starts.
-    pub text_pos: Option<Pos>,
+    pub text_at: Option<usize>,
     /// Where `text` starts (leading whitespace-only text before the first content is
     /// dropped, so this is the start of the first text that has content).
-    pub text_start: Pos,
+    pub text_start: usize,
 }
 
-/// An attribute with the position of its name.
+/// An attribute with the place of its name.
 #[derive(Debug)]
 pub(crate) struct Attr<'a> {
-    pub name: Cow<'a, str>,
+    pub name: &'a str,
     pub value: Cow<'a, str>,
-    pub pos: Pos,
+    pub at: usize,
 }
 
 /// Maps byte offsets to 1-based line and column (columns count characters). Offsets are
@@ -71,11 +74,20 @@ impl<'a> LineIndex<'a> {
     }
 }
 
-/// `part` as a slice of `whole` when it borrows from it, so the tree can borrow the text.
+/// `part` as a slice of `whole` when it borrows from it (the reader hands out slices of
+/// the text), so the tree can borrow the text without copying or checking it again.
 fn borrow<'a>(whole: &'a str, part: &str) -> Cow<'a, str> {
     match offset_in(whole, part) {
         Some(offset) => Cow::Borrowed(&whole[offset..offset + part.len()]),
         None => Cow::Owned(part.to_string()),
+    }
+}
+
+/// Like [`borrow`], for a name: the reader always takes names from the text.
+fn borrow_name<'a>(whole: &'a str, part: &str) -> &'a str {
+    match offset_in(whole, part) {
+        Some(offset) => &whole[offset..offset + part.len()],
+        None => unreachable!("quick-xml reading a &str hands out slices of it"),
     }
 }
 
@@ -113,15 +125,17 @@ pub(crate) fn forbidden_control(text: &str) -> Option<usize> {
 }
 
 /// Parses the document, handing the root and each of its children to `visitor`.
+/// `error` is given line:column through `lines`, which must index `text`.
 pub(crate) fn parse(
     text: &str,
+    lines: &LineIndex<'_>,
     error: &dyn Fn(Pos, String) -> ManifestError,
     visitor: &mut dyn Visitor,
 ) -> Result<(), ManifestError> {
-    let index = LineIndex::new(text);
+    let error = |at: usize, message: String| error(lines.pos(at), message);
     if let Some(at) = forbidden_control(text) {
         return Err(error(
-            index.pos(at),
+            at,
             format!(
                 "control character U+{:04X} is not allowed in XML; remove it or write it out",
                 text.as_bytes()[at]
@@ -139,25 +153,23 @@ pub(crate) fn parse(
             Ok(event) => event,
             Err(e) => {
                 let at = reader.error_position() as usize;
-                return Err(error(index.pos(at), format!("malformed XML: {e}")));
+                return Err(error(at, format!("malformed XML: {e}")));
             }
         };
         match event {
             Event::Start(tag) | Event::Empty(tag) if root_seen && stack.is_empty() => {
                 let _ = tag;
                 return Err(error(
-                    index.pos(start),
+                    start,
                     "malformed XML: a second root element; the manifest has one <upgrade> root"
                         .into(),
                 ));
             }
             Event::Start(ref tag) | Event::Empty(ref tag) => {
-                let name = tag.name();
-                let name = borrow(text, name.as_ref());
-                let element_pos = index.pos(start);
+                let name = borrow_name(text, tag.name().as_ref());
                 if stack.len() >= MAX_DEPTH {
                     return Err(error(
-                        element_pos,
+                        start,
                         format!(
                             "<{name}> is nested more than {MAX_DEPTH} elements deep; a manifest needs only a few levels"
                         ),
@@ -165,23 +177,33 @@ pub(crate) fn parse(
                 }
                 let mut attrs = pools.attrs.pop().unwrap_or_default();
                 for attr in tag.attributes().with_checks(true) {
-                    let attr = attr
-                        .map_err(|e| error(element_pos, format!("malformed XML attribute: {e}")))?;
-                    let key = attr.key.as_ref();
-                    // The reader borrows from the text, so the key's address is its place.
-                    let at = offset_in(text, key).unwrap_or(start);
-                    let value = attr
-                        .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                        .map_err(|e| error(element_pos, format!("attribute `{key}`: {e}")))?;
+                    let attr =
+                        attr.map_err(|e| error(start, format!("malformed XML attribute: {e}")))?;
+                    let key = borrow_name(text, attr.key.as_ref());
+                    // Normalization (references, tab and line breaks to spaces) changes
+                    // nothing in a value without those, which is nearly every value.
+                    let plain = !attr
+                        .value
+                        .bytes()
+                        .any(|b| matches!(b, b'&' | b'\t' | b'\n' | b'\r'));
+                    let value = if plain {
+                        borrow(text, &attr.value)
+                    } else {
+                        let value = attr
+                            .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                            .map_err(|e| error(start, format!("attribute `{key}`: {e}")))?;
+                        borrow(text, &value)
+                    };
                     attrs.push(Attr {
-                        pos: index.pos(at),
-                        name: borrow(text, key),
-                        value: borrow(text, &value),
+                        // The key borrows from the text, so its address is its place.
+                        at: offset_in(text, key).unwrap_or(start),
+                        name: key,
+                        value,
                     });
                 }
                 let element = Element {
                     name,
-                    pos: element_pos,
+                    at: start,
                     attrs,
                     children: pools.elements.pop().unwrap_or_default(),
                     ..Element::default()
@@ -207,19 +229,24 @@ pub(crate) fn parse(
                 if blank && stack.last().is_none_or(|e| e.text.is_empty()) {
                     continue;
                 }
-                let content = borrow(text, &content.xml10_content());
-                add_text(&mut stack, content, start, &index, &error)?;
+                // Line ends need normalizing only where there is a carriage return.
+                let content = if content.as_bytes().contains(&b'\r') {
+                    borrow(text, &content.xml10_content())
+                } else {
+                    borrow(text, &content)
+                };
+                add_text(&mut stack, content, start, &error)?;
             }
             Event::CData(data) => {
                 let data = borrow(text, &data.xml10_content());
                 // The content starts after `<![CDATA[`.
-                add_text(&mut stack, data, start + "<![CDATA[".len(), &index, &error)?;
+                add_text(&mut stack, data, start + "<![CDATA[".len(), &error)?;
             }
             Event::GeneralRef(reference) => {
                 let resolved = match reference.resolve_char_ref() {
                     Ok(Some(ch)) if crate::version::is_forbidden_control(ch) => {
                         return Err(error(
-                            index.pos(start),
+                            start,
                             format!(
                                 "character reference &{}; names control character U+{:04X}, which XML does not allow",
                                 &*reference,
@@ -230,20 +257,12 @@ pub(crate) fn parse(
                     Ok(Some(ch)) => ch.to_string(),
                     Ok(None) => quick_xml::escape::resolve_predefined_entity(&reference)
                         .map(str::to_string)
-                        .ok_or_else(|| {
-                            error(
-                                index.pos(start),
-                                format!("unknown entity &{};", &*reference),
-                            )
-                        })?,
+                        .ok_or_else(|| error(start, format!("unknown entity &{};", &*reference)))?,
                     Err(e) => {
-                        return Err(error(
-                            index.pos(start),
-                            format!("bad character reference: {e}"),
-                        ))
+                        return Err(error(start, format!("bad character reference: {e}")))
                     }
                 };
-                add_text(&mut stack, Cow::Owned(resolved), start, &index, &error)?;
+                add_text(&mut stack, Cow::Owned(resolved), start, &error)?;
             }
             Event::Eof => break,
             Event::Comment(_) | Event::Decl(_) | Event::PI(_) | Event::DocType(_) => {}
@@ -251,13 +270,13 @@ pub(crate) fn parse(
     }
     if let Some(open) = stack.last() {
         return Err(error(
-            open.pos,
+            open.at,
             format!("malformed XML: <{}> is never closed", open.name),
         ));
     }
     if !root_seen {
         return Err(error(
-            index.pos(text.len()),
+            text.len(),
             "malformed XML: the document has no root element".into(),
         ));
     }
@@ -314,20 +333,29 @@ fn add_text<'a>(
     stack: &mut [Element<'a>],
     content: Cow<'a, str>,
     start: usize,
-    index: &LineIndex<'_>,
-    error: &dyn Fn(Pos, String) -> ManifestError,
+    error: &dyn Fn(usize, String) -> ManifestError,
 ) -> Result<(), ManifestError> {
     match stack.last_mut() {
         Some(element) => {
-            if element.text.is_empty() {
-                element.text_start = index.pos(start);
-            }
-            if element.text_pos.is_none() {
-                if let Some(first) = content.find(|c: char| !c.is_whitespace()) {
-                    element.text_pos = Some(index.pos(start + first));
+            if element.text_at.is_none() {
+                // ASCII first, as nearly all text is; any other character the slow way.
+                // (U+000B is the one ASCII space `is_ascii_whitespace` leaves out.)
+                let first = match content
+                    .bytes()
+                    .position(|b| !(b.is_ascii_whitespace() || b == 0x0B))
+                {
+                    Some(index) if content.as_bytes()[index].is_ascii() => Some(index),
+                    Some(index) => content[index..]
+                        .find(|c: char| !c.is_whitespace())
+                        .map(|within| index + within),
+                    None => None,
+                };
+                if let Some(first) = first {
+                    element.text_at = Some(start + first);
                 }
             }
             if element.text.is_empty() {
+                element.text_start = start;
                 element.text = content;
             } else {
                 element.text.to_mut().push_str(&content);
@@ -336,7 +364,7 @@ fn add_text<'a>(
         }
         None if content.trim().is_empty() => Ok(()),
         None => Err(error(
-            index.pos(start),
+            start,
             "malformed XML: text outside the root element".into(),
         )),
     }
