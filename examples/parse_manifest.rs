@@ -24,8 +24,12 @@ fn generated_manifest(steps: usize) -> String {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let steps = args.next().map_or(10_000, |s| s.parse().expect("a step count"));
-    let times = args.next().map_or(20, |s| s.parse().expect("a repeat count"));
+    let steps = args
+        .next()
+        .map_or(10_000, |s| s.parse().expect("a step count"));
+    let times = args
+        .next()
+        .map_or(20, |s| s.parse().expect("a repeat count"));
     let text = generated_manifest(steps);
     let mut total = 0;
     for _ in 0..times {

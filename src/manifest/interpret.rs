@@ -174,6 +174,8 @@ pub(super) struct Interpreter<'e> {
     /// Every `<sql file>` in document order, with the `file` attribute's position.
     scripts: Vec<(PathBuf, Pos)>,
     last_to: LastVersion,
+    /// Warnings not yet logged (see [`Interpreter::log_warnings`]).
+    warnings: Vec<String>,
 }
 
 impl<'e> Interpreter<'e> {
@@ -194,6 +196,7 @@ impl<'e> Interpreter<'e> {
             unknown: Vec::new(),
             scripts: Vec::new(),
             last_to: LastVersion::default(),
+            warnings: Vec::new(),
         }
     }
 
@@ -219,12 +222,20 @@ impl<'e> Interpreter<'e> {
         }
     }
 
-    fn warn_ignored(&self, name: &str, at: usize) {
-        log::warn!(
+    fn warn_ignored(&mut self, name: &str, at: usize) {
+        self.warnings.push(format!(
             "{}:{}: ignoring <{name}> in the older-format <upgrade>: like the original system, upgrader reads only <initialversion> and <matching> there",
             self.manifest.path.display(),
             self.cx.pos(at)
-        );
+        ));
+    }
+
+    /// Logs the warnings so far. They wait until the reading is over, since a manifest
+    /// the plain reader leaves half-way is read again from the start.
+    pub(super) fn log_warnings(&mut self) {
+        for warning in self.warnings.drain(..) {
+            log::warn!("{warning}");
+        }
     }
 
     /// The manifest, and every script it names with the `file` attribute's position.
@@ -375,7 +386,12 @@ fn step(
     // Counted before the children's positions: the line index walks forward.
     let pos = cx.pos(element.at);
     let mut description = None;
-    let actions = actions(element, &mut [("description", &mut description)], scripts, cx)?;
+    let actions = actions(
+        element,
+        &mut [("description", &mut description)],
+        scripts,
+        cx,
+    )?;
     Ok(Step {
         name,
         from,
@@ -401,10 +417,7 @@ fn actions(
         for (name, slot) in extra.iter_mut() {
             if child.name == *name {
                 if slot.is_some() {
-                    return Err(cx.err(
-                        child.at,
-                        format!("a second <{name}> in <{}>", parent.name),
-                    ));
+                    return Err(cx.err(child.at, format!("a second <{name}> in <{}>", parent.name)));
                 }
                 **slot = Some(text_value(child, cx)?);
                 continue 'children;
@@ -545,8 +558,8 @@ fn legacy_step(entry: &Element<'_>, cx: Cx<'_>) -> Result<Option<Step>, Manifest
             ),
         )
     })?;
-    let from =
-        Version::parse(from_text).map_err(|e| cx.err(entry.at, format!("<{}>: {e}", entry.name)))?;
+    let from = Version::parse(from_text)
+        .map_err(|e| cx.err(entry.at, format!("<{}>: {e}", entry.name)))?;
     Attrs::check(entry, &[], cx)?;
     no_text(entry, cx)?;
     let pos = cx.pos(entry.at);
@@ -581,8 +594,8 @@ fn legacy_step(entry: &Element<'_>, cx: Cx<'_>) -> Result<Option<Step>, Manifest
             format!("<{}> needs a <target_version>", entry.name),
         )
     })?;
-    let to = Version::parse(&target)
-        .map_err(|e| cx.err(target_at, format!("<target_version>: {e}")))?;
+    let to =
+        Version::parse(&target).map_err(|e| cx.err(target_at, format!("<target_version>: {e}")))?;
     let Some((script, script_at)) = script else {
         return Ok(None);
     };

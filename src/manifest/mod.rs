@@ -194,8 +194,19 @@ impl Manifest {
         let expected_steps = text.len() / 256;
         let lines = xml::LineIndex::new(text);
         let cx = interpret::Cx::new(&error, &lines);
+        xml::check_controls(text, &lines, &error)?;
         let mut interpreter = interpret::Interpreter::new(path, expected_steps, cx);
-        xml::parse(text, &lines, &error, &mut interpreter)?;
+        let read = match xml::parse_plain(text, &mut interpreter) {
+            Ok(()) => Ok(()),
+            Err(xml::Stop::Error(error)) => Err(error),
+            // Read again from the start by the reader that knows all of XML.
+            Err(xml::Stop::Unusual) => {
+                interpreter = interpret::Interpreter::new(path, expected_steps, cx);
+                xml::parse(text, &lines, &error, &mut interpreter)
+            }
+        };
+        interpreter.log_warnings();
+        read?;
         let (mut manifest, scripts) = interpreter.finish();
         validate(&mut manifest, &scripts, project_dir, &error)?;
         Ok(manifest)
