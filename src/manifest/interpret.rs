@@ -32,6 +32,17 @@ impl<'e> Cx<'e> {
     }
 }
 
+/// `text` without surrounding whitespace; text with none (nearly every name and value)
+/// skips the Unicode-aware trim.
+fn trim(text: &str) -> &str {
+    let plain = |b: Option<&u8>| b.is_some_and(u8::is_ascii_graphic);
+    if plain(text.as_bytes().first()) && plain(text.as_bytes().last()) {
+        text
+    } else {
+        text.trim()
+    }
+}
+
 fn is(element: &Element<'_>, name: &str) -> bool {
     element.name.eq_ignore_ascii_case(name)
 }
@@ -77,7 +88,7 @@ impl<'a> Attrs<'a> {
                 format!("<{}> needs a `{name}` attribute", self.element.name),
             )
         })?;
-        if attr.value.trim().is_empty() {
+        if trim(&attr.value).is_empty() {
             return Err(cx.err(attr.at, format!("attribute `{name}` is empty")));
         }
         Ok(attr)
@@ -128,7 +139,7 @@ fn text_version(element: &Element<'_>, cx: Cx<'_>) -> Result<Version, ManifestEr
 fn text_value(element: &Element<'_>, cx: Cx<'_>) -> Result<String, ManifestError> {
     no_children(element, cx)?;
     Attrs::check(element, &[], cx)?;
-    let value = element.text.trim();
+    let value = trim(&element.text);
     if value.is_empty() {
         return Err(cx.err(element.at, format!("<{}> is empty", element.name)));
     }
@@ -363,7 +374,7 @@ fn step(
 ) -> Result<Step, ManifestError> {
     let attrs = Attrs::check(element, &["name", "from", "to", "transaction"], cx)?;
     no_text(element, cx)?;
-    let name = attrs.required("name", cx)?.value.trim().to_string();
+    let name = trim(&attrs.required("name", cx)?.value).to_string();
     let from = last_to.get(&attrs, "from", cx)?;
     let to_attr = attrs.required("to", cx)?;
     let to = parse_version(&to_attr.value, to_attr.at, "to", cx)?;

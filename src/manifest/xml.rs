@@ -37,40 +37,61 @@ pub(crate) struct Attr<'a> {
 }
 
 /// Maps byte offsets to 1-based line and column (columns count characters). Offsets are
-/// asked for mostly in increasing order, so it walks forward from the last answer.
+/// asked for mostly in increasing order, so it walks forward from the last answer, a
+/// line at a time: one newline search per line of the text, and a count of characters
+/// only from the start of the offset's line.
 pub(crate) struct LineIndex<'a> {
     text: &'a str,
-    /// (offset, line, column) of the last answer.
-    cursor: Cell<(usize, u32, u32)>,
+    /// The line of the last answer: where it starts, its number, and where it ends (the
+    /// offset of its newline, or the text's length).
+    cursor: Cell<Line>,
+}
+
+#[derive(Clone, Copy)]
+struct Line {
+    start: usize,
+    number: u32,
+    end: usize,
 }
 
 impl<'a> LineIndex<'a> {
     pub fn new(text: &'a str) -> Self {
-        LineIndex {
+        let index = LineIndex {
             text,
-            cursor: Cell::new((0, 1, 1)),
-        }
+            cursor: Cell::new(Line {
+                start: 0,
+                number: 1,
+                end: 0,
+            }),
+        };
+        index.cursor.set(index.line_from(0, 1));
+        index
+    }
+
+    fn line_from(&self, start: usize, number: u32) -> Line {
+        let bytes = &self.text.as_bytes()[start..];
+        let end = memchr::memchr(b'\n', bytes).map_or(self.text.len(), |found| start + found);
+        Line { start, number, end }
     }
 
     pub fn pos(&self, offset: usize) -> Pos {
         let offset = offset.min(self.text.len());
-        let (mut from, mut line, mut column) = self.cursor.get();
-        if offset < from {
-            (from, line, column) = (0, 1, 1);
+        let mut line = self.cursor.get();
+        if offset < line.start {
+            line = self.line_from(0, 1);
         }
-        // Lines found with memchr; characters counted (bytes that do not continue a
-        // UTF-8 sequence) only after the gap's last newline.
-        let gap = &self.text.as_bytes()[from..offset];
-        let chars = |bytes: &[u8]| bytes.iter().filter(|&&b| b & 0xC0 != 0x80).count() as u32;
-        match memchr::memrchr(b'\n', gap) {
-            None => column += chars(gap),
-            Some(last) => {
-                line += memchr::memchr_iter(b'\n', &gap[..=last]).count() as u32;
-                column = 1 + chars(&gap[last + 1..]);
-            }
+        // An offset at a newline belongs to the line the newline ends.
+        while offset > line.end {
+            line = self.line_from(line.end + 1, line.number + 1);
         }
-        self.cursor.set((offset, line, column));
-        Pos { line, column }
+        self.cursor.set(line);
+        // Characters are the bytes that do not continue a UTF-8 sequence.
+        let before = &self.text.as_bytes()[line.start..offset];
+        let column = 1 + before.iter().filter(|&&b| b & 0xC0 != 0x80).count() as u32;
+        Pos {
+            line: line.number,
+            column,
+        }
     }
 }
 
@@ -215,7 +236,6 @@ pub(crate) fn parse(
                     name,
                     at: start,
                     attrs,
-                    children: pools.elements.pop().unwrap_or_default(),
                     ..Element::default()
                 };
                 if stack.is_empty() {
@@ -408,7 +428,7 @@ pub(crate) fn parse_plain(text: &str, visitor: &mut dyn Visitor) -> Result<(), S
                     return Err(Stop::Unusual);
                 }
                 let tag_name_end = name_end(bytes, at + 1).ok_or(Stop::Unusual)?;
-                let mut attrs = pools.attrs.pop().unwrap_or_default();
+                let mut attrs = Vec::new();
                 let mut cursor = tag_name_end;
                 let empty = loop {
                     let spaced = skip_space(bytes, cursor);
@@ -440,6 +460,9 @@ pub(crate) fn parse_plain(text: &str, visitor: &mut dyn Visitor) -> Result<(), S
                             {
                                 return Err(Stop::Unusual);
                             }
+                            if attrs.capacity() == 0 {
+                                attrs = pools.attrs.pop().unwrap_or_default();
+                            }
                             attrs.push(Attr {
                                 name: key,
                                 value: Cow::Borrowed(value),
@@ -454,7 +477,6 @@ pub(crate) fn parse_plain(text: &str, visitor: &mut dyn Visitor) -> Result<(), S
                     name: &text[at + 1..tag_name_end],
                     at,
                     attrs,
-                    children: pools.elements.pop().unwrap_or_default(),
                     ..Element::default()
                 };
                 if stack.is_empty() {
@@ -518,12 +540,18 @@ impl<'a> Pools<'a> {
             mut children,
             ..
         } = element;
-        attrs.clear();
-        self.attrs.push(attrs);
-        for child in children.drain(..) {
-            self.recycle(child);
+        // Only vectors that hold memory are worth keeping; most elements have no
+        // children, and many no attributes.
+        if attrs.capacity() > 0 {
+            attrs.clear();
+            self.attrs.push(attrs);
         }
-        self.elements.push(children);
+        if children.capacity() > 0 {
+            for child in children.drain(..) {
+                self.recycle(child);
+            }
+            self.elements.push(children);
+        }
     }
 }
 
@@ -541,6 +569,9 @@ fn close<'a>(
             Ok(())
         }
         [.., parent] => {
+            if parent.children.capacity() == 0 {
+                parent.children = pools.elements.pop().unwrap_or_default();
+            }
             parent.children.push(element);
             Ok(())
         }
@@ -640,6 +671,32 @@ mod tests {
         }
         assert_eq!(plain.0, full.0, "read differently:\n{text}");
         Some(plain.0)
+    }
+
+    #[test]
+    fn line_index_answers_as_counting_from_the_start() {
+        let text = "ab\nçd\n\n  é\r\nx\n";
+        let naive = |offset: usize| {
+            let before = &text[..offset];
+            let line = before.matches('\n').count() as u32 + 1;
+            let column = before.rsplit('\n').next().unwrap().chars().count() as u32 + 1;
+            Pos { line, column }
+        };
+        let offsets: Vec<usize> = (0..=text.len())
+            .filter(|&i| text.is_char_boundary(i))
+            .collect();
+        let index = LineIndex::new(text);
+        // Forward, backward and jumping about, as errors after a plain read ask.
+        let order = offsets
+            .iter()
+            .chain(offsets.iter().rev())
+            .chain(offsets.iter().step_by(3))
+            .chain(offsets.iter().rev().step_by(2));
+        for &offset in order {
+            assert_eq!(index.pos(offset), naive(offset), "offset {offset}");
+        }
+        assert_eq!(index.pos(text.len() + 5), naive(text.len()));
+        assert_eq!(LineIndex::new("").pos(0), Pos { line: 1, column: 1 });
     }
 
     const CANONICAL: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!-- upgrades -->\n<upgrade project=\"p\" initial-version='1.0.0'>\n  <install>\n    <sql file=\"scripts/a.sql\" />\n  </install>\n  <step name=\"a\" from=\"1.0.0\" to=\"1.1.0\" transaction=\"none\">\n    <description>First, ünïcode</description>\n    <sql>SELECT 1;\n SELECT 2;</sql>\n    <sql><![CDATA[SELECT 1 < 2;]]></sql>\n    <?pi data?>\n    <plugin library=\"demo\" method=\"go\"/>\n  </step>\n</upgrade>\n";
