@@ -351,12 +351,13 @@ pub(crate) fn parse_plain(text: &str, visitor: &mut dyn Visitor) -> Result<(), S
     let mut root_seen = false;
     let mut at = 0;
     loop {
-        let next = memchr::memchr(b'<', &bytes[at..]).map_or(end, |found| at + found);
+        // One search for the markup ahead and for a reference in the text before it.
+        let next = memchr::memchr2(b'<', b'&', &bytes[at..]).map_or(end, |found| at + found);
+        if bytes.get(next) == Some(&b'&') {
+            return Err(Stop::Unusual);
+        }
         if next > at {
             let content = &text[at..next];
-            if memchr::memchr(b'&', content.as_bytes()).is_some() {
-                return Err(Stop::Unusual);
-            }
             let blank = content.bytes().all(|b| b.is_ascii_whitespace());
             if !(blank && stack.last().is_none_or(|e| e.text.is_empty())) {
                 if stack.is_empty() {
@@ -448,14 +449,18 @@ pub(crate) fn parse_plain(text: &str, visitor: &mut dyn Visitor) -> Result<(), S
                                 _ => return Err(Stop::Unusual),
                             };
                             let value_at = key_end + 2;
-                            let value_end = memchr::memchr(quote, &bytes[value_at..])
-                                .map(|found| value_at + found)
+                            // Values are short: one pass finds the closing quote and
+                            // anything that would need normalizing.
+                            let value_len = bytes[value_at..]
+                                .iter()
+                                .position(|&b| {
+                                    b == quote || matches!(b, b'&' | b'<' | b'>' | b'\t' | b'\n')
+                                })
                                 .ok_or(Stop::Unusual)?;
+                            let value_end = value_at + value_len;
                             let value = &text[value_at..value_end];
                             let key = &text[spaced..key_end];
-                            if value
-                                .bytes()
-                                .any(|b| matches!(b, b'&' | b'<' | b'>' | b'\t' | b'\n'))
+                            if bytes[value_end] != quote
                                 || attrs.iter().any(|attr: &Attr| attr.name == key)
                             {
                                 return Err(Stop::Unusual);
@@ -502,13 +507,22 @@ pub(crate) fn parse_plain(text: &str, visitor: &mut dyn Visitor) -> Result<(), S
 /// a letter or `_`) that starts at `from`, when one does and is followed by
 /// a space, `=`, `/` or `>`.
 fn name_end(bytes: &[u8], from: usize) -> Option<usize> {
+    /// Which bytes may continue a plain name: a table, as names are read byte by byte.
+    const NAME: [bool; 256] = {
+        let mut table = [false; 256];
+        let mut byte = 0;
+        while byte < 256 {
+            let b = byte as u8;
+            table[byte] = b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':');
+            byte += 1;
+        }
+        table
+    };
     let first = *bytes.get(from)?;
     if !(first.is_ascii_alphabetic() || first == b'_') {
         return None;
     }
-    let len = bytes[from..]
-        .iter()
-        .position(|&b| !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':')))?;
+    let len = bytes[from..].iter().position(|&b| !NAME[usize::from(b)])?;
     match bytes[from + len] {
         b' ' | b'\t' | b'\n' | b'=' | b'/' | b'>' => Some(from + len),
         _ => None,
