@@ -9,6 +9,7 @@ mod lint;
 mod lock_file;
 mod manifest_errors;
 mod mysql_rules;
+mod pgbouncer;
 mod plugin_files;
 mod plugins;
 mod run;
