@@ -55,8 +55,7 @@ pub struct Postgres {
     described: HashMap<String, Arc<Described>>,
     /// Whether `upgrader_lock` is known to exist (it is never dropped by upgrader).
     lease_table: bool,
-    /// How each transaction asks the server to watch for a dead client, when the startup
-    /// option could not carry it (a pooler refuses startup options).
+    /// How each locked transaction asks the server to watch for a dead client.
     client_check: ClientCheck,
 }
 
@@ -67,28 +66,32 @@ struct Described {
     types: Vec<Type>,
 }
 
-/// How the server learns to abort the statement of a client that died.
+/// How a transaction that holds the upgrade lock asks the server to abort its statement
+/// should its client die. The startup option does that for a direct connection; behind a
+/// pooler the server connection is not the client's (PgBouncer refuses the option, or
+/// drops it when told to ignore it), yet inside a transaction it is: so it is set there
+/// too, in the round trip that begins the transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ClientCheck {
-    /// Set for the whole session at startup (or not available: a server before 14).
-    AtStartup,
-    /// Set for each transaction; whether the server knows the setting is not known yet.
-    PerTransactionUnknown,
-    /// Set for each transaction with `SET LOCAL`.
-    PerTransaction,
+    /// The server has no such setting (before 14).
+    Unavailable,
+    /// Not known yet whether the server has it.
+    Unknown,
+    /// Set with `SET LOCAL`.
+    SetLocal,
 }
 
 impl ClientCheck {
     /// The statements (each ending in `; `) that set it for the transaction just begun.
     fn sql(self) -> &'static str {
         match self {
-            ClientCheck::AtStartup => "",
+            ClientCheck::Unavailable => "",
             // Through set_config over pg_settings: no error on a server without it.
-            ClientCheck::PerTransactionUnknown => {
+            ClientCheck::Unknown => {
                 "SELECT set_config(name, '1000', true) FROM pg_catalog.pg_settings \
                  WHERE name = 'client_connection_check_interval'; "
             }
-            ClientCheck::PerTransaction => "SET LOCAL client_connection_check_interval = 1000; ",
+            ClientCheck::SetLocal => "SET LOCAL client_connection_check_interval = 1000; ",
         }
     }
 }
@@ -128,7 +131,7 @@ impl LeaseRow {
         if token == Some(self.token.as_str()) || self.expired {
             return false;
         }
-        !(self.host == this_host() && !process_alive(self.pid))
+        self.host != this_host() || process_alive(self.pid)
     }
 }
 
@@ -150,12 +153,13 @@ impl Heartbeat {
             .spawn(move || {
                 let mut client: Option<Client> = None;
                 let mut renewed = Instant::now();
-                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(RENEW_EVERY)
-                {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(RENEW_EVERY) {
                     match renew(&url, &mut client, &token) {
                         Ok(true) => renewed = Instant::now(),
                         Ok(false) => {
-                            log::error!("the database upgrade lock was taken over by another process");
+                            log::error!(
+                                "the database upgrade lock was taken over by another process"
+                            );
                             flag.store(true, Ordering::SeqCst);
                             return;
                         }
@@ -171,11 +175,7 @@ impl Heartbeat {
                 }
             })
             .ok();
-        Heartbeat {
-            stop,
-            lost,
-            thread,
-        }
+        Heartbeat { stop, lost, thread }
     }
 
     fn lost(&self) -> bool {
@@ -283,20 +283,19 @@ impl Postgres {
         };
         config.options(&options);
         let (client, client_check) = match config.connect(NoTls) {
-            Ok(client) => (client, ClientCheck::AtStartup),
+            Ok(client) => (client, ClientCheck::Unknown),
             // A server before 14 refuses the unknown setting at startup: connect without it.
             Err(error) if error.code() == Some(&SqlState::UNDEFINED_OBJECT) => {
                 log::debug!("client_connection_check_interval not set: {error}");
-                (plain.connect(NoTls).map_err(fail)?, ClientCheck::AtStartup)
-            }
-            // A pooler: set it in each transaction instead, where the server connection
-            // is this client's alone.
-            Err(error) if refused_startup_option(&error) => {
-                log::debug!("startup options refused (a connection pooler): {error}");
                 (
                     plain.connect(NoTls).map_err(fail)?,
-                    ClientCheck::PerTransactionUnknown,
+                    ClientCheck::Unavailable,
                 )
+            }
+            // A pooler: the locked transactions set it (see `ClientCheck`).
+            Err(error) if refused_startup_option(&error) => {
+                log::debug!("startup options refused (a connection pooler): {error}");
+                (plain.connect(NoTls).map_err(fail)?, ClientCheck::Unknown)
             }
             Err(error) => return Err(fail(error)),
         };
@@ -352,7 +351,11 @@ impl Postgres {
         &mut self,
         sql: &str,
         values: &[Value],
-        send: impl FnOnce(&mut Client, &str, &[(&(dyn ToSql + Sync), Type)]) -> Result<T, postgres::Error>,
+        send: impl FnOnce(
+            &mut Client,
+            &str,
+            &[(&(dyn ToSql + Sync), Type)],
+        ) -> Result<T, postgres::Error>,
     ) -> Result<T, DbError> {
         if values.is_empty() && !has_placeholder(sql) {
             return send(&mut self.client, sql, &[]).map_err(db_error);
@@ -385,23 +388,33 @@ impl Postgres {
         let messages = self.client.simple_query(&sql).map_err(db_error)?;
         self.learn_client_check(&messages);
         let taken = messages.iter().any(|message| {
-            matches!(message, SimpleQueryMessage::Row(row) if row.len() == 1 && row.get(0) == Some("t"))
+            matches!(message, SimpleQueryMessage::Row(row)
+                if row.columns().first().is_some_and(|c| c.name() == "pg_try_advisory_xact_lock")
+                    && row.get(0) == Some("t"))
         });
         if taken {
-            return Ok(Look::Free(if read_lease { lease_row(&messages) } else { None }));
+            return Ok(Look::Free(if read_lease {
+                lease_row(&messages)
+            } else {
+                None
+            }));
         }
         if !block {
             return Ok(Look::Busy);
         }
         self.client.batch_execute(XACT_LOCK).map_err(db_error)?;
         // What was read before the wait is out of date.
-        Ok(Look::Free(if read_lease { self.read_lease()? } else { None }))
+        Ok(Look::Free(if read_lease {
+            self.read_lease()?
+        } else {
+            None
+        }))
     }
 
     /// After the first transaction set the client check through pg_settings: whether the
     /// server has the setting (then `SET LOCAL` from now on), or not (then never again).
     fn learn_client_check(&mut self, messages: &[SimpleQueryMessage]) {
-        if self.client_check != ClientCheck::PerTransactionUnknown {
+        if self.client_check != ClientCheck::Unknown {
             return;
         }
         // The second statement's (after BEGIN's).
@@ -414,9 +427,9 @@ impl Postgres {
             .nth(1)
             .unwrap_or(0);
         self.client_check = if set > 0 {
-            ClientCheck::PerTransaction
+            ClientCheck::SetLocal
         } else {
-            ClientCheck::AtStartup
+            ClientCheck::Unavailable
         };
     }
 
@@ -443,7 +456,9 @@ impl Postgres {
     fn claim(&mut self, token: &str) -> Result<Option<LeaseRow>, DbError> {
         if !self.lease_table_exists()? {
             // Under the transaction-level lock: nobody creates it at the same time.
-            self.client.batch_execute(CREATE_LEASE_TABLE).map_err(db_error)?;
+            self.client
+                .batch_execute(CREATE_LEASE_TABLE)
+                .map_err(db_error)?;
             self.lease_table = true;
         }
         if let Some(row) = self.read_lease()? {
@@ -482,7 +497,11 @@ impl Postgres {
 
     /// Ends the transaction a held lock was found in, says once per holder that it waits
     /// and for whom, and pauses before the next look (longer each time, up to a second).
-    fn wait_for(&mut self, holder: Option<&LeaseRow>, waiting: &mut Waiting) -> Result<(), DbError> {
+    fn wait_for(
+        &mut self,
+        holder: Option<&LeaseRow>,
+        waiting: &mut Waiting,
+    ) -> Result<(), DbError> {
         self.rollback_quietly()?;
         let whom = holder.map_or(String::new(), |row| row.token.clone());
         if waiting.told.as_ref() != Some(&whom) {
@@ -534,8 +553,7 @@ impl Postgres {
             if lease.state == LeaseState::Pending {
                 lease.state = LeaseState::Held;
                 if lease.heartbeat.is_none() {
-                    lease.heartbeat =
-                        Some(Heartbeat::start(self.url.clone(), lease.token.clone()));
+                    lease.heartbeat = Some(Heartbeat::start(self.url.clone(), lease.token.clone()));
                 }
             }
         }
@@ -983,7 +1001,15 @@ impl Backend for Postgres {
             return Err(error);
         }
         self.in_transaction = false;
-        self.client.batch_execute("COMMIT").map_err(db_error)?;
+        if let Err(error) = self.client.batch_execute("COMMIT") {
+            // A lease row the transaction wrote did not commit with it.
+            if let Some(lease) = self.lease.as_mut() {
+                if lease.state == LeaseState::Pending {
+                    lease.state = LeaseState::Unclaimed;
+                }
+            }
+            return Err(db_error(error));
+        }
         self.lease_committed();
         Ok(())
     }

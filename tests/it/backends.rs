@@ -148,10 +148,7 @@ fn postgres_project(pooled: bool) -> TestProject {
 fn lock_in_thread(
     url: String,
     span: upgrader::db::LockSpan,
-) -> (
-    std::sync::mpsc::Receiver<()>,
-    std::thread::JoinHandle<()>,
-) {
+) -> (std::sync::mpsc::Receiver<()>, std::thread::JoinHandle<()>) {
     let (taken, receiver) = std::sync::mpsc::channel();
     let thread = std::thread::spawn(move || {
         let mut db = DatabaseUrl::parse(&url).unwrap().connect().unwrap();
@@ -201,8 +198,12 @@ fn postgres_session_lock_holds_across_commits(pooled: bool) {
     assert_eq!(project.query_i64("SELECT count(*) FROM items"), 1);
     a.unlock().unwrap();
     let limit = std::time::Duration::from_secs(20);
-    session.recv_timeout(limit).expect("the waiter got the lock");
-    transaction.recv_timeout(limit).expect("the waiter got the lock");
+    session
+        .recv_timeout(limit)
+        .expect("the waiter got the lock");
+    transaction
+        .recv_timeout(limit)
+        .expect("the waiter got the lock");
     session_thread.join().unwrap();
     transaction_thread.join().unwrap();
     assert_eq!(
@@ -236,7 +237,11 @@ fn postgres_session_lock_of_a_dead_process_is_taken_over(pooled: bool) {
     crate::util::wait_for(
         std::time::Duration::from_secs(30),
         "the slow step to start",
-        || project.lock_json().is_some_and(|lock| lock["step"] == "slow"),
+        || {
+            project
+                .lock_json()
+                .is_some_and(|lock| lock["step"] == "slow")
+        },
     );
     let (session, thread) = lock_in_thread(project.url.clone().unwrap(), LockSpan::Session);
     assert_still_waiting(&session);

@@ -106,13 +106,20 @@ fn workflow_through_pgbouncer() {
 /// fixed and the lock file cleared, goes through.
 #[test]
 fn failures_through_pgbouncer_leave_nothing_held() {
-    let project = pooled("1.3.0", MANIFEST);
-    let broken = MANIFEST.replace("VALUES (3, 'three')", "VALUES (3, 'three', 'extra')");
+    let project = pooled("1.0.0", MANIFEST);
+    project.run(&["run"]).assert_code(0);
+    project.write("VERSION", "1.3.0\n");
+    let broken = MANIFEST.replace("VALUES (1, 'one')", "VALUES (1, 'one', 'extra')");
     project.write("upgrade.xml", &broken);
-    project.run(&["run"]).assert_code(1);
-    assert_eq!(project.recorded_version(), None);
+    project
+        .run(&["run"])
+        .assert_code(1)
+        .assert_stderr("the whole run was rolled back");
+    assert_eq!(project.recorded_version().as_deref(), Some("1.0.0"));
     assert_nothing_held(&project);
     project.run(&["unlock"]).assert_code(0);
+    let broken = MANIFEST.replace("VALUES (3, 'three')", "VALUES (3, 'three', 'extra')");
+    project.write("upgrade.xml", &broken);
     project
         .run(&["run", "--transaction", "per-step"])
         .assert_code(1)
@@ -139,9 +146,7 @@ fn racing_manifest(rounds: usize) -> String {
             slow_sql(Backend::Postgres, 0.3)
         ));
     }
-    format!(
-        "<upgrade project=\"test\" initial-version=\"1.0.0\">\n{steps}</upgrade>\n"
-    )
+    format!("<upgrade project=\"test\" initial-version=\"1.0.0\">\n{steps}</upgrade>\n")
 }
 
 fn spawn(host: &TestProject, args: &[&str]) -> Child {

@@ -161,7 +161,11 @@ impl TestProject {
     /// Makes every command reach this project's PostgreSQL database through the test
     /// PgBouncer (transaction pooling); the test's own reads still go to the server.
     pub fn through_pgbouncer(mut self) -> TestProject {
-        assert_eq!(self.backend, Backend::Postgres, "PgBouncer pools PostgreSQL only");
+        assert_eq!(
+            self.backend,
+            Backend::Postgres,
+            "PgBouncer pools PostgreSQL only"
+        );
         let direct = self.url.clone().expect("a PostgreSQL URL");
         self.url = Some(crate::servers::through_pgbouncer(&direct));
         self.direct_url = Some(direct);
