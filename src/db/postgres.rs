@@ -1165,6 +1165,43 @@ impl Drop for Postgres {
 mod tests {
     use super::*;
 
+    fn row(host: &str, pid: i64, expired: bool) -> LeaseRow {
+        LeaseRow {
+            token: "theirs".into(),
+            host: host.into(),
+            pid,
+            since: "2026-01-01 00:00:00+00".into(),
+            expired,
+        }
+    }
+
+    /// Who waits for a lease row: anyone but its holder, until it expires or (on the same
+    /// host) its process is gone.
+    #[test]
+    fn a_lease_blocks_until_it_expires_or_its_process_is_gone() {
+        let me = i64::from(std::process::id());
+        let gone = i64::from(u32::MAX); // above any pid_max
+        assert!(row("elsewhere", me, false).blocks(None));
+        assert!(row("elsewhere", gone, false).blocks(Some("mine")));
+        assert!(!row("elsewhere", me, true).blocks(None));
+        assert!(row(this_host(), me, false).blocks(None));
+        assert!(!row(this_host(), gone, false).blocks(None));
+        assert!(!row(this_host(), me, false).blocks(Some("theirs")));
+        assert!(process_alive(me));
+    }
+
+    #[test]
+    fn finds_placeholders_outside_quotes() {
+        assert!(has_placeholder("SELECT ?"));
+        assert!(!has_placeholder("SELECT '?', \"?\" -- ?\n"));
+        assert!(!has_placeholder("SELECT 1"));
+    }
+
+    #[test]
+    fn tokens_differ() {
+        assert_ne!(new_token(), new_token());
+    }
+
     /// The advisory lock key every upgrader process takes ("upgrader" in ASCII), as the
     /// lock statements spell it.
     #[test]
