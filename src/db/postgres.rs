@@ -69,13 +69,14 @@ struct Described {
 /// How a transaction that holds the upgrade lock asks the server to abort its statement
 /// should its client die. The startup option does that for a direct connection; behind a
 /// pooler the server connection is not the client's (PgBouncer refuses the option, or
-/// drops it when told to ignore it), yet inside a transaction it is: so it is set there
-/// too, in the round trip that begins the transaction.
+/// drops it when told to ignore it), yet inside a transaction it is: so there it is set
+/// in each locked transaction, in the round trip that begins it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ClientCheck {
-    /// The server has no such setting (before 14).
-    Unavailable,
-    /// Not known yet whether the server has it.
+    /// Nothing to add: the startup option set it, or the server has no such setting
+    /// (before 14).
+    Done,
+    /// Not known yet: the first locked transaction finds out (and sets it).
     Unknown,
     /// Set with `SET LOCAL`.
     SetLocal,
@@ -85,10 +86,10 @@ impl ClientCheck {
     /// The statements (each ending in `; `) that set it for the transaction just begun.
     fn sql(self) -> &'static str {
         match self {
-            ClientCheck::Unavailable => "",
-            // Through set_config over pg_settings: no error on a server without it.
+            ClientCheck::Done => "",
+            // The value before, and set: no error on a server without the setting.
             ClientCheck::Unknown => {
-                "SELECT set_config(name, '1000', true) FROM pg_catalog.pg_settings \
+                "SELECT setting, set_config(name, '1000', true) FROM pg_catalog.pg_settings \
                  WHERE name = 'client_connection_check_interval'; "
             }
             ClientCheck::SetLocal => "SET LOCAL client_connection_check_interval = 1000; ",
@@ -287,10 +288,7 @@ impl Postgres {
             // A server before 14 refuses the unknown setting at startup: connect without it.
             Err(error) if error.code() == Some(&SqlState::UNDEFINED_OBJECT) => {
                 log::debug!("client_connection_check_interval not set: {error}");
-                (
-                    plain.connect(NoTls).map_err(fail)?,
-                    ClientCheck::Unavailable,
-                )
+                (plain.connect(NoTls).map_err(fail)?, ClientCheck::Done)
             }
             // A pooler: the locked transactions set it (see `ClientCheck`).
             Err(error) if refused_startup_option(&error) => {
@@ -411,25 +409,24 @@ impl Postgres {
         }))
     }
 
-    /// After the first transaction set the client check through pg_settings: whether the
-    /// server has the setting (then `SET LOCAL` from now on), or not (then never again).
+    /// After the first locked transaction set the client check through pg_settings:
+    /// whether the startup option had set it (or the server lacks it), or each locked
+    /// transaction has to.
     fn learn_client_check(&mut self, messages: &[SimpleQueryMessage]) {
         if self.client_check != ClientCheck::Unknown {
             return;
         }
-        // The second statement's (after BEGIN's).
-        let set = messages
-            .iter()
-            .filter_map(|m| match m {
-                SimpleQueryMessage::CommandComplete(rows) => Some(*rows),
-                _ => None,
-            })
-            .nth(1)
-            .unwrap_or(0);
-        self.client_check = if set > 0 {
-            ClientCheck::SetLocal
-        } else {
-            ClientCheck::Unavailable
+        let before = messages.iter().find_map(|message| match message {
+            SimpleQueryMessage::Row(row)
+                if row.columns().first().is_some_and(|c| c.name() == "setting") =>
+            {
+                Some(row.get(0).unwrap_or_default().to_string())
+            }
+            _ => None,
+        });
+        self.client_check = match before.as_deref() {
+            Some("1000") | None => ClientCheck::Done,
+            Some(_) => ClientCheck::SetLocal,
         };
     }
 

@@ -273,3 +273,30 @@ fn postgres_session_lock_of_a_dead_process_is_taken_over_direct() {
 fn postgres_session_lock_of_a_dead_process_is_taken_over_through_pgbouncer() {
     postgres_session_lock_of_a_dead_process_is_taken_over(true);
 }
+
+/// Through PgBouncer, which refuses the startup option, every transaction that holds the
+/// upgrade lock still asks the server to watch for a dead client (the first finds out
+/// how, the later ones just do it), and nothing of it outlives the transaction.
+#[test]
+fn postgres_locked_transactions_check_for_a_dead_client_through_pgbouncer() {
+    use upgrader::db::LockSpan;
+    let project = postgres_project(true);
+    let mut db = connect(&project);
+    let setting = |db: &mut Box<dyn upgrader::db::Backend>| {
+        db.query(
+            "SELECT current_setting('client_connection_check_interval')",
+            &[],
+        )
+        .unwrap()[0][0]
+            .as_text()
+            .map(str::to_string)
+    };
+    db.lock(LockSpan::Transaction).unwrap();
+    for _ in 0..2 {
+        db.begin().unwrap();
+        assert_eq!(setting(&mut db).as_deref(), Some("1s"));
+        db.commit().unwrap();
+    }
+    db.unlock().unwrap();
+    assert_eq!(setting(&mut db).as_deref(), Some("0"));
+}
