@@ -1,31 +1,271 @@
 //! The PostgreSQL backend (postgres crate). DDL is transactional here, so a failed run
-//! rolls back completely. The database-level lock is a session advisory lock, held from
-//! the run's first transaction until its connection closes.
+//! rolls back completely.
+//!
+//! Nothing this backend leaves on the server outlives the process, even behind a
+//! transaction-pooling connection pooler (PgBouncer), where consecutive transactions of one
+//! client may run on different server connections and a server connection outlives its
+//! client: statements are unnamed (or prepared and closed inside one transaction), and the
+//! database-level lock is a transaction-level advisory lock, taken in every transaction
+//! while the lock is held, plus, for a lock that must hold between commits, a lease row in
+//! `upgrader_lock` that a heartbeat renews (see [`LeaseRow`]).
 
+use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use postgres::error::SqlState;
 use postgres::types::{ToSql, Type};
-use postgres::{Client, NoTls};
+use postgres::{Client, NoTls, SimpleQueryMessage};
 
 use super::{Backend, DbError, LockSpan, ServerUrl, StatementLimit, Value};
 use crate::sql::Dialect;
 
-/// The advisory lock key every upgrader process takes on a database ("upgrader" in ASCII).
-const ADVISORY_KEY: i64 = 0x7570_6772_6164_6572;
+/// Takes the transaction-level upgrade lock if it is free, saying whether it did.
+const XACT_TRY_LOCK: &str = "SELECT pg_try_advisory_xact_lock(8462377440787064178)";
+
+/// Takes the transaction-level upgrade lock: released by the server when the transaction
+/// ends, however it ends, so a pooled server connection never keeps it.
+const XACT_LOCK: &str = "SELECT pg_advisory_xact_lock(8462377440787064178)";
+
+/// How long a lease row keeps others out without being renewed.
+const LEASE: Duration = Duration::from_secs(30);
+
+/// How often the heartbeat renews a lease.
+const RENEW_EVERY: Duration = Duration::from_secs(5);
+
+/// A holder whose heartbeat has not renewed its lease for this long gives it up (before
+/// anyone else may take it over at [`LEASE`]).
+const LOST_AFTER: Duration = Duration::from_secs(20);
+
+/// The longest pause between two looks at a held lock.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// A connection to a PostgreSQL database.
 pub struct Postgres {
     client: Client,
+    url: ServerUrl,
     in_transaction: bool,
-    lock_held: bool,
-    prepared: std::collections::HashMap<String, postgres::Statement>,
+    /// How long the database-level lock must hold, while it is held.
+    span: Option<LockSpan>,
+    /// The lease of a [`LockSpan::Session`] lock.
+    lease: Option<Lease>,
+    /// Parameter types the server inferred, per statement (as written, with `?`).
+    described: HashMap<String, Arc<Described>>,
+    /// Whether `upgrader_lock` is known to exist (it is never dropped by upgrader).
+    lease_table: bool,
+    /// How each locked transaction asks the server to watch for a dead client.
+    client_check: ClientCheck,
+}
+
+/// A statement's placeholders numbered for PostgreSQL and the types the server inferred
+/// for them.
+struct Described {
+    numbered: String,
+    types: Vec<Type>,
+}
+
+/// How a transaction that holds the upgrade lock asks the server to abort its statement
+/// should its client die. The startup option does that for a direct connection; behind a
+/// pooler the server connection is not the client's (PgBouncer refuses the option, or
+/// drops it when told to ignore it), yet inside a transaction it is: so there it is set
+/// in each locked transaction, in the round trip that begins it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientCheck {
+    /// Nothing to add: the startup option set it, or the server has no such setting
+    /// (before 14).
+    Done,
+    /// Not known yet: the first locked transaction finds out (and sets it).
+    Unknown,
+    /// Set with `SET LOCAL`.
+    SetLocal,
+}
+
+impl ClientCheck {
+    /// The statements (each ending in `; `) that set it for the transaction just begun.
+    fn sql(self) -> &'static str {
+        match self {
+            ClientCheck::Done => "",
+            // The value before, and set: no error on a server without the setting.
+            ClientCheck::Unknown => {
+                "SELECT setting, set_config(name, '1000', true) FROM pg_catalog.pg_settings \
+                 WHERE name = 'client_connection_check_interval'; "
+            }
+            ClientCheck::SetLocal => "SET LOCAL client_connection_check_interval = 1000; ",
+        }
+    }
+}
+
+/// The lease of a [`LockSpan::Session`] lock: this process's row in `upgrader_lock`.
+struct Lease {
+    /// Says which process's row it is; unique per `lock` call.
+    token: String,
+    state: LeaseState,
+    heartbeat: Option<Heartbeat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LeaseState {
+    /// The row is committed: others wait for it.
+    Held,
+    /// The row was written in the open transaction; it holds once that commits.
+    Pending,
+    /// The row was rolled back with its transaction: the next `begin` claims it again.
+    Unclaimed,
+}
+
+/// The row of `upgrader_lock` (one at most), as a waiter sees it.
+#[derive(Debug, Clone)]
+struct LeaseRow {
+    token: String,
+    host: String,
+    pid: i64,
+    since: String,
+    expired: bool,
+}
+
+impl LeaseRow {
+    /// Whether someone else holds it and may still be alive: its lease has not expired,
+    /// and it is not a process of this host that is gone (taken over at once).
+    fn blocks(&self, token: Option<&str>) -> bool {
+        if token == Some(self.token.as_str()) || self.expired {
+            return false;
+        }
+        self.host != this_host() || process_alive(self.pid)
+    }
+}
+
+/// Renews a lease from a thread of its own, over a connection of its own (opened when
+/// first needed), so that a long statement or a step outside any transaction keeps it.
+struct Heartbeat {
+    stop: mpsc::Sender<()>,
+    lost: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Heartbeat {
+    fn start(url: ServerUrl, token: String) -> Heartbeat {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let lost = Arc::new(AtomicBool::new(false));
+        let flag = lost.clone();
+        let thread = std::thread::Builder::new()
+            .name("upgrader-lease".into())
+            .spawn(move || {
+                let mut client: Option<Client> = None;
+                let mut renewed = Instant::now();
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(RENEW_EVERY) {
+                    match renew(&url, &mut client, &token) {
+                        Ok(true) => renewed = Instant::now(),
+                        Ok(false) => {
+                            log::error!(
+                                "the database upgrade lock was taken over by another process"
+                            );
+                            flag.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                        Err(error) => {
+                            log::warn!("cannot renew the database upgrade lock: {error}");
+                            client = None;
+                            if renewed.elapsed() >= LOST_AFTER {
+                                flag.store(true, Ordering::SeqCst);
+                                return;
+                            }
+                        }
+                    }
+                }
+            })
+            .ok();
+        Heartbeat { stop, lost, thread }
+    }
+
+    fn lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        let _ = self.stop.send(());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One renewal: `false` when the row is no longer this holder's.
+fn renew(url: &ServerUrl, client: &mut Option<Client>, token: &str) -> Result<bool, DbError> {
+    if client.is_none() {
+        let mut config = config(url)?;
+        config.connect_timeout(RENEW_EVERY);
+        *client = Some(config.connect(NoTls).map_err(|e| {
+            DbError::new(format!(
+                "cannot connect to {url}: {}",
+                url.scrub(&db_error(e).message)
+            ))
+        })?);
+    }
+    let Some(client) = client.as_mut() else {
+        return Ok(false);
+    };
+    let changed = client
+        .execute_typed(
+            "UPDATE upgrader_lock SET expires_at = clock_timestamp() + $2 * interval '1 second' \
+             WHERE token = $1",
+            &[(&token, Type::TEXT), (&LEASE.as_secs_f64(), Type::FLOAT8)],
+        )
+        .map_err(db_error)?;
+    Ok(changed > 0)
+}
+
+/// This host's name, as the lease row records it.
+fn this_host() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| gethostname::gethostname().to_string_lossy().into_owned())
+}
+
+/// Whether a process of this host is alive; `true` when that cannot be known (no
+/// `/proc`), so that a lease is then only ever taken over once it has expired.
+fn process_alive(pid: i64) -> bool {
+    let proc = std::path::Path::new("/proc");
+    if !proc.join("self").exists() {
+        return true;
+    }
+    pid <= 0 || proc.join(pid.to_string()).exists()
+}
+
+/// A token no other lock holder has: host, process, time and a per-process counter.
+fn new_token() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{}:{}:{nanos:x}:{}",
+        this_host(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// Should upgrader die mid-statement, the server notices within a second and rolls back,
 /// instead of finishing a long statement for a client that is gone and holding the upgrade
 /// lock meanwhile. A startup option: it costs no round trip (PostgreSQL 14 and later).
 const CHECK_CLIENT: &str = "-c client_connection_check_interval=1000";
+
+/// The driver's configuration for a URL; the password never appears in an error.
+fn config(url: &ServerUrl) -> Result<postgres::Config, DbError> {
+    postgres::Config::from_str(url.expose())
+        .map_err(|e| DbError::new(format!("database URL {url}: {}", url.scrub(&e.to_string()))))
+}
+
+/// A pooler (PgBouncer) refuses startup parameters it does not know, `options` among them.
+fn refused_startup_option(error: &postgres::Error) -> bool {
+    error.code() == Some(&SqlState::PROTOCOL_VIOLATION)
+        && error
+            .as_db_error()
+            .is_some_and(|db| db.message().contains("startup parameter"))
+}
 
 impl Postgres {
     /// Connects; the URL's password never appears in an error.
@@ -36,51 +276,363 @@ impl Postgres {
                 url.scrub(&db_error(error).message)
             ))
         };
-        let mut config = postgres::Config::from_str(url.expose()).map_err(|e| {
-            DbError::new(format!("database URL {url}: {}", url.scrub(&e.to_string())))
-        })?;
+        let mut config = config(url)?;
         let plain = config.clone();
         let options = match config.get_options() {
             Some(given) if !given.trim().is_empty() => format!("{given} {CHECK_CLIENT}"),
             _ => CHECK_CLIENT.to_string(),
         };
         config.options(&options);
-        let client = match config.connect(NoTls) {
-            Ok(client) => client,
+        let (client, client_check) = match config.connect(NoTls) {
+            Ok(client) => (client, ClientCheck::Unknown),
             // A server before 14 refuses the unknown setting at startup: connect without it.
             Err(error) if error.code() == Some(&SqlState::UNDEFINED_OBJECT) => {
                 log::debug!("client_connection_check_interval not set: {error}");
-                plain.connect(NoTls).map_err(fail)?
+                (plain.connect(NoTls).map_err(fail)?, ClientCheck::Done)
+            }
+            // A pooler: the locked transactions set it (see `ClientCheck`).
+            Err(error) if refused_startup_option(&error) => {
+                log::debug!("startup options refused (a connection pooler): {error}");
+                (plain.connect(NoTls).map_err(fail)?, ClientCheck::Unknown)
             }
             Err(error) => return Err(fail(error)),
         };
         Ok(Postgres {
             client,
+            url: url.clone(),
             in_transaction: false,
-            lock_held: false,
-            prepared: std::collections::HashMap::new(),
+            span: None,
+            lease: None,
+            described: HashMap::new(),
+            lease_table: false,
+            client_check,
         })
     }
 }
 
 impl Postgres {
-    /// Prepares a statement once per connection: a plugin that runs the same UPDATE for
-    /// every row pays the parse round trip once.
-    fn prepare(&mut self, sql: &str) -> Result<postgres::Statement, DbError> {
-        if let Some(statement) = self.prepared.get(sql) {
-            return Ok(statement.clone());
+    /// The parameter types the server infers for a statement, asked once per connection:
+    /// a plugin that runs the same UPDATE for every row pays the round trip once. The
+    /// statement is prepared and closed inside one transaction, so that behind a pooler
+    /// the close reaches the server connection the prepare did, and no named statement
+    /// is left on a server connection another client gets next.
+    fn describe(&mut self, sql: &str) -> Result<Arc<Described>, DbError> {
+        if let Some(described) = self.described.get(sql) {
+            return Ok(described.clone());
         }
-        let statement = self.client.prepare(&numbered(sql)).map_err(db_error)?;
-        if self.prepared.len() >= PREPARED_KEPT {
-            self.prepared.clear();
+        let numbered = numbered(sql);
+        let own_transaction = !self.in_transaction;
+        if own_transaction {
+            self.client.batch_execute("BEGIN").map_err(db_error)?;
         }
-        self.prepared.insert(sql.to_string(), statement.clone());
-        Ok(statement)
+        let prepared = self.client.prepare(&numbered);
+        // Dropping the statement sends its close, ahead of anything sent after it.
+        let types = prepared.map(|statement| statement.params().to_vec());
+        if own_transaction {
+            // The statement ran nothing: nothing to commit.
+            self.client.batch_execute("ROLLBACK").map_err(db_error)?;
+        }
+        let described = Arc::new(Described {
+            numbered,
+            types: types.map_err(db_error)?,
+        });
+        if self.described.len() >= DESCRIBED_KEPT {
+            self.described.clear();
+        }
+        self.described.insert(sql.to_string(), described.clone());
+        Ok(described)
+    }
+
+    /// Sends a statement as an unnamed one, with its values converted to the types the
+    /// server inferred.
+    fn run_typed<T>(
+        &mut self,
+        sql: &str,
+        values: &[Value],
+        send: impl FnOnce(
+            &mut Client,
+            &str,
+            &[(&(dyn ToSql + Sync), Type)],
+        ) -> Result<T, postgres::Error>,
+    ) -> Result<T, DbError> {
+        if values.is_empty() && !has_placeholder(sql) {
+            return send(&mut self.client, sql, &[]).map_err(db_error);
+        }
+        let described = self.describe(sql)?;
+        let boxed = params(&described.types, values)?;
+        let typed: Vec<(&(dyn ToSql + Sync), Type)> = boxed
+            .iter()
+            .zip(&described.types)
+            .map(|(value, kind)| (value.as_ref() as &(dyn ToSql + Sync), kind.clone()))
+            .collect();
+        send(&mut self.client, &described.numbered, &typed).map_err(db_error)
+    }
+
+    /// Opens a transaction and takes the transaction-level upgrade lock in it, in one
+    /// round trip when nobody holds it; when `read_lease` is asked for, the same round
+    /// trip also reads the lease row (whose table must then exist). When another
+    /// transaction holds the lock, `block` waits for it (a holder, whom others keep out
+    /// only for a moment), else the answer is [`Look::Busy`], with the transaction open:
+    /// a waiter must not sit on a pooled server connection the holder may need.
+    fn begin_locked(&mut self, read_lease: bool, block: bool) -> Result<Look, DbError> {
+        let check = self.client_check.sql();
+        let sql = if read_lease {
+            format!("BEGIN; {check}{XACT_TRY_LOCK}; {LEASE_ROW}")
+        } else {
+            format!("BEGIN; {check}{XACT_TRY_LOCK}")
+        };
+        // Whatever fails from here on leaves a transaction to roll back.
+        self.in_transaction = true;
+        let messages = self.client.simple_query(&sql).map_err(db_error)?;
+        self.learn_client_check(&messages);
+        let taken = messages.iter().any(|message| {
+            matches!(message, SimpleQueryMessage::Row(row)
+                if row.columns().first().is_some_and(|c| c.name() == "pg_try_advisory_xact_lock")
+                    && row.get(0) == Some("t"))
+        });
+        if taken {
+            return Ok(Look::Free(if read_lease {
+                lease_row(&messages)
+            } else {
+                None
+            }));
+        }
+        if !block {
+            return Ok(Look::Busy);
+        }
+        self.client.batch_execute(XACT_LOCK).map_err(db_error)?;
+        // What was read before the wait is out of date.
+        Ok(Look::Free(if read_lease {
+            self.read_lease()?
+        } else {
+            None
+        }))
+    }
+
+    /// After the first locked transaction set the client check through pg_settings:
+    /// whether the startup option had set it (or the server lacks it), or each locked
+    /// transaction has to.
+    fn learn_client_check(&mut self, messages: &[SimpleQueryMessage]) {
+        if self.client_check != ClientCheck::Unknown {
+            return;
+        }
+        let before = messages.iter().find_map(|message| match message {
+            SimpleQueryMessage::Row(row)
+                if row.columns().first().is_some_and(|c| c.name() == "setting") =>
+            {
+                Some(row.get(0).unwrap_or_default().to_string())
+            }
+            _ => None,
+        });
+        self.client_check = match before.as_deref() {
+            Some("1000") | None => ClientCheck::Done,
+            Some(_) => ClientCheck::SetLocal,
+        };
+    }
+
+    /// Whether `upgrader_lock` exists (remembered once it does), inside the transaction.
+    fn lease_table_exists(&mut self) -> Result<bool, DbError> {
+        if !self.lease_table {
+            self.lease_table = self.table_exists("upgrader_lock")?;
+        }
+        Ok(self.lease_table)
+    }
+
+    /// The lease row, inside a transaction holding the transaction-level lock.
+    fn read_lease(&mut self) -> Result<Option<LeaseRow>, DbError> {
+        if !self.lease_table_exists()? {
+            return Ok(None);
+        }
+        let messages = self.client.simple_query(LEASE_ROW).map_err(db_error)?;
+        Ok(lease_row(&messages))
+    }
+
+    /// Inside a transaction holding the transaction-level lock: writes this process's
+    /// lease row (creating the table when needed), unless another live holder has one,
+    /// which is returned.
+    fn claim(&mut self, token: &str) -> Result<Option<LeaseRow>, DbError> {
+        if !self.lease_table_exists()? {
+            // Under the transaction-level lock: nobody creates it at the same time.
+            self.client
+                .batch_execute(CREATE_LEASE_TABLE)
+                .map_err(db_error)?;
+            self.lease_table = true;
+        }
+        if let Some(row) = self.read_lease()? {
+            if row.blocks(Some(token)) {
+                return Ok(Some(row));
+            }
+            if row.token != token {
+                log::warn!(
+                    "taking over the database upgrade lock of upgrader pid {} on host {}: {}",
+                    row.pid,
+                    row.host,
+                    if row.expired {
+                        "its lease expired"
+                    } else {
+                        "the process is gone"
+                    }
+                );
+            }
+        }
+        self.client
+            .execute_typed(
+                "INSERT INTO upgrader_lock (id, token, host, pid, acquired_at, expires_at) \
+                 VALUES (1, $1, $2, $3, clock_timestamp(), clock_timestamp() + $4 * interval '1 second') \
+                 ON CONFLICT (id) DO UPDATE SET token = excluded.token, host = excluded.host, \
+                 pid = excluded.pid, acquired_at = excluded.acquired_at, expires_at = excluded.expires_at",
+                &[
+                    (&token, Type::TEXT),
+                    (&this_host(), Type::TEXT),
+                    (&i64::from(std::process::id()), Type::INT8),
+                    (&LEASE.as_secs_f64(), Type::FLOAT8),
+                ],
+            )
+            .map_err(db_error)?;
+        Ok(None)
+    }
+
+    /// Ends the transaction a held lock was found in, says once per holder that it waits
+    /// and for whom, and pauses before the next look (longer each time, up to a second).
+    fn wait_for(
+        &mut self,
+        holder: Option<&LeaseRow>,
+        waiting: &mut Waiting,
+    ) -> Result<(), DbError> {
+        self.rollback_quietly()?;
+        let whom = holder.map_or(String::new(), |row| row.token.clone());
+        if waiting.told.as_ref() != Some(&whom) {
+            match holder {
+                Some(row) => log::warn!(
+                    "waiting for the database upgrade lock, held by upgrader pid {} on host {} since {}",
+                    row.pid,
+                    row.host,
+                    row.since
+                ),
+                None => log::warn!(
+                    "waiting for the database upgrade lock, held by another upgrader's transaction"
+                ),
+            }
+            waiting.told = Some(whom);
+        }
+        waiting.pause = (waiting.pause * 2).clamp(Duration::from_millis(10), MAX_BACKOFF);
+        std::thread::sleep(waiting.pause);
+        Ok(())
+    }
+
+    /// Rolls back whatever is open; a lease row the transaction wrote is gone with it.
+    fn rollback_quietly(&mut self) -> Result<(), DbError> {
+        self.in_transaction = false;
+        if let Some(lease) = self.lease.as_mut() {
+            if lease.state == LeaseState::Pending {
+                lease.state = LeaseState::Unclaimed;
+            }
+        }
+        self.client.batch_execute("ROLLBACK").map_err(db_error)
+    }
+
+    /// The error for a lease the heartbeat could not keep.
+    fn check_lease(&self) -> Result<(), DbError> {
+        match &self.lease {
+            Some(Lease {
+                heartbeat: Some(heartbeat),
+                ..
+            }) if heartbeat.lost() => Err(DbError::new(
+                "the database upgrade lock was lost: its lease in upgrader_lock could not be renewed in time (see the log)",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Once a lease row is committed: others wait for it, and the heartbeat keeps it.
+    fn lease_committed(&mut self) {
+        if let Some(lease) = self.lease.as_mut() {
+            if lease.state == LeaseState::Pending {
+                lease.state = LeaseState::Held;
+                if lease.heartbeat.is_none() {
+                    lease.heartbeat = Some(Heartbeat::start(self.url.clone(), lease.token.clone()));
+                }
+            }
+        }
+    }
+
+    /// Before a commit makes a pending lease row durable: its lease counts from now, not
+    /// from when the transaction wrote it.
+    fn renew_pending(&mut self) -> Result<(), DbError> {
+        if let Some(lease) = &self.lease {
+            if lease.state == LeaseState::Pending {
+                let token = lease.token.clone();
+                self.client
+                    .execute_typed(
+                        "UPDATE upgrader_lock SET expires_at = clock_timestamp() + $2 * interval '1 second' \
+                         WHERE token = $1",
+                        &[(&token, Type::TEXT), (&LEASE.as_secs_f64(), Type::FLOAT8)],
+                    )
+                    .map_err(db_error)?;
+            }
+        }
+        Ok(())
     }
 }
 
-/// How many prepared statements a connection keeps.
-const PREPARED_KEPT: usize = 64;
+/// The error for a lock another live holder has, where waiting is not possible (inside a
+/// transaction that holds the transaction-level lock the holder needs).
+fn held_by(holder: &LeaseRow) -> DbError {
+    DbError::new(format!(
+        "the database upgrade lock is held by upgrader pid {} on host {} since {}",
+        holder.pid, holder.host, holder.since
+    ))
+}
+
+/// What a look at the transaction-level lock found.
+enum Look {
+    /// Taken, in the open transaction; the lease row, when it was asked for.
+    Free(Option<LeaseRow>),
+    /// Another transaction holds it.
+    Busy,
+}
+
+/// A wait for the lock: the holder last reported, and the pause before the next look.
+#[derive(Default)]
+struct Waiting {
+    told: Option<String>,
+    pause: Duration,
+}
+
+/// The lease table: one row at most, the holder of a lock that outlives commits.
+const CREATE_LEASE_TABLE: &str = "CREATE TABLE upgrader_lock (\
+     id integer PRIMARY KEY CHECK (id = 1), \
+     token text NOT NULL, \
+     host text NOT NULL, \
+     pid bigint NOT NULL, \
+     acquired_at timestamptz NOT NULL, \
+     expires_at timestamptz NOT NULL)";
+
+/// The lease row, as text columns: token, host, pid, since, expired.
+const LEASE_ROW: &str = "SELECT token, host, pid::text, acquired_at::text, \
+     (expires_at <= clock_timestamp())::text FROM upgrader_lock WHERE id = 1";
+
+/// The lease row among a simple query's answers.
+fn lease_row(messages: &[SimpleQueryMessage]) -> Option<LeaseRow> {
+    messages.iter().rev().find_map(|message| match message {
+        SimpleQueryMessage::Row(row) if row.len() == 5 => Some(LeaseRow {
+            token: row.get(0)?.to_string(),
+            host: row.get(1)?.to_string(),
+            pid: row.get(2)?.parse().ok()?,
+            since: row.get(3)?.to_string(),
+            expired: row.get(4)? == "true",
+        }),
+        _ => None,
+    })
+}
+
+/// How many statements' parameter types a connection keeps.
+const DESCRIBED_KEPT: usize = 64;
+
+/// Whether a statement has a `?` placeholder (outside strings, names and comments).
+fn has_placeholder(sql: &str) -> bool {
+    sql.contains('?') && numbered(sql) != sql
+}
 
 /// Statements are written with `?` placeholders; PostgreSQL numbers them (`$1`, `$2`…).
 /// A `?` inside a string, quoted name, dollar quote or comment is left alone.
@@ -282,74 +834,201 @@ impl Backend for Postgres {
     }
 
     fn execute_params(&mut self, sql: &str, values: &[Value]) -> Result<u64, DbError> {
-        let statement = self.prepare(sql)?;
-        let boxed = params(statement.params(), values)?;
-        let refs: Vec<&(dyn ToSql + Sync)> = boxed.iter().map(|b| b.as_ref()).collect();
-        self.client.execute(&statement, &refs).map_err(db_error)
+        self.run_typed(sql, values, |client, sql, typed| {
+            client.execute_typed(sql, typed)
+        })
     }
 
     fn query(&mut self, sql: &str, values: &[Value]) -> Result<Vec<Vec<Value>>, DbError> {
-        let statement = self.prepare(sql)?;
-        let boxed = params(statement.params(), values)?;
-        let refs: Vec<&(dyn ToSql + Sync)> = boxed.iter().map(|b| b.as_ref()).collect();
-        let rows = self.client.query(&statement, &refs).map_err(db_error)?;
+        let rows = self.run_typed(sql, values, |client, sql, typed| {
+            client.query_typed(sql, typed)
+        })?;
         rows.iter()
             .map(|row| (0..row.len()).map(|index| read(row, index)).collect())
             .collect()
     }
 
-    fn lock(&mut self, _span: LockSpan) -> Result<(), DbError> {
-        if self.lock_held {
+    fn lock(&mut self, span: LockSpan) -> Result<(), DbError> {
+        match (self.span, span) {
+            (Some(LockSpan::Session), _) | (Some(LockSpan::Transaction), LockSpan::Transaction) => {
+                return Ok(())
+            }
+            (None, LockSpan::Transaction) => {
+                if self.in_transaction {
+                    // The open transaction takes it now; later ones in `begin`.
+                    self.client.batch_execute(XACT_LOCK).map_err(db_error)?;
+                    if let Some(holder) = self.read_lease()?.filter(|row| row.blocks(None)) {
+                        return Err(held_by(&holder));
+                    }
+                }
+                self.span = Some(LockSpan::Transaction);
+                return Ok(());
+            }
+            _ => {}
+        }
+        // A lock that outlives commits: a lease row, written under the transaction-level
+        // lock (so nobody else writes or reads it meanwhile) and renewed by a heartbeat.
+        let token = new_token();
+        if self.in_transaction {
+            // Widening: this transaction holds the transaction-level lock already when the
+            // span was Transaction (and `begin` found no other holder); take it otherwise.
+            if self.span.is_none() {
+                self.client.batch_execute(XACT_LOCK).map_err(db_error)?;
+            }
+            if let Some(holder) = self.claim(&token)? {
+                return Err(held_by(&holder));
+            }
+            self.lease = Some(Lease {
+                token,
+                state: LeaseState::Pending,
+                heartbeat: None,
+            });
+            self.span = Some(LockSpan::Session);
             return Ok(());
         }
-        // A session lock, held until `unlock` or until the connection closes (however the
-        // process ends), across the commits of `--transaction per-step`: a second process,
-        // on any host, waits here.
-        let taken = self
-            .client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&ADVISORY_KEY])
-            .map_err(db_error)?
-            .get::<_, bool>(0);
-        if !taken {
-            log::warn!("waiting for the database upgrade lock, held by another upgrader");
-            self.client
-                .execute("SELECT pg_advisory_lock($1)", &[&ADVISORY_KEY])
-                .map_err(db_error)?;
+        let mut waiting = Waiting::default();
+        loop {
+            let look = self.begin_locked(false, false);
+            let claimed = match look {
+                Ok(Look::Free(_)) => self.claim(&token),
+                Ok(Look::Busy) => {
+                    self.wait_for(None, &mut waiting)?;
+                    continue;
+                }
+                Err(error) => Err(error),
+            };
+            match claimed {
+                Ok(None) => break,
+                Ok(Some(holder)) => self.wait_for(Some(&holder), &mut waiting)?,
+                Err(error) => {
+                    let _ = self.rollback_quietly();
+                    return Err(error);
+                }
+            }
         }
-        self.lock_held = true;
+        self.lease = Some(Lease {
+            token,
+            state: LeaseState::Pending,
+            heartbeat: None,
+        });
+        self.span = Some(LockSpan::Session);
+        self.in_transaction = false;
+        if let Err(error) = self.client.batch_execute("COMMIT") {
+            self.lease = None;
+            self.span = None;
+            return Err(db_error(error));
+        }
+        self.lease_committed();
         Ok(())
     }
 
     fn unlock(&mut self) -> Result<(), DbError> {
-        if self.lock_held {
-            self.client
-                .execute("SELECT pg_advisory_unlock($1)", &[&ADVISORY_KEY])
-                .map_err(db_error)?;
-            self.lock_held = false;
+        self.span = None;
+        let Some(mut lease) = self.lease.take() else {
+            return Ok(());
+        };
+        // Stopped first, so that no renewal races the delete.
+        drop(lease.heartbeat.take());
+        if lease.state == LeaseState::Unclaimed {
+            return Ok(());
         }
+        self.client
+            .execute_typed(
+                "DELETE FROM upgrader_lock WHERE token = $1",
+                &[(&lease.token, Type::TEXT)],
+            )
+            .map_err(db_error)?;
         Ok(())
     }
 
     fn begin(&mut self) -> Result<(), DbError> {
-        self.client.batch_execute("BEGIN").map_err(db_error)?;
-        self.in_transaction = true;
-        Ok(())
+        let Some(span) = self.span else {
+            self.in_transaction = true;
+            return self.client.batch_execute("BEGIN").map_err(db_error);
+        };
+        self.check_lease()?;
+        let mut waiting = Waiting::default();
+        loop {
+            let unclaimed = self
+                .lease
+                .as_ref()
+                .map(|lease| (lease.state == LeaseState::Unclaimed).then(|| lease.token.clone()));
+            let result = match (span, unclaimed) {
+                // This process's committed lease keeps other holders out; the
+                // transaction-level lock keeps out those who only take that, and they
+                // only ever hold it for a moment.
+                (LockSpan::Session, Some(None)) => self.begin_locked(false, true).map(|_| None),
+                // Its lease row was rolled back with the transaction that wrote it.
+                (LockSpan::Session, Some(Some(token))) => match self.begin_locked(false, false) {
+                    Ok(Look::Free(_)) => {
+                        let claimed = self.claim(&token);
+                        if let (Ok(None), Some(lease)) = (&claimed, self.lease.as_mut()) {
+                            lease.state = LeaseState::Pending;
+                        }
+                        claimed.map(|holder| holder.map(Some))
+                    }
+                    Ok(Look::Busy) => Ok(Some(None)),
+                    Err(error) => Err(error),
+                },
+                // A transaction-long lock: nobody may hold a lease meanwhile.
+                _ => {
+                    let known = self.lease_table;
+                    match self.begin_locked(known, false) {
+                        Ok(Look::Free(row)) => if known { Ok(row) } else { self.read_lease() }
+                            .map(|row| row.filter(|row| row.blocks(None)).map(Some)),
+                        Ok(Look::Busy) => Ok(Some(None)),
+                        Err(error) => Err(error),
+                    }
+                }
+            };
+            match result {
+                Ok(None) => return Ok(()),
+                Ok(Some(holder)) => self.wait_for(holder.as_ref(), &mut waiting)?,
+                Err(error) => {
+                    let _ = self.rollback_quietly();
+                    return Err(error);
+                }
+            }
+        }
     }
 
     fn commit(&mut self) -> Result<(), DbError> {
+        if let Err(error) = self.renew_pending() {
+            let _ = self.rollback();
+            return Err(error);
+        }
         self.in_transaction = false;
-        self.client.batch_execute("COMMIT").map_err(db_error)
+        if let Err(error) = self.client.batch_execute("COMMIT") {
+            // A lease row the transaction wrote did not commit with it.
+            if let Some(lease) = self.lease.as_mut() {
+                if lease.state == LeaseState::Pending {
+                    lease.state = LeaseState::Unclaimed;
+                }
+            }
+            return Err(db_error(error));
+        }
+        self.lease_committed();
+        Ok(())
     }
 
     fn lock_outlives_commit(&self) -> bool {
-        // The advisory lock is a session lock.
-        true
+        // Held by a lease row between transactions (a transaction-long lock is not).
+        self.span != Some(LockSpan::Transaction)
     }
 
     fn commit_and_chain(&mut self) -> Result<bool, DbError> {
-        // The advisory lock is a session lock: the chained transaction still holds it.
+        if self.span != Some(LockSpan::Session)
+            || self.lease.as_ref().map(|l| l.state) != Some(LeaseState::Held)
+        {
+            // The next transaction has to look for a lease or write its own: see `begin`.
+            return Ok(false);
+        }
+        self.check_lease()?;
+        // The lease keeps other holders out between the two transactions; the chained
+        // one takes the transaction-level lock again, in the same round trip.
+        let check = self.client_check.sql();
         self.client
-            .batch_execute("COMMIT AND CHAIN")
+            .batch_execute(&format!("COMMIT AND CHAIN; {check}{XACT_LOCK}"))
             .map_err(db_error)?;
         self.in_transaction = true;
         Ok(true)
@@ -359,8 +1038,7 @@ impl Backend for Postgres {
         if !self.in_transaction {
             return Ok(());
         }
-        self.in_transaction = false;
-        self.client.batch_execute("ROLLBACK").map_err(db_error)
+        self.rollback_quietly()
     }
 
     fn table_exists(&mut self, name: &str) -> Result<bool, DbError> {
@@ -459,15 +1137,77 @@ fn db_error(error: postgres::Error) -> DbError {
             if let Some(detail) = db.detail() {
                 message.push_str(&format!(" ({detail})"));
             }
-            DbError::new(message)
+            let code = db.code().code().to_string();
+            DbError::new(message).with_code(code).with_source(error)
         }
-        None => DbError::new(error),
+        None => DbError::new(&error).with_source(error),
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // A lock still held when the connection goes (an error path that skipped
+        // `unlock`): free it now rather than when its lease runs out.
+        if self.lease.is_some() {
+            if self.in_transaction {
+                let _ = self.rollback_quietly();
+            }
+            if let Err(error) = self.unlock() {
+                log::debug!("releasing the database upgrade lock: {error}");
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row(host: &str, pid: i64, expired: bool) -> LeaseRow {
+        LeaseRow {
+            token: "theirs".into(),
+            host: host.into(),
+            pid,
+            since: "2026-01-01 00:00:00+00".into(),
+            expired,
+        }
+    }
+
+    /// Who waits for a lease row: anyone but its holder, until it expires or (on the same
+    /// host) its process is gone.
+    #[test]
+    fn a_lease_blocks_until_it_expires_or_its_process_is_gone() {
+        let me = i64::from(std::process::id());
+        let gone = i64::from(u32::MAX); // above any pid_max
+        assert!(row("elsewhere", me, false).blocks(None));
+        assert!(row("elsewhere", gone, false).blocks(Some("mine")));
+        assert!(!row("elsewhere", me, true).blocks(None));
+        assert!(row(this_host(), me, false).blocks(None));
+        assert!(!row(this_host(), gone, false).blocks(None));
+        assert!(!row(this_host(), me, false).blocks(Some("theirs")));
+        assert!(process_alive(me));
+    }
+
+    #[test]
+    fn finds_placeholders_outside_quotes() {
+        assert!(has_placeholder("SELECT ?"));
+        assert!(!has_placeholder("SELECT '?', \"?\" -- ?\n"));
+        assert!(!has_placeholder("SELECT 1"));
+    }
+
+    #[test]
+    fn tokens_differ() {
+        assert_ne!(new_token(), new_token());
+    }
+
+    /// The advisory lock key every upgrader process takes ("upgrader" in ASCII), as the
+    /// lock statements spell it.
+    #[test]
+    fn the_lock_statements_take_the_advisory_key() {
+        let key: i64 = 0x7570_6772_6164_6572;
+        assert!(XACT_LOCK.ends_with(&format!("({key})")));
+        assert!(XACT_TRY_LOCK.ends_with(&format!("({key})")));
+    }
 
     #[test]
     fn numbers_placeholders() {

@@ -52,7 +52,7 @@ impl Sqlite {
             };
             DbError::new(format!("cannot open {}: {e}{hint}", path.display()))
         })?;
-        connection.busy_timeout(WRITE_WAIT).map_err(DbError::new)?;
+        connection.busy_timeout(WRITE_WAIT).map_err(db_error)?;
         Ok(Sqlite { connection })
     }
 
@@ -66,7 +66,7 @@ impl Sqlite {
             .map_err(|e| DbError::new(format!("cannot open {}: {e}", path.display())))?;
         connection
             .busy_timeout(Duration::from_secs(5))
-            .map_err(DbError::new)?;
+            .map_err(db_error)?;
         Ok(Some(Sqlite { connection }))
     }
 }
@@ -98,33 +98,33 @@ impl Backend for Sqlite {
     }
 
     fn execute(&mut self, sql: &str) -> Result<(), DbError> {
-        let mut statement = self.connection.prepare(sql).map_err(DbError::new)?;
+        let mut statement = self.connection.prepare(sql).map_err(db_error)?;
         let mut rows = statement.raw_query();
-        while rows.next().map_err(DbError::new)?.is_some() {}
+        while rows.next().map_err(db_error)?.is_some() {}
         Ok(())
     }
 
     fn execute_params(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
-        let mut statement = self.connection.prepare_cached(sql).map_err(DbError::new)?;
+        let mut statement = self.connection.prepare_cached(sql).map_err(db_error)?;
         let params: Vec<rusqlite::types::Value> = params.iter().map(to_sql).collect();
         let changed = statement
             .execute(rusqlite::params_from_iter(params))
-            .map_err(DbError::new)?;
+            .map_err(db_error)?;
         Ok(changed as u64)
     }
 
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, DbError> {
-        let mut statement = self.connection.prepare_cached(sql).map_err(DbError::new)?;
+        let mut statement = self.connection.prepare_cached(sql).map_err(db_error)?;
         let columns = statement.column_count();
         let params: Vec<rusqlite::types::Value> = params.iter().map(to_sql).collect();
         let mut rows = statement
             .query(rusqlite::params_from_iter(params))
-            .map_err(DbError::new)?;
+            .map_err(db_error)?;
         let mut result = Vec::new();
-        while let Some(row) = rows.next().map_err(DbError::new)? {
+        while let Some(row) = rows.next().map_err(db_error)? {
             let mut values = Vec::with_capacity(columns);
             for index in 0..columns {
-                values.push(from_sql(row.get_ref(index).map_err(DbError::new)?));
+                values.push(from_sql(row.get_ref(index).map_err(db_error)?));
             }
             result.push(values);
         }
@@ -145,22 +145,18 @@ impl Backend for Sqlite {
     fn begin(&mut self) -> Result<(), DbError> {
         self.connection
             .execute_batch("BEGIN IMMEDIATE")
-            .map_err(DbError::new)
+            .map_err(db_error)
     }
 
     fn commit(&mut self) -> Result<(), DbError> {
-        self.connection
-            .execute_batch("COMMIT")
-            .map_err(DbError::new)
+        self.connection.execute_batch("COMMIT").map_err(db_error)
     }
 
     fn rollback(&mut self) -> Result<(), DbError> {
         if self.connection.is_autocommit() {
             return Ok(());
         }
-        self.connection
-            .execute_batch("ROLLBACK")
-            .map_err(DbError::new)
+        self.connection.execute_batch("ROLLBACK").map_err(db_error)
     }
 
     fn table_exists(&mut self, name: &str) -> Result<bool, DbError> {
@@ -211,4 +207,15 @@ impl Backend for Sqlite {
         )?;
         Ok(super::first_count(&rows))
     }
+}
+
+/// A driver error, with SQLite's extended result code when the database gave one.
+fn db_error(error: rusqlite::Error) -> DbError {
+    let code = error.sqlite_error().map(|e| e.extended_code.to_string());
+    let db_error = DbError::new(&error);
+    let db_error = match code {
+        Some(code) => db_error.with_code(code),
+        None => db_error,
+    };
+    db_error.with_source(error)
 }

@@ -1,7 +1,8 @@
 //! The backends through the library's `Backend` trait, on real servers: whether a
 //! transaction is still open after a statement that commits behind the guard's back, the
-//! largest statement each server accepts, and upgrader's own tables read whether or not
-//! they exist.
+//! largest statement each server accepts, upgrader's own tables read whether or not
+//! they exist, and PostgreSQL's database lock between two connections (directly and
+//! through PgBouncer).
 
 use upgrader::db::DatabaseUrl;
 
@@ -150,9 +151,197 @@ fn postgres_session_checks_for_a_dead_client() {
     assert_eq!(rows[0][0].as_text(), Some("1s"));
 }
 
+/// A database error keeps the server's code for it and the driver's error as its source.
+fn errors_keep_the_servers_code(backend: Backend) {
+    let project = TestProject::on(backend, "1.0.0", MANIFEST);
+    let mut db = connect(&project);
+    db.execute("CREATE TABLE items (id INTEGER PRIMARY KEY)")
+        .unwrap();
+    db.execute("INSERT INTO items (id) VALUES (1)").unwrap();
+    let error = db.execute("INSERT INTO items (id) VALUES (1)").unwrap_err();
+    let expected = match backend {
+        // SQLITE_CONSTRAINT_PRIMARYKEY.
+        Backend::Sqlite => "1555",
+        Backend::Postgres => "23505",
+        Backend::MariaDb => "1062/23000",
+    };
+    assert_eq!(error.code.as_deref(), Some(expected), "{error}");
+    assert!(std::error::Error::source(&error).is_some(), "{error:?}");
+}
+
 on_every_backend!(
+    errors_keep_the_servers_code,
     knows_whether_still_in_transaction,
     names_the_largest_statement,
     reads_own_tables_whether_or_not_they_exist,
     own_version_table_of_another_shape_is_an_error,
 );
+
+/// A PostgreSQL project, reached directly or through the test PgBouncer.
+fn postgres_project(pooled: bool) -> TestProject {
+    let project = TestProject::on(Backend::Postgres, "1.0.0", MANIFEST);
+    project.sql("CREATE TABLE items (id INTEGER PRIMARY KEY)");
+    if pooled {
+        project.through_pgbouncer()
+    } else {
+        project
+    }
+}
+
+/// Takes the database lock on a connection of its own, in a thread, and reports when it
+/// has it (and, for a transaction-long lock, a transaction under it).
+fn lock_in_thread(
+    url: String,
+    span: upgrader::db::LockSpan,
+) -> (std::sync::mpsc::Receiver<()>, std::thread::JoinHandle<()>) {
+    let (taken, receiver) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let mut db = DatabaseUrl::parse(&url).unwrap().connect().unwrap();
+        db.lock(span).unwrap();
+        db.begin().unwrap();
+        db.execute("INSERT INTO items (id) SELECT coalesce(max(id), 0) + 1 FROM items")
+            .unwrap();
+        db.commit().unwrap();
+        taken.send(()).unwrap();
+        db.unlock().unwrap();
+    });
+    (receiver, thread)
+}
+
+/// Still waiting after a while: the lock keeps it out.
+#[track_caller]
+fn assert_still_waiting(receiver: &std::sync::mpsc::Receiver<()>) {
+    assert!(
+        receiver
+            .recv_timeout(std::time::Duration::from_millis(700))
+            .is_err(),
+        "got the lock while another connection held it"
+    );
+}
+
+/// A session-long lock holds across commits: another connection's lock, of either span,
+/// waits until it is released, then gets it.
+fn postgres_session_lock_holds_across_commits(pooled: bool) {
+    use upgrader::db::LockSpan;
+    let project = postgres_project(pooled);
+    let mut a = connect(&project);
+    a.lock(LockSpan::Session).unwrap();
+    a.begin().unwrap();
+    a.execute("INSERT INTO items (id) VALUES (1)").unwrap();
+    a.commit().unwrap();
+    let url = project.url.clone().unwrap();
+    let (session, session_thread) = lock_in_thread(url.clone(), LockSpan::Session);
+    let (transaction, transaction_thread) = lock_in_thread(url, LockSpan::Transaction);
+    assert_still_waiting(&session);
+    assert_still_waiting(&transaction);
+    // Between two more of its own transactions, the holder is still the only one.
+    a.begin().unwrap();
+    assert!(a.commit_and_chain().unwrap());
+    a.commit().unwrap();
+    assert_still_waiting(&session);
+    assert_still_waiting(&transaction);
+    assert_eq!(project.query_i64("SELECT count(*) FROM items"), 1);
+    a.unlock().unwrap();
+    let limit = std::time::Duration::from_secs(20);
+    session
+        .recv_timeout(limit)
+        .expect("the waiter got the lock");
+    transaction
+        .recv_timeout(limit)
+        .expect("the waiter got the lock");
+    session_thread.join().unwrap();
+    transaction_thread.join().unwrap();
+    assert_eq!(
+        project.query_i64("SELECT count(*) FROM upgrader_lock"),
+        0,
+        "unlock leaves no lease row"
+    );
+}
+
+/// A session-long lock whose process dies (SIGKILL, in the middle of a step of a per-step
+/// run) is taken over at once by a waiter on the same host: nobody waits for its lease.
+fn postgres_session_lock_of_a_dead_process_is_taken_over(pooled: bool) {
+    use upgrader::db::LockSpan;
+    let project = postgres_project(pooled);
+    project.write(
+        "upgrade.xml",
+        r#"<upgrade project="test" initial-version="1.0.0">
+  <step name="slow" from="1.0.0" to="1.1.0">
+    <sql>INSERT INTO items (id) VALUES (1); SELECT pg_sleep(600);</sql>
+  </step>
+</upgrade>
+"#,
+    );
+    project.write("VERSION", "1.1.0\n");
+    let mut child = project
+        .command(&["run", "--transaction", "per-step"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    crate::util::wait_for(
+        std::time::Duration::from_secs(30),
+        "the slow step to start",
+        || {
+            project
+                .lock_json()
+                .is_some_and(|lock| lock["step"] == "slow")
+        },
+    );
+    let (session, thread) = lock_in_thread(project.url.clone().unwrap(), LockSpan::Session);
+    assert_still_waiting(&session);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    session
+        .recv_timeout(std::time::Duration::from_secs(15))
+        .expect("the waiter took over the lock of the dead process");
+    thread.join().unwrap();
+    assert_eq!(project.query_i64("SELECT count(*) FROM items"), 1);
+}
+
+#[test]
+fn postgres_session_lock_holds_across_commits_direct() {
+    postgres_session_lock_holds_across_commits(false);
+}
+
+#[test]
+fn postgres_session_lock_holds_across_commits_through_pgbouncer() {
+    postgres_session_lock_holds_across_commits(true);
+}
+
+#[test]
+fn postgres_session_lock_of_a_dead_process_is_taken_over_direct() {
+    postgres_session_lock_of_a_dead_process_is_taken_over(false);
+}
+
+#[test]
+fn postgres_session_lock_of_a_dead_process_is_taken_over_through_pgbouncer() {
+    postgres_session_lock_of_a_dead_process_is_taken_over(true);
+}
+
+/// Through PgBouncer, which refuses the startup option, every transaction that holds the
+/// upgrade lock still asks the server to watch for a dead client (the first finds out
+/// how, the later ones just do it), and nothing of it outlives the transaction.
+#[test]
+fn postgres_locked_transactions_check_for_a_dead_client_through_pgbouncer() {
+    use upgrader::db::LockSpan;
+    let project = postgres_project(true);
+    let mut db = connect(&project);
+    let setting = |db: &mut Box<dyn upgrader::db::Backend>| {
+        db.query(
+            "SELECT current_setting('client_connection_check_interval')",
+            &[],
+        )
+        .unwrap()[0][0]
+            .as_text()
+            .map(str::to_string)
+    };
+    db.lock(LockSpan::Transaction).unwrap();
+    for _ in 0..2 {
+        db.begin().unwrap();
+        assert_eq!(setting(&mut db).as_deref(), Some("1s"));
+        db.commit().unwrap();
+    }
+    db.unlock().unwrap();
+    assert_eq!(setting(&mut db).as_deref(), Some("0"));
+}

@@ -10,6 +10,7 @@ mod lock_file;
 mod manifest_errors;
 mod mysql_rules;
 mod packages;
+mod pgbouncer;
 mod plugin_files;
 mod plugins;
 mod run;

@@ -2,7 +2,8 @@
 //! one MariaDB server (mariadb-install-db + mariadbd) per test binary, made from the
 //! installed server binaries in a temporary directory, listening on a free loopback port,
 //! and removed when the test process ends (a watchdog process stops them even if the
-//! tests panic). Each test gets a database of its own.
+//! tests panic). Each test gets a database of its own. A PgBouncer in transaction pooling
+//! mode can stand in front of the PostgreSQL server ([`through_pgbouncer`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -345,4 +346,110 @@ pub fn postgres_database() -> String {
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
     format!("postgres://upgrader@127.0.0.1:{}/{name}", server.port)
+}
+
+const PGBOUNCER_HINT: &str = "install PgBouncer with `apt-get install -y pgbouncer` \
+     (tools/test-all does this), or put pgbouncer on PATH";
+
+struct PgBouncer {
+    port: u16,
+}
+
+static PGBOUNCER: OnceLock<Result<PgBouncer, String>> = OnceLock::new();
+
+/// How many server connections PgBouncer keeps per database and user: few, so that
+/// concurrent clients share them, as they do in production.
+pub const PGBOUNCER_POOL_SIZE: usize = 4;
+
+/// A throwaway PgBouncer in transaction pooling mode in front of the throwaway PostgreSQL
+/// server, for any of its databases (`* =`), trusting the same account.
+fn start_pgbouncer(postgres_port: u16) -> Result<PgBouncer, String> {
+    let pgbouncer =
+        on_path("pgbouncer").ok_or_else(|| format!("pgbouncer not found: {PGBOUNCER_HINT}"))?;
+    // It refuses to run as root, like the servers.
+    let user = server_user("postgres");
+    let base = tempfile::Builder::new()
+        .prefix("upgrader-pgbouncer-")
+        .tempdir()
+        .map_err(|e| e.to_string())?
+        .keep();
+    let port = free_port();
+    let config = base.join("pgbouncer.ini");
+    std::fs::write(base.join("users.txt"), "\"upgrader\" \"\"\n").map_err(|e| e.to_string())?;
+    std::fs::write(
+        &config,
+        format!(
+            "[databases]\n\
+             * = host=127.0.0.1 port={postgres_port}\n\
+             [pgbouncer]\n\
+             listen_addr = 127.0.0.1\n\
+             listen_port = {port}\n\
+             unix_socket_dir =\n\
+             auth_type = trust\n\
+             auth_file = {base}/users.txt\n\
+             pool_mode = transaction\n\
+             default_pool_size = {PGBOUNCER_POOL_SIZE}\n\
+             max_client_conn = 1000\n\
+             logfile = {base}/pgbouncer.log\n\
+             pidfile = {base}/pgbouncer.pid\n",
+            base = base.display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    chown(user, &base)?;
+    let mut child = as_server_user(user, &pgbouncer)
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start pgbouncer: {e}"))?;
+    start_watchdog(&format!(
+        "kill -9 $(cat '{base}/pgbouncer.pid' 2>/dev/null) {pid} 2>/dev/null; rm -rf '{base}'",
+        base = base.display(),
+        pid = child.id()
+    ))?;
+    let started = std::time::Instant::now();
+    loop {
+        let url = format!("postgres://upgrader@127.0.0.1:{port}/postgres");
+        if let Ok(mut client) = postgres::Client::connect(&url, postgres::NoTls) {
+            if client.simple_query("SELECT 1").is_ok() {
+                return Ok(PgBouncer { port });
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+            }
+            let log = std::fs::read_to_string(base.join("pgbouncer.log")).unwrap_or_default();
+            return Err(format!("pgbouncer exited ({status}): {stderr}{log}"));
+        }
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            let log = std::fs::read_to_string(base.join("pgbouncer.log")).unwrap_or_default();
+            return Err(format!(
+                "pgbouncer did not accept connections within 30 s: {log}"
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The URL of `database_url` (a database of the throwaway PostgreSQL server) through the
+/// throwaway PgBouncer; panics with the install command when pgbouncer is missing.
+pub fn through_pgbouncer(database_url: &str) -> String {
+    let postgres = match POSTGRES.get_or_init(start_postgres) {
+        Ok(server) => server,
+        Err(message) => panic!("PostgreSQL tests need a server: {message}"),
+    };
+    let bouncer = match PGBOUNCER.get_or_init(|| start_pgbouncer(postgres.port)) {
+        Ok(bouncer) => bouncer,
+        Err(message) => panic!("PgBouncer tests need pgbouncer: {message}"),
+    };
+    let direct = format!("127.0.0.1:{}/", postgres.port);
+    assert!(
+        database_url.contains(&direct),
+        "{database_url} is not on the test server"
+    );
+    database_url.replace(&direct, &format!("127.0.0.1:{}/", bouncer.port))
 }

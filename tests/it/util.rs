@@ -50,6 +50,9 @@ pub struct TestProject {
     pub backend: Backend,
     /// The `--database` URL given to every command (none: the SQLite default).
     pub url: Option<String>,
+    /// Where the test itself reads the database when `url` goes through a pooler
+    /// ([`TestProject::through_pgbouncer`]): the server, directly.
+    pub direct_url: Option<String>,
 }
 
 /// The result of one command.
@@ -124,6 +127,7 @@ impl TestProject {
             dir: tempfile::tempdir().unwrap(),
             backend,
             url,
+            direct_url: None,
         };
         project.write("VERSION", &format!("{version}\n"));
         project.write("upgrade.xml", manifest);
@@ -147,10 +151,25 @@ impl TestProject {
             }
         }
         self.backend = other.backend;
+        self.direct_url = other.direct_url.clone();
         self.url = Some(match &other.url {
             Some(url) => url.clone(),
             None => format!("sqlite://{}", other.db_path().display()),
         });
+    }
+
+    /// Makes every command reach this project's PostgreSQL database through the test
+    /// PgBouncer (transaction pooling); the test's own reads still go to the server.
+    pub fn through_pgbouncer(mut self) -> TestProject {
+        assert_eq!(
+            self.backend,
+            Backend::Postgres,
+            "PgBouncer pools PostgreSQL only"
+        );
+        let direct = self.url.clone().expect("a PostgreSQL URL");
+        self.url = Some(crate::servers::through_pgbouncer(&direct));
+        self.direct_url = Some(direct);
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -197,7 +216,8 @@ impl TestProject {
     }
 
     fn pg(&self) -> postgres::Client {
-        postgres::Client::connect(self.url.as_deref().unwrap(), postgres::NoTls).unwrap()
+        let url = self.direct_url.as_deref().or(self.url.as_deref()).unwrap();
+        postgres::Client::connect(url, postgres::NoTls).unwrap()
     }
 
     pub fn my(&self) -> mysql::Conn {

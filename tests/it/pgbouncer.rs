@@ -1,0 +1,344 @@
+//! PostgreSQL through PgBouncer in transaction pooling mode, where consecutive transactions
+//! of one client may run on different server connections and a server connection outlives
+//! its client: the workflow, many processes racing, and a killed run, as on a direct
+//! connection; and afterwards nothing of a process is left on the server (no advisory
+//! lock, no lease row), so the next client of a pooled connection never meets it.
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::{slow_sql, wait_for, Backend, TestProject};
+
+const MANIFEST: &str = r#"<upgrade project="test" initial-version="1.0.0">
+  <install>
+    <sql>CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL);</sql>
+  </install>
+  <step name="one" from="1.0.0" to="1.1.0">
+    <sql>INSERT INTO items (id, name) VALUES (1, 'one');</sql>
+  </step>
+  <step name="two" from="1.1.0" to="1.2.0" transaction="none">
+    <sql>CREATE INDEX CONCURRENTLY items_name ON items (name);</sql>
+  </step>
+  <step name="three" from="1.2.0" to="1.3.0">
+    <sql>INSERT INTO items (id, name) VALUES (3, 'three');</sql>
+  </step>
+</upgrade>
+"#;
+
+fn pooled(version: &str, manifest: &str) -> TestProject {
+    TestProject::on(Backend::Postgres, version, manifest).through_pgbouncer()
+}
+
+/// No advisory lock on the project's database and no lease row: nothing a process took
+/// outlived it.
+#[track_caller]
+fn assert_nothing_held(project: &TestProject) {
+    assert_eq!(
+        project.query_i64(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ),
+        0,
+        "an advisory lock outlived its process"
+    );
+    if project.query_i64("SELECT count(*) FROM pg_class WHERE relname = 'upgrader_lock'") > 0 {
+        assert_eq!(
+            project.query_i64("SELECT count(*) FROM upgrader_lock"),
+            0,
+            "a lease row outlived its process"
+        );
+    }
+}
+
+/// Install, then steps one at a time (single transaction, per step, a step without a
+/// transaction), with every read-only command in between, all through the pool: the same
+/// results as on a direct connection, and nothing left held after any command.
+#[test]
+fn workflow_through_pgbouncer() {
+    let project = pooled("1.0.0", MANIFEST);
+    let reads = |version: &str| {
+        for _ in 0..3 {
+            project
+                .run(&["status"])
+                .assert_code(0)
+                .assert_stdout(version);
+            project.run(&["check"]).assert_code(0);
+            project
+                .run(&["run"])
+                .assert_code(0)
+                .assert_stdout("current");
+            project.run(&["plan"]).assert_code(0);
+            project.history();
+            assert_nothing_held(&project);
+        }
+    };
+    project
+        .run(&["run"])
+        .assert_code(0)
+        .assert_stdout("installed test");
+    reads("1.0.0");
+    for (version, mode) in [
+        ("1.1.0", "single"),
+        ("1.2.0", "per-step"),
+        ("1.3.0", "single"),
+    ] {
+        project.write("VERSION", &format!("{version}\n"));
+        project.run(&["check"]).assert_code(3);
+        project
+            .run(&["run", "--transaction", mode])
+            .assert_code(0)
+            .assert_stdout("upgraded test");
+        assert_nothing_held(&project);
+        reads(version);
+    }
+    assert_eq!(project.recorded_version().as_deref(), Some("1.3.0"));
+    assert_eq!(project.query_i64("SELECT count(*) FROM items"), 2);
+    let names: Vec<String> = project
+        .history()
+        .iter()
+        .map(|row| row["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["install", "one", "two", "three"]);
+}
+
+/// A failing step through the pool rolls back (single transaction) or keeps the steps
+/// before it (per step), and leaves nothing held: the next run, once the manifest is
+/// fixed and the lock file cleared, goes through.
+#[test]
+fn failures_through_pgbouncer_leave_nothing_held() {
+    let project = pooled("1.0.0", MANIFEST);
+    project.run(&["run"]).assert_code(0);
+    project.write("VERSION", "1.3.0\n");
+    let broken = MANIFEST.replace("VALUES (1, 'one')", "VALUES (1, 'one', 'extra')");
+    project.write("upgrade.xml", &broken);
+    project
+        .run(&["run"])
+        .assert_code(1)
+        .assert_stderr("the whole run was rolled back");
+    assert_eq!(project.recorded_version().as_deref(), Some("1.0.0"));
+    assert_nothing_held(&project);
+    project.run(&["unlock"]).assert_code(0);
+    let broken = MANIFEST.replace("VALUES (3, 'three')", "VALUES (3, 'three', 'extra')");
+    project.write("upgrade.xml", &broken);
+    project
+        .run(&["run", "--transaction", "per-step"])
+        .assert_code(1)
+        .assert_stderr("steps before it stay committed");
+    assert_eq!(project.recorded_version().as_deref(), Some("1.2.0"));
+    assert_nothing_held(&project);
+    project.write("upgrade.xml", MANIFEST);
+    project.run(&["unlock"]).assert_code(0);
+    project
+        .run(&["run"])
+        .assert_code(0)
+        .assert_stdout("upgraded test 1.2.0 -> 1.3.0");
+    assert_nothing_held(&project);
+}
+
+/// The manifest of round `round`: a slow step up to 1.ROUND.0, each appending one row.
+fn racing_manifest(rounds: usize) -> String {
+    let mut steps = String::new();
+    for round in 1..=rounds {
+        steps.push_str(&format!(
+            "  <step name=\"r{round}\" from=\"1.{}.0\" to=\"1.{round}.0\">\n    \
+             <sql>INSERT INTO rounds VALUES ({round}); {}</sql>\n  </step>\n",
+            round - 1,
+            slow_sql(Backend::Postgres, 0.3)
+        ));
+    }
+    format!("<upgrade project=\"test\" initial-version=\"1.0.0\">\n{steps}</upgrade>\n")
+}
+
+fn spawn(host: &TestProject, args: &[&str]) -> Child {
+    host.command(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// 16 processes from 4 copies of a project (4 application servers, 4 workers each) race
+/// to upgrade one database through the pool, round after round, half of them per step:
+/// exactly one upgrades, the others wait or see an upgrade in progress (never an error),
+/// and afterwards everyone sees the database current and nothing is held.
+#[test]
+fn sixteen_processes_from_four_copies_upgrade_once_per_round() {
+    const ROUNDS: usize = 3;
+    let manifest = racing_manifest(ROUNDS);
+    let first = pooled("1.0.0", &manifest);
+    first.sql("CREATE TABLE rounds (round INTEGER)");
+    first.run(&["run"]).assert_code(0).assert_stdout("recorded");
+    let mut hosts = vec![first];
+    for _ in 1..4 {
+        let mut host = TestProject::new("1.0.0", "");
+        host.share_database_of(&hosts[0]);
+        hosts.push(host);
+    }
+    for round in 1..=ROUNDS {
+        let version = format!("1.{round}.0\n");
+        for host in &hosts {
+            host.write("VERSION", &version);
+        }
+        let children: Vec<Child> = (0..16)
+            .map(|index| {
+                let mode = if index % 2 == 0 { "single" } else { "per-step" };
+                spawn(&hosts[index % 4], &["run", "--transaction", mode])
+            })
+            .collect();
+        let mut upgraded = 0;
+        for child in children {
+            let output = child.wait_with_output().unwrap();
+            let code = output.status.code().unwrap_or(-1);
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                code == 0 || (code == 4 && stderr.contains("upgrade in progress")),
+                "round {round}: exit {code}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+            );
+            if stdout.contains("upgraded test") {
+                upgraded += 1;
+            }
+        }
+        assert_eq!(upgraded, 1, "round {round}: exactly one process upgrades");
+        assert_eq!(
+            hosts[0].query_i64("SELECT count(*) FROM rounds"),
+            round as i64,
+            "round {round}: each step ran once"
+        );
+        assert_nothing_held(&hosts[0]);
+        // Everyone, all at once again: current, exit 0.
+        let children: Vec<Child> = (0..16)
+            .map(|index| spawn(&hosts[index % 4], &["run"]))
+            .collect();
+        for child in children {
+            let output = child.wait_with_output().unwrap();
+            assert_eq!(
+                output.status.code(),
+                Some(0),
+                "round {round}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert!(String::from_utf8_lossy(&output.stdout).contains("current"));
+        }
+        for host in &hosts {
+            assert!(!host.lock_path().exists(), "a lock file stayed");
+            host.run(&["check"]).assert_code(0);
+            let status = host.run(&["status", "--json"]).json();
+            assert_eq!(status["state"], "current");
+        }
+        assert_nothing_held(&hosts[0]);
+    }
+}
+
+fn project_with_slow_step(seconds: f64) -> TestProject {
+    let manifest = r#"<upgrade project="test" initial-version="1.0.0">
+  <step name="first" from="1.0.0" to="1.1.0">
+    <sql>INSERT INTO first_table VALUES (1);</sql>
+  </step>
+  <step name="slow" from="1.1.0" to="1.2.0">
+    <sql file="scripts/slow.sql"/>
+  </step>
+  <step name="last" from="1.2.0" to="1.3.0">
+    <sql>INSERT INTO first_table VALUES (3);</sql>
+  </step>
+</upgrade>
+"#;
+    let project = pooled("1.3.0", manifest);
+    project.write(
+        "scripts/slow.sql",
+        &format!(
+            "INSERT INTO first_table VALUES (2);\n{}\n",
+            slow_sql(Backend::Postgres, seconds)
+        ),
+    );
+    project.sql("CREATE TABLE first_table (x INTEGER)");
+    project
+}
+
+/// A run killed with SIGKILL in the middle of a step, through the pool: nothing of it is
+/// visible, and once the stale lock file is cleared the next run goes through at once
+/// (the server connection it held is given up, its transaction-level lock with it; a
+/// lease row of a process of this host that is gone is taken over without waiting).
+fn killed_run_through_pgbouncer(mode: &str) {
+    let project = project_with_slow_step(600.0);
+    let mut child = project
+        .command(&["run", "--transaction", mode])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(30), "the slow step to start", || {
+        project
+            .lock_json()
+            .is_some_and(|lock| lock["step"] == "slow")
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let committed = if mode == "per-step" {
+        Some("1.1.0")
+    } else {
+        None
+    };
+    assert_eq!(project.recorded_version().as_deref(), committed);
+
+    let status = project.run(&["status", "--json"]).json();
+    assert_eq!(status["lock"]["state"], "stale");
+    project
+        .run(&["unlock"])
+        .assert_code(0)
+        .assert_stdout("removed the stale lock");
+    project.write("scripts/slow.sql", "INSERT INTO first_table VALUES (2);\n");
+    let started = Instant::now();
+    project
+        .run(&["run", "--transaction", mode])
+        .assert_code(0)
+        .assert_stdout("upgraded test");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the next run waited {:?} for a lock nobody holds",
+        started.elapsed()
+    );
+    assert_eq!(project.recorded_version().as_deref(), Some("1.3.0"));
+    assert_eq!(project.query_i64("SELECT count(*) FROM first_table"), 3);
+    assert_nothing_held(&project);
+}
+
+#[test]
+fn killed_single_transaction_run_through_pgbouncer() {
+    killed_run_through_pgbouncer("single");
+}
+
+#[test]
+fn killed_per_step_run_through_pgbouncer() {
+    killed_run_through_pgbouncer("per-step");
+}
+
+/// A lease another host holds (which cannot be looked at from here) keeps a run waiting,
+/// saying for whom, until it expires; then the run takes it over.
+#[test]
+fn a_lease_of_another_host_is_waited_for_until_it_expires() {
+    let project = pooled("1.1.0", MANIFEST);
+    project.run(&["run"]).assert_code(0);
+    project.write("VERSION", "1.3.0\n");
+    // A lease row as another host's upgrader leaves it: created by a run, so that the
+    // table has upgrader's shape, then handed to "elsewhere" for three more seconds.
+    project.sql(
+        "CREATE TABLE IF NOT EXISTS upgrader_lock (id integer PRIMARY KEY CHECK (id = 1), \
+         token text NOT NULL, host text NOT NULL, pid bigint NOT NULL, \
+         acquired_at timestamptz NOT NULL, expires_at timestamptz NOT NULL); \
+         INSERT INTO upgrader_lock VALUES (1, 'elsewhere:1', 'elsewhere.example', 1, now(), \
+         clock_timestamp() + interval '3 seconds')",
+    );
+    let started = Instant::now();
+    project
+        .run(&["run", "--transaction", "per-step"])
+        .assert_code(0)
+        .assert_stdout("upgraded test 1.1.0 -> 1.3.0")
+        .assert_stderr("held by upgrader pid 1 on host elsewhere.example");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "the run did not wait for the lease"
+    );
+    assert_nothing_held(&project);
+}
