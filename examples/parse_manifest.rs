@@ -4,24 +4,13 @@
 //! (`valgrind --tool=callgrind target/release/examples/parse_manifest [STEPS] [TIMES] [crlf]`;
 //! `crlf` writes the line ends CRLF, which sends the manifest to the full XML reader).
 
-use std::fmt::Write;
 use std::path::Path;
 
 use upgrader::manifest::Manifest;
 
-/// The same manifest as `benches/engine.rs` generates.
-fn generated_manifest(steps: usize) -> String {
-    let mut text = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<upgrade project=\"bench\" initial-version=\"1.0.0\">\n");
-    for index in 0..steps {
-        let _ = writeln!(
-            text,
-            "  <step name=\"step-{index}\" from=\"1.{index}.0\" to=\"1.{}.0\">\n    <description>Step {index}</description>\n    <sql>INSERT INTO t (n) VALUES ({index});</sql>\n  </step>",
-            index + 1
-        );
-    }
-    text.push_str("</upgrade>\n");
-    text
-}
+#[path = "../benches/support/generated.rs"]
+mod generated;
+use generated::generated_manifest;
 
 fn main() {
     let mut args = std::env::args().skip(1);

@@ -293,7 +293,7 @@ impl Engine {
         let lock_path = self.lock_path();
         let lock_state = lock::inspect(&lock_path)?;
         let facts = self.read_only_facts()?;
-        let mut reports: Vec<Report> = facts
+        let reports: Vec<Report> = facts
             .into_iter()
             .enumerate()
             .map(|(index, facts)| {
@@ -325,11 +325,7 @@ impl Engine {
                 }
             })
             .collect();
-        let packages = reports.split_off(1);
-        let mut root = reports.pop().expect("the root project");
-        if !packages.is_empty() {
-            root.packages = Some(packages);
-        }
+        let root = nest(reports, |root, packages| root.packages = Some(packages));
         Ok(root)
     }
 
@@ -338,7 +334,7 @@ impl Engine {
     pub fn plan(&self) -> Result<PlanReport, Error> {
         let facts = self.read_only_facts()?;
         let app_plan = self.plan_app(&facts)?;
-        let mut reports: Vec<PlanReport> = app_plan
+        let reports: Vec<PlanReport> = app_plan
             .plans
             .iter()
             .zip(&self.app.projects)
@@ -352,10 +348,8 @@ impl Engine {
                 order: None,
             })
             .collect();
-        let packages = reports.split_off(1);
-        let mut root = reports.pop().expect("the root project");
-        if !packages.is_empty() {
-            root.packages = Some(packages);
+        let mut root = nest(reports, |root, packages| root.packages = Some(packages));
+        if root.packages.is_some() {
             root.order = Some(
                 app_plan
                     .items()
@@ -534,7 +528,7 @@ impl Engine {
         runner.execute(&app_plan.targets(), &prepared)?;
         let mut applied = std::mem::take(&mut runner.applied);
         let duration_ms = run_started.elapsed().as_millis() as u64;
-        let mut outcomes: Vec<RunOutcome> = app_plan
+        let outcomes: Vec<RunOutcome> = app_plan
             .plans
             .iter()
             .zip(&self.app.projects)
@@ -568,11 +562,7 @@ impl Engine {
                 }
             })
             .collect();
-        let packages = outcomes.split_off(1);
-        let mut root = outcomes.pop().expect("the root project");
-        if !packages.is_empty() {
-            root.packages = Some(packages);
-        }
+        let root = nest(outcomes, |root, packages| root.packages = Some(packages));
         Ok(root)
     }
 
@@ -598,7 +588,7 @@ impl Engine {
 
     fn current_outcome(&self, app_plan: &AppPlan, started: Instant) -> RunOutcome {
         let duration_ms = started.elapsed().as_millis() as u64;
-        let mut outcomes: Vec<RunOutcome> = app_plan
+        let outcomes: Vec<RunOutcome> = app_plan
             .plans
             .iter()
             .zip(&self.app.projects)
@@ -612,13 +602,19 @@ impl Engine {
                 packages: None,
             })
             .collect();
-        let packages = outcomes.split_off(1);
-        let mut root = outcomes.pop().expect("the root project");
-        if !packages.is_empty() {
-            root.packages = Some(packages);
-        }
-        root
+        nest(outcomes, |root, packages| root.packages = Some(packages))
     }
+}
+
+/// The root project's report with its packages' nested in it by `set` (left alone for
+/// an application of one project).
+fn nest<T>(mut reports: Vec<T>, set: impl FnOnce(&mut T, Vec<T>)) -> T {
+    let packages = reports.split_off(1);
+    let mut root = reports.pop().expect("the root project");
+    if !packages.is_empty() {
+        set(&mut root, packages);
+    }
+    root
 }
 
 /// The current time, RFC 3339 in UTC with milliseconds.

@@ -8,7 +8,16 @@ use crate::on_every_backend;
 use crate::util::{slow_sql, wait_for, Backend, TestProject};
 
 fn project_with_slow_step(backend: Backend, seconds: f64) -> TestProject {
-    let manifest = r#"<upgrade project="test" initial-version="1.0.0">
+    let project = with_slow_step(
+        TestProject::on(backend, "1.3.0", SLOW_STEP_MANIFEST),
+        seconds,
+    );
+    project.sql("CREATE TABLE existing (x INTEGER); INSERT INTO existing VALUES (42)");
+    project
+}
+
+/// Three steps, the second of which runs `scripts/slow.sql` (see [`with_slow_step`]).
+pub(crate) const SLOW_STEP_MANIFEST: &str = r#"<upgrade project="test" initial-version="1.0.0">
   <step name="first" from="1.0.0" to="1.1.0">
     <sql>INSERT INTO first_table VALUES (1);</sql>
   </step>
@@ -20,18 +29,17 @@ fn project_with_slow_step(backend: Backend, seconds: f64) -> TestProject {
   </step>
 </upgrade>
 "#;
-    let project = TestProject::on(backend, "1.3.0", manifest);
+
+/// Writes the slow script (a row, then `seconds` of sleep) and the table the steps fill.
+pub(crate) fn with_slow_step(project: TestProject, seconds: f64) -> TestProject {
     project.write(
         "scripts/slow.sql",
         &format!(
             "INSERT INTO first_table VALUES (2);\n{}\n",
-            slow_sql(backend, seconds)
+            slow_sql(project.backend, seconds)
         ),
     );
-    project.sql(
-        "CREATE TABLE existing (x INTEGER); INSERT INTO existing VALUES (42); \
-         CREATE TABLE first_table (x INTEGER)",
-    );
+    project.sql("CREATE TABLE first_table (x INTEGER)");
     project
 }
 

@@ -231,28 +231,10 @@ fn sixteen_processes_from_four_copies_upgrade_once_per_round() {
 }
 
 fn project_with_slow_step(seconds: f64) -> TestProject {
-    let manifest = r#"<upgrade project="test" initial-version="1.0.0">
-  <step name="first" from="1.0.0" to="1.1.0">
-    <sql>INSERT INTO first_table VALUES (1);</sql>
-  </step>
-  <step name="slow" from="1.1.0" to="1.2.0">
-    <sql file="scripts/slow.sql"/>
-  </step>
-  <step name="last" from="1.2.0" to="1.3.0">
-    <sql>INSERT INTO first_table VALUES (3);</sql>
-  </step>
-</upgrade>
-"#;
-    let project = pooled("1.3.0", manifest);
-    project.write(
-        "scripts/slow.sql",
-        &format!(
-            "INSERT INTO first_table VALUES (2);\n{}\n",
-            slow_sql(Backend::Postgres, seconds)
-        ),
-    );
-    project.sql("CREATE TABLE first_table (x INTEGER)");
-    project
+    crate::concurrency::with_slow_step(
+        pooled("1.3.0", crate::concurrency::SLOW_STEP_MANIFEST),
+        seconds,
+    )
 }
 
 /// A run killed with SIGKILL in the middle of a step, through the pool: nothing of it is
