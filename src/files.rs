@@ -123,6 +123,26 @@ pub fn check(project_dir: &Path, path: &Path) -> Result<PathBuf, FileError> {
         path: path.to_path_buf(),
         source,
     };
+    // A file directly in the project directory that is not a link (VERSION, upgrade.xml)
+    // is inside it whatever the directory's own path resolves to: no need to resolve
+    // every component of both paths (a readlink each), which dominates reading a small
+    // file. `open` still refuses a link put there meanwhile (O_NOFOLLOW).
+    let direct_child = path.parent() == Some(project_dir)
+        && path
+            .file_name()
+            .is_some_and(|name| name != "." && name != "..");
+    if direct_child {
+        let metadata = std::fs::symlink_metadata(path).map_err(io)?;
+        if metadata.is_file() {
+            return Ok(path.to_path_buf());
+        }
+        if !metadata.file_type().is_symlink() {
+            return Err(FileError::NotRegular {
+                path: path.to_path_buf(),
+                kind: kind_of(metadata.file_type()),
+            });
+        }
+    }
     let dir = project_dir.canonicalize().map_err(io)?;
     check_resolved(&dir, path)
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::db::state;
 use crate::error::Error;
 use crate::layout::Layout;
-use crate::manifest::{Manifest, ManifestError, PackageRef, Pos, Step};
+use crate::manifest::{Manifest, ManifestError, Pos, Step};
 use crate::plan::{self, DbFacts, Plan, PlanItem};
 use crate::version::{Version, VersionFile};
 
@@ -90,7 +90,8 @@ impl Application {
         let canonical_root = dir
             .canonicalize()
             .map_err(|e| Error::Config(format!("cannot resolve {}: {e}", dir.display())))?;
-        let mut seen: Vec<(PathBuf, &PackageRef)> = Vec::new();
+        // Where each package is, checked in order before any is read.
+        let mut found: Vec<(PathBuf, PathBuf)> = Vec::with_capacity(packages.len());
         for package in &packages {
             let shown = package.dir.display();
             let full = dir.join(&package.dir);
@@ -130,12 +131,12 @@ impl Application {
                     format!("package dir {shown} is not a directory"),
                 ));
             }
-            if let Some((_, first)) = seen.iter().find(|(other, _)| *other == resolved) {
+            if let Some(first) = found.iter().position(|(other, _)| *other == resolved) {
                 return Err(at(
                     package.pos,
                     format!(
                         "package dir {shown} is listed twice (first at line {})",
-                        first.pos.line
+                        packages[first].pos.line
                     ),
                 ));
             }
@@ -154,7 +155,12 @@ impl Application {
                     ));
                 }
             }
-            let project = Project::load(&full)?;
+            found.push((resolved, full));
+        }
+        let loaded = load_all(found.iter().map(|(_, full)| full.as_path()));
+        for ((package, result), index) in packages.iter().zip(loaded).zip(1..) {
+            let shown = package.dir.display();
+            let project = result?;
             if let Some(nested) = project.manifest.packages.first() {
                 return Err(Error::Manifest(ManifestError::At {
                     file: project.manifest.path.clone(),
@@ -169,7 +175,7 @@ impl Application {
             if let Some(index) = projects.iter().position(|p| p.name == project.name) {
                 let first = match index {
                     0 => "the root project".to_string(),
-                    n => format!("the package at line {}", seen[n - 1].1.pos.line),
+                    n => format!("the package at line {}", packages[n - 1].pos.line),
                 };
                 return Err(at(
                     package.pos,
@@ -179,7 +185,7 @@ impl Application {
                     ),
                 ));
             }
-            seen.push((resolved, package));
+            debug_assert_eq!(projects.len(), index);
             projects.push(project);
         }
         check_waits(&projects, &root_manifest)?;
@@ -203,6 +209,32 @@ impl Application {
         let after = step.after.as_ref()?;
         Some((self.index_of(&after.project)?, after.version.clone()))
     }
+}
+
+/// Loads the projects in these directories, in order; on two threads when there are
+/// several (a start-up check of an application of many packages is mostly this).
+fn load_all<'a>(dirs: impl Iterator<Item = &'a Path>) -> Vec<Result<Project, Error>> {
+    let dirs: Vec<&Path> = dirs.collect();
+    if dirs.len() < 4 {
+        return dirs.into_iter().map(Project::load).collect();
+    }
+    let half = dirs.len() / 2;
+    let (first, second) = dirs.split_at(half);
+    std::thread::scope(|scope| {
+        let other = scope.spawn(|| {
+            second
+                .iter()
+                .map(|dir| Project::load(dir))
+                .collect::<Vec<_>>()
+        });
+        let mut loaded: Vec<Result<Project, Error>> =
+            first.iter().map(|dir| Project::load(dir)).collect();
+        match other.join() {
+            Ok(rest) => loaded.extend(rest),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+        loaded
+    })
 }
 
 /// Checks every step's `after`: a package of this application other than the step's
