@@ -2,6 +2,7 @@
 //! statement, take the lock, run the plan in a transaction, record, unlock; and the
 //! read-only reports (status, plan, history) and `unlock`.
 
+mod checksum;
 mod prepare;
 mod project;
 mod report;
@@ -626,14 +627,4 @@ fn host() -> String {
     static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     HOST.get_or_init(|| gethostname::gethostname().to_string_lossy().into_owned())
         .clone()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
-            let _ = write!(out, "{byte:02x}");
-            out
-        })
 }

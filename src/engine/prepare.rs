@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
-use super::{hex, AppPlan, Engine, LintFinding, Project};
+use super::checksum::StepChecksum;
+use super::{AppPlan, Engine, LintFinding, Project};
 use crate::db::StatementLimit;
 use crate::error::Error;
 use crate::manifest::{Action, SqlSource, StepTransaction};
@@ -110,14 +111,18 @@ impl Preparing {
 /// A reader that hashes what passes through it.
 pub(super) struct Hashing<'h, R> {
     pub(super) inner: R,
-    pub(super) hashers: Vec<&'h mut Sha256>,
+    /// The script's own SHA-256 (to notice it changed before it runs).
+    pub(super) own: &'h mut Sha256,
+    /// The step's checksum, when it is being computed.
+    pub(super) step: Option<&'h mut StepChecksum>,
 }
 
 impl<R: std::io::Read> std::io::Read for Hashing<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let read = self.inner.read(buf)?;
-        for hasher in &mut self.hashers {
-            hasher.update(&buf[..read]);
+        self.own.update(&buf[..read]);
+        if let Some(step) = self.step.as_mut() {
+            step.sql_text(&buf[..read]);
         }
         Ok(read)
     }
@@ -212,7 +217,7 @@ impl Engine {
         judge: &mut dyn FnMut(&Prepared),
     ) -> Result<(Vec<Work>, String), Error> {
         let manifest = &project.manifest;
-        let mut hasher = Sha256::new();
+        let mut checksum = StepChecksum::default();
         let mut work = Vec::new();
         for action in actions {
             match action {
@@ -240,10 +245,10 @@ impl Engine {
                             e.message
                         ))
                     };
-                    hasher.update(b"sql\0");
+                    checksum.begin_sql();
                     let text = match source {
                         SqlSource::Inline { text, .. } => {
-                            hasher.update(text.as_bytes());
+                            checksum.sql_text(text.as_bytes());
                             Some(text.clone())
                         }
                         SqlSource::File(file) => {
@@ -266,13 +271,14 @@ impl Engine {
                                 )
                                 .map_err(|e| unreadable(e.to_string()))?;
                                 preparing.kept += text.len() as u64;
-                                hasher.update(text.as_bytes());
+                                checksum.sql_text(text.as_bytes());
                                 Some(text)
                             } else {
                                 let mut own = Sha256::new();
                                 let reader = Hashing {
                                     inner: handle,
-                                    hashers: vec![&mut hasher, &mut own],
+                                    own: &mut own,
+                                    step: Some(&mut checksum),
                                 };
                                 for statement in preparing.statements(reader) {
                                     let statement = statement.map_err(split_error)?;
@@ -291,7 +297,7 @@ impl Engine {
                             }
                         }
                     };
-                    hasher.update(b"\0");
+                    checksum.end_sql();
                     if let Some(text) = text {
                         for statement in preparing.statements(text.as_bytes()) {
                             let statement = statement.map_err(split_error)?;
@@ -309,11 +315,7 @@ impl Engine {
                     method,
                     pos,
                 } => {
-                    hasher.update(b"plugin\0");
-                    hasher.update(library.as_bytes());
-                    hasher.update(b"\0");
-                    hasher.update(method.as_bytes());
-                    hasher.update(b"\0");
+                    checksum.plugin(library, method);
                     let origin = format!("{}:{}:{}", manifest.path.display(), pos.line, pos.column);
                     let key = (library.clone(), method.clone());
                     let step = match preparing.resolved.get(&key) {
@@ -331,7 +333,7 @@ impl Engine {
                 }
             }
         }
-        Ok((work, hex(&hasher.finalize())))
+        Ok((work, checksum.finish()))
     }
 
     /// Reads every script of the plan, splits it, guards each statement and computes each

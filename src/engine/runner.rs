@@ -616,7 +616,8 @@ impl Runner<'_> {
         let mut own = Sha256::new();
         let mut reader = Hashing {
             inner: handle,
-            hashers: vec![&mut own],
+            own: &mut own,
+            step: None,
         };
         std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| e.to_string())?;
         Ok(own.finalize().as_slice() == script.sha256.as_slice())
