@@ -157,10 +157,9 @@ impl Application {
             }
             found.push((resolved, full));
         }
-        let loaded = load_all(found.iter().map(|(_, full)| full.as_path()));
-        for ((package, result), index) in packages.iter().zip(loaded).zip(1..) {
+        for ((package, (_, full)), index) in packages.iter().zip(&found).zip(1..) {
             let shown = package.dir.display();
-            let project = result?;
+            let project = Project::load(full)?;
             if let Some(nested) = project.manifest.packages.first() {
                 return Err(Error::Manifest(ManifestError::At {
                     file: project.manifest.path.clone(),
@@ -209,32 +208,6 @@ impl Application {
         let after = step.after.as_ref()?;
         Some((self.index_of(&after.project)?, after.version.clone()))
     }
-}
-
-/// Loads the projects in these directories, in order; on two threads when there are
-/// several (a start-up check of an application of many packages is mostly this).
-fn load_all<'a>(dirs: impl Iterator<Item = &'a Path>) -> Vec<Result<Project, Error>> {
-    let dirs: Vec<&Path> = dirs.collect();
-    if dirs.len() < 4 {
-        return dirs.into_iter().map(Project::load).collect();
-    }
-    let half = dirs.len() / 2;
-    let (first, second) = dirs.split_at(half);
-    std::thread::scope(|scope| {
-        let other = scope.spawn(|| {
-            second
-                .iter()
-                .map(|dir| Project::load(dir))
-                .collect::<Vec<_>>()
-        });
-        let mut loaded: Vec<Result<Project, Error>> =
-            first.iter().map(|dir| Project::load(dir)).collect();
-        match other.join() {
-            Ok(rest) => loaded.extend(rest),
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-        loaded
-    })
 }
 
 /// Checks every step's `after`: a package of this application other than the step's
