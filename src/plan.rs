@@ -68,6 +68,17 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// A project already at `version`, with nothing to do: how [`interleave`] sees a
+    /// project it has no plan for.
+    pub fn settled(version: &Version) -> Plan {
+        Plan {
+            db_version: Some(version.clone()),
+            start: Some(version.clone()),
+            target: version.clone(),
+            items: Vec::new(),
+        }
+    }
+
     /// Whether a run has anything to do (including recording a first version).
     pub fn is_needed(&self) -> bool {
         !self.items.is_empty() || self.db_version.is_none()

@@ -219,9 +219,18 @@ fn renew(url: &ServerUrl, client: &mut Option<Client>, token: &str) -> Result<bo
 }
 
 /// This host's name, as the lease row records it.
+/// This host as a lease row names it: the host name, and the PID namespace when there is
+/// one to tell (containers sharing the host's name but not its processes must not take
+/// each other's leases over as "a process of this host that is gone").
 fn this_host() -> &'static str {
     static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HOST.get_or_init(|| gethostname::gethostname().to_string_lossy().into_owned())
+    HOST.get_or_init(|| {
+        let name = gethostname::gethostname().to_string_lossy().into_owned();
+        match std::fs::read_link("/proc/self/ns/pid") {
+            Ok(namespace) => format!("{name} ({})", namespace.display()),
+            Err(_) => name,
+        }
+    })
 }
 
 /// Whether a process of this host is alive; `true` when that cannot be known (no
@@ -523,6 +532,8 @@ impl Postgres {
     /// Rolls back whatever is open; a lease row the transaction wrote is gone with it.
     fn rollback_quietly(&mut self) -> Result<(), DbError> {
         self.in_transaction = false;
+        // `upgrader_lock` may have been created by the transaction rolled back: look again.
+        self.lease_table = false;
         if let Some(lease) = self.lease.as_mut() {
             if lease.state == LeaseState::Pending {
                 lease.state = LeaseState::Unclaimed;

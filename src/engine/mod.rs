@@ -216,14 +216,22 @@ impl Engine {
                 (Some(_), _) => false,
                 (None, 0) => db.user_table_count()? > 0,
                 (None, _) => {
-                    let mut any = false;
-                    for table in install_tables(project, db.dialect()) {
-                        if db.table_exists(&table)? {
-                            any = true;
-                            break;
+                    let tables = install_tables(project, db.dialect());
+                    if tables.is_empty() {
+                        // An install whose tables cannot be known (a plugin's, or no
+                        // CREATE TABLE) never runs on a database that has tables: the
+                        // package is adopted at its initial version instead.
+                        db.user_table_count()? > 0
+                    } else {
+                        let mut any = false;
+                        for table in tables {
+                            if db.table_exists(&table)? {
+                                any = true;
+                                break;
+                            }
                         }
+                        any
                     }
-                    any
                 }
             };
             facts.push(DbFacts {

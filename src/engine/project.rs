@@ -264,7 +264,9 @@ fn check_waits(projects: &[Project], root_manifest: &Path) -> Result<(), Error> 
     }
     // Every step, from each project's first version: if these can be ordered, so can any
     // run, which only starts later (and so waits less).
-    let plans: Vec<Option<Plan>> = projects
+    // A project without steps to try (only an install, or a plan that cannot be made from
+    // its first version) counts as at its code version: it waits for nobody.
+    let plans: Vec<Plan> = projects
         .iter()
         .map(|project| {
             let manifest = &project.manifest;
@@ -272,21 +274,19 @@ fn check_waits(projects: &[Project], root_manifest: &Path) -> Result<(), Error> 
             let start = match (&manifest.initial_version, first) {
                 (Some(initial), Some(first)) => Some(initial.clone().min(first)),
                 (initial, first) => initial.clone().or(first),
-            }?;
-            let facts = DbFacts {
-                version: Some(start),
-                has_user_tables: true,
             };
-            plan::plan(manifest, &project.code_version, &facts).ok()
+            start
+                .and_then(|start| {
+                    let facts = DbFacts {
+                        version: Some(start),
+                        has_user_tables: true,
+                    };
+                    plan::plan(manifest, &project.code_version, &facts).ok()
+                })
+                .unwrap_or_else(|| Plan::settled(&project.code_version))
         })
         .collect();
-    let empty = Plan {
-        db_version: None,
-        start: None,
-        target: Version::parse("0.0.0").expect("a valid version"),
-        items: Vec::new(),
-    };
-    let refs: Vec<&Plan> = plans.iter().map(|p| p.as_ref().unwrap_or(&empty)).collect();
+    let refs: Vec<&Plan> = plans.iter().collect();
     let step_of = |package: usize, item: usize| -> Option<&Step> {
         let index = refs[package].items[item].step_index?;
         Some(&projects[package].manifest.steps[index])

@@ -527,8 +527,9 @@ fn describe_signal(status: &std::process::ExitStatus) -> String {
 }
 
 /// The watcher: one file metadata read per project per interval while the gate is ready
-/// (each VERSION, the file a deploy changes); while halted, also each upgrade.xml and the
-/// lock file, since fixing a manifest or removing a failed lock re-opens the gate.
+/// (each VERSION, the file a deploy changes, and the root's upgrade.xml, where a package
+/// is added); while halted, also every upgrade.xml and the lock file, since fixing a
+/// manifest or removing a failed lock re-opens the gate.
 fn watch(inner: Weak<Inner>, interval: Duration) {
     loop {
         std::thread::sleep(interval);
@@ -539,8 +540,12 @@ fn watch(inner: Weak<Inner>, interval: Duration) {
         let state = inner.state.load(Ordering::Acquire);
         let mut stamps = inner.stamps.lock().unwrap_or_else(|e| e.into_inner());
         let mut changed = restamp(&mut stamps.versions);
+        // The root manifest too, even while ready: a package can be added without a new
+        // root version.
+        let root_manifest = if stamps.manifests.is_empty() { 0 } else { 1 };
+        changed |= restamp(&mut stamps.manifests[..root_manifest]);
         if state == HALTED {
-            changed |= restamp(&mut stamps.manifests);
+            changed |= restamp(&mut stamps.manifests[root_manifest..]);
             if inner.halted_by_lock.load(Ordering::Acquire)
                 && std::fs::symlink_metadata(Layout::new(dir).lock_file()).is_err()
             {

@@ -201,6 +201,10 @@ pub fn created_table(text: &str, dialect: Dialect) -> Option<String> {
     let mut name = None;
     loop {
         match next {
+            // PostgreSQL folds unquoted names to lower case.
+            Some((Kind::Word, w)) if dialect == Dialect::Postgres => {
+                name = Some(w.to_ascii_lowercase())
+            }
             Some((Kind::Word, w)) => name = Some(w.to_string()),
             Some((Kind::Quoted, q)) => name = Some(unquote(q)),
             _ => return name,
@@ -304,6 +308,7 @@ mod tests {
             ),
             ("/* c */ CREATE TABLE `b`.`posts` (id int)", Some("posts")),
             ("CREATE TEMPORARY TABLE scratch (id int)", None),
+            ("CREATE TABLE \"Posts\" (id int, \"x\" int)", Some("Posts")),
             ("CREATE INDEX i ON orders (id)", None),
             ("INSERT INTO orders VALUES (1)", None),
         ];

@@ -628,3 +628,93 @@ fn the_gate_upgrades_when_only_a_package_changes() {
     assert_eq!(project.query_i64("SELECT count(*) FROM payments"), 1);
     assert_eq!(project.version_of("test").as_deref(), Some("1.0.0"));
 }
+
+/// A step may wait for a package that has only an install (no steps, no initial version):
+/// such a package is at its code version once installed, so there is no circle.
+#[test]
+fn after_a_package_with_only_an_install() {
+    let project = TestProject::new(
+        "1.1.0",
+        &root_manifest(
+            &["modules/blog"],
+            &step(
+                "r1",
+                "1.0.0",
+                "1.1.0",
+                "INSERT INTO core (id, note) SELECT 1, note FROM posts;",
+                " after=\"blog 2.0\"",
+            ),
+        ),
+    );
+    project.write("modules/blog/VERSION", "2.0.0\n");
+    project.write(
+        "modules/blog/upgrade.xml",
+        "<upgrade project=\"blog\">\n  <install><sql>CREATE TABLE posts (id INTEGER PRIMARY KEY, note VARCHAR(40)); INSERT INTO posts VALUES (1, 'p');</sql></install>\n</upgrade>\n",
+    );
+    // A fresh database: the core installs at 1.1.0, then the blog; nothing waits.
+    project.run(&["run"]).assert_code(0);
+    assert_eq!(project.version_of("blog").as_deref(), Some("2.0.0"));
+    project.run(&["check"]).assert_code(0);
+}
+
+/// A package whose install's tables cannot be known (no CREATE TABLE in it) is adopted at
+/// its initial version on a database that has tables, never installed over them.
+#[test]
+fn an_install_without_known_tables_is_not_run_on_a_database_with_tables() {
+    let project = TestProject::new("1.0.0", &root_manifest(&[], ""));
+    project.run(&["run"]).assert_code(0);
+    project.write("upgrade.xml", &root_manifest(&["modules/blog"], ""));
+    project.write("modules/blog/VERSION", "1.1.0\n");
+    project.write(
+        "modules/blog/upgrade.xml",
+        &format!(
+            "<upgrade project=\"blog\" initial-version=\"1.0.0\">\n  <install><sql>INSERT INTO core (id, note) VALUES (9, 'install');</sql></install>\n{}</upgrade>\n",
+            step(
+                "b1",
+                "1.0.0",
+                "1.1.0",
+                "INSERT INTO core (id, note) VALUES (2, 'step');",
+                ""
+            )
+        ),
+    );
+    project.run(&["run"]).assert_code(0);
+    assert_eq!(
+        project.query_i64("SELECT count(*) FROM core WHERE id = 9"),
+        0
+    );
+    assert_eq!(
+        project.query_i64("SELECT count(*) FROM core WHERE id = 2"),
+        1
+    );
+    assert_eq!(project.version_of("blog").as_deref(), Some("1.1.0"));
+}
+
+/// The gate notices a package added to the root manifest without a new root version.
+#[test]
+fn the_gate_installs_a_package_added_without_a_new_root_version() {
+    use std::time::Duration;
+    use upgrader::gate::{Answer, Gate, GateOptions};
+    let project = TestProject::new("1.0.0", &root_manifest(&[], ""));
+    project.run(&["run"]).assert_code(0);
+    let options = GateOptions {
+        recheck_interval: Duration::from_millis(50),
+        program: Some(crate::util::bin().into()),
+        ..GateOptions::default()
+    };
+    let gate = Gate::new(project.path(), None, options);
+    crate::util::wait_for(Duration::from_secs(10), "the gate to be ready", || {
+        gate.check() == Answer::Ready
+    });
+    project.write("modules/blog/VERSION", "1.0.0\n");
+    project.write(
+        "modules/blog/upgrade.xml",
+        &module_manifest("blog", "posts", ""),
+    );
+    // A different length, so that the change shows even within the clock's resolution.
+    project.write("upgrade.xml", &root_manifest(&["modules/blog"], ""));
+    crate::util::wait_for(Duration::from_secs(20), "the package's install", || {
+        gate.check() == Answer::Ready && project.version_of("blog").as_deref() == Some("1.0.0")
+    });
+    assert_eq!(project.query_i64("SELECT count(*) FROM posts"), 0);
+}
