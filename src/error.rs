@@ -99,6 +99,8 @@ pub enum Error {
     /// A step failed during the run; the run was rolled back as far as it could be.
     #[error("{message}")]
     StepFailed {
+        /// The project (the root's or a package's) whose item failed.
+        project: String,
         /// The plan item that failed.
         step: String,
         /// The whole explanation.

@@ -59,7 +59,8 @@ pub enum RecordState {
     Installing,
     /// The operation failed; the lock stays until a developer clears it.
     Failed,
-    /// A state a later upgrader wrote that this one does not know: read as a holder's.
+    /// A state a later upgrader wrote that this one does not know: held if its holder
+    /// lives, else stale, like `running`.
     #[serde(other)]
     Other,
 }

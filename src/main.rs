@@ -100,9 +100,13 @@ fn main() -> ExitCode {
             if cli.json {
                 let mut body = serde_json::json!({ "error": error.to_string(), "exit_code": error.exit().code() });
                 if let Error::StepFailed {
-                    step, committed, ..
+                    project,
+                    step,
+                    committed,
+                    ..
                 } = &error
                 {
+                    body["project"] = serde_json::json!(project);
                     body["step"] = serde_json::json!(step);
                     body["committed"] = serde_json::json!(committed);
                 }
@@ -271,7 +275,9 @@ fn lint(
             "not_fixable": needs
                 .not_fixable
                 .iter()
-                .map(|(step, reason)| serde_json::json!({ "step": step, "reason": reason }))
+                .map(|(project, step, reason)| {
+                    serde_json::json!({ "project": project, "step": step, "reason": reason })
+                })
                 .collect::<Vec<_>>(),
         });
         if fix {
@@ -312,7 +318,7 @@ fn lint(
         for finding in &findings {
             let _ = writeln!(out, "{finding}");
         }
-        for (step, why) in &needs.not_fixable {
+        for (_, step, why) in &needs.not_fixable {
             let _ = writeln!(
                 out,
                 "step '{step}' was not marked transaction=\"none\": {why}"
@@ -357,17 +363,19 @@ struct FixPlan {
     /// Steps every finding of which `transaction="none"` would cure, in manifest order:
     /// (project, step).
     fixable: Vec<(String, String)>,
-    /// Steps with a finding it would cure and one it would not: (step, why).
-    not_fixable: Vec<(String, String)>,
+    /// Steps with a finding it would cure and one it would not: (project, step, why).
+    not_fixable: Vec<(String, String, String)>,
 }
 
 fn steps_needing_transaction_none(findings: &[LintFinding]) -> FixPlan {
     let mut fixable: Vec<(String, String)> = Vec::new();
-    let mut not_fixable: Vec<(String, String)> = Vec::new();
+    let mut not_fixable: Vec<(String, String, String)> = Vec::new();
     for finding in findings {
         let (project, step) = (finding.project.as_str(), finding.step.as_str());
         if fixable.iter().any(|(p, s)| p == project && s == step)
-            || not_fixable.iter().any(|(s, _)| s == step)
+            || not_fixable
+                .iter()
+                .any(|(p, s, _)| p == project && s == step)
         {
             continue;
         }
@@ -383,6 +391,7 @@ fn steps_needing_transaction_none(findings: &[LintFinding]) -> FixPlan {
         match of_step().find(|f| !f.fixed_by_transaction_none) {
             None => fixable.push((project.to_string(), step.to_string())),
             Some(other) => not_fixable.push((
+                project.to_string(),
                 step.to_string(),
                 format!(
                     "transaction=\"none\" would not cure {}: {}; fix that first",

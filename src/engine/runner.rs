@@ -770,6 +770,7 @@ impl Runner<'_> {
             log::error!("could not record the failure in upgrader_history: {error}");
         }
         Error::StepFailed {
+            project: project.clone(),
             step: failure.item,
             message,
             committed: std::mem::take(&mut self.done),

@@ -484,11 +484,19 @@ impl Inner {
         match output.status.code().map(Exit::from_code) {
             Some(Some(Exit::Ok)) => {
                 if let Some(result) = &result {
-                    log::warn!(
-                        "upgrader gate: {} {}",
-                        result["project"].as_str().unwrap_or("?"),
-                        result["result"].as_str().unwrap_or("upgraded")
-                    );
+                    // The root's outcome and every package's: a package alone may have
+                    // upgraded while the root was current.
+                    let outcomes: Vec<String> = std::iter::once(result)
+                        .chain(result["packages"].as_array().into_iter().flatten())
+                        .map(|outcome| {
+                            format!(
+                                "{} {}",
+                                outcome["project"].as_str().unwrap_or("?"),
+                                outcome["result"].as_str().unwrap_or("?")
+                            )
+                        })
+                        .collect();
+                    log::info!("upgrader gate: {}", outcomes.join(", "));
                 }
                 Ok(())
             }

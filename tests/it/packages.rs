@@ -208,6 +208,7 @@ fn per_step_keeps_the_earlier_packages_steps(backend: Backend) {
     failed.assert_code(1);
     let body = failed.json();
     assert_eq!(body["step"], "pay-rows");
+    assert_eq!(body["project"], "pay");
     let committed: Vec<String> = body["committed"]
         .as_array()
         .unwrap()
