@@ -719,3 +719,67 @@ fn the_gate_installs_a_package_added_without_a_new_root_version() {
     });
     assert_eq!(project.query_i64("SELECT count(*) FROM posts"), 0);
 }
+
+/// `lint --for mysql --fix` marks a package's steps in the package's own manifest, and
+/// a step of the same name in another package is judged on its own.
+#[test]
+fn lint_fix_marks_each_packages_own_manifest() {
+    let ddl = "ALTER TABLE core ADD COLUMN extra INT;";
+    let dml =
+        "UPDATE core SET note = 'x'; ALTER TABLE core ADD COLUMN more INT; START TRANSACTION;";
+    let project = TestProject::new(
+        "1.1.0",
+        &root_manifest(&["modules/blog"], &step("same", "1.0.0", "1.1.0", ddl, "")),
+    );
+    project.write("modules/blog/VERSION", "1.1.0\n");
+    let blog = module_manifest("blog", "posts", &step("same", "1.0.0", "1.1.0", dml, ""));
+    project.write("modules/blog/upgrade.xml", &blog);
+    let lint = project.run(&["lint", "--for", "mysql", "--json"]);
+    lint.assert_code(1);
+    let body = lint.json();
+    assert_eq!(body["needs_transaction_none"], serde_json::json!(["same"]));
+    assert_eq!(body["not_fixable"][0]["project"], "blog");
+    project
+        .run(&["lint", "--for", "mysql", "--fix"])
+        .assert_code(1)
+        .assert_stdout("step 'same': marked transaction=\"none\"");
+    let root = std::fs::read_to_string(project.path().join("upgrade.xml")).unwrap();
+    assert!(
+        root.contains("<step name=\"same\" from=\"1.0.0\" to=\"1.1.0\" transaction=\"none\">"),
+        "{root}"
+    );
+    // The blog's step also commits implicitly but has a statement no marking cures
+    // (START TRANSACTION): its manifest is left byte for byte.
+    assert_eq!(
+        std::fs::read_to_string(project.path().join("modules/blog/upgrade.xml")).unwrap(),
+        blog
+    );
+}
+
+/// A module adopted on a database where its table was made by hand with a name in mixed
+/// case: the install's `CREATE TABLE Posts` names that table on every backend (PostgreSQL
+/// folds it to `posts`), so the install does not run again.
+fn an_adopted_module_is_found_whatever_the_case_of_its_table(backend: Backend) {
+    let project = TestProject::on(backend, "1.0.0", &root_manifest(&[], ""));
+    project.run(&["run"]).assert_code(0);
+    project.sql("CREATE TABLE Posts (id INTEGER PRIMARY KEY, note VARCHAR(40))");
+    project.write("upgrade.xml", &root_manifest(&["modules/blog"], ""));
+    project.write("modules/blog/VERSION", "1.1.0\n");
+    project.write(
+        "modules/blog/upgrade.xml",
+        &format!(
+            "<upgrade project=\"blog\" initial-version=\"1.0.0\">\n  <install><sql>CREATE TABLE Posts (id INTEGER PRIMARY KEY, note VARCHAR(40));</sql></install>\n{}</upgrade>\n",
+            step("b1", "1.0.0", "1.1.0", "INSERT INTO Posts (id, note) VALUES (1, 'step');", "")
+        ),
+    );
+    let status = project.run(&["status", "--json"]).json();
+    assert_eq!(status["packages"][0]["pending"][0]["name"], "b1");
+    project.run(&["run"]).assert_code(0);
+    assert_eq!(project.query_i64("SELECT count(*) FROM Posts"), 1);
+    assert_eq!(project.version_of("blog").as_deref(), Some("1.1.0"));
+}
+
+mod case_of_tables {
+    use super::*;
+    on_every_backend!(an_adopted_module_is_found_whatever_the_case_of_its_table);
+}
