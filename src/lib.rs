@@ -25,6 +25,7 @@
 //! [`error`]. The other modules are public only for upgrader's own command line, tests
 //! and benchmarks; they are not part of the stable API.
 
+pub mod backup;
 pub mod engine;
 pub mod error;
 pub mod gate;

@@ -39,6 +39,14 @@ struct Cli {
     #[arg(long, global = true, value_enum, default_value = "single")]
     transaction: TransactionArg,
 
+    /// `run`: do not back the database up first (into updates/Updates_Backups/).
+    #[arg(long, global = true)]
+    no_backup: bool,
+
+    /// `run`: how many database backups of the project to keep.
+    #[arg(long, global = true, value_name = "N", default_value_t = 10)]
+    keep_backups: usize,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -63,6 +71,8 @@ enum Command {
     Unlock,
     /// The applied steps.
     History,
+    /// The database backups in updates/Updates_Backups/, newest first.
+    Backups,
     /// Static checks of the manifest's SQL, touching no database: every statement the
     /// guard would refuse on the target backend. Exits 1 when there is any.
     Lint {
@@ -93,7 +103,9 @@ fn main() -> ExitCode {
         .transaction(match cli.transaction {
             TransactionArg::Single => TransactionMode::Single,
             TransactionArg::PerStep => TransactionMode::PerStep,
-        });
+        })
+        .backup(!cli.no_backup)
+        .keep_backups(cli.keep_backups);
     match execute(&cli, config) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
@@ -184,6 +196,29 @@ fn execute(cli: &Cli, config: Config) -> Result<u8, Error> {
                 None => engine.dialect(),
             };
             lint(&engine, dialect, fix, json, &mut out)?
+        }
+        Command::Backups => {
+            let dir = upgrader::Layout::new(&engine.project().dir).updates_backups();
+            let backups = upgrader::backup::list(&dir);
+            if json {
+                print_json(&mut out, &backups);
+            } else if backups.is_empty() {
+                let _ = writeln!(out, "no database backups in {}", dir.display());
+            } else {
+                for backup in &backups {
+                    let _ = writeln!(
+                        out,
+                        "{:<22} {:<8} {:<20} {:<12} {:>12} bytes  {}",
+                        backup.created,
+                        backup.backend,
+                        backup.project,
+                        backup.version,
+                        backup.size,
+                        backup.file
+                    );
+                }
+            }
+            0
         }
         Command::History => {
             let rows = engine.history()?;

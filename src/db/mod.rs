@@ -247,6 +247,14 @@ pub trait Backend {
         Ok(true)
     }
 
+    /// Copies the whole database as it is now, upgrader's own tables included, into the
+    /// new file `dest`; `Ok(false)` when this backend is backed up by an external dump
+    /// tool instead (see `backup`). Outside a transaction, under the upgrade lock.
+    fn backup_to(&mut self, dest: &std::path::Path) -> Result<bool, DbError> {
+        let _ = dest;
+        Ok(false)
+    }
+
     /// The largest statement the server accepts, and the setting that says so; `None`
     /// when there is no limit worth checking. A longer statement is refused before the
     /// run starts, naming the setting.

@@ -131,6 +131,19 @@ impl Backend for Sqlite {
         Ok(result)
     }
 
+    fn backup_to(&mut self, dest: &std::path::Path) -> Result<bool, DbError> {
+        // SQLite's online backup API: a consistent copy page by page, restarted by SQLite
+        // itself should another connection write meanwhile.
+        self.connection
+            .backup(
+                rusqlite::MAIN_DB,
+                dest,
+                None::<fn(rusqlite::backup::Progress)>,
+            )
+            .map_err(db_error)?;
+        Ok(true)
+    }
+
     fn lock(&mut self, _span: LockSpan) -> Result<(), DbError> {
         // One writer at a time is SQLite's own rule: `BEGIN IMMEDIATE` in `begin` waits for
         // it. Between two commits the upgrade lock file keeps other processes out (an

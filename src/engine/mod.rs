@@ -53,6 +53,10 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Transaction use for `run`.
     pub transaction: TransactionMode,
+    /// Whether `run` backs the database up before its first statement.
+    pub backup: bool,
+    /// How many backups of the project `run` keeps.
+    pub keep_backups: usize,
 }
 
 impl std::fmt::Debug for Config {
@@ -71,6 +75,8 @@ impl std::fmt::Debug for Config {
                     }),
             )
             .field("transaction", &self.transaction)
+            .field("backup", &self.backup)
+            .field("keep_backups", &self.keep_backups)
             .finish()
     }
 }
@@ -82,7 +88,21 @@ impl Config {
             project_dir: project_dir.into(),
             database_url: None,
             transaction: TransactionMode::Single,
+            backup: true,
+            keep_backups: 10,
         }
+    }
+
+    /// Whether `run` backs the database up first (`--no-backup`: false).
+    pub fn backup(mut self, backup: bool) -> Config {
+        self.backup = backup;
+        self
+    }
+
+    /// How many backups of the project `run` keeps in `updates/Updates_Backups/`.
+    pub fn keep_backups(mut self, keep: usize) -> Config {
+        self.keep_backups = keep;
+        self
     }
 
     /// The database URL (`sqlite://…`, `postgres://…`, `mysql://…`); `None` for the
@@ -128,8 +148,9 @@ impl AppPlan {
 }
 
 /// What the run carries from before the lock into [`Engine::run_locked`].
-#[derive(Clone, Copy)]
 struct Locked<'a> {
+    /// The root project's recorded version before the lock (names the backup).
+    db_version: Option<String>,
     /// The run order planned before the lock.
     order: &'a [(usize, usize)],
     span: LockSpan,
@@ -442,6 +463,7 @@ impl Engine {
         let mut session = Session::begin(&lock_path, record, db, span)?;
         let order = app_plan.order;
         let locked = Locked {
+            db_version: facts[0].version.as_ref().map(ToString::to_string),
             order: &order,
             span,
             dialect,
@@ -472,12 +494,24 @@ impl Engine {
         prepared: Vec<PreparedItem>,
     ) -> Result<RunOutcome, Error> {
         let Locked {
+            ref db_version,
             order,
             span,
             dialect,
             limit,
             started: run_started,
         } = *locked;
+        if self.config.backup {
+            // Under the lock, before the run's first statement: what `restore` brings back.
+            crate::backup::make(
+                &self.url,
+                session.db(),
+                &Layout::new(&self.project().dir).updates_backups(),
+                &self.project().name,
+                db_version.as_deref(),
+                self.config.keep_backups,
+            )?;
+        }
         {
             let db = session.db();
             db.begin()?;

@@ -2,6 +2,7 @@
 //! project directory and database.
 
 mod backends;
+mod backups;
 mod concurrency;
 mod hardening;
 mod hostile_files;

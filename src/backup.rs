@@ -1,0 +1,232 @@
+//! Database backups in `updates/Updates_Backups/`: made under the upgrade lock before a
+//! run sends its first statement, named `db-<project>-<db version>-<UTC stamp>.<ext>`,
+//! the newest `keep` of a project kept; and the listing `upgrader backups` shows.
+//!
+//! SQLite is copied with its online backup API. PostgreSQL and MariaDB dumps (pg_dump,
+//! mariadb-dump) are not made yet: for them a run makes no backup (issue 11).
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::db::{Backend, DatabaseUrl};
+use crate::error::Error;
+
+/// One backup file as `upgrader backups` lists it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct BackupFile {
+    /// The file name (in `updates/Updates_Backups/`).
+    pub file: String,
+    /// The project it was made for (the application's root project).
+    pub project: String,
+    /// The version the database recorded (`none` before any).
+    pub version: String,
+    /// `sqlite`, `postgres` or `mysql`.
+    pub backend: &'static str,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was made, RFC 3339 in UTC.
+    pub created: String,
+}
+
+/// The extension of a backup of this database.
+fn extension(url: &DatabaseUrl) -> &'static str {
+    match url {
+        DatabaseUrl::Sqlite(_) => "sqlite",
+        DatabaseUrl::Postgres(_) => "pgdump",
+        DatabaseUrl::MySql(_) => "sql",
+    }
+}
+
+fn backend_of(extension: &str) -> Option<&'static str> {
+    match extension {
+        "sqlite" => Some("sqlite"),
+        "pgdump" => Some("postgres"),
+        "sql" => Some("mysql"),
+        _ => None,
+    }
+}
+
+/// `20261202T045722Z`: sortable, and a valid file name everywhere.
+fn stamp(now: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(now)
+        .to_string()
+        .replace(['-', ':'], "")
+}
+
+/// Backs the database up into `dir` before a run; `None` when this backend's backups
+/// are not made yet. An error says what failed and that `--no-backup` skips it; nothing
+/// was changed.
+pub(crate) fn make(
+    url: &DatabaseUrl,
+    db: &mut dyn Backend,
+    dir: &Path,
+    project: &str,
+    version: Option<&str>,
+    keep: usize,
+) -> Result<Option<PathBuf>, Error> {
+    if !matches!(url, DatabaseUrl::Sqlite(_)) {
+        log::debug!("no database backup: dumps of {url} are not made yet");
+        return Ok(None);
+    }
+    let refuse = |what: String| {
+        Error::Refused(format!(
+            "{what}; nothing was changed (pass --no-backup to upgrade without a backup)"
+        ))
+    };
+    std::fs::create_dir_all(dir).map_err(|e| {
+        refuse(format!(
+            "cannot create the backup folder {}: {e}",
+            dir.display()
+        ))
+    })?;
+    let base = format!(
+        "db-{project}-{}-{}",
+        version.unwrap_or("none"),
+        stamp(std::time::SystemTime::now())
+    );
+    let ext = extension(url);
+    // Two runs in one second get distinct names; a file is never overwritten.
+    let mut path = dir.join(format!("{base}.{ext}"));
+    let mut n = 2;
+    while std::fs::symlink_metadata(&path).is_ok() {
+        path = dir.join(format!("{base}-{n}.{ext}"));
+        n += 1;
+    }
+    let made = db.backup_to(&path).map_err(|e| {
+        let _ = std::fs::remove_file(&path);
+        refuse(format!(
+            "cannot back up the database to {}: {e}",
+            path.display()
+        ))
+    })?;
+    if !made {
+        return Ok(None);
+    }
+    log::info!("backed up the database to {}", path.display());
+    prune(dir, project, keep);
+    Ok(Some(path))
+}
+
+/// Keeps the newest `keep` backups of `project` (by the stamp in their names).
+fn prune(dir: &Path, project: &str, keep: usize) {
+    let mut mine: Vec<BackupFile> = list(dir)
+        .into_iter()
+        .filter(|backup| backup.project == project)
+        .collect();
+    mine.sort_by(|a, b| b.created.cmp(&a.created).then(b.file.cmp(&a.file)));
+    for old in mine.iter().skip(keep) {
+        if let Err(error) = std::fs::remove_file(dir.join(&old.file)) {
+            log::warn!("cannot remove the old backup {}: {error}", old.file);
+        }
+    }
+}
+
+/// The backups in `dir`, newest first; files that are not backups are left out.
+pub fn list(dir: &Path) -> Vec<BackupFile> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut backups: Vec<BackupFile> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let (parsed, backend) = parse_name(&name)?;
+            let metadata = entry.metadata().ok()?;
+            metadata.is_file().then(|| BackupFile {
+                file: name.clone(),
+                project: parsed.0,
+                version: parsed.1,
+                backend,
+                size: metadata.len(),
+                created: parsed.2,
+            })
+        })
+        .collect();
+    backups.sort_by(|a, b| b.created.cmp(&a.created).then(b.file.cmp(&a.file)));
+    backups
+}
+
+/// `db-<project>-<version>-<stamp>[-n].<ext>` → ((project, version, created), backend).
+/// The project may hold dashes, the version one (a suffix); the stamp has none.
+fn parse_name(name: &str) -> Option<((String, String, String), &'static str)> {
+    let rest = name.strip_prefix("db-")?;
+    let (stem, ext) = rest.rsplit_once('.')?;
+    let backend = backend_of(ext)?;
+    let parts: Vec<&str> = stem.split('-').collect();
+    // The stamp is the last part that looks like one (a `-n` counter may follow).
+    let at = parts.iter().rposition(|part| is_stamp(part))?;
+    if at < 2 {
+        return None;
+    }
+    let stamp = parts[at];
+    // The version is the part before the stamp, with its suffix if that part is one.
+    let (project_end, version) = if at >= 3
+        && !parts[at - 1].starts_with(|c: char| c.is_ascii_digit())
+        && parts[at - 1] != "none"
+    {
+        (at - 2, format!("{}-{}", parts[at - 2], parts[at - 1]))
+    } else {
+        (at - 1, parts[at - 1].to_string())
+    };
+    if project_end == 0 {
+        return None;
+    }
+    let project = parts[..project_end].join("-");
+    let created = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &stamp[0..4],
+        &stamp[4..6],
+        &stamp[6..8],
+        &stamp[9..11],
+        &stamp[11..13],
+        &stamp[13..15]
+    );
+    Some(((project, version, created), backend))
+}
+
+fn is_stamp(part: &str) -> bool {
+    let bytes = part.as_bytes();
+    bytes.len() == 16
+        && bytes[8] == b'T'
+        && bytes[15] == b'Z'
+        && bytes[..8]
+            .iter()
+            .chain(&bytes[9..15])
+            .all(u8::is_ascii_digit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_read_back() {
+        let cases = [
+            (
+                "db-shop-1.4.0-20261202T045722Z.sqlite",
+                Some(("shop", "1.4.0", "2026-12-02T04:57:22Z", "sqlite")),
+            ),
+            (
+                "db-demo-shop-1.0.0-RC2-20261202T045722Z-2.pgdump",
+                Some(("demo-shop", "1.0.0-RC2", "2026-12-02T04:57:22Z", "postgres")),
+            ),
+            (
+                "db-shop-none-20261202T045722Z.sql",
+                Some(("shop", "none", "2026-12-02T04:57:22Z", "mysql")),
+            ),
+            ("db-shop-1.4.0-20261202T045722Z.zip", None),
+            ("app-shop-1.4.0-20261202T045722Z.sqlite", None),
+            ("db-1.4.0-20261202T045722Z.sqlite", None),
+            ("notes.txt", None),
+        ];
+        for (name, expected) in cases {
+            let parsed = parse_name(name).map(|((p, v, c), b)| (p, v, c, b));
+            let expected =
+                expected.map(|(p, v, c, b)| (p.to_string(), v.to_string(), c.to_string(), b));
+            assert_eq!(parsed, expected, "{name}");
+        }
+        let made = stamp(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_186_242));
+        assert!(is_stamp(&made), "{made}");
+    }
+}
