@@ -29,6 +29,55 @@ pub struct BackupFile {
     pub created: String,
 }
 
+/// `sqlite`, `postgres` or `mysql`: the kind of database a URL names.
+pub fn kind_of(url: &DatabaseUrl) -> &'static str {
+    match url {
+        DatabaseUrl::Sqlite(_) => "sqlite",
+        DatabaseUrl::Postgres(_) => "postgres",
+        DatabaseUrl::MySql(_) => "mysql",
+    }
+}
+
+/// Refuses, before anything is touched, a file that is not a backup of a `kind`
+/// database: by its name, and for SQLite by its content.
+pub(crate) fn check_file(path: &Path, kind: &str) -> Result<(), Error> {
+    let refuse =
+        |why: String| Error::Refused(format!("{}: {why}; nothing was changed", path.display()));
+    let metadata = std::fs::metadata(path).map_err(|e| refuse(format!("cannot read it: {e}")))?;
+    if !metadata.is_file() {
+        return Err(refuse("not a file".into()));
+    }
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let Some((_, backend)) = parse_name(name) else {
+        return Err(refuse(
+            "not a database backup (upgrader names them db-<project>-<version>-<stamp>.<sqlite|pgdump|sql>)".into(),
+        ));
+    };
+    if backend != kind {
+        return Err(refuse(format!(
+            "a backup of a {backend} database, and this project's database is {kind}"
+        )));
+    }
+    if kind == "sqlite" {
+        let valid = rusqlite::Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .and_then(|db| {
+            db.query_row("SELECT count(*) FROM sqlite_master", [], |row| {
+                row.get::<_, i64>(0)
+            })
+        });
+        if let Err(error) = valid {
+            return Err(refuse(format!("not an SQLite database: {error}")));
+        }
+    }
+    Ok(())
+}
+
 /// The extension of a backup of this database.
 fn extension(url: &DatabaseUrl) -> &'static str {
     match url {

@@ -72,6 +72,8 @@ pub enum Operation {
     /// `upgrader run`.
     #[default]
     Run,
+    /// `upgrader restore`.
+    Restore,
     /// Anything a later upgrader does under the lock that this one does not know.
     #[serde(other)]
     Other,

@@ -73,6 +73,15 @@ enum Command {
     History,
     /// The database backups in updates/Updates_Backups/, newest first.
     Backups,
+    /// Restore the database from a backup (a path, or a name `backups` lists), holding
+    /// the upgrade lock meanwhile. Asks on a terminal; otherwise needs --yes.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// Restore without asking.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Static checks of the manifest's SQL, touching no database: every statement the
     /// guard would refuse on the target backend. Exits 1 when there is any.
     Lint {
@@ -197,6 +206,28 @@ fn execute(cli: &Cli, config: Config) -> Result<u8, Error> {
             };
             lint(&engine, dialect, fix, json, &mut out)?
         }
+        Command::Restore { ref file, yes } => {
+            if !yes && !confirmed(file, &engine)? {
+                return Err(Error::Config(
+                    "restore cancelled; nothing was changed".into(),
+                ));
+            }
+            let restored = engine.restore(file)?;
+            if json {
+                print_json(&mut out, &restored);
+            } else {
+                let _ = writeln!(
+                    out,
+                    "restored {}; the database records {}",
+                    restored.file,
+                    restored
+                        .version
+                        .as_deref()
+                        .map_or("no version".to_string(), |v| format!("version {v}"))
+                );
+            }
+            0
+        }
         Command::Backups => {
             let dir = upgrader::Layout::new(&engine.project().dir).updates_backups();
             let backups = upgrader::backup::list(&dir);
@@ -246,6 +277,27 @@ fn execute(cli: &Cli, config: Config) -> Result<u8, Error> {
         }
     };
     Ok(code)
+}
+
+/// Asks on the terminal whether to restore `file` over the database; refuses when stdin is
+/// not a terminal (a script must say `--yes`).
+fn confirmed(file: &std::path::Path, engine: &Engine) -> Result<bool, Error> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Config(
+            "restore replaces the whole database: pass --yes (stdin is not a terminal to ask on); nothing was changed".into(),
+        ));
+    }
+    eprint!(
+        "Replace the whole database {} with the backup {}? [y/N] ",
+        engine.database(),
+        file.display()
+    );
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| Error::Config(format!("cannot read the answer: {e}")))?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
 }
 
 /// `lint`, and with `fix`, marking the steps that need `transaction="none"` on MySQL.

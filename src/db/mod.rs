@@ -255,6 +255,14 @@ pub trait Backend {
         Ok(false)
     }
 
+    /// Replaces the whole database with the copy in `source` (made by
+    /// [`Backend::backup_to`]); `Ok(false)` when this backend restores with an external
+    /// tool instead. Outside a transaction, under the upgrade lock.
+    fn restore_from(&mut self, source: &std::path::Path) -> Result<bool, DbError> {
+        let _ = source;
+        Ok(false)
+    }
+
     /// The largest statement the server accepts, and the setting that says so; `None`
     /// when there is no limit worth checking. A longer statement is refused before the
     /// run starts, naming the setting.

@@ -144,6 +144,17 @@ impl Backend for Sqlite {
         Ok(true)
     }
 
+    fn restore_from(&mut self, source: &std::path::Path) -> Result<bool, DbError> {
+        self.connection
+            .restore(
+                rusqlite::MAIN_DB,
+                source,
+                None::<fn(rusqlite::backup::Progress)>,
+            )
+            .map_err(db_error)?;
+        Ok(true)
+    }
+
     fn lock(&mut self, _span: LockSpan) -> Result<(), DbError> {
         // One writer at a time is SQLite's own rule: `BEGIN IMMEDIATE` in `begin` waits for
         // it. Between two commits the upgrade lock file keeps other processes out (an

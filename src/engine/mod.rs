@@ -159,6 +159,15 @@ struct Locked<'a> {
     started: Instant,
 }
 
+/// What `restore` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Restored {
+    /// The backup file restored.
+    pub file: String,
+    /// The version the database records now (the root project's).
+    pub version: Option<String>,
+}
+
 /// The engine: owns the workflow for one application (a project, or a project and its
 /// packages) and its database.
 pub struct Engine {
@@ -405,6 +414,51 @@ impl Engine {
     /// Removes a failed or stale lock; refuses while a live process holds it.
     pub fn unlock(&self) -> Result<LockState, Error> {
         Ok(lock::unlock(&self.lock_path())?)
+    }
+
+    /// Restores the database from a backup `backups` lists (a path, or a file name in
+    /// `updates/Updates_Backups/`), holding the upgrade lock meanwhile; returns the file
+    /// restored and the version the database now records. Refused, with nothing changed,
+    /// while the lock is not free, and for a file that is not a backup of this database's
+    /// kind.
+    pub fn restore(&self, file: &std::path::Path) -> Result<Restored, Error> {
+        let dir = Layout::new(&self.project().dir).updates_backups();
+        let path = if file.components().count() == 1 && !file.exists() {
+            dir.join(file)
+        } else {
+            file.to_path_buf()
+        };
+        let kind = crate::backup::kind_of(&self.url);
+        crate::backup::check_file(&path, kind)?;
+        self.url.ensure_writable()?;
+        let lock_path = self.lock_path();
+        if let Some(message) = lock::inspect(&lock_path)?.explain(&lock_path) {
+            return Err(Error::Halted(message));
+        }
+        let record = LockRecord {
+            pid: std::process::id(),
+            host: host(),
+            started_at: now(),
+            operation: lock::Operation::Restore,
+            ..LockRecord::default()
+        };
+        let db = self.url.connect()?;
+        let mut session = Session::begin(&lock_path, record, db, LockSpan::Session)?;
+        let restored = session
+            .db()
+            .restore_from(&path)
+            .map_err(|e| Error::Refused(format!("cannot restore {}: {e}", path.display())))?;
+        if !restored {
+            return Err(Error::Refused(format!(
+                "restoring a {kind} database is not supported yet"
+            )));
+        }
+        let version = state::read_version(session.db(), &self.project().name)?;
+        session.end();
+        Ok(Restored {
+            file: path.display().to_string(),
+            version,
+        })
     }
 
     /// Performs the upgrade of every project: lock, steps in a transaction, record,

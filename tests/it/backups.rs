@@ -147,3 +147,75 @@ fn backup_options_are_accepted(backend: Backend) {
 }
 
 on_every_backend!(backup_options_are_accepted);
+
+/// Round trip: data in several tables, a run that changes them (backup made), `restore`
+/// of that backup: tables, rows and upgrader's own tables exactly as before the run; the
+/// old version recorded; a second run upgrades again.
+#[test]
+fn restore_brings_back_the_database_as_it_was_before_the_run() {
+    let project = TestProject::new("1.0.0", &manifest(1));
+    project.run(&["--no-backup", "run"]).assert_code(0);
+    project.sql("CREATE TABLE other (x TEXT); INSERT INTO other VALUES ('kept'); INSERT INTO t (id) VALUES (100)");
+    let before = project.snapshot();
+    project.write("VERSION", "1.1.0\n");
+    project.run(&["run"]).assert_code(0);
+    project.sql("DELETE FROM other");
+    assert_ne!(project.snapshot(), before);
+    let file = backup_files(&project).pop().expect("a backup");
+    let restored = project.run(&["restore", &file, "--yes", "--json"]);
+    restored.assert_code(0);
+    assert_eq!(restored.json()["version"], "1.0.0");
+    assert_eq!(project.snapshot(), before);
+    assert_eq!(project.recorded_version().as_deref(), Some("1.0.0"));
+    assert!(!project.lock_path().exists());
+    project.run(&["run", "--no-backup"]).assert_code(0);
+    assert_eq!(project.recorded_version().as_deref(), Some("1.1.0"));
+    assert_eq!(project.query_i64("SELECT count(*) FROM t"), 2);
+}
+
+/// Without --yes on a non-terminal, for a file that is not a backup, for another
+/// backend's backup, and while a live run holds the lock: refused, nothing changed.
+#[test]
+fn restore_refusals_change_nothing() {
+    let project = TestProject::new("1.0.0", &manifest(1));
+    project.run(&["--no-backup", "run"]).assert_code(0);
+    project.write("VERSION", "1.1.0\n");
+    project.run(&["run"]).assert_code(0);
+    let file = backup_files(&project).pop().expect("a backup");
+    let after = project.snapshot();
+    project
+        .run(&["restore", &file])
+        .assert_code(1)
+        .assert_stderr("pass --yes");
+    project.write("notes.txt", "hello");
+    let notes = project.path().join("notes.txt");
+    project
+        .run(&["restore", notes.to_str().unwrap(), "--yes"])
+        .assert_code(1)
+        .assert_stderr("not a database backup");
+    project.write(
+        "updates/Updates_Backups/db-test-1.0.0-20261202T000000Z.pgdump",
+        "PGDMP",
+    );
+    project
+        .run(&["restore", "db-test-1.0.0-20261202T000000Z.pgdump", "--yes"])
+        .assert_code(1)
+        .assert_stderr("a backup of a postgres database, and this project's database is sqlite");
+    project.write(
+        "updates/Updates_Backups/db-test-1.0.0-20261202T000001Z.sqlite",
+        "not sqlite at all, just text that is long enough to look like a header....",
+    );
+    project
+        .run(&["restore", "db-test-1.0.0-20261202T000001Z.sqlite", "--yes"])
+        .assert_code(1)
+        .assert_stderr("not an SQLite database");
+    // A failed run's lock: restore refuses like run does (exit 4), the lock untouched.
+    std::fs::write(
+        project.lock_path(),
+        r#"{"pid":1,"host":"h","started_at":"2026-01-01T00:00:00Z","from":"1.0.0","to":"1.1.0","state":"failed","step":"s0","error":"boom"}"#,
+    )
+    .unwrap();
+    project.run(&["restore", &file, "--yes"]).assert_code(4);
+    assert_eq!(project.lock_json().unwrap()["state"], "failed");
+    assert_eq!(project.snapshot(), after);
+}
