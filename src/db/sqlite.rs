@@ -204,13 +204,11 @@ impl Backend for Sqlite {
         // (a damaged file, a table of another shape) an error.
         match self.query(sql, params) {
             Ok(rows) => Ok(Some(rows)),
-            Err(error) => {
-                if self.table_exists(table)? {
-                    Err(error)
-                } else {
-                    Ok(None)
-                }
-            }
+            // Another process may have created the table between the failed query and
+            // the look at the catalog: then the query is asked again, and its answer (or
+            // error: a table of another shape) is the one that counts.
+            Err(_) if self.table_exists(table)? => self.query(sql, params).map(Some),
+            Err(_) => Ok(None),
         }
     }
 

@@ -614,6 +614,7 @@ impl Engine {
             applied: vec![Vec::new(); self.app.projects.len()],
             since_commit: Vec::new(),
             done: Vec::new(),
+            overtaken: None,
             in_flight: None,
             unrecorded: Vec::new(),
             install_objects: None,

@@ -53,6 +53,9 @@ pub(super) struct Runner<'a> {
     pub(super) since_commit: Vec<Committed>,
     /// Items committed for good, in run order: what a failure leaves applied.
     pub(super) done: Vec<Committed>,
+    /// Set when another process carried the database past this run between two of its
+    /// commits (SQLite): the run stops without failing (see [`Runner::execute`]).
+    pub(super) overtaken: Option<String>,
     /// The item being applied, for the history row of a failure.
     pub(super) in_flight: Option<InFlight>,
     /// History rows of applied items, written in one go before the next commit.
@@ -120,6 +123,15 @@ impl Runner<'_> {
     ) -> Result<(), Error> {
         match self.apply_all(targets, prepared) {
             Ok(()) => Ok(()),
+            Err(_) if self.overtaken.is_some() => {
+                // Nothing failed: someone else did the rest. Roll back the empty
+                // transaction and stop as a run that found an upgrade in progress does.
+                if self.in_transaction {
+                    self.db.rollback()?;
+                    self.in_transaction = false;
+                }
+                Err(Error::Halted(self.overtaken.take().expect("checked")))
+            }
             Err(failure) => Err(self.fail(failure)),
         }
     }
@@ -651,6 +663,18 @@ impl Runner<'_> {
         let recorded = state::read_version(self.db, project).map_err(|e| e.to_string())?;
         let recorded = recorded.and_then(|v| Version::parse(&v).ok());
         if recorded.as_ref() != Some(expected) {
+            if recorded
+                .as_ref()
+                .is_some_and(|recorded| recorded > expected)
+            {
+                // Another process carried on from where this run committed: what is left
+                // is done or being done, and nothing of this run failed.
+                self.overtaken = Some(format!(
+                    "another process upgraded {project} to {} while this run was between two commits (after {expected}); this run stopped before step '{}' with nothing left open: run again to see it current",
+                    recorded.as_ref().expect("checked"),
+                    item.name
+                ));
+            }
             // The failure message says what the database records: another process's version.
             self.committed[package].clone_from(&recorded);
             return Err(format!(
