@@ -332,6 +332,9 @@ impl Engine {
         let lock_path = self.lock_path();
         let lock_state = lock::inspect(&lock_path)?;
         let facts = self.read_only_facts()?;
+        // One lock and one database for the whole application: described once.
+        let lock = LockReport::new(&lock_state, &lock_path);
+        let database = self.url.to_string();
         let reports: Vec<Report> = facts
             .into_iter()
             .enumerate()
@@ -356,9 +359,9 @@ impl Engine {
                     db_version: facts.version.map(|v| v.to_string()),
                     state,
                     pending,
-                    lock: LockReport::new(&lock_state, &lock_path),
+                    lock: lock.clone(),
                     updates_pending: Vec::new(),
-                    database: self.url.to_string(),
+                    database: database.clone(),
                     problem,
                     packages: None,
                 }
