@@ -248,19 +248,36 @@ pub trait Backend {
     }
 
     /// Copies the whole database as it is now, upgrader's own tables included, into the
-    /// new file `dest`; `Ok(false)` when this backend is backed up by an external dump
-    /// tool instead (see `backup`). Outside a transaction, under the upgrade lock.
-    fn backup_to(&mut self, dest: &std::path::Path) -> Result<bool, DbError> {
-        let _ = dest;
+    /// new file `dest`, telling `progress` the bytes copied and the total; `Ok(false)`
+    /// when this backend is backed up by an external dump tool instead (see `backup`).
+    /// Outside a transaction, under the upgrade lock.
+    fn backup_to(
+        &mut self,
+        dest: &std::path::Path,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<bool, DbError> {
+        let _ = (dest, progress);
         Ok(false)
     }
 
     /// Replaces the whole database with the copy in `source` (made by
-    /// [`Backend::backup_to`]); `Ok(false)` when this backend restores with an external
-    /// tool instead. Outside a transaction, under the upgrade lock.
-    fn restore_from(&mut self, source: &std::path::Path) -> Result<bool, DbError> {
-        let _ = source;
+    /// [`Backend::backup_to`]), telling `progress` the bytes copied and the total;
+    /// `Ok(false)` when this backend restores with an external tool instead. Outside a
+    /// transaction, under the upgrade lock.
+    fn restore_from(
+        &mut self,
+        source: &std::path::Path,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<bool, DbError> {
+        let _ = (source, progress);
         Ok(false)
+    }
+
+    /// Whether this connection goes through a transaction-pooling connection pooler
+    /// (PgBouncer), where session settings left by one client reach the next: a dump tool
+    /// must not connect through it.
+    fn pooled(&self) -> bool {
+        false
     }
 
     /// The largest statement the server accepts, and the setting that says so; `None`

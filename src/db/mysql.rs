@@ -53,7 +53,7 @@ pub struct MySql {
 
 /// The driver's options for a URL (`mysql://` or `mariadb://`); errors never show a
 /// password.
-fn opts(url: &ServerUrl) -> Result<(Opts, bool), String> {
+pub(crate) fn opts(url: &ServerUrl) -> Result<(Opts, bool), String> {
     let driver_url = match url.expose().split_once("://") {
         Some((_, rest)) => format!("mysql://{rest}"),
         None => url.expose().to_string(),

@@ -131,27 +131,40 @@ impl Backend for Sqlite {
         Ok(result)
     }
 
-    fn backup_to(&mut self, dest: &std::path::Path) -> Result<bool, DbError> {
-        // SQLite's online backup API: a consistent copy page by page, restarted by SQLite
-        // itself should another connection write meanwhile.
-        self.connection
-            .backup(
-                rusqlite::MAIN_DB,
-                dest,
-                None::<fn(rusqlite::backup::Progress)>,
-            )
-            .map_err(db_error)?;
+    fn backup_to(
+        &mut self,
+        dest: &std::path::Path,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<bool, DbError> {
+        let mut copy = rusqlite::Connection::open(dest).map_err(db_error)?;
+        // A read transaction on the source for the whole copy: no other connection can
+        // commit meanwhile (which would make SQLite start the copy over), and the copy is
+        // one consistent state however many steps it takes.
+        self.connection.execute_batch("BEGIN").map_err(db_error)?;
+        if let Err(error) =
+            self.connection
+                .query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
+        {
+            let _ = self.connection.execute_batch("ROLLBACK");
+            return Err(db_error(error));
+        }
+        let copied = copy_pages(&self.connection, &mut copy, progress);
+        let ended = self.connection.execute_batch("COMMIT").map_err(db_error);
+        copied.and(ended)?;
         Ok(true)
     }
 
-    fn restore_from(&mut self, source: &std::path::Path) -> Result<bool, DbError> {
-        self.connection
-            .restore(
-                rusqlite::MAIN_DB,
-                source,
-                None::<fn(rusqlite::backup::Progress)>,
-            )
-            .map_err(db_error)?;
+    fn restore_from(
+        &mut self,
+        source: &std::path::Path,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<bool, DbError> {
+        let backup = rusqlite::Connection::open_with_flags(
+            source,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db_error)?;
+        copy_pages(&backup, &mut self.connection, progress)?;
         Ok(true)
     }
 
@@ -240,4 +253,35 @@ fn db_error(error: rusqlite::Error) -> DbError {
         None => db_error,
     };
     db_error.with_source(error)
+}
+
+/// Copies every page of `from` into `into` with SQLite's online backup API, a chunk at a
+/// time so that `progress` hears of it (bytes done, bytes in all).
+fn copy_pages(
+    from: &rusqlite::Connection,
+    into: &mut rusqlite::Connection,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(), DbError> {
+    use rusqlite::backup::{Backup, StepResult};
+    // 16 MiB of 4 KiB pages per step: few enough calls to cost nothing next to the copy.
+    const PAGES_PER_STEP: std::os::raw::c_int = 4096;
+    let page_size: i64 = from
+        .query_row("PRAGMA page_size", [], |row| row.get(0))
+        .map_err(db_error)?;
+    let page_size = page_size.max(0) as u64;
+    let backup = Backup::new(from, into).map_err(db_error)?;
+    loop {
+        let step = backup.step(PAGES_PER_STEP).map_err(db_error)?;
+        let state = backup.progress();
+        let total = state.pagecount.max(0) as u64;
+        let done = total.saturating_sub(state.remaining.max(0) as u64);
+        progress(done * page_size, total * page_size);
+        match step {
+            StepResult::Done => return Ok(()),
+            StepResult::More => {}
+            // Another connection holds the destination (or the source, for a restore):
+            // wait for it like SQLite's own shell does.
+            _ => std::thread::sleep(std::time::Duration::from_millis(10)),
+        }
+    }
 }

@@ -447,15 +447,7 @@ impl Engine {
         };
         let db = self.url.connect()?;
         let mut session = Session::begin(&lock_path, record, db, LockSpan::Session)?;
-        let restored = session
-            .db()
-            .restore_from(&path)
-            .map_err(|e| Error::Refused(format!("cannot restore {}: {e}", path.display())))?;
-        if !restored {
-            return Err(Error::Refused(format!(
-                "restoring a {kind} database is not supported yet"
-            )));
-        }
+        crate::backup::restore(&self.url, session.db(), &path)?;
         let version = state::read_version(session.db(), &self.project().name)?;
         session.end();
         Ok(Restored {
@@ -560,12 +552,18 @@ impl Engine {
         } = *locked;
         if self.config.backup {
             // Under the lock, before the run's first statement: what `restore` brings back.
+            // A dump tool reads through a connection of its own, so the database lock
+            // must already be held (see `lock_span`); the version is read again under it.
+            let version = match self.url {
+                DatabaseUrl::Sqlite(_) => db_version.clone(),
+                _ => state::read_version(session.db(), &self.project().name)?,
+            };
             crate::backup::make(
                 &self.url,
                 session.db(),
                 &Layout::new(&self.project().dir).updates_backups(),
                 &self.project().name,
-                db_version.as_deref(),
+                version.as_deref(),
                 self.config.keep_backups,
             )?;
         }
@@ -680,7 +678,10 @@ impl Engine {
                     .iter()
                     .skip(1)
                     .any(|p| p.item.kind == ItemKind::Install));
-        if commits_between {
+        // A server's dump tool reads on a connection of its own before the run's first
+        // transaction: the lock must be held from before the dump.
+        let dumps = self.config.backup && !matches!(self.url, DatabaseUrl::Sqlite(_));
+        if commits_between || dumps {
             LockSpan::Session
         } else {
             LockSpan::Transaction

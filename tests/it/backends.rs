@@ -273,8 +273,9 @@ fn postgres_session_lock_of_a_dead_process_is_taken_over(pooled: bool) {
 "#,
     );
     project.write("VERSION", "1.1.0\n");
+    // No backup: pg_dump is not run through a pooler (tests/it/pgbouncer.rs).
     let mut child = project
-        .command(&["run", "--transaction", "per-step"])
+        .command(&["--no-backup", "run", "--transaction", "per-step"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

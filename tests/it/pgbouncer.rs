@@ -3,6 +3,8 @@
 //! its client: the workflow, many processes racing, and a killed run, as on a direct
 //! connection; and afterwards nothing of a process is left on the server (no advisory
 //! lock, no lease row), so the next client of a pooled connection never meets it.
+//! Runs here pass `--no-backup`: pg_dump is not run through a pooler (see
+//! `backups_through_pgbouncer`).
 
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -64,7 +66,7 @@ fn workflow_through_pgbouncer() {
                 .assert_stdout(version);
             project.run(&["check"]).assert_code(0);
             project
-                .run(&["run"])
+                .run(&["--no-backup", "run"])
                 .assert_code(0)
                 .assert_stdout("current");
             project.run(&["plan"]).assert_code(0);
@@ -73,7 +75,7 @@ fn workflow_through_pgbouncer() {
         }
     };
     project
-        .run(&["run"])
+        .run(&["--no-backup", "run"])
         .assert_code(0)
         .assert_stdout("installed test");
     reads("1.0.0");
@@ -85,7 +87,7 @@ fn workflow_through_pgbouncer() {
         project.write("VERSION", &format!("{version}\n"));
         project.run(&["check"]).assert_code(3);
         project
-            .run(&["run", "--transaction", mode])
+            .run(&["--no-backup", "run", "--transaction", mode])
             .assert_code(0)
             .assert_stdout("upgraded test");
         assert_nothing_held(&project);
@@ -107,12 +109,12 @@ fn workflow_through_pgbouncer() {
 #[test]
 fn failures_through_pgbouncer_leave_nothing_held() {
     let project = pooled("1.0.0", MANIFEST);
-    project.run(&["run"]).assert_code(0);
+    project.run(&["--no-backup", "run"]).assert_code(0);
     project.write("VERSION", "1.3.0\n");
     let broken = MANIFEST.replace("VALUES (1, 'one')", "VALUES (1, 'one', 'extra')");
     project.write("upgrade.xml", &broken);
     project
-        .run(&["run"])
+        .run(&["--no-backup", "run"])
         .assert_code(1)
         .assert_stderr("the whole run was rolled back");
     assert_eq!(project.recorded_version().as_deref(), Some("1.0.0"));
@@ -121,7 +123,7 @@ fn failures_through_pgbouncer_leave_nothing_held() {
     let broken = MANIFEST.replace("VALUES (3, 'three')", "VALUES (3, 'three', 'extra')");
     project.write("upgrade.xml", &broken);
     project
-        .run(&["run", "--transaction", "per-step"])
+        .run(&["--no-backup", "run", "--transaction", "per-step"])
         .assert_code(1)
         .assert_stderr("steps before it stay committed");
     assert_eq!(project.recorded_version().as_deref(), Some("1.2.0"));
@@ -129,7 +131,7 @@ fn failures_through_pgbouncer_leave_nothing_held() {
     project.write("upgrade.xml", MANIFEST);
     project.run(&["unlock"]).assert_code(0);
     project
-        .run(&["run"])
+        .run(&["--no-backup", "run"])
         .assert_code(0)
         .assert_stdout("upgraded test 1.2.0 -> 1.3.0");
     assert_nothing_held(&project);
@@ -167,7 +169,10 @@ fn sixteen_processes_from_four_copies_upgrade_once_per_round() {
     let manifest = racing_manifest(ROUNDS);
     let first = pooled("1.0.0", &manifest);
     first.sql("CREATE TABLE rounds (round INTEGER)");
-    first.run(&["run"]).assert_code(0).assert_stdout("recorded");
+    first
+        .run(&["--no-backup", "run"])
+        .assert_code(0)
+        .assert_stdout("recorded");
     let mut hosts = vec![first];
     for _ in 1..4 {
         let mut host = TestProject::new("1.0.0", "");
@@ -182,7 +187,10 @@ fn sixteen_processes_from_four_copies_upgrade_once_per_round() {
         let children: Vec<Child> = (0..16)
             .map(|index| {
                 let mode = if index % 2 == 0 { "single" } else { "per-step" };
-                spawn(&hosts[index % 4], &["run", "--transaction", mode])
+                spawn(
+                    &hosts[index % 4],
+                    &["--no-backup", "run", "--transaction", mode],
+                )
             })
             .collect();
         let mut upgraded = 0;
@@ -208,7 +216,7 @@ fn sixteen_processes_from_four_copies_upgrade_once_per_round() {
         assert_nothing_held(&hosts[0]);
         // Everyone, all at once again: current, exit 0.
         let children: Vec<Child> = (0..16)
-            .map(|index| spawn(&hosts[index % 4], &["run"]))
+            .map(|index| spawn(&hosts[index % 4], &["--no-backup", "run"]))
             .collect();
         for child in children {
             let output = child.wait_with_output().unwrap();
@@ -244,7 +252,7 @@ fn project_with_slow_step(seconds: f64) -> TestProject {
 fn killed_run_through_pgbouncer(mode: &str) {
     let project = project_with_slow_step(600.0);
     let mut child = project
-        .command(&["run", "--transaction", mode])
+        .command(&["--no-backup", "run", "--transaction", mode])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -273,7 +281,7 @@ fn killed_run_through_pgbouncer(mode: &str) {
     project.write("scripts/slow.sql", "INSERT INTO first_table VALUES (2);\n");
     let started = Instant::now();
     project
-        .run(&["run", "--transaction", mode])
+        .run(&["--no-backup", "run", "--transaction", mode])
         .assert_code(0)
         .assert_stdout("upgraded test");
     assert!(
@@ -301,7 +309,7 @@ fn killed_per_step_run_through_pgbouncer() {
 #[test]
 fn a_lease_of_another_host_is_waited_for_until_it_expires() {
     let project = pooled("1.1.0", MANIFEST);
-    project.run(&["run"]).assert_code(0);
+    project.run(&["--no-backup", "run"]).assert_code(0);
     project.write("VERSION", "1.3.0\n");
     // A lease row as another host's upgrader leaves it: created by a run, so that the
     // table has upgrader's shape, then handed to "elsewhere" for three more seconds.
@@ -314,7 +322,7 @@ fn a_lease_of_another_host_is_waited_for_until_it_expires() {
     );
     let started = Instant::now();
     project
-        .run(&["run", "--transaction", "per-step"])
+        .run(&["--no-backup", "run", "--transaction", "per-step"])
         .assert_code(0)
         .assert_stdout("upgraded test 1.1.0 -> 1.3.0")
         .assert_stderr("held by upgrader pid 1 on host elsewhere.example");
@@ -323,4 +331,53 @@ fn a_lease_of_another_host_is_waited_for_until_it_expires() {
         "the run did not wait for the lease"
     );
     assert_nothing_held(&project);
+}
+
+/// Through a transaction pool, a run's backup is refused before anything is sent (pg_dump
+/// would leave an empty search_path on pooled server connections), saying why and what to
+/// do; a restore works through it and leaves no session setting behind: the next clients
+/// of the pool create tables where they always did.
+#[test]
+fn backups_through_pgbouncer() {
+    let project = pooled("1.0.0", MANIFEST);
+    project.run(&["--no-backup", "run"]).assert_code(0);
+    project.write("VERSION", "1.1.0\n");
+    let before = project.snapshot();
+    project
+        .run(&["run"])
+        .assert_code(1)
+        .assert_stderr("connection pooler")
+        .assert_stderr("--no-backup");
+    assert_eq!(project.snapshot(), before);
+    assert!(!project.lock_path().exists());
+    assert_nothing_held(&project);
+    // A backup made on the direct connection, restored through the pool.
+    let mut direct = TestProject::on(Backend::Postgres, "1.0.0", MANIFEST);
+    direct.share_database_of(&project);
+    direct.url.clone_from(&project.direct_url);
+    direct.write("VERSION", "1.1.0\n");
+    direct.run(&["run"]).assert_code(0);
+    let backups = direct.path().join("updates/Updates_Backups");
+    let file = std::fs::read_dir(&backups)
+        .unwrap()
+        .next()
+        .expect("a backup")
+        .unwrap()
+        .path();
+    project
+        .run(&["restore", file.to_str().unwrap(), "--yes"])
+        .assert_code(0)
+        .assert_stdout("1.0.0");
+    assert_eq!(project.snapshot(), before);
+    assert_nothing_held(&project);
+    // Every pooled server connection still creates tables in `public`.
+    let pool = project.url.as_deref().unwrap();
+    for index in 0..8 {
+        postgres::Client::connect(pool, postgres::NoTls)
+            .unwrap()
+            .batch_execute(&format!("CREATE TABLE after_{index} (x integer)"))
+            .unwrap();
+    }
+    project.run(&["--no-backup", "run"]).assert_code(0);
+    assert_eq!(project.recorded_version().as_deref(), Some("1.1.0"));
 }

@@ -49,6 +49,9 @@ pub struct Postgres {
     lease_table: bool,
     /// How each locked transaction asks the server to watch for a dead client.
     client_check: ClientCheck,
+    /// Whether the connection goes through a transaction-pooling pooler (it refused the
+    /// startup options, as PgBouncer does).
+    pooled: bool,
 }
 
 /// A statement's placeholders numbered for PostgreSQL and the types the server inferred
@@ -95,7 +98,7 @@ impl ClientCheck {
 const CHECK_CLIENT: &str = "-c client_connection_check_interval=1000";
 
 /// The driver's configuration for a URL; the password never appears in an error.
-fn config(url: &ServerUrl) -> Result<postgres::Config, DbError> {
+pub(crate) fn config(url: &ServerUrl) -> Result<postgres::Config, DbError> {
     postgres::Config::from_str(url.expose())
         .map_err(|e| DbError::new(format!("database URL {url}: {}", url.scrub(&e.to_string()))))
 }
@@ -124,17 +127,25 @@ impl Postgres {
             _ => CHECK_CLIENT.to_string(),
         };
         config.options(&options);
-        let (client, client_check) = match config.connect(NoTls) {
-            Ok(client) => (client, ClientCheck::Unknown),
+        let (client, client_check, pooled) = match config.connect(NoTls) {
+            Ok(client) => (client, ClientCheck::Unknown, false),
             // A server before 14 refuses the unknown setting at startup: connect without it.
             Err(error) if error.code() == Some(&SqlState::UNDEFINED_OBJECT) => {
                 log::debug!("client_connection_check_interval not set: {error}");
-                (plain.connect(NoTls).map_err(fail)?, ClientCheck::Done)
+                (
+                    plain.connect(NoTls).map_err(fail)?,
+                    ClientCheck::Done,
+                    false,
+                )
             }
             // A pooler: the locked transactions set it (see `ClientCheck`).
             Err(error) if refused_startup_option(&error) => {
                 log::debug!("startup options refused (a connection pooler): {error}");
-                (plain.connect(NoTls).map_err(fail)?, ClientCheck::Unknown)
+                (
+                    plain.connect(NoTls).map_err(fail)?,
+                    ClientCheck::Unknown,
+                    true,
+                )
             }
             Err(error) => return Err(fail(error)),
         };
@@ -147,6 +158,7 @@ impl Postgres {
             described: HashMap::new(),
             lease_table: false,
             client_check,
+            pooled,
         })
     }
 }
@@ -699,6 +711,10 @@ impl Backend for Postgres {
         // block or a procedure called inside one is an error, and the guard refuses
         // transaction control in scripts. What we opened is still open.
         Ok(self.in_transaction)
+    }
+
+    fn pooled(&self) -> bool {
+        self.pooled
     }
 
     fn max_statement_bytes(&mut self) -> Result<Option<StatementLimit>, DbError> {

@@ -2,15 +2,23 @@
 //! run sends its first statement, named `db-<project>-<db version>-<UTC stamp>.<ext>`,
 //! the newest `keep` of a project kept; and the listing `upgrader backups` shows.
 //!
-//! SQLite is copied with its online backup API. PostgreSQL and MariaDB dumps (pg_dump,
-//! mariadb-dump) are not made yet: for them a run makes no backup (issue 11).
+//! SQLite is copied with its online backup API (`.sqlite`), PostgreSQL dumped with
+//! `pg_dump --format=custom` (`.pgdump`, [`postgres`]), MySQL and MariaDB with
+//! `mariadb-dump --single-transaction` (`.sql.gz`, [`mysql`]).
 
+mod mysql;
+mod postgres;
+mod progress;
+mod tool;
+
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::db::{Backend, DatabaseUrl};
 use crate::error::Error;
+use progress::Progress;
 
 /// One backup file as `upgrader backups` lists it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -53,7 +61,7 @@ pub(crate) fn check_file(path: &Path, kind: &str) -> Result<(), Error> {
         .unwrap_or_default();
     let Some((_, backend)) = parse_name(name) else {
         return Err(refuse(
-            "not a database backup (upgrader names them db-<project>-<version>-<stamp>.<sqlite|pgdump|sql>)".into(),
+            "not a database backup (upgrader names them db-<project>-<version>-<stamp>.<sqlite|pgdump|sql.gz>)".into(),
         ));
     };
     if backend != kind {
@@ -61,21 +69,52 @@ pub(crate) fn check_file(path: &Path, kind: &str) -> Result<(), Error> {
             "a backup of a {backend} database, and this project's database is {kind}"
         )));
     }
-    if kind == "sqlite" {
-        let valid = rusqlite::Connection::open_with_flags(
-            path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .and_then(|db| {
-            db.query_row("SELECT count(*) FROM sqlite_master", [], |row| {
-                row.get::<_, i64>(0)
-            })
-        });
-        if let Err(error) = valid {
-            return Err(refuse(format!("not an SQLite database: {error}")));
+    match kind {
+        "sqlite" => {
+            let valid = rusqlite::Connection::open_with_flags(
+                path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .and_then(|db| {
+                db.query_row("SELECT count(*) FROM sqlite_master", [], |row| {
+                    row.get::<_, i64>(0)
+                })
+            });
+            if let Err(error) = valid {
+                return Err(refuse(format!("not an SQLite database: {error}")));
+            }
+        }
+        "postgres" => {
+            // pg_dump's custom format starts with its magic.
+            if !starts_with(path, b"PGDMP") {
+                return Err(refuse("not a pg_dump archive (custom format)".into()));
+            }
+        }
+        _ => {
+            let mut head = Vec::new();
+            let read = std::fs::File::open(path).and_then(|file| {
+                flate2::read::GzDecoder::new(file)
+                    .take(256)
+                    .read_to_end(&mut head)
+            });
+            let text = String::from_utf8_lossy(&head);
+            if read.is_err() || !(text.contains("MariaDB dump") || text.contains("MySQL dump")) {
+                return Err(refuse(
+                    "not a gzip-compressed mariadb-dump or mysqldump file".into(),
+                ));
+            }
         }
     }
     Ok(())
+}
+
+fn starts_with(path: &Path, magic: &[u8]) -> bool {
+    let mut head = vec![0; magic.len()];
+    std::fs::File::open(path)
+        .and_then(|mut file| file.read_exact(&mut head))
+        .is_ok()
+        && head == magic
 }
 
 /// The extension of a backup of this database.
@@ -83,17 +122,19 @@ fn extension(url: &DatabaseUrl) -> &'static str {
     match url {
         DatabaseUrl::Sqlite(_) => "sqlite",
         DatabaseUrl::Postgres(_) => "pgdump",
-        DatabaseUrl::MySql(_) => "sql",
+        DatabaseUrl::MySql(_) => "sql.gz",
     }
 }
 
-fn backend_of(extension: &str) -> Option<&'static str> {
-    match extension {
-        "sqlite" => Some("sqlite"),
-        "pgdump" => Some("postgres"),
-        "sql" => Some("mysql"),
-        _ => None,
-    }
+/// The backend a backup's file name says it holds, and the name without the extension.
+fn backend_of(name: &str) -> Option<(&str, &'static str)> {
+    [
+        (".sqlite", "sqlite"),
+        (".pgdump", "postgres"),
+        (".sql.gz", "mysql"),
+    ]
+    .into_iter()
+    .find_map(|(extension, backend)| Some((name.strip_suffix(extension)?, backend)))
 }
 
 /// `20261202T045722Z`: sortable, and a valid file name everywhere.
@@ -103,9 +144,9 @@ fn stamp(now: std::time::SystemTime) -> String {
         .replace(['-', ':'], "")
 }
 
-/// Backs the database up into `dir` before a run; `None` when this backend's backups
-/// are not made yet. An error says what failed and that `--no-backup` skips it; nothing
-/// was changed.
+/// Backs the database up into `dir` before a run; `None` when this connection cannot be
+/// backed up (the unit tests' recording backend). An error says what failed and that
+/// `--no-backup` skips it; nothing was changed.
 pub(crate) fn make(
     url: &DatabaseUrl,
     db: &mut dyn Backend,
@@ -114,10 +155,6 @@ pub(crate) fn make(
     version: Option<&str>,
     keep: usize,
 ) -> Result<Option<PathBuf>, Error> {
-    if !matches!(url, DatabaseUrl::Sqlite(_)) {
-        log::debug!("no database backup: dumps of {url} are not made yet");
-        return Ok(None);
-    }
     let refuse = |what: String| {
         Error::Refused(format!(
             "{what}; nothing was changed (pass --no-backup to upgrade without a backup)"
@@ -142,7 +179,17 @@ pub(crate) fn make(
         path = dir.join(format!("{base}-{n}.{ext}"));
         n += 1;
     }
-    let made = db.backup_to(&path).map_err(|e| {
+    let made = match url {
+        DatabaseUrl::Sqlite(_) => {
+            let mut progress = Progress::new("backing up the database", None);
+            db.backup_to(&path, &mut |done, total| progress.set(done, Some(total)))
+                .map_err(|e| e.to_string())
+        }
+        DatabaseUrl::Postgres(_) if db.pooled() => Err(postgres::POOLED.into()),
+        DatabaseUrl::Postgres(server) => postgres::dump(server, &path).map(|()| true),
+        DatabaseUrl::MySql(server) => mysql::dump(server, &path).map(|()| true),
+    };
+    let made = made.map_err(|e| {
         let _ = std::fs::remove_file(&path);
         refuse(format!(
             "cannot back up the database to {}: {e}",
@@ -155,6 +202,26 @@ pub(crate) fn make(
     log::info!("backed up the database to {}", path.display());
     prune(dir, project, keep);
     Ok(Some(path))
+}
+
+/// Replaces the whole database with the backup at `path` (checked by [`check_file`]),
+/// under the upgrade lock the caller holds on `db`. An error says what failed.
+pub(crate) fn restore(url: &DatabaseUrl, db: &mut dyn Backend, path: &Path) -> Result<(), Error> {
+    let fail = |e: String| Error::Refused(format!("cannot restore {}: {e}", path.display()));
+    match url {
+        DatabaseUrl::Sqlite(_) => {
+            let mut progress = Progress::new("restoring the database", None);
+            let restored = db
+                .restore_from(path, &mut |done, total| progress.set(done, Some(total)))
+                .map_err(|e| fail(e.to_string()))?;
+            if !restored {
+                return Err(fail("this connection cannot restore a backup".into()));
+            }
+            Ok(())
+        }
+        DatabaseUrl::Postgres(server) => postgres::restore(server, path).map_err(fail),
+        DatabaseUrl::MySql(server) => mysql::restore(server, db, path).map_err(fail),
+    }
 }
 
 /// Keeps the newest `keep` backups of `project` (by the stamp in their names).
@@ -200,8 +267,7 @@ pub fn list(dir: &Path) -> Vec<BackupFile> {
 /// The project may hold dashes, the version one (a suffix); the stamp has none.
 fn parse_name(name: &str) -> Option<((String, String, String), &'static str)> {
     let rest = name.strip_prefix("db-")?;
-    let (stem, ext) = rest.rsplit_once('.')?;
-    let backend = backend_of(ext)?;
+    let (stem, backend) = backend_of(rest)?;
     let parts: Vec<&str> = stem.split('-').collect();
     // The stamp is the last part that looks like one (a `-n` counter may follow).
     let at = parts.iter().rposition(|part| is_stamp(part))?;
@@ -261,10 +327,11 @@ mod tests {
                 Some(("demo-shop", "1.0.0-RC2", "2026-12-02T04:57:22Z", "postgres")),
             ),
             (
-                "db-shop-none-20261202T045722Z.sql",
+                "db-shop-none-20261202T045722Z.sql.gz",
                 Some(("shop", "none", "2026-12-02T04:57:22Z", "mysql")),
             ),
             ("db-shop-1.4.0-20261202T045722Z.zip", None),
+            ("db-shop-1.4.0-20261202T045722Z.sql", None),
             ("app-shop-1.4.0-20261202T045722Z.sqlite", None),
             ("db-1.4.0-20261202T045722Z.sqlite", None),
             ("notes.txt", None),
