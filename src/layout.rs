@@ -52,6 +52,12 @@ impl Layout {
         self.dir.join(Self::PLUGINS)
     }
 
+    /// `updates/trusted.pub`: the minisign public key packages must be signed with, when
+    /// it exists.
+    pub fn trusted_key(&self) -> PathBuf {
+        self.dir.join(Self::UPDATES).join("trusted.pub")
+    }
+
     /// `updates/Updates_Pending/`: code update packages waiting.
     pub fn updates_pending(&self) -> PathBuf {
         self.dir.join(Self::UPDATES).join("Updates_Pending")

@@ -30,6 +30,7 @@ pub mod engine;
 pub mod error;
 pub mod gate;
 pub mod layout;
+pub mod updates;
 
 #[doc(hidden)]
 pub mod db;

@@ -61,7 +61,8 @@ enum TransactionArg {
 enum Command {
     /// Code version, database version, pending steps, lock state.
     Status,
-    /// Like status, then exit 0 current, 3 upgrade pending, 4 halted by a lock.
+    /// Like status, then exit 0 current, 3 upgrade pending, 4 halted by a lock, 6 update
+    /// packages pending.
     Check,
     /// The exact steps `run` would execute, executing nothing.
     Plan,
@@ -82,6 +83,9 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Code update packages in updates/Updates_Pending/.
+    #[command(subcommand)]
+    Updates(UpdatesCommand),
     /// Static checks of the manifest's SQL, touching no database: every statement the
     /// guard would refuse on the target backend. Exits 1 when there is any.
     Lint {
@@ -93,6 +97,14 @@ enum Command {
         #[arg(long)]
         fix: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum UpdatesCommand {
+    /// The pending packages, in version order: version, notes, SHA-256, signed or not,
+    /// the database steps each brings, and what keeps it from being installed. Reads
+    /// only each zip's directory and update.xml; extracts nothing.
+    List,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -247,6 +259,20 @@ fn execute(cli: &Cli, config: Config) -> Result<u8, Error> {
                         backup.size,
                         backup.file
                     );
+                }
+            }
+            0
+        }
+        Command::Updates(UpdatesCommand::List) => {
+            let packages = engine.updates()?;
+            if json {
+                print_json(&mut out, &packages);
+            } else if packages.is_empty() {
+                let dir = upgrader::Layout::new(&engine.project().dir).updates_pending();
+                let _ = writeln!(out, "no update packages in {}", dir.display());
+            } else {
+                for package in &packages {
+                    print_package(&mut out, package);
                 }
             }
             0
@@ -554,6 +580,12 @@ fn print_project_report(out: &mut impl Write, report: &Report, root: bool) {
             let _ = writeln!(out, "  {}", item_line(item));
         }
     }
+    if !report.updates_pending.is_empty() {
+        let _ = writeln!(out, "update packages pending (upgrader updates list):");
+        for file in &report.updates_pending {
+            let _ = writeln!(out, "  {file}");
+        }
+    }
 }
 
 fn print_plan(out: &mut impl Write, plan: &PlanReport) {
@@ -668,5 +700,49 @@ fn print_project_outcome(out: &mut impl Write, outcome: &RunOutcome) {
             if applied.statements == 1 { "" } else { "s" },
             applied.duration_ms
         );
+    }
+}
+
+/// One pending package, for people.
+fn print_package(out: &mut impl Write, package: &upgrader::updates::PendingPackage) {
+    let version = package.version.as_deref().unwrap_or("?");
+    let state = if package.incomplete {
+        "incomplete"
+    } else if package.installable() {
+        "installable"
+    } else {
+        "refused"
+    };
+    let _ = writeln!(out, "{}: version {version} ({state})", package.file);
+    if let Some(requires) = &package.requires {
+        let _ = writeln!(out, "  requires {requires}");
+    }
+    let _ = writeln!(
+        out,
+        "  {}",
+        if package.signed { "signed" } else { "unsigned" }
+    );
+    if let Some(sha256) = &package.sha256 {
+        let _ = writeln!(out, "  sha256 {sha256}");
+    }
+    if let Some(notes) = &package.notes {
+        for line in notes.lines() {
+            let _ = writeln!(out, "  | {}", line.trim());
+        }
+    }
+    if !package.database_steps.is_empty() {
+        let _ = writeln!(out, "  database steps:");
+        for step in &package.database_steps {
+            let _ = writeln!(
+                out,
+                "    {} {} -> {}",
+                step.name,
+                step.from.as_deref().unwrap_or("(none)"),
+                step.to
+            );
+        }
+    }
+    for problem in &package.problems {
+        let _ = writeln!(out, "  problem: {problem}");
     }
 }

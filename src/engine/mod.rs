@@ -360,7 +360,15 @@ impl Engine {
                     state,
                     pending,
                     lock: lock.clone(),
-                    updates_pending: Vec::new(),
+                    updates_pending: match index {
+                        0 => self
+                            .pending_updates(None, false)
+                            .into_iter()
+                            .filter(crate::updates::PendingPackage::installable)
+                            .map(|package| package.file)
+                            .collect(),
+                        _ => Vec::new(),
+                    },
                     database: database.clone(),
                     problem,
                     packages: None,
@@ -369,6 +377,34 @@ impl Engine {
             .collect();
         let root = nest(reports, |root, packages| root.packages = Some(packages));
         Ok(root)
+    }
+
+    /// The code update packages in `updates/Updates_Pending/`, in version order, each
+    /// with the database steps it brings and what keeps it from being installed
+    /// (read-only; nothing is extracted).
+    pub fn updates(&self) -> Result<Vec<crate::updates::PendingPackage>, Error> {
+        let facts = self.read_only_facts()?;
+        Ok(self.pending_updates(Some(&facts[0]), true))
+    }
+
+    fn pending_updates(
+        &self,
+        facts: Option<&DbFacts>,
+        hash: bool,
+    ) -> Vec<crate::updates::PendingPackage> {
+        let root = self.project();
+        let layout = Layout::new(&root.dir);
+        let installed = crate::updates::Installed {
+            project: &root.name,
+            version: &root.code_version,
+            planning: facts.map(|facts| (&root.manifest, facts)),
+        };
+        crate::updates::list(
+            &layout.updates_pending(),
+            &layout.trusted_key(),
+            &installed,
+            hash,
+        )
     }
 
     /// The plan `run` would execute (read-only): the root project's, with its packages'

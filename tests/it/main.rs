@@ -16,5 +16,6 @@ mod plugin_files;
 mod plugins;
 mod run;
 mod servers;
+mod updates;
 mod urls;
 mod util;

@@ -1,0 +1,222 @@
+//! Code update packages (DESIGN.md "Code update packages"): zips an admin drops into
+//! `updates/Updates_Pending/`, each an `update.xml` and a `files/` overlay. This part
+//! reads them without extracting anything: `updates list`, and the pending packages that
+//! `status` and `check` report.
+
+mod package;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sha2::Digest;
+
+pub use package::{parse_update_xml, UpdateXml};
+
+use crate::engine::ReportItem;
+use crate::version::Version;
+
+/// A package in `Updates_Pending/` as `updates list` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PendingPackage {
+    /// The file name in `updates/Updates_Pending/`.
+    pub file: String,
+    /// The project `update.xml` names (null when it cannot be read).
+    pub project: Option<String>,
+    /// The code version it installs.
+    pub version: Option<String>,
+    /// The lowest installed version it applies to.
+    pub requires: Option<String>,
+    /// What is new, for people.
+    pub notes: Option<String>,
+    /// Whether its signature was checked against `updates/trusted.pub`.
+    pub signed: bool,
+    /// SHA-256 of the zip file, hex (only from `updates list`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// The database steps installing it brings: planned from the database's version to
+    /// the package's, with the manifest it carries (or the installed one).
+    pub database_steps: Vec<ReportItem>,
+    /// Why it cannot be installed; empty when it can.
+    pub problems: Vec<String>,
+    /// It is not a complete zip yet (still being copied): retried later.
+    pub incomplete: bool,
+}
+
+impl PendingPackage {
+    /// Whether it can be installed now.
+    pub fn installable(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// What a listing compares each package with.
+pub(crate) struct Installed<'a> {
+    /// The project's name.
+    pub project: &'a str,
+    /// The code version installed (`VERSION`).
+    pub version: &'a Version,
+    /// The installed manifest and the database's facts, to plan each package's steps
+    /// (none: steps not computed).
+    pub planning: Option<(&'a crate::manifest::Manifest, &'a crate::plan::DbFacts)>,
+}
+
+/// The packages in `pending` (a folder), in version order (unreadable ones last, by
+/// name), each with its problems. Hidden files (downloads in progress) and signatures are
+/// not packages. `hash`: compute each one's SHA-256 (reads every byte).
+pub(crate) fn list(
+    pending: &Path,
+    trusted_key: &Path,
+    installed: &Installed<'_>,
+    hash: bool,
+) -> Vec<PendingPackage> {
+    let Ok(entries) = std::fs::read_dir(pending) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            !name.starts_with('.') && name.to_ascii_lowercase().ends_with(".zip")
+        })
+        .collect();
+    paths.sort();
+    let keyed = trusted_key.exists();
+    let mut packages: Vec<(Option<Version>, PendingPackage)> = paths
+        .iter()
+        .map(|path| describe(path, keyed, installed, hash))
+        .collect();
+    packages.sort_by(|a, b| match (&a.0, &b.0) {
+        (Some(x), Some(y)) => x.cmp(y).then(a.1.file.cmp(&b.1.file)),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.1.file.cmp(&b.1.file),
+    });
+    packages.into_iter().map(|(_, package)| package).collect()
+}
+
+fn describe(
+    path: &Path,
+    keyed: bool,
+    installed: &Installed<'_>,
+    hash: bool,
+) -> (Option<Version>, PendingPackage) {
+    let file = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut listed = PendingPackage {
+        file,
+        project: None,
+        version: None,
+        requires: None,
+        notes: None,
+        signed: false,
+        sha256: None,
+        database_steps: Vec::new(),
+        problems: Vec::new(),
+        incomplete: false,
+    };
+    if hash {
+        match sha256_of(path) {
+            Ok(digest) => listed.sha256 = Some(digest),
+            Err(error) => listed.problems.push(format!("cannot read it: {error}")),
+        }
+    }
+    let package = match package::read(path) {
+        Ok(package) => package,
+        Err(problem) => {
+            listed.incomplete = matches!(problem, package::Problem::Incomplete(_));
+            listed.problems.push(problem.to_string());
+            return (None, listed);
+        }
+    };
+    let update = &package.update;
+    listed.project = Some(update.project.clone());
+    listed.version = Some(update.version.to_string());
+    listed.requires = update.requires.as_ref().map(ToString::to_string);
+    listed.notes.clone_from(&update.notes);
+    if update.project != installed.project {
+        listed.problems.push(format!(
+            "it is for project {}, and this is {}",
+            update.project, installed.project
+        ));
+    }
+    if update.version <= *installed.version {
+        listed.problems.push(format!(
+            "not newer than the installed version {}",
+            installed.version
+        ));
+    } else if let Some(requires) = &update.requires {
+        if installed.version < requires {
+            listed.problems.push(format!(
+                "it requires version {requires} installed first, and {} is",
+                installed.version
+            ));
+        }
+    }
+    if let Some(text) = &package.version_file {
+        let said = text.lines().next().unwrap_or("").trim();
+        if Version::parse(said).ok().as_ref() != Some(&update.version) {
+            listed.problems.push(format!(
+                "files/VERSION says {said:?}, and update.xml says {}",
+                update.version
+            ));
+        }
+    }
+    if keyed {
+        // Until signatures are checked, a trusted key means nothing may be installed.
+        listed.problems.push(
+            "updates/trusted.pub exists, and this upgrader cannot check signatures yet".into(),
+        );
+    }
+    if let Some((manifest, facts)) = installed.planning {
+        match steps_of(&package, manifest, facts) {
+            Ok(steps) => listed.database_steps = steps,
+            Err(error) => listed
+                .problems
+                .push(format!("its database steps cannot be planned: {error}")),
+        }
+    }
+    (Some(update.version.clone()), listed)
+}
+
+/// The database steps from the database's version to the package's version, with the
+/// manifest the package carries, else the installed one.
+fn steps_of(
+    package: &package::Package,
+    installed: &crate::manifest::Manifest,
+    facts: &crate::plan::DbFacts,
+) -> Result<Vec<ReportItem>, String> {
+    let carried;
+    let manifest = match &package.manifest {
+        Some(text) => {
+            carried = crate::manifest::Manifest::parse(text, Path::new("files/upgrade.xml"), None)
+                .map_err(|e| e.to_string())?;
+            &carried
+        }
+        None => installed,
+    };
+    let plan =
+        crate::plan::plan(manifest, &package.update.version, facts).map_err(|e| e.to_string())?;
+    Ok(plan.items.iter().map(ReportItem::from).collect())
+}
+
+fn sha256_of(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buffer = vec![0; 256 * 1024];
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect())
+}
