@@ -74,6 +74,9 @@ pub enum Operation {
     Run,
     /// `upgrader restore`.
     Restore,
+    /// `upgrader updates install` or `updates rollback` (or finishing one that was
+    /// interrupted).
+    Install,
     /// Anything a later upgrader does under the lock that this one does not know.
     #[serde(other)]
     Other,
@@ -515,6 +518,22 @@ pub struct LockGuard {
 impl LockGuard {
     /// Takes the lock for a run described by `record`, or says why it cannot.
     pub fn acquire(path: &Path, record: LockRecord) -> Result<LockGuard, LockError> {
+        Self::acquire_with(path, record, false)
+    }
+
+    /// Takes the lock that a code install left when its process died (state
+    /// `installing`, nobody holding it) or takes a free lock, so as to finish or undo that
+    /// install; like [`LockGuard::acquire`] otherwise (halted by a live holder or a
+    /// failed run).
+    pub fn take_over_install(path: &Path, record: LockRecord) -> Result<LockGuard, LockError> {
+        Self::acquire_with(path, record, true)
+    }
+
+    fn acquire_with(
+        path: &Path,
+        record: LockRecord,
+        take_over_install: bool,
+    ) -> Result<LockGuard, LockError> {
         for _ in 0..LOOK_AGAIN {
             let mut file = open_lock(path, Access::Create)?.expect("created when missing");
             match try_lock_patiently(&file) {
@@ -545,7 +564,9 @@ impl LockGuard {
                     return Err(error);
                 }
             };
-            if !bytes.trim_ascii().is_empty() {
+            let interrupted_install = take_over_install
+                && parse_record(&bytes).is_some_and(|r| r.state == RecordState::Installing);
+            if !bytes.trim_ascii().is_empty() && !interrupted_install {
                 let state = match parse_record(&bytes) {
                     Some(record) if record.state == RecordState::Failed => {
                         LockState::Failed(record)
@@ -559,7 +580,8 @@ impl LockGuard {
             let mut shared = Shared {
                 file,
                 record,
-                written: 0,
+                // A record taken over is padded over in full.
+                written: bytes.len(),
                 dirty: true,
                 last_write: Instant::now(),
             };

@@ -105,6 +105,16 @@ enum UpdatesCommand {
     /// the database steps each brings, and what keeps it from being installed. Reads
     /// only each zip's directory and update.xml; extracts nothing.
     List,
+    /// Install pending packages (the ones named, or every installable one) in version
+    /// order: the project directory backed up to updates/Updates_Backups/app-…zip first,
+    /// under the upgrade lock (state installing). The database upgrade is the next run.
+    Install {
+        /// Packages in updates/Updates_Pending/ (paths or names).
+        files: Vec<PathBuf>,
+    },
+    /// Restore the newest app backup: the project directory exactly as it was before the
+    /// last install; names the database backup that matches it.
+    Rollback,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -273,6 +283,59 @@ fn execute(cli: &Cli, config: Config) -> Result<u8, Error> {
             } else {
                 for package in &packages {
                     print_package(&mut out, package);
+                }
+            }
+            0
+        }
+        Command::Updates(UpdatesCommand::Install { ref files }) => {
+            match engine.install_updates(files)? {
+                None if json => print_json(&mut out, &serde_json::json!({"installed": []})),
+                None => {
+                    let _ = writeln!(out, "no update packages to install");
+                }
+                Some(installed) if json => print_json(&mut out, &installed),
+                Some(installed) => {
+                    for package in &installed.packages {
+                        let _ = writeln!(
+                            out,
+                            "installed {} (version {}); kept as updates/Updates_Installed/{}",
+                            package.file, package.version, package.installed_as
+                        );
+                    }
+                    let _ = writeln!(
+                        out,
+                        "code {} -> {}; the project was backed up to updates/Updates_Backups/{}",
+                        installed.from, installed.to, installed.backup
+                    );
+                    let _ = writeln!(out, "the database upgrade is next: upgrader run");
+                }
+            }
+            0
+        }
+        Command::Updates(UpdatesCommand::Rollback) => {
+            let rolled = engine.rollback_updates()?;
+            if json {
+                print_json(&mut out, &rolled);
+            } else {
+                let _ = writeln!(
+                    out,
+                    "restored updates/Updates_Backups/{}: the code is at version {} again",
+                    rolled.backup, rolled.version
+                );
+                match &rolled.database_backup {
+                    Some(file) => {
+                        let _ = writeln!(
+                            out,
+                            "the database backup of that version: {file}; to restore it: upgrader restore {file} --yes"
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(
+                            out,
+                            "no database backup of version {} was found",
+                            rolled.version
+                        );
+                    }
                 }
             }
             0

@@ -8,7 +8,7 @@
 
 mod mysql;
 mod postgres;
-mod progress;
+pub(crate) mod progress;
 mod tool;
 
 use std::io::Read;

@@ -183,6 +183,11 @@ impl Engine {
             Some(url) => DatabaseUrl::parse(url)?,
             None => DatabaseUrl::default_for(&config.project_dir),
         };
+        // An install a killed process left half-done is finished or undone before
+        // anything reads the project's files.
+        if let Some(done) = crate::updates::recover(&config.project_dir)? {
+            log::warn!("{done}");
+        }
         let app = Application::load(&config.project_dir)?;
         Ok(Engine { config, app, url })
     }
@@ -387,6 +392,112 @@ impl Engine {
         Ok(self.pending_updates(Some(&facts[0]), true))
     }
 
+    /// Installs code update packages from `updates/Updates_Pending/` (`files`: those,
+    /// by path or name; none: every installable one), in version order, under the
+    /// upgrade lock, after backing the project directory up; `None` when there is
+    /// nothing to install. Refused, with nothing changed, when a package named cannot be
+    /// installed (its problems say why).
+    pub fn install_updates(
+        &self,
+        files: &[PathBuf],
+    ) -> Result<Option<crate::updates::Installed>, Error> {
+        let listed = self.pending_updates(None, false);
+        let chosen: Vec<&crate::updates::PendingPackage> = if files.is_empty() {
+            listed.iter().filter(|p| p.installable()).collect()
+        } else {
+            let mut chosen = Vec::new();
+            for file in files {
+                let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+                let Some(package) = listed.iter().find(|p| Some(&p.file) == name.as_ref()) else {
+                    return Err(Error::Refused(format!(
+                        "{} is not a package in {}; nothing was installed",
+                        file.display(),
+                        Layout::new(&self.project().dir).updates_pending().display()
+                    )));
+                };
+                if !package.installable() {
+                    return Err(Error::Refused(format!(
+                        "{} cannot be installed: {}; nothing was installed",
+                        package.file,
+                        package.problems.join("; ")
+                    )));
+                }
+                chosen.push(package);
+            }
+            // Each one's `requires` met by the ones chosen before it.
+            chosen.sort_by(|a, b| {
+                a.update
+                    .as_ref()
+                    .map(|u| &u.version)
+                    .cmp(&b.update.as_ref().map(|u| &u.version))
+            });
+            let mut current = self.project().code_version.clone();
+            for package in &chosen {
+                let update = package
+                    .update
+                    .as_ref()
+                    .expect("installable packages were read");
+                if update.requires.as_ref().is_some_and(|r| *r > current) {
+                    return Err(Error::Refused(format!(
+                        "{} requires version {} installed first; install the packages before it too; nothing was installed",
+                        package.file,
+                        update.requires.as_ref().expect("just looked")
+                    )));
+                }
+                current = update.version.clone();
+            }
+            chosen
+        };
+        if chosen.is_empty() {
+            return Ok(None);
+        }
+        let pending = Layout::new(&self.project().dir).updates_pending();
+        let packages: Vec<(PathBuf, crate::updates::UpdateXml)> = chosen
+            .iter()
+            .map(|p| {
+                (
+                    pending.join(&p.file),
+                    p.update.clone().expect("installable packages were read"),
+                )
+            })
+            .collect();
+        let project = self.code_project();
+        crate::updates::install(&project, &packages, &self.lock_path()).map(Some)
+    }
+
+    /// Restores the newest app backup (the project directory as it was before the last
+    /// install), under the upgrade lock, and names the database backup that matches it.
+    pub fn rollback_updates(&self) -> Result<crate::updates::RolledBack, Error> {
+        crate::updates::rollback(&self.code_project(), &self.lock_path())
+    }
+
+    /// The root project as code installs see it: its files but the database's.
+    fn code_project(&self) -> crate::updates::Project<'_> {
+        let root = self.project();
+        let mut keep_out = Vec::new();
+        if let DatabaseUrl::Sqlite(sqlite) = &self.url {
+            let dir = root.dir.canonicalize().unwrap_or_else(|_| root.dir.clone());
+            let db = sqlite
+                .path
+                .parent()
+                .and_then(|p| p.canonicalize().ok())
+                .zip(sqlite.path.file_name())
+                .map(|(parent, name)| parent.join(name));
+            if let Some(relative) = db.as_ref().and_then(|db| db.strip_prefix(&dir).ok()) {
+                let relative = relative.to_string_lossy().into_owned();
+                for suffix in ["", "-wal", "-shm", "-journal"] {
+                    keep_out.push(format!("{relative}{suffix}"));
+                }
+            }
+        }
+        crate::updates::Project {
+            dir: &root.dir,
+            name: &root.name,
+            version: &root.code_version,
+            keep_out,
+        }
+    }
+
     fn pending_updates(
         &self,
         facts: Option<&DbFacts>,
@@ -394,7 +505,7 @@ impl Engine {
     ) -> Vec<crate::updates::PendingPackage> {
         let root = self.project();
         let layout = Layout::new(&root.dir);
-        let installed = crate::updates::Installed {
+        let installed = crate::updates::InstalledCode {
             project: &root.name,
             version: &root.code_version,
             planning: facts.map(|facts| (&root.manifest, facts)),

@@ -3,6 +3,7 @@
 //! reads them without extracting anything: `updates list`, and the pending packages that
 //! `status` and `check` report.
 
+mod install;
 mod package;
 
 use std::io::Read;
@@ -11,6 +12,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use sha2::Digest;
 
+pub(crate) use install::{install, recover, rollback, Project};
+pub use install::{Installed, InstalledPackage, RolledBack};
 pub use package::{parse_update_xml, UpdateXml};
 
 use crate::engine::ReportItem;
@@ -41,6 +44,9 @@ pub struct PendingPackage {
     pub problems: Vec<String>,
     /// It is not a complete zip yet (still being copied): retried later.
     pub incomplete: bool,
+    /// What its update.xml says, when it could be read.
+    #[serde(skip)]
+    pub(crate) update: Option<UpdateXml>,
 }
 
 impl PendingPackage {
@@ -51,7 +57,7 @@ impl PendingPackage {
 }
 
 /// What a listing compares each package with.
-pub(crate) struct Installed<'a> {
+pub(crate) struct InstalledCode<'a> {
     /// The project's name.
     pub project: &'a str,
     /// The code version installed (`VERSION`).
@@ -67,7 +73,7 @@ pub(crate) struct Installed<'a> {
 pub(crate) fn list(
     pending: &Path,
     trusted_key: &Path,
-    installed: &Installed<'_>,
+    installed: &InstalledCode<'_>,
     hash: bool,
 ) -> Vec<PendingPackage> {
     let Ok(entries) = std::fs::read_dir(pending) else {
@@ -83,25 +89,49 @@ pub(crate) fn list(
         .collect();
     paths.sort();
     let keyed = trusted_key.exists();
-    let mut packages: Vec<(Option<Version>, PendingPackage)> = paths
+    let mut packages: Vec<PendingPackage> = paths
         .iter()
         .map(|path| describe(path, keyed, installed, hash))
         .collect();
-    packages.sort_by(|a, b| match (&a.0, &b.0) {
-        (Some(x), Some(y)) => x.cmp(y).then(a.1.file.cmp(&b.1.file)),
-        (Some(_), None) => std::cmp::Ordering::Less,
-        (None, Some(_)) => std::cmp::Ordering::Greater,
-        (None, None) => a.1.file.cmp(&b.1.file),
+    packages.sort_by(|a, b| {
+        let version = |p: &PendingPackage| p.update.as_ref().map(|u| u.version.clone());
+        match (version(a), version(b)) {
+            (Some(x), Some(y)) => x.cmp(&y).then(a.file.cmp(&b.file)),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => a.file.cmp(&b.file),
+        }
     });
-    packages.into_iter().map(|(_, package)| package).collect()
+    // In version order, each package's `requires` may be met by the ones before it.
+    let mut current = installed.version.clone();
+    for package in &mut packages {
+        let Some(update) = package.update.clone() else {
+            continue;
+        };
+        if update.version <= current {
+            package.problems.insert(
+                0,
+                match current == *installed.version {
+                    true => format!("not newer than the installed version {current}"),
+                    false => {
+                        format!("not newer than {current}, which the packages before it install")
+                    }
+                },
+            );
+        } else if let Some(requires) = update.requires.as_ref().filter(|r| **r > current) {
+            package.problems.insert(
+                0,
+                format!("it requires version {requires} installed first, and {current} would be"),
+            );
+        }
+        if package.problems.is_empty() {
+            current = update.version;
+        }
+    }
+    packages
 }
 
-fn describe(
-    path: &Path,
-    keyed: bool,
-    installed: &Installed<'_>,
-    hash: bool,
-) -> (Option<Version>, PendingPackage) {
+fn describe(path: &Path, keyed: bool, installed: &InstalledCode<'_>, hash: bool) -> PendingPackage {
     let file = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -117,6 +147,7 @@ fn describe(
         database_steps: Vec::new(),
         problems: Vec::new(),
         incomplete: false,
+        update: None,
     };
     if hash {
         match sha256_of(path) {
@@ -129,7 +160,7 @@ fn describe(
         Err(problem) => {
             listed.incomplete = matches!(problem, package::Problem::Incomplete(_));
             listed.problems.push(problem.to_string());
-            return (None, listed);
+            return listed;
         }
     };
     let update = &package.update;
@@ -143,26 +174,14 @@ fn describe(
             update.project, installed.project
         ));
     }
-    if update.version <= *installed.version {
-        listed.problems.push(format!(
-            "not newer than the installed version {}",
-            installed.version
-        ));
-    } else if let Some(requires) = &update.requires {
-        if installed.version < requires {
-            listed.problems.push(format!(
-                "it requires version {requires} installed first, and {} is",
-                installed.version
-            ));
-        }
-    }
     if let Some(text) = &package.version_file {
-        let said = text.lines().next().unwrap_or("").trim();
-        if Version::parse(said).ok().as_ref() != Some(&update.version) {
-            listed.problems.push(format!(
-                "files/VERSION says {said:?}, and update.xml says {}",
-                update.version
-            ));
+        match crate::version::VersionFile::parse(text, Path::new("files/VERSION")) {
+            Ok(file) if file.version == update.version => {}
+            Ok(file) => listed.problems.push(format!(
+                "files/VERSION says {}, and update.xml says {}",
+                file.version, update.version
+            )),
+            Err(error) => listed.problems.push(error.to_string()),
         }
     }
     if keyed {
@@ -179,7 +198,8 @@ fn describe(
                 .push(format!("its database steps cannot be planned: {error}")),
         }
     }
-    (Some(update.version.clone()), listed)
+    listed.update = Some(package.update);
+    listed
 }
 
 /// The database steps from the database's version to the package's version, with the

@@ -177,12 +177,9 @@ fn list_shows_packages_in_version_order_with_their_steps_and_problems() {
     assert_eq!(steps[0]["name"], "add-orders");
     assert_eq!(steps[0]["from"], "1.0.0");
     assert_eq!(steps[0]["to"], "1.1.0");
-    // Requires 1.1.0, installed is 1.0.0.
+    // Requires 1.1.0, which the package before it installs.
     let second = by_name("a-shop-1.2.0.zip");
-    assert!(second["problems"][0]
-        .as_str()
-        .unwrap()
-        .contains("requires version 1.1.0"));
+    assert_eq!(second["problems"], serde_json::json!([]), "{second}");
     let problem = |name: &str| by_name(name)["problems"][0].as_str().unwrap().to_string();
     assert!(
         problem("other.zip").contains("for project blog"),
@@ -228,7 +225,7 @@ fn list_shows_packages_in_version_order_with_their_steps_and_problems() {
     let status = project.run(&["status", "--json"]).json();
     assert_eq!(
         status["updates_pending"],
-        serde_json::json!(["b-shop-1.1.0.zip"])
+        serde_json::json!(["b-shop-1.1.0.zip", "a-shop-1.2.0.zip"])
     );
     project
         .run(&["check"])
@@ -269,4 +266,317 @@ fn without_packages_nothing_is_pending() {
         .as_str()
         .unwrap()
         .contains("trusted.pub"));
+}
+
+/// The project's own files (not upgrader's: updates/, the lock, the database) and their
+/// contents.
+fn code_tree(project: &TestProject) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let root = project.path();
+    tree(root)
+        .into_iter()
+        .map(|(path, bytes)| {
+            let relative = Path::new(&path)
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            (relative, bytes)
+        })
+        .filter(|(relative, _)| !relative.starts_with("updates/") && relative != "upgrade.lock")
+        .collect()
+}
+
+fn files_in(project: &TestProject, folder: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(project.path().join("updates").join(folder))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().into_string().unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+const MANIFEST_1_2: &str = r#"<upgrade project="shop" initial-version="1.0.0">
+  <install><sql>CREATE TABLE t (id INTEGER PRIMARY KEY);</sql></install>
+  <step name="add-orders" from="1.0.0" to="1.1.0"><sql>CREATE TABLE orders (id INTEGER);</sql></step>
+  <step name="add-docs" from="1.1.0" to="1.2.0"><sql>CREATE TABLE docs (id INTEGER);</sql></step>
+</upgrade>
+"#;
+
+/// A project at 1.0.0 with a few files, and two chained packages pending.
+fn project_with_two_packages() -> TestProject {
+    let project = TestProject::new("1.0.0", MANIFEST);
+    project.write("index.php", "v1");
+    project.write("lib/old.php", "old");
+    project.write("scripts/keep.sql", "SELECT 1;");
+    project.run(&["--no-backup", "run"]).assert_code(0);
+    write_zip(
+        &pending(&project, "shop-1.1.0.zip"),
+        &[
+            Entry::File(
+                "update.xml",
+                "<update project=\"shop\" version=\"1.1.0\" requires=\"1.0.0\">\n  <notes>Orders</notes>\n  <remove path=\"lib/old.php\"/>\n</update>\n",
+            ),
+            Entry::File("files/VERSION", "1.1.0\n"),
+            Entry::File("files/index.php", "v1.1"),
+            Entry::File("files/lib/new.php", "new"),
+            Entry::File("files/upgrade.xml", MANIFEST_1_1),
+        ],
+    );
+    write_zip(
+        &pending(&project, "shop-1.2.0.zip"),
+        &[
+            Entry::File("update.xml", &update_xml("shop", "1.2.0", "1.1.0")),
+            Entry::File("files/docs/readme.txt", "docs"),
+            Entry::File("files/upgrade.xml", MANIFEST_1_2),
+        ],
+    );
+    project
+}
+
+/// What the two packages make of the project's files.
+fn expected_new_tree(
+    old: &std::collections::BTreeMap<String, Vec<u8>>,
+) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut new = old.clone();
+    new.remove("lib/old.php");
+    new.insert("index.php".into(), b"v1.1".to_vec());
+    new.insert("lib/new.php".into(), b"new".to_vec());
+    new.insert("docs/readme.txt".into(), b"docs".to_vec());
+    new.insert("upgrade.xml".into(), MANIFEST_1_2.as_bytes().to_vec());
+    new.insert("VERSION".into(), b"1.2.0\n".to_vec());
+    new
+}
+
+/// Two chained packages install in version order into exactly the expected tree; the app
+/// backup holds the old tree; Pending is empty and Installed holds both, stamped; the
+/// database upgrade is then pending and `run` applies the packages' steps; `rollback`
+/// brings the old tree back exactly and names the database backup of that version.
+#[test]
+fn two_chained_packages_install_then_roll_back() {
+    let project = project_with_two_packages();
+    let old = code_tree(&project);
+    let installed = project.run(&["updates", "install", "--json"]);
+    installed.assert_code(0);
+    let installed = installed.json();
+    assert_eq!(installed["from"], "1.0.0");
+    assert_eq!(installed["to"], "1.2.0");
+    assert_eq!(installed["packages"][0]["file"], "shop-1.1.0.zip");
+    assert_eq!(installed["packages"][1]["file"], "shop-1.2.0.zip");
+    assert_eq!(code_tree(&project), expected_new_tree(&old));
+    assert!(!project.path().join("lib/old.php").exists());
+    assert!(files_in(&project, "Updates_Pending").is_empty());
+    let kept = files_in(&project, "Updates_Installed");
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(
+        kept[0].starts_with("shop-1.1.0-") && kept[0].ends_with("Z.zip"),
+        "{kept:?}"
+    );
+    assert!(kept[1].starts_with("shop-1.2.0-"), "{kept:?}");
+    assert!(!project.lock_path().exists());
+    assert!(!project.path().join("updates/.install").exists());
+    // The backup zip is the old tree.
+    let backup = installed["backup"].as_str().unwrap();
+    assert!(backup.starts_with("app-shop-1.0.0-"), "{backup}");
+    let mut zip = zip::ZipArchive::new(
+        std::fs::File::open(project.path().join("updates/Updates_Backups").join(backup)).unwrap(),
+    )
+    .unwrap();
+    let mut in_backup = std::collections::BTreeMap::new();
+    for index in 0..zip.len() {
+        let mut entry = zip.by_index(index).unwrap();
+        if entry.is_file() {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+            in_backup.insert(entry.name().unwrap().to_string(), bytes);
+        }
+    }
+    assert_eq!(in_backup, old);
+    // The code is ahead of the database now.
+    project.run(&["check"]).assert_code(3);
+    project.run(&["run"]).assert_code(0);
+    assert_eq!(project.version_of("shop").as_deref(), Some("1.2.0"));
+    assert_eq!(project.query_i64("SELECT count(*) FROM docs"), 0);
+    project.run(&["check"]).assert_code(0);
+    // Back to the old tree; the database backup the run made is the one to restore.
+    let rolled = project.run(&["updates", "rollback", "--json"]);
+    rolled.assert_code(0);
+    let rolled = rolled.json();
+    assert_eq!(rolled["version"], "1.0.0");
+    let database_backup = rolled["database_backup"].as_str().unwrap();
+    assert!(
+        database_backup.starts_with("db-shop-1.0.0-"),
+        "{database_backup}"
+    );
+    assert_eq!(code_tree(&project), old);
+    assert!(
+        !project.path().join("docs").exists(),
+        "a directory the package made is gone"
+    );
+    project
+        .run(&["restore", database_backup, "--yes"])
+        .assert_code(0);
+    assert_eq!(project.version_of("shop").as_deref(), Some("1.0.0"));
+    project.run(&["check"]).assert_code(0);
+}
+
+/// Packages that must not be installed: refused with the package and the reason named;
+/// nothing changed in the tree, the package still pending, no lock and no work left.
+#[test]
+fn refused_packages_change_nothing() {
+    let project = TestProject::new("1.0.0", MANIFEST);
+    project.write("index.php", "v1");
+    project.run(&["--no-backup", "run"]).assert_code(0);
+    let old = code_tree(&project);
+    let check = |file: &str, needle: &str| {
+        project
+            .run(&["updates", "install", file])
+            .assert_code(1)
+            .assert_stderr(file)
+            .assert_stderr(needle);
+        assert_eq!(code_tree(&project), old, "{file}");
+        assert!(pending(&project, file).exists(), "{file} is still pending");
+        assert!(!project.lock_path().exists(), "{file}");
+        assert!(!project.path().join("updates/.install").exists(), "{file}");
+        assert!(files_in(&project, "Updates_Backups").is_empty(), "{file}");
+    };
+    write_zip(
+        &pending(&project, "slip.zip"),
+        &[
+            Entry::File("update.xml", &update_xml("shop", "1.1.0", "1.0.0")),
+            Entry::File("files/../evil.php", "x"),
+        ],
+    );
+    check("slip.zip", "files/../evil.php");
+    write_zip(
+        &pending(&project, "lock.zip"),
+        &[
+            Entry::File("update.xml", &update_xml("shop", "1.1.0", "1.0.0")),
+            Entry::File("files/upgrade.lock", "{}"),
+        ],
+    );
+    check("lock.zip", "upgrade.lock");
+    write_zip(
+        &pending(&project, "twice.zip"),
+        &[
+            Entry::File("update.xml", &update_xml("shop", "1.1.0", "1.0.0")),
+            Entry::File("files/Index.php", "a"),
+            Entry::File("files/index.php", "b"),
+        ],
+    );
+    check("twice.zip", "differ only in case");
+    write_zip(
+        &pending(&project, "version.zip"),
+        &[
+            Entry::File("update.xml", &update_xml("shop", "1.1.0", "1.0.0")),
+            Entry::File("files/VERSION", "1.3.0\n"),
+        ],
+    );
+    check("version.zip", "files/VERSION says 1.3.0");
+    write_zip(
+        &pending(&project, "other.zip"),
+        &[Entry::File(
+            "update.xml",
+            &update_xml("blog", "1.1.0", "1.0.0"),
+        )],
+    );
+    check("other.zip", "for project blog");
+    // A zip bomb: 64 MiB of zeros in a few KiB, caught while extracting.
+    {
+        let path = pending(&project, "bomb.zip");
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        zip.start_file("update.xml", options).unwrap();
+        zip.write_all(update_xml("shop", "1.1.0", "1.0.0").as_bytes())
+            .unwrap();
+        zip.start_file("files/zeros.bin", options).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..64 {
+            zip.write_all(&zeros).unwrap();
+        }
+        zip.finish().unwrap();
+    }
+    check("bomb.zip", "zip bomb");
+    // A bad CRC: one byte of stored data changed.
+    {
+        let path = pending(&project, "crc.zip");
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+        let stored = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        zip.start_file("update.xml", stored).unwrap();
+        zip.write_all(update_xml("shop", "1.1.0", "1.0.0").as_bytes())
+            .unwrap();
+        zip.start_file("files/data.txt", stored).unwrap();
+        zip.write_all(b"0123456789-the-content-MARKER-0123456789")
+            .unwrap();
+        zip.finish().unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.windows(6).position(|w| w == b"MARKER").unwrap();
+        bytes[at] = b'X';
+        std::fs::write(&path, bytes).unwrap();
+    }
+    check("crc.zip", "crc.zip");
+    // Not a package of the folder.
+    project
+        .run(&["updates", "install", "missing.zip"])
+        .assert_code(1)
+        .assert_stderr("missing.zip is not a package");
+    assert_eq!(code_tree(&project), old);
+}
+
+/// Killed at every change of an install (and of its finishing), the next command finds
+/// the tree exactly old or exactly new, never a mix, and no lock left; installing again
+/// then completes it.
+#[test]
+fn an_install_killed_at_any_change_leaves_the_old_or_the_new_tree() {
+    let mut point = 1;
+    let mut saw_old = false;
+    let mut saw_new = false;
+    loop {
+        let project = project_with_two_packages();
+        let old = code_tree(&project);
+        let new = expected_new_tree(&old);
+        let mut command = project.command(&["updates", "install"]);
+        command.env("UPGRADER_TEST_ONLY_INSTALL_CRASH_AT", point.to_string());
+        let killed = crate::util::run_within(command, std::time::Duration::from_secs(60));
+        if killed.code == 0 {
+            // Past the last change: every point was tried.
+            assert_eq!(code_tree(&project), new);
+            break;
+        }
+        assert!(
+            project.lock_path().exists(),
+            "the killed install left its lock"
+        );
+        // Any command first finishes or undoes the install.
+        project.run(&["status"]).assert_code(0);
+        let after = code_tree(&project);
+        assert!(
+            after == old || after == new,
+            "a mix after a crash at change {point}"
+        );
+        saw_old |= after == old;
+        saw_new |= after == new;
+        assert!(
+            !project.lock_path().exists(),
+            "change {point}: the lock is gone"
+        );
+        assert!(!project.path().join("updates/.install").exists());
+        if after == old {
+            assert_eq!(files_in(&project, "Updates_Pending").len(), 2);
+            project.run(&["updates", "install"]).assert_code(0);
+        }
+        assert_eq!(code_tree(&project), new, "change {point}: completed");
+        assert!(files_in(&project, "Updates_Pending").is_empty());
+        point += 1;
+        assert!(point < 100, "the install never completed");
+    }
+    assert!(
+        saw_old && saw_new,
+        "crashes before and after the point of no return"
+    );
 }
