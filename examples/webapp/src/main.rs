@@ -8,7 +8,9 @@
 //! give it as `Authorization: Bearer SECRET`, as `X-Admin-Token: SECRET`, or through the
 //! login form at `/admin/login` (which sets a cookie). `--database` defaults to
 //! `$DATABASE_URL`, else SQLite in the project directory. The upgrade itself runs in a
-//! child process: the `upgrader` binary next to this one, or `$UPGRADER_BIN`.
+//! child process: the `upgrader` binary next to this one, or `$UPGRADER_BIN`; that run
+//! backs the database up first, like any `upgrader run`, and the admin page lists the
+//! newest backups in `updates/Updates_Backups/`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -151,6 +153,18 @@ fn unauthorized(html: bool) -> Response {
     }
 }
 
+/// How many backups the admin page lists (the newest).
+const BACKUPS_SHOWN: usize = 10;
+
+/// The newest database backups, as `upgrader backups --json` lists them. Read from the
+/// folder's names alone, so they are listed even when the project cannot be opened.
+fn backups(gate: &Gate) -> Vec<upgrader::backup::BackupFile> {
+    let mut backups =
+        upgrader::backup::list(&upgrader::Layout::new(gate.project_dir()).updates_backups());
+    backups.truncate(BACKUPS_SHOWN);
+    backups
+}
+
 /// Everything the admin page shows, read without loading any plugin.
 fn state(gate: &Gate) -> serde_json::Value {
     let answer = match gate.check() {
@@ -162,7 +176,13 @@ fn state(gate: &Gate) -> serde_json::Value {
     };
     let engine = match gate.engine() {
         Ok(engine) => engine,
-        Err(error) => return serde_json::json!({ "gate": answer, "error": error.to_string() }),
+        Err(error) => {
+            return serde_json::json!({
+                "gate": answer,
+                "error": error.to_string(),
+                "backups": backups(gate),
+            })
+        }
     };
     let status = engine.status().map_err(|e| e.to_string());
     let history = engine.history().map_err(|e| e.to_string());
@@ -175,6 +195,7 @@ fn state(gate: &Gate) -> serde_json::Value {
         "status": status.as_ref().ok(),
         "error": status.as_ref().err(),
         "history": history,
+        "backups": backups(gate),
     })
 }
 
@@ -305,8 +326,46 @@ fn render(state: &serde_json::Value) -> String {
             }
         ));
     }
+    html.push_str("</table><h2>Backups</h2>");
+    let backups = state["backups"].as_array().map_or(&[][..], Vec::as_slice);
+    if backups.is_empty() {
+        html.push_str("<p id=\"backups-none\">No database backups in updates/Updates_Backups/</p>");
+    } else {
+        html.push_str(&format!(
+            "<p>Newest first, at most {BACKUPS_SHOWN}, in updates/Updates_Backups/; \
+             <code>upgrader restore FILE</code> brings one back.</p>"
+        ));
+    }
+    html.push_str(
+        "<table id=\"backups\"><tr><th>Created</th><th>File</th><th>Version</th><th>Size</th></tr>",
+    );
+    for backup in backups {
+        html.push_str(&format!(
+            "<tr><td>{}</td><td class=\"file\">{}</td><td>{}</td><td title=\"{} bytes\">{}</td></tr>",
+            text(&backup["created"]),
+            text(&backup["file"]),
+            text(&backup["version"]),
+            text(&backup["size"]),
+            backup["size"].as_u64().map(human_size).unwrap_or_else(|| "—".into()),
+        ));
+    }
     html.push_str("</table></body></html>\n");
     html
+}
+
+/// `512 B`, `1.5 KiB`, `2.0 GiB`: a size at a glance (the exact bytes are its title).
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 async fn login_form() -> Html<&'static str> {

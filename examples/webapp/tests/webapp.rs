@@ -60,16 +60,27 @@ fn project(slow_seconds: f64) -> (tempfile::TempDir, String) {
 }
 
 fn start(project: tempfile::TempDir, url: String) -> App {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_webapp"))
+    start_on(project, Some(url))
+}
+
+/// Starts the application on `url`, or (`None`) on its default database: SQLite in the
+/// project directory.
+fn start_on(project: tempfile::TempDir, url: Option<String>) -> App {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_webapp"));
+    command
         .args(["--listen", "127.0.0.1:0", "--token", TOKEN, "--project"])
         .arg(project.path())
-        .env("DATABASE_URL", &url)
         .env("UPGRADER_BIN", upgrader_bin())
         .env("RUST_LOG", "debug")
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::piped());
+    match &url {
+        Some(url) => command.env("DATABASE_URL", url),
+        None => command.env_remove("DATABASE_URL"),
+    };
+    let url =
+        url.unwrap_or_else(|| format!("sqlite://{}", project.path().join("upgrader.db").display()));
+    let mut child = command.spawn().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
@@ -717,6 +728,12 @@ fn browser_sees_the_admin_page_with_the_token_and_401_without() {
         history.contains("greetings") && history.contains("warm-cache"),
         "{history}"
     );
+    // The gate's run dumped the database first (pg_dump, custom format).
+    let backups = text("#backups");
+    assert!(
+        backups.contains("db-webapp-none-") && backups.contains(".pgdump"),
+        "{backups}"
+    );
 
     let png = webdriver(port, "GET", &format!("/session/{id}/screenshot"), None);
     use base64::Engine as _;
@@ -783,4 +800,209 @@ fn a_refused_run_is_not_retried_until_the_deployed_files_change() {
     wait_for_200(&app, Duration::from_secs(30));
     assert_eq!(admin_json(&app)["status"]["db_version"], "1.1.0");
     assert_eq!(runs(&app), 2);
+}
+
+/// The example project, copied, with a quick `warm-cache`, on its default database
+/// (SQLite in the project directory), which is at 1.0.0 already: the greetings table
+/// exists, without the row the `greetings` step adds.
+fn sqlite_project_at_1_0_0() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("project");
+    std::fs::create_dir(dir.path().join("scripts")).unwrap();
+    for name in ["VERSION", "upgrade.xml", "scripts/install.sql"] {
+        std::fs::copy(source.join(name), dir.path().join(name)).unwrap();
+    }
+    let manifest = std::fs::read_to_string(dir.path().join("upgrade.xml")).unwrap();
+    std::fs::write(
+        dir.path().join("upgrade.xml"),
+        manifest.replace("x &lt; 5000000", "x &lt; 1000"),
+    )
+    .unwrap();
+    let db = rusqlite::Connection::open(dir.path().join("upgrader.db")).unwrap();
+    db.execute_batch(
+        "CREATE TABLE greetings (id INTEGER PRIMARY KEY, text VARCHAR(200) NOT NULL); \
+         INSERT INTO greetings VALUES (1, 'Hello');",
+    )
+    .unwrap();
+    dir
+}
+
+/// The gate's child run is a plain `upgrader run`: it backs the database up first, and
+/// the admin page and its JSON list that backup as `upgrader backups --json` does.
+#[test]
+fn the_gates_run_backs_up_and_the_admin_page_lists_the_backup() {
+    let project = sqlite_project_at_1_0_0();
+    let dir = project.path().to_path_buf();
+    let folder = dir.join("updates/Updates_Backups");
+    let app = start_on(project, None);
+    wait_for_200(&app, Duration::from_secs(60));
+    let state = admin_json(&app);
+    assert_eq!(state["status"]["db_version"], "1.1.0", "{state}");
+
+    // One backup, made by the child run before its first statement: the database as it
+    // was, with the one greeting and none of the run's rows.
+    let files: Vec<String> = std::fs::read_dir(&folder)
+        .unwrap_or_else(|e| panic!("no backup folder {}: {e}", folder.display()))
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let file = &files[0];
+    assert!(
+        file.starts_with("db-webapp-") && file.ends_with(".sqlite"),
+        "{file}"
+    );
+    let backup = rusqlite::Connection::open_with_flags(
+        folder.join(file),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let greetings: Vec<i64> = backup
+        .prepare("SELECT id FROM greetings ORDER BY id")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(greetings, [1]);
+    let upgraded: i64 = rusqlite::Connection::open(dir.join("upgrader.db"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM greetings", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(upgraded, 2);
+    // The webapp never backs up itself: the child said it did (its log is passed on).
+    let log = app.stderr.lock().unwrap().clone();
+    assert!(
+        log.lines()
+            .any(|line| line.contains("upgrader gate: child:")
+                && line.contains("backed up the database to")
+                && line.contains(file.as_str())),
+        "{log}"
+    );
+
+    // The JSON lists it exactly as `upgrader backups --json` does.
+    let listed = Command::new(upgrader_bin())
+        .arg("--project")
+        .arg(&dir)
+        .args(["--json", "backups"])
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "{listed:?}");
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(state["backups"], listed, "{state}");
+    let entry = &state["backups"][0];
+    assert_eq!(entry["file"], file.as_str());
+    assert_eq!(entry["version"], "none");
+    assert_eq!(entry["backend"], "sqlite");
+    let size = std::fs::metadata(folder.join(file)).unwrap().len();
+    assert_eq!(entry["size"], size);
+    assert!(entry["created"].as_str().unwrap().ends_with('Z'), "{entry}");
+
+    // The page shows file, version, size and time.
+    let page = request(&app.address, "/admin/upgrades", &[("X-Admin-Token", TOKEN)]);
+    assert_eq!(page.status, 200, "{page:?}");
+    let section = page
+        .body
+        .split("<h2>Backups</h2>")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no Backups section: {}", page.body));
+    for shown in [
+        file.clone(),
+        format!("title=\"{size} bytes\""),
+        entry["created"].as_str().unwrap().to_string(),
+        "<td>none</td>".to_string(),
+    ] {
+        assert!(section.contains(&shown), "{shown} not in {section}");
+    }
+    assert!(!section.contains("backups-none"), "{section}");
+}
+
+/// At most ten backups are listed, newest first, and names are escaped in the page.
+#[test]
+fn the_admin_page_lists_the_newest_ten_backups_escaped() {
+    let project = sqlite_project_at_1_0_0();
+    let dir = project.path().to_path_buf();
+    let folder = dir.join("updates/Updates_Backups");
+    std::fs::create_dir_all(&folder).unwrap();
+    // Twelve made before (days 01..12), one project name that needs escaping, and a
+    // file that is not a backup.
+    for day in 1..=12 {
+        std::fs::write(
+            folder.join(format!("db-a<b>&c-1.0.{day}-202611{day:02}T120000Z.sqlite")),
+            vec![0u8; day * 100],
+        )
+        .unwrap();
+    }
+    std::fs::write(folder.join("notes.txt"), "not a backup").unwrap();
+    let app = start_on(project, None);
+    wait_for_200(&app, Duration::from_secs(60));
+    let state = admin_json(&app);
+    let files: Vec<&str> = state["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["file"].as_str().unwrap())
+        .collect();
+    // The run's own backup (made now) first, then days 12 down to 04.
+    assert_eq!(files.len(), 10, "{files:?}");
+    assert!(files[0].starts_with("db-webapp-none-"), "{files:?}");
+    let expected: Vec<String> = (4..=12)
+        .rev()
+        .map(|day| format!("db-a<b>&c-1.0.{day}-202611{day:02}T120000Z.sqlite"))
+        .collect();
+    assert_eq!(files[1..], expected);
+    let page = request(&app.address, "/admin/upgrades", &[("X-Admin-Token", TOKEN)]);
+    assert_eq!(page.status, 200, "{page:?}");
+    let section = page.body.split("<h2>Backups</h2>").nth(1).unwrap();
+    assert!(!section.contains("a<b>"), "{section}");
+    assert!(
+        section.contains("db-a&lt;b&gt;&amp;c-1.0.12-20261112T120000Z.sqlite"),
+        "{section}"
+    );
+    assert!(
+        section.contains("<td title=\"1200 bytes\">1.2 KiB</td>"),
+        "{section}"
+    );
+    assert!(!section.contains("1.0.3-"), "{section}");
+    assert!(!section.contains("notes.txt"), "{section}");
+}
+
+/// A run refused before it takes the lock (a plugin library that is not deployed)
+/// makes no backup, and the page says there is none.
+#[test]
+fn a_refused_run_makes_no_backup_and_the_page_says_so() {
+    let project = sqlite_project_at_1_0_0();
+    let dir = project.path().to_path_buf();
+    let manifest = std::fs::read_to_string(dir.join("upgrade.xml")).unwrap();
+    std::fs::write(
+        dir.join("upgrade.xml"),
+        manifest.replace(
+            "</sql>\n  </step>\n  <step name=\"warm-cache\"",
+            "</sql><plugin library=\"not_deployed\" method=\"run\"/>\n  </step>\n  <step name=\"warm-cache\"",
+        ),
+    )
+    .unwrap();
+    assert!(std::fs::read_to_string(dir.join("upgrade.xml"))
+        .unwrap()
+        .contains("not_deployed"));
+    let app = start_on(project, None);
+    let start = Instant::now();
+    loop {
+        let reply = request(&app.address, "/", &[]);
+        if reply.body.contains("Down for maintenance") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{reply:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!dir.join("updates/Updates_Backups").exists());
+    let page = request(&app.address, "/admin/upgrades", &[("X-Admin-Token", TOKEN)]);
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(
+        page.body
+            .contains("<p id=\"backups-none\">No database backups in updates/Updates_Backups/</p>"),
+        "{}",
+        page.body
+    );
+    assert_eq!(admin_json(&app)["backups"], serde_json::json!([]));
 }
