@@ -238,11 +238,7 @@ fn clearing(db: &mut dyn Backend) -> Result<String, String> {
         }
     }
     let mut sql = String::from("SET FOREIGN_KEY_CHECKS = 0;\n");
-    for (what, names) in [
-        ("VIEW", views),
-        ("TABLE", tables),
-        ("SEQUENCE", sequences),
-    ] {
+    for (what, names) in [("VIEW", views), ("TABLE", tables), ("SEQUENCE", sequences)] {
         if !names.is_empty() {
             sql.push_str(&format!("DROP {what} IF EXISTS {};\n", names.join(", ")));
         }
@@ -442,9 +438,10 @@ fn arg(name: &str, value: &std::ffi::OsStr) -> OsString {
 
 /// A tool's file name, as its messages name it.
 fn file_name(program: &Path) -> String {
-    program
-        .file_name()
-        .map_or_else(|| program.display().to_string(), |n| n.to_string_lossy().into())
+    program.file_name().map_or_else(
+        || program.display().to_string(),
+        |n| n.to_string_lossy().into(),
+    )
 }
 
 /// Whether `program` is MariaDB's (its `mysqldump` too): MySQL's takes other options.
@@ -511,10 +508,7 @@ mod tests {
     #[test]
     fn option_values_are_read_back_exactly() {
         assert_eq!(option_value("plain"), "\"plain\"");
-        assert_eq!(
-            option_value("a#b\"c\\d e\n"),
-            "\"a#b\\\"c\\\\d e\\n\"",
-        );
+        assert_eq!(option_value("a#b\"c\\d e\n"), "\"a#b\\\"c\\\\d e\\n\"",);
     }
 
     #[test]

@@ -410,7 +410,8 @@ mod mariadb_only {
                 .query(format!("SELECT * FROM `{name}` ORDER BY 1"))
                 .unwrap();
             for row in rows {
-                let values: Vec<String> = row.unwrap().into_iter().map(|v| v.as_sql(true)).collect();
+                let values: Vec<String> =
+                    row.unwrap().into_iter().map(|v| v.as_sql(true)).collect();
                 out.push_str(&format!("  {}\n", values.join(" | ")));
             }
         }
@@ -461,7 +462,9 @@ mod mariadb_only {
         let project = installed();
         let before = state(&project);
         let catalog_before = catalog(&project);
-        assert!(catalog_before.iter().any(|o| o.contains("-- why it is here")));
+        assert!(catalog_before
+            .iter()
+            .any(|o| o.contains("-- why it is here")));
         project.write("VERSION", "1.1.0\n");
         project.run(&["run"]).assert_code(0);
         project.sql(
@@ -684,5 +687,85 @@ mod mariadb_only {
             .run(&["restore", file.to_str().unwrap(), "--yes"])
             .assert_code(0);
         assert_eq!(state(&project), before);
+    }
+
+    /// A folder with wrappers named `names` that write their arguments to `<name>.args`
+    /// and run the real `/usr/bin/<real>`; `version` is what they print for `--version`
+    /// (the real tool's, unrecorded, when empty). MySQL's options are dropped before the real MariaDB tool
+    /// sees them.
+    fn recording_tools(names: &[(&str, &str)], version: &str) -> tempfile::TempDir {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        for (name, real) in names {
+            let path = dir.path().join(name);
+            let version = match version {
+                "" => format!("if [ \"$2\" = --version ]; then exec /usr/bin/{real} \"$@\"; fi\n"),
+                v => format!("if [ \"$2\" = --version ]; then echo '{v}'; exit 0; fi\n"),
+            };
+            std::fs::write(
+                &path,
+                format!(
+                    "#!/bin/sh\n{version}printf '%s\\n' \"$@\" >> \"$0.args\"\n\
+                     for a; do shift; case \"$a\" in --set-gtid-purged=OFF|--column-statistics=0) ;; \
+                     *) set -- \"$@\" \"$a\";; esac; done\nexec /usr/bin/{real} \"$@\"\n"
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        dir
+    }
+
+    /// The tools' command lines: the option file first, no password; MySQL's mysqldump
+    /// (told apart by its `--version`) also gets the options that keep its dump loadable
+    /// (no GTID_PURGED, no MySQL 8 statistics table).
+    #[test]
+    fn the_tools_command_lines_hold_no_password_and_fit_the_tool() {
+        let project = installed();
+        let password = crate::servers::MARIADB_PASSWORD;
+        let mariadb = recording_tools(
+            &[("mariadb-dump", "mariadb-dump"), ("mariadb", "mariadb")],
+            "",
+        );
+        project.write("VERSION", "1.1.0\n");
+        run_with_path(&project, &["run"], mariadb.path(), false).assert_code(0);
+        let file = newest_backup(&project);
+        run_with_path(
+            &project,
+            &["restore", file.to_str().unwrap(), "--yes"],
+            mariadb.path(),
+            false,
+        )
+        .assert_code(0);
+        for tool in ["mariadb-dump", "mariadb"] {
+            let args = std::fs::read_to_string(mariadb.path().join(format!("{tool}.args")))
+                .unwrap_or_else(|e| panic!("{tool} was not run: {e}"));
+            assert!(args.starts_with("--defaults-file="), "{tool}: {args}");
+            assert!(!args.contains(password), "{tool}: {args}");
+            assert!(!args.contains("--set-gtid-purged"), "{tool}: {args}");
+        }
+        let mysql = recording_tools(
+            &[("mysqldump", "mariadb-dump")],
+            "mysqldump  Ver 8.0.36 for Linux on x86_64 (MySQL Community Server - GPL)",
+        );
+        // Back at 1.0.0, so that the run backs up again.
+        project
+            .run(&["restore", file.to_str().unwrap(), "--yes"])
+            .assert_code(0);
+        run_with_path(&project, &["run"], mysql.path(), false).assert_code(0);
+        assert_eq!(backup_files(&project).len(), 2);
+        let args = std::fs::read_to_string(mysql.path().join("mysqldump.args")).unwrap();
+        assert!(args.starts_with("--defaults-file="), "{args}");
+        assert!(!args.contains(password), "{args}");
+        for option in [
+            "--set-gtid-purged=OFF",
+            "--column-statistics=0",
+            "--single-transaction",
+            "--routines",
+            "--triggers",
+            "--events",
+        ] {
+            assert!(args.lines().any(|line| line == option), "{option}: {args}");
+        }
     }
 }
