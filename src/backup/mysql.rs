@@ -380,7 +380,10 @@ impl Connection {
             option("password", password);
         }
         if let Some(timeout) = opts.get_tcp_connect_timeout() {
-            option("connect-timeout", &timeout.as_secs().max(1).to_string());
+            // In the clients' own group: the dump tools do not know the option, and
+            // one they do not know in `[client]` stops them.
+            text.push_str("[mysql]\n");
+            text.push_str(&format!("connect-timeout={}\n", timeout.as_secs().max(1)));
         }
         let cannot = |e: std::io::Error| format!("cannot write the tools' option file: {e}");
         let dir = PrivateDir::new().map_err(cannot)?;

@@ -551,8 +551,9 @@ mod mariadb_only {
         assert!(left.is_empty(), "{left:?}");
     }
 
-    /// A password with every character an option file treats specially, and a user
-    /// name with a space: the tools log in with them as the URL gives them.
+    /// A password with every character an option file treats specially, a user name with
+    /// a space, and a connect timeout (which only the client takes): the tools log in
+    /// with them as the URL gives them.
     #[test]
     fn an_odd_password_reaches_the_tools_exactly() {
         let project = TestProject::on(Backend::MariaDb, "1.0.0", MANIFEST);
@@ -581,7 +582,7 @@ mod mariadb_only {
                 .collect()
         };
         let url = format!(
-            "mysql://{}:{}@127.0.0.1:{port}/{database}",
+            "mysql://{}:{}@127.0.0.1:{port}/{database}?tcp_connect_timeout_ms=5000",
             encode(&user),
             encode(password)
         );
