@@ -92,18 +92,9 @@ pub(crate) fn check_file(path: &Path, kind: &str) -> Result<(), Error> {
             }
         }
         _ => {
-            let mut head = Vec::new();
-            let read = std::fs::File::open(path).and_then(|file| {
-                flate2::read::GzDecoder::new(file)
-                    .take(256)
-                    .read_to_end(&mut head)
-            });
-            let text = String::from_utf8_lossy(&head);
-            if read.is_err() || !(text.contains("MariaDB dump") || text.contains("MySQL dump")) {
-                return Err(refuse(
-                    "not a gzip-compressed mariadb-dump or mysqldump file".into(),
-                ));
-            }
+            // The whole file: a damaged or cut one is found before the database is
+            // emptied for it.
+            mysql::check(path).map_err(refuse)?;
         }
     }
     Ok(())

@@ -359,3 +359,414 @@ mod servers {
         assert!(backup_files(&project).is_empty());
     }
 }
+
+/// MariaDB's restore in detail: what it drops and brings back, the password kept out of
+/// files, damaged backups refused, and a client that fails.
+mod mariadb_only {
+    use super::*;
+    use mysql::prelude::Queryable;
+    use std::io::{Read, Write};
+
+    /// Every table, view, routine, trigger and event `information_schema` lists, with
+    /// its definition.
+    fn catalog(project: &TestProject) -> Vec<String> {
+        let mut conn = project.my();
+        let mut found: Vec<String> = conn
+            .query(
+                "SELECT CONCAT(table_type, ' ', table_name) FROM information_schema.tables \
+                 WHERE table_schema = DATABASE() \
+                 UNION ALL SELECT CONCAT('VIEW ', table_name, ': ', view_definition) \
+                 FROM information_schema.views WHERE table_schema = DATABASE() \
+                 UNION ALL SELECT CONCAT(routine_type, ' ', routine_name, ': ', \
+                     COALESCE(routine_definition, '?')) \
+                 FROM information_schema.routines WHERE routine_schema = DATABASE() \
+                 UNION ALL SELECT CONCAT('TRIGGER ', trigger_name, ': ', action_statement) \
+                 FROM information_schema.triggers WHERE trigger_schema = DATABASE() \
+                 UNION ALL SELECT CONCAT('EVENT ', event_name, ': ', event_definition) \
+                 FROM information_schema.events WHERE event_schema = DATABASE()",
+            )
+            .unwrap();
+        found.sort();
+        found
+    }
+
+    /// [`catalog`], then each table's definition and rows (`snapshot` reads no views).
+    fn state(project: &TestProject) -> String {
+        let mut out = catalog(project).join("\n");
+        let mut conn = project.my();
+        let tables: Vec<String> = conn
+            .query(
+                "SELECT table_name FROM information_schema.tables \
+                 WHERE table_schema = DATABASE() AND table_type = 'BASE TABLE' ORDER BY 1",
+            )
+            .unwrap();
+        for name in tables {
+            let (_, create): (String, String) = conn
+                .query_first(format!("SHOW CREATE TABLE `{name}`"))
+                .unwrap()
+                .unwrap();
+            out.push_str(&format!("\n{create}\n"));
+            let rows: Vec<mysql::Row> = conn
+                .query(format!("SELECT * FROM `{name}` ORDER BY 1"))
+                .unwrap();
+            for row in rows {
+                let values: Vec<String> =
+                    row.unwrap().into_iter().map(|v| v.as_sql(true)).collect();
+                out.push_str(&format!("  {}\n", values.join(" | ")));
+            }
+        }
+        out
+    }
+
+    fn exists(project: &TestProject, sql: &str) -> bool {
+        project.query_i64(&format!("SELECT count(*) FROM {sql}")) > 0
+    }
+
+    const MANIFEST: &str = "<upgrade project=\"test\" initial-version=\"1.0.0\">\n\
+        <install><sql>CREATE TABLE parent (id INTEGER PRIMARY KEY, note VARCHAR(40)); \
+        CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER, \
+            FOREIGN KEY (parent_id) REFERENCES parent (id)); \
+        CREATE TABLE dropped_later (x VARBINARY(10), s VARCHAR(20) CHARACTER SET utf8mb4);</sql></install>\n\
+        <step name=\"s0\" from=\"1.0.0\" to=\"1.1.0\"><sql>INSERT INTO parent (id, note) VALUES (2, 'two');</sql></step>\n\
+        </upgrade>\n";
+
+    /// A database at 1.0.0 with rows (binary bytes, a character beyond the BMP), a view,
+    /// a procedure whose body holds comments and CRLF line ends, a trigger and an event.
+    fn installed() -> TestProject {
+        let project = TestProject::on(Backend::MariaDb, "1.0.0", MANIFEST);
+        project.run(&["--no-backup", "run"]).assert_code(0);
+        project.sql(
+            "INSERT INTO parent VALUES (1, 'one'); INSERT INTO child VALUES (1, 1); \
+             INSERT INTO dropped_later VALUES (0x00ff27225c0d0a, '\u{1F600} it''s')",
+        );
+        project.sql(
+            "CREATE VIEW v_before AS SELECT id FROM parent; \
+             CREATE PROCEDURE p_before() SELECT 1\r\n-- why it is here\r\n+ 1 /* kept */; \
+             CREATE TRIGGER t_before BEFORE INSERT ON parent FOR EACH ROW \
+                 SET NEW.note = UPPER(NEW.note); \
+             CREATE EVENT e_before ON SCHEDULE EVERY 1 DAY DISABLE \
+                 DO DELETE FROM parent WHERE id < 0",
+        );
+        project
+    }
+
+    fn newest_backup(project: &TestProject) -> std::path::PathBuf {
+        backups_dir(project).join(backup_files(project).pop().expect("a backup"))
+    }
+
+    /// The restore removes the table, view, procedure, event and sequence made after the
+    /// backup (a new table referencing a backed-up one too) and brings back the table and
+    /// procedure dropped after it, with their rows and definitions exactly.
+    #[test]
+    fn restore_leaves_exactly_what_the_backup_holds() {
+        let project = installed();
+        let before = state(&project);
+        let catalog_before = catalog(&project);
+        assert!(catalog_before
+            .iter()
+            .any(|o| o.contains("-- why it is here")));
+        project.write("VERSION", "1.1.0\n");
+        project.run(&["run"]).assert_code(0);
+        project.sql(
+            "CREATE TABLE later (id INTEGER); \
+             CREATE TABLE later_child (id INTEGER, parent_id INTEGER, \
+                 FOREIGN KEY (parent_id) REFERENCES parent (id)); \
+             INSERT INTO later_child VALUES (1, 1); \
+             CREATE VIEW v_later AS SELECT 1 AS x; \
+             CREATE PROCEDURE p_later() SELECT 2; \
+             CREATE EVENT e_later ON SCHEDULE EVERY 1 DAY DISABLE DO SELECT 1; \
+             CREATE SEQUENCE s_later; \
+             DROP TABLE dropped_later; \
+             DROP PROCEDURE p_before",
+        );
+        assert_ne!(catalog(&project), catalog_before);
+        let file = newest_backup(&project);
+        project
+            .run(&["restore", file.to_str().unwrap(), "--yes"])
+            .assert_code(0)
+            .assert_stdout("1.0.0");
+        let gone = [
+            "information_schema.tables WHERE table_schema = DATABASE() AND table_name IN ('later', 'later_child', 'v_later', 's_later')",
+            "information_schema.routines WHERE routine_schema = DATABASE() AND routine_name = 'p_later'",
+            "information_schema.events WHERE event_schema = DATABASE() AND event_name = 'e_later'",
+        ];
+        for what in gone {
+            assert!(!exists(&project, what), "{what}");
+        }
+        assert!(exists(
+            &project,
+            "information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'dropped_later'"
+        ));
+        assert!(exists(
+            &project,
+            "information_schema.routines WHERE routine_schema = DATABASE() AND routine_name = 'p_before' \
+             AND routine_definition = 'SELECT 1\r\n-- why it is here\r\n+ 1 /* kept */'"
+        ));
+        assert_eq!(catalog(&project), catalog_before);
+        assert_eq!(state(&project), before);
+        let (bytes, text): (Vec<u8>, String) = project
+            .my()
+            .query_first("SELECT x, s FROM dropped_later")
+            .unwrap()
+            .unwrap();
+        assert_eq!(bytes, b"\x00\xff\x27\x22\x5c\x0d\x0a");
+        assert_eq!(text, "\u{1F600} it's");
+        assert_eq!(project.query_i64("SELECT count(*) FROM child"), 1);
+        // The trigger came back and works.
+        project.sql("INSERT INTO parent VALUES (3, 'three')");
+        assert_eq!(
+            project.query_i64("SELECT count(*) FROM parent WHERE note = 'THREE'"),
+            1
+        );
+    }
+
+    fn decompressed(path: &std::path::Path) -> Vec<u8> {
+        let mut text = Vec::new();
+        flate2::read::MultiGzDecoder::new(std::fs::File::open(path).unwrap())
+            .read_to_end(&mut text)
+            .unwrap();
+        text
+    }
+
+    /// The password reaches the tools through a private option file only: the backup
+    /// does not hold it, and the temporary folder is left as it was, by the backup and
+    /// by the restore.
+    #[test]
+    fn the_password_stays_out_of_the_backup_and_no_option_file_is_left() {
+        let project = installed();
+        project.write("VERSION", "1.1.0\n");
+        let tmp = tempfile::tempdir().unwrap();
+        let mut command = project.command(&["run"]);
+        command.env("TMPDIR", tmp.path());
+        run_within(command, std::time::Duration::from_secs(60)).assert_code(0);
+        let file = newest_backup(&project);
+        let text = decompressed(&file);
+        let password = crate::servers::MARIADB_PASSWORD.as_bytes();
+        assert!(!text.windows(password.len()).any(|w| w == password));
+        assert!(String::from_utf8_lossy(&text).contains("CREATE TABLE `parent`"));
+        let mut command = project.command(&["restore", file.to_str().unwrap(), "--yes"]);
+        command.env("TMPDIR", tmp.path());
+        run_within(command, std::time::Duration::from_secs(60)).assert_code(0);
+        let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    /// A password with every character an option file treats specially, a user name with
+    /// a space, and a connect timeout (which only the client takes): the tools log in
+    /// with them as the URL gives them.
+    #[test]
+    fn an_odd_password_reaches_the_tools_exactly() {
+        let project = TestProject::on(Backend::MariaDb, "1.0.0", MANIFEST);
+        let mut conn = project.my();
+        let (database, port): (String, u16) = conn
+            .query_first("SELECT DATABASE(), @@port")
+            .unwrap()
+            .unwrap();
+        let user = format!("odd user {}", std::process::id());
+        let password = "p#a\"s\\s w'; x\\n";
+        let literal = password.replace('\\', "\\\\").replace('\'', "''");
+        conn.query_drop(format!(
+            "CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY '{literal}'"
+        ))
+        .unwrap();
+        conn.query_drop(format!(
+            "GRANT ALL ON `{database}`.* TO '{user}'@'127.0.0.1'"
+        ))
+        .unwrap();
+        let encode = |text: &str| -> String {
+            text.bytes()
+                .map(|b| match b {
+                    b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => (b as char).to_string(),
+                    _ => format!("%{b:02X}"),
+                })
+                .collect()
+        };
+        let url = format!(
+            "mysql://{}:{}@127.0.0.1:{port}/{database}?tcp_connect_timeout_ms=5000",
+            encode(&user),
+            encode(password)
+        );
+        // The same database, reached as the odd user.
+        let mut odd = TestProject::on(Backend::Sqlite, "1.0.0", MANIFEST);
+        odd.backend = Backend::MariaDb;
+        odd.url = Some(url);
+        odd.run(&["--no-backup", "run"]).assert_code(0);
+        project.sql("INSERT INTO dropped_later VALUES (0x00, 'kept')");
+        odd.write("VERSION", "1.1.0\n");
+        odd.run(&["run"]).assert_code(0);
+        let file = newest_backup(&odd);
+        let text = decompressed(&file);
+        assert!(!text
+            .windows(password.len())
+            .any(|w| w == password.as_bytes()));
+        project.sql("DROP TABLE dropped_later");
+        odd.run(&["restore", file.to_str().unwrap(), "--yes"])
+            .assert_code(0)
+            .assert_stdout("1.0.0");
+        assert_eq!(project.query_i64("SELECT count(*) FROM dropped_later"), 1);
+        conn.query_drop(format!("DROP USER '{user}'@'127.0.0.1'"))
+            .unwrap();
+    }
+
+    fn gzip(text: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(text).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    /// A cut backup, a damaged one and one whose dump never completed are refused before
+    /// anything is touched.
+    #[test]
+    fn damaged_backups_are_refused_with_nothing_changed() {
+        let project = installed();
+        project.write("VERSION", "1.1.0\n");
+        project.run(&["run"]).assert_code(0);
+        let bytes = std::fs::read(newest_backup(&project)).unwrap();
+        let text = decompressed(&newest_backup(&project));
+        let after = state(&project);
+        let mut flipped = bytes.clone();
+        let middle = flipped.len() / 2;
+        flipped[middle] ^= 0xff;
+        let unfinished = String::from_utf8_lossy(&text).replace("-- Dump completed", "--");
+        let cases: [(&str, Vec<u8>, &str); 3] = [
+            ("cut", bytes[..bytes.len() / 2].to_vec(), "not a whole"),
+            ("flipped", flipped, "not a whole"),
+            ("unfinished", gzip(unfinished.as_bytes()), "incomplete dump"),
+        ];
+        for (n, (what, content, said)) in cases.into_iter().enumerate() {
+            let name = format!("db-test-1.0.0-20261202T00000{n}Z.sql.gz");
+            std::fs::write(backups_dir(&project).join(&name), content).unwrap();
+            project
+                .run(&["restore", &name, "--yes"])
+                .assert_code(1)
+                .assert_stderr(said)
+                .assert_stderr("nothing was changed");
+            assert_eq!(state(&project), after, "{what}");
+            assert!(!project.lock_path().exists());
+        }
+    }
+
+    /// A statement of the backup fails: the client's error, and plainly that the database
+    /// may be partly restored and to restore again; a missing client names what to
+    /// install, with nothing changed.
+    #[test]
+    fn a_failing_or_missing_client_is_reported() {
+        let project = installed();
+        let before = state(&project);
+        project.write("VERSION", "1.1.0\n");
+        project.run(&["run"]).assert_code(0);
+        let after = state(&project);
+        let empty = tempfile::tempdir().unwrap();
+        let file = newest_backup(&project);
+        run_with_path(
+            &project,
+            &["restore", file.to_str().unwrap(), "--yes"],
+            empty.path(),
+            true,
+        )
+        .assert_code(1)
+        .assert_stderr("mariadb")
+        .assert_stderr("apt-get install mariadb-client")
+        .assert_stderr("nothing was changed");
+        assert_eq!(state(&project), after);
+        let bad = "-- MariaDB dump 10.19\nCREATE TABLE broken (;\n-- Dump completed\n";
+        let name = "db-test-1.0.0-20261202T000009Z.sql.gz";
+        std::fs::write(backups_dir(&project).join(name), gzip(bad.as_bytes())).unwrap();
+        let failed = project.run(&["restore", name, "--yes"]);
+        failed
+            .assert_code(1)
+            .assert_stderr("ERROR 1064")
+            .assert_stderr("may be partly restored")
+            .assert_stderr("restore again");
+        assert!(
+            !failed.stderr.contains(crate::servers::MARIADB_PASSWORD),
+            "{}",
+            failed.stderr
+        );
+        assert!(!project.lock_path().exists());
+        project
+            .run(&["restore", file.to_str().unwrap(), "--yes"])
+            .assert_code(0);
+        assert_eq!(state(&project), before);
+    }
+
+    /// A folder with wrappers named `names` that write their arguments to `<name>.args`
+    /// and run the real `/usr/bin/<real>`; `version` is what they print for `--version`
+    /// (the real tool's, unrecorded, when empty). MySQL's options are dropped before the real MariaDB tool
+    /// sees them.
+    fn recording_tools(names: &[(&str, &str)], version: &str) -> tempfile::TempDir {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        for (name, real) in names {
+            let path = dir.path().join(name);
+            let version = match version {
+                "" => format!("if [ \"$2\" = --version ]; then exec /usr/bin/{real} \"$@\"; fi\n"),
+                v => format!("if [ \"$2\" = --version ]; then echo '{v}'; exit 0; fi\n"),
+            };
+            std::fs::write(
+                &path,
+                format!(
+                    "#!/bin/sh\n{version}printf '%s\\n' \"$@\" >> \"$0.args\"\n\
+                     for a; do shift; case \"$a\" in --set-gtid-purged=OFF|--column-statistics=0) ;; \
+                     *) set -- \"$@\" \"$a\";; esac; done\nexec /usr/bin/{real} \"$@\"\n"
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        dir
+    }
+
+    /// The tools' command lines: the option file first, no password; MySQL's mysqldump
+    /// (told apart by its `--version`) also gets the options that keep its dump loadable
+    /// (no GTID_PURGED, no MySQL 8 statistics table).
+    #[test]
+    fn the_tools_command_lines_hold_no_password_and_fit_the_tool() {
+        let project = installed();
+        let password = crate::servers::MARIADB_PASSWORD;
+        let mariadb = recording_tools(
+            &[("mariadb-dump", "mariadb-dump"), ("mariadb", "mariadb")],
+            "",
+        );
+        project.write("VERSION", "1.1.0\n");
+        run_with_path(&project, &["run"], mariadb.path(), false).assert_code(0);
+        let file = newest_backup(&project);
+        run_with_path(
+            &project,
+            &["restore", file.to_str().unwrap(), "--yes"],
+            mariadb.path(),
+            false,
+        )
+        .assert_code(0);
+        for tool in ["mariadb-dump", "mariadb"] {
+            let args = std::fs::read_to_string(mariadb.path().join(format!("{tool}.args")))
+                .unwrap_or_else(|e| panic!("{tool} was not run: {e}"));
+            assert!(args.starts_with("--defaults-file="), "{tool}: {args}");
+            assert!(!args.contains(password), "{tool}: {args}");
+            assert!(!args.contains("--set-gtid-purged"), "{tool}: {args}");
+        }
+        let mysql = recording_tools(
+            &[("mysqldump", "mariadb-dump")],
+            "mysqldump  Ver 8.0.36 for Linux on x86_64 (MySQL Community Server - GPL)",
+        );
+        // Back at 1.0.0, so that the run backs up again.
+        project
+            .run(&["restore", file.to_str().unwrap(), "--yes"])
+            .assert_code(0);
+        run_with_path(&project, &["run"], mysql.path(), false).assert_code(0);
+        assert_eq!(backup_files(&project).len(), 2);
+        let args = std::fs::read_to_string(mysql.path().join("mysqldump.args")).unwrap();
+        assert!(args.starts_with("--defaults-file="), "{args}");
+        assert!(!args.contains(password), "{args}");
+        for option in [
+            "--set-gtid-purged=OFF",
+            "--column-statistics=0",
+            "--single-transaction",
+            "--routines",
+            "--triggers",
+            "--events",
+        ] {
+            assert!(args.lines().any(|line| line == option), "{option}: {args}");
+        }
+    }
+}
