@@ -47,7 +47,8 @@ pub fn kind_of(url: &DatabaseUrl) -> &'static str {
 }
 
 /// Refuses, before anything is touched, a file that is not a backup of a `kind`
-/// database: by its name, and for SQLite by its content.
+/// database: by its name, and by its content (an SQLite file, pg_dump's magic, a whole
+/// mariadb-dump file).
 pub(crate) fn check_file(path: &Path, kind: &str) -> Result<(), Error> {
     let refuse =
         |why: String| Error::Refused(format!("{}: {why}; nothing was changed", path.display()));
@@ -221,7 +222,7 @@ fn prune(dir: &Path, project: &str, keep: usize) {
         .into_iter()
         .filter(|backup| backup.project == project)
         .collect();
-    mine.sort_by(|a, b| b.created.cmp(&a.created).then(b.file.cmp(&a.file)));
+    mine.sort_by(newest_first);
     for old in mine.iter().skip(keep) {
         if let Err(error) = std::fs::remove_file(dir.join(&old.file)) {
             log::warn!("cannot remove the old backup {}: {error}", old.file);
@@ -250,8 +251,28 @@ pub fn list(dir: &Path) -> Vec<BackupFile> {
             })
         })
         .collect();
-    backups.sort_by(|a, b| b.created.cmp(&a.created).then(b.file.cmp(&a.file)));
+    backups.sort_by(newest_first);
     backups
+}
+
+/// Newest first: by the stamp, then within one second by the `-n` that a second backup
+/// of that second gets (none counts as 1).
+fn newest_first(a: &BackupFile, b: &BackupFile) -> std::cmp::Ordering {
+    b.created
+        .cmp(&a.created)
+        .then(counter(&b.file).cmp(&counter(&a.file)))
+        .then(b.file.cmp(&a.file))
+}
+
+/// The `-n` after the stamp in a backup's name; 1 when there is none.
+fn counter(file: &str) -> u32 {
+    let stem = backend_of(file.strip_prefix("db-").unwrap_or(file)).map_or(file, |(stem, _)| stem);
+    match stem.rsplit_once('-') {
+        Some((before, n)) if before.rsplit('-').next().is_some_and(is_stamp) => {
+            n.parse().unwrap_or(1)
+        }
+        _ => 1,
+    }
 }
 
 /// `db-<project>-<version>-<stamp>[-n].<ext>` → ((project, version, created), backend).
@@ -333,6 +354,29 @@ mod tests {
                 expected.map(|(p, v, c, b)| (p.to_string(), v.to_string(), c.to_string(), b));
             assert_eq!(parsed, expected, "{name}");
         }
+        let backup = |file: &str| BackupFile {
+            file: file.into(),
+            project: "shop".into(),
+            version: "1.0.0".into(),
+            backend: "sqlite",
+            size: 1,
+            created: "2026-12-02T04:57:22Z".into(),
+        };
+        let mut same_second = [
+            backup("db-shop-1.0.0-20261202T045722Z.sqlite"),
+            backup("db-shop-1.0.0-20261202T045722Z-10.sqlite"),
+            backup("db-shop-1.0.0-20261202T045722Z-2.sqlite"),
+        ];
+        same_second.sort_by(newest_first);
+        let order: Vec<&str> = same_second.iter().map(|b| b.file.as_str()).collect();
+        assert_eq!(
+            order,
+            [
+                "db-shop-1.0.0-20261202T045722Z-10.sqlite",
+                "db-shop-1.0.0-20261202T045722Z-2.sqlite",
+                "db-shop-1.0.0-20261202T045722Z.sqlite"
+            ]
+        );
         let made = stamp(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_186_242));
         assert!(is_stamp(&made), "{made}");
     }

@@ -29,7 +29,7 @@ pub(crate) const POOLED: &str = "the database URL goes through a connection pool
 
 /// Dumps the database into `dest` (a new file).
 pub(crate) fn dump(url: &ServerUrl, dest: &Path) -> Result<(), String> {
-    let found = tool::candidates(&["pg_dump"], &tool::postgres_dirs());
+    let found = tool::postgres_candidates("pg_dump");
     if found.is_empty() {
         return Err(missing("pg_dump"));
     }
@@ -72,7 +72,7 @@ pub(crate) fn dump(url: &ServerUrl, dest: &Path) -> Result<(), String> {
 /// when any part of it fails.
 pub(crate) fn restore(url: &ServerUrl, source: &Path) -> Result<(), String> {
     // pg_restore and psql of one installation: psql must read what pg_restore writes.
-    let Some(pg_restore) = tool::candidates(&["pg_restore"], &tool::postgres_dirs())
+    let Some(pg_restore) = tool::postgres_candidates("pg_restore")
         .into_iter()
         .find(|p| sibling(p, "psql").is_some())
     else {

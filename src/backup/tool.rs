@@ -8,8 +8,7 @@
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -36,6 +35,21 @@ pub(crate) fn candidates(names: &[&str], dirs: &[PathBuf]) -> Vec<PathBuf> {
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// [`candidates`] for a PostgreSQL client tool. Debian's `/usr/bin/pg_dump` & co. are
+/// links to `pg_wrapper`, a Perl script that picks the newest installed client for a
+/// remote server and costs some 50 ms a call: that newest client is taken directly, the
+/// wrapper kept as a last resort.
+pub(crate) fn postgres_candidates(name: &str) -> Vec<PathBuf> {
+    let mut found = candidates(&[name], &postgres_dirs());
+    let is_wrapper = |path: &PathBuf| {
+        std::fs::canonicalize(path)
+            .is_ok_and(|real| real.file_name().is_some_and(|n| n == "pg_wrapper"))
+    };
+    let (wrappers, mut real): (Vec<PathBuf>, Vec<PathBuf>) = found.drain(..).partition(is_wrapper);
+    real.extend(wrappers);
+    real
 }
 
 /// `/usr/lib/postgresql/<major>/bin` (Debian, Ubuntu) and `/usr/pgsql-<major>/bin` (RPM
@@ -129,23 +143,24 @@ pub(crate) fn wait_writing(
 ) -> std::io::Result<(ExitStatus, String)> {
     let stderr = Stderr::of(&mut child);
     let watcher = std::io::stderr().is_terminal().then(|| {
-        let done = Arc::new(AtomicBool::new(false));
+        // Dropping the sender wakes the watcher at once: the wait never outlasts the tool.
+        let (done, stop) = mpsc::channel::<()>();
         let file = file.to_path_buf();
         let message = message.to_string();
-        let flag = Arc::clone(&done);
         let handle = std::thread::spawn(move || {
             let mut progress = Progress::new(&message, None);
-            while !flag.load(Ordering::Relaxed) {
+            while let Err(mpsc::RecvTimeoutError::Timeout) =
+                stop.recv_timeout(Duration::from_millis(100))
+            {
                 let size = std::fs::metadata(&file).map_or(0, |m| m.len());
                 progress.set(size, None);
-                std::thread::sleep(Duration::from_millis(100));
             }
         });
         (done, handle)
     });
     let status = child.wait();
     if let Some((done, handle)) = watcher {
-        done.store(true, Ordering::Relaxed);
+        drop(done);
         let _ = handle.join();
     }
     Ok((status?, stderr.text()))

@@ -451,14 +451,18 @@ fn check_target(project: &Project<'_>, relative: &str) -> Result<(), Error> {
     for part in &parts[..parts.len() - 1] {
         dir.push(part);
         match std::fs::symlink_metadata(&dir) {
-            Ok(meta) if meta.file_type().is_symlink() => return Err(fail(format!(
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(fail(format!(
                 "{relative} would be written through the symbolic link {}; nothing was installed",
                 dir.display()
-            ))),
-            Ok(meta) if !meta.is_dir() => return Err(fail(format!(
+            )))
+            }
+            Ok(meta) if !meta.is_dir() => {
+                return Err(fail(format!(
                 "{relative} needs {} to be a directory, and it is a file; nothing was installed",
                 dir.display()
-            ))),
+            )))
+            }
             Ok(_) => {}
             Err(_) => break,
         }

@@ -226,7 +226,7 @@ fn backup_options_are_accepted(backend: Backend) {
 fn restore_brings_back_the_database_as_it_was_before_the_run(backend: Backend) {
     let manifest = "<upgrade project=\"test\" initial-version=\"1.0.0\">\n\
         <install><sql>CREATE TABLE t (id INTEGER PRIMARY KEY); CREATE TABLE other (x VARCHAR(20));</sql></install>\n\
-        <step name=\"change\" from=\"1.0.0\" to=\"1.1.0\"><sql>\
+        <step name=\"change\" from=\"1.0.0\" to=\"1.1.0\" transaction=\"none\"><sql>\
         ALTER TABLE t ADD COLUMN note VARCHAR(20); UPDATE t SET note = 'changed'; \
         CREATE TABLE added (y INTEGER); INSERT INTO added (y) VALUES (1); \
         DELETE FROM other WHERE x = 'gone';</sql></step>\n</upgrade>\n";
