@@ -86,6 +86,24 @@ enum Command {
     /// Code update packages in updates/Updates_Pending/.
     #[command(subcommand)]
     Updates(UpdatesCommand),
+    /// The start-up policy for any application, then `exec` of CMD (same PID): update
+    /// packages pending exit 6 unless --install-updates or --ignore-updates; a database
+    /// upgrade pending exits 3 unless --upgrade-database; a lock that halts exits 4.
+    /// Reports go to stderr; stdout is CMD's.
+    Launch {
+        /// Install pending update packages first.
+        #[arg(long, conflicts_with = "ignore_updates")]
+        install_updates: bool,
+        /// Start without installing pending update packages.
+        #[arg(long)]
+        ignore_updates: bool,
+        /// Run a pending database upgrade first (with its backup).
+        #[arg(long)]
+        upgrade_database: bool,
+        /// The application's command and its arguments (after `--`).
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<std::ffi::OsString>,
+    },
     /// Static checks of the manifest's SQL, touching no database: every statement the
     /// guard would refuse on the target backend. Exits 1 when there is any.
     Lint {
@@ -163,6 +181,20 @@ fn main() -> ExitCode {
 }
 
 fn execute(cli: &Cli, config: Config) -> Result<u8, Error> {
+    if let Command::Launch {
+        install_updates,
+        ignore_updates,
+        upgrade_database,
+        ref command,
+    } = cli.command
+    {
+        let policy = LaunchPolicy {
+            install_updates,
+            ignore_updates,
+            upgrade_database,
+        };
+        return launch(config, policy, command);
+    }
     let engine = Engine::open(config)?;
     // Buffered: a run of a thousand steps prints a thousand lines, one write here.
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -340,6 +372,7 @@ fn execute(cli: &Cli, config: Config) -> Result<u8, Error> {
             }
             0
         }
+        Command::Launch { .. } => unreachable!("launch opens its own engines"),
         Command::History => {
             let rows = engine.history()?;
             if json {
@@ -808,4 +841,92 @@ fn print_package(out: &mut impl Write, package: &upgrader::updates::PendingPacka
     for problem in &package.problems {
         let _ = writeln!(out, "  problem: {problem}");
     }
+}
+
+/// What `launch` may do before starting the application.
+struct LaunchPolicy {
+    install_updates: bool,
+    ignore_updates: bool,
+    upgrade_database: bool,
+}
+
+/// DESIGN.md "Startup policy": update packages, then the database, then `exec` of the
+/// application in this process. Returns only when the application is not started.
+fn launch(
+    config: Config,
+    policy: LaunchPolicy,
+    command: &[std::ffi::OsString],
+) -> Result<u8, Error> {
+    use std::os::unix::process::CommandExt;
+    let mut err = std::io::stderr().lock();
+    let mut engine = Engine::open(config.clone())?;
+    let report = engine.status()?;
+    if let Some(message) = &report
+        .lock
+        .message
+        .as_ref()
+        .filter(|_| report.exit() == Exit::Halted)
+    {
+        let _ = writeln!(err, "upgrader: halted: {message}");
+        return Ok(Exit::Halted.code());
+    }
+    if !report.updates_pending.is_empty() {
+        let names = report.updates_pending.join(", ");
+        if policy.install_updates {
+            if let Some(installed) = engine.install_updates(&[])? {
+                let _ = writeln!(
+                    err,
+                    "upgrader: installed {names}: code {} -> {} (backup updates/Updates_Backups/{})",
+                    installed.from, installed.to, installed.backup
+                );
+            }
+            // The code changed under the engine: read it again.
+            engine = Engine::open(config)?;
+        } else if policy.ignore_updates {
+            let _ = writeln!(
+                err,
+                "upgrader: update packages pending ({names}); starting without them"
+            );
+        } else {
+            let _ = writeln!(
+                err,
+                "upgrader: update packages pending: {names}; start with --install-updates to install them or --ignore-updates to go on without them"
+            );
+            return Ok(Exit::UpdatesPending.code());
+        }
+    }
+    let report = engine.status()?;
+    match report.exit() {
+        Exit::Halted => {
+            let message = report.lock.message.clone().unwrap_or_default();
+            let _ = writeln!(err, "upgrader: halted: {message}");
+            return Ok(Exit::Halted.code());
+        }
+        Exit::Error => {
+            print_report(&mut err, &report);
+            return Ok(Exit::Error.code());
+        }
+        Exit::Pending if policy.upgrade_database => {
+            let outcome = engine.run()?;
+            print_outcome(&mut err, &outcome);
+        }
+        Exit::Pending => {
+            print_report(&mut err, &report);
+            let _ = writeln!(
+                err,
+                "upgrader: a database upgrade is pending; start with --upgrade-database to run it"
+            );
+            return Ok(Exit::Pending.code());
+        }
+        _ => {}
+    }
+    let _ = err.flush();
+    drop(err);
+    let error = std::process::Command::new(&command[0])
+        .args(&command[1..])
+        .exec();
+    Err(Error::Refused(format!(
+        "cannot start {}: {error}",
+        command[0].to_string_lossy()
+    )))
 }

@@ -6,6 +6,7 @@ mod backups;
 mod concurrency;
 mod hardening;
 mod hostile_files;
+mod launch;
 mod lint;
 mod lock_file;
 mod manifest_errors;
