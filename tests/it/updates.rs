@@ -31,7 +31,9 @@ enum Entry<'a> {
 fn write_zip(path: &Path, entries: &[Entry<'_>]) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
-    let options = zip::write::SimpleFileOptions::default();
+    // Stored: the tests' packages need no compression, and are made faster without.
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     for entry in entries {
         match entry {
             Entry::File(name, text) => {
@@ -578,5 +580,116 @@ fn an_install_killed_at_any_change_leaves_the_old_or_the_new_tree() {
     assert!(
         saw_old && saw_new,
         "crashes before and after the point of no return"
+    );
+}
+
+/// SIGKILL at many moments of a 2,000-file install (staging, backup, the moves,
+/// finishing): after the next command the tree is exactly the old one or exactly the new
+/// one, every time, and installing again completes.
+#[test]
+fn an_install_of_2000_files_killed_at_many_moments() {
+    let template = TestProject::new("1.0.0", MANIFEST);
+    template.run(&["--no-backup", "run"]).assert_code(0);
+    for index in 0..1000 {
+        template.write(
+            &format!("app/part{}/file{index}.php", index % 10),
+            &format!("old {index}"),
+        );
+    }
+    let mut entries: Vec<(String, String)> =
+        vec![("update.xml".into(), update_xml("shop", "1.1.0", "1.0.0"))];
+    for index in 0..2000 {
+        entries.push((
+            format!("files/app/part{}/file{index}.php", index % 10),
+            format!("new {index} {}", "x".repeat(index % 300)),
+        ));
+    }
+    let package: Vec<Entry<'_>> = entries
+        .iter()
+        .map(|(name, text)| Entry::File(name, text))
+        .collect();
+    let fresh = || {
+        let project = TestProject::new("1.0.0", MANIFEST);
+        std::fs::copy(template.db_path(), project.db_path()).unwrap();
+        for index in 0..1000 {
+            project.write(
+                &format!("app/part{}/file{index}.php", index % 10),
+                &format!("old {index}"),
+            );
+        }
+        write_zip(&pending(&project, "shop-1.1.0.zip"), &package);
+        project
+    };
+    // Killed at moments chosen from its journal: while staging, after it, after the
+    // backup, at several points of the moves, and once they are all made.
+    let moments: [(&str, u64); 6] = [
+        ("", 20),
+        ("staged", 0),
+        ("backed up", 0),
+        ("applying", 2),
+        ("applying", 20),
+        ("applied", 0),
+    ];
+    let mut outcomes = (0, 0);
+    for (line, extra_ms) in moments {
+        let project = fresh();
+        let old = code_tree(&project);
+        let mut child = project
+            .command(&["updates", "install"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let journal = project.path().join("updates/.install/journal");
+        let waited = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none()
+            && !std::fs::read_to_string(&journal).is_ok_and(|text| {
+                text.lines().any(|l| {
+                    l.split_once(' ')
+                        .is_some_and(|(_, rest)| rest.starts_with(line))
+                })
+            })
+            && waited.elapsed() < std::time::Duration::from_secs(60)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(extra_ms));
+        let delay_ms = format!("{line:?} + {extra_ms}");
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        project.run(&["status"]).assert_code(0);
+        let after = code_tree(&project);
+        let new_version = after.get("VERSION").map(Vec::as_slice) == Some(b"1.1.0\n".as_slice());
+        if new_version {
+            outcomes.1 += 1;
+            assert_eq!(
+                after.len(),
+                old.len() + 1000,
+                "killed at {delay_ms} ms ({status})"
+            );
+            assert!(files_in(&project, "Updates_Pending").is_empty());
+        } else {
+            outcomes.0 += 1;
+            assert_eq!(
+                after, old,
+                "killed at {delay_ms} ms ({status}): not the old tree"
+            );
+            project.run(&["updates", "install"]).assert_code(0);
+        }
+        let done = code_tree(&project);
+        assert_eq!(
+            done.get("app/part7/file1997.php").map(Vec::as_slice),
+            Some(format!("new 1997 {}", "x".repeat(1997 % 300)).as_bytes())
+        );
+        assert_eq!(
+            done.get("app/part0/file0.php").map(Vec::as_slice),
+            Some(b"new 0 ".as_slice())
+        );
+        assert!(!project.lock_path().exists());
+        assert!(!project.path().join("updates/.install").exists());
+    }
+    eprintln!(
+        "old tree {} times, new tree {} times",
+        outcomes.0, outcomes.1
     );
 }
