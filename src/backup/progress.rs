@@ -47,14 +47,17 @@ impl Progress {
         if let Some(total) = total {
             self.bar.set_length(total);
         }
-        self.bar.set_position(done);
-        if !self.shown && self.started.elapsed() >= QUIET_FOR {
+        if !self.shown && (self.started.elapsed() >= QUIET_FOR || test_only_at_once()) {
             self.shown = true;
             // Hidden by indicatif itself when stderr is not a terminal.
             self.bar.set_draw_target(ProgressDrawTarget::stderr());
             if self.bar.length().is_none() {
                 self.bar.enable_steady_tick(Duration::from_millis(120));
             }
+            self.bar.set_position(done);
+            self.bar.tick();
+        } else {
+            self.bar.set_position(done);
         }
     }
 }
@@ -63,4 +66,10 @@ impl Drop for Progress {
     fn drop(&mut self) {
         self.bar.finish_and_clear();
     }
+}
+
+/// Test-only: `UPGRADER_TEST_ONLY_PROGRESS_AT_ONCE` shows progress without waiting, so a
+/// test on a pseudo-terminal sees it for quick work. Debug builds only.
+fn test_only_at_once() -> bool {
+    cfg!(debug_assertions) && std::env::var_os("UPGRADER_TEST_ONLY_PROGRESS_AT_ONCE").is_some()
 }

@@ -770,3 +770,55 @@ mod mariadb_only {
         }
     }
 }
+
+/// On a terminal a backup and a restore show their progress (bytes); with stderr not a
+/// terminal nothing extra is printed.
+#[test]
+fn progress_shows_on_a_terminal_only() {
+    let project = TestProject::new("1.0.0", &manifest(1));
+    project.run(&["--no-backup", "run"]).assert_code(0);
+    project.write("VERSION", "1.1.0\n");
+    // `script` gives the command a pseudo-terminal and copies what it draws.
+    let line = format!(
+        "{} --project {} run",
+        crate::util::bin(),
+        project.path().display()
+    );
+    let output = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("UPGRADER_TEST_ONLY_PROGRESS_AT_ONCE", "1")
+        .env_remove("DATABASE_URL")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script (util-linux) runs the command on a pseudo-terminal");
+    let drawn = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{drawn}");
+    assert!(drawn.contains("backing up the database"), "{drawn}");
+    let file = backup_files(&project).pop().unwrap();
+    let line = format!(
+        "{} --project {} restore {file} --yes",
+        crate::util::bin(),
+        project.path().display()
+    );
+    let output = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("UPGRADER_TEST_ONLY_PROGRESS_AT_ONCE", "1")
+        .env_remove("DATABASE_URL")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let drawn = String::from_utf8_lossy(&output.stdout);
+    assert!(drawn.contains("restoring the database"), "{drawn}");
+    // Not a terminal: the same commands print no progress.
+    project.write("VERSION", "1.1.0\n");
+    let mut command = project.command(&["restore", &file, "--yes"]);
+    command.env("UPGRADER_TEST_ONLY_PROGRESS_AT_ONCE", "1");
+    let quiet = crate::util::run_within(command, std::time::Duration::from_secs(60));
+    quiet.assert_code(0);
+    assert!(
+        !quiet.stderr.contains("restoring the database"),
+        "{}",
+        quiet.stderr
+    );
+    assert!(quiet.stderr.is_empty(), "{}", quiet.stderr);
+}
