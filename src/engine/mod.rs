@@ -185,8 +185,11 @@ impl Engine {
         };
         // An install a killed process left half-done is finished or undone before
         // anything reads the project's files.
-        if let Some(done) = crate::updates::recover(&config.project_dir)? {
-            log::warn!("{done}");
+        match crate::updates::recover(&config.project_dir)? {
+            crate::updates::Recovery::Nothing => {}
+            crate::updates::Recovery::Done(done) => log::warn!("{done}"),
+            // Its files are changing: nothing can be read from them now.
+            crate::updates::Recovery::InProgress(why) => return Err(Error::Halted(why)),
         }
         let app = Application::load(&config.project_dir)?;
         Ok(Engine { config, app, url })

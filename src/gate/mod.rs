@@ -319,6 +319,11 @@ impl Inner {
                     .watch(&dirs);
                 engine
             }
+            // A code install is under way: its files change; ask again shortly.
+            Err(crate::Error::Halted(why)) => {
+                log::info!("upgrader gate: {why}");
+                return Verdict::Wait;
+            }
             Err(error) => {
                 return Verdict::Halted {
                     reason: format!("the deployed project cannot be upgraded: {error}"),

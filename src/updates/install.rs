@@ -687,11 +687,20 @@ fn undo(project_dir: &Path, ops: &Ops) -> Result<(), Error> {
     std::fs::remove_dir_all(&work).map_err(io_fail("cannot remove", &work))
 }
 
+/// What [`recover`] found.
+pub(crate) enum Recovery {
+    /// No install to finish or undo.
+    Nothing,
+    /// One a killed process left was finished or undone: what was done, for the log.
+    Done(String),
+    /// A live process is installing: the project's files are changing.
+    InProgress(String),
+}
+
 /// Finishes or undoes an install or rollback a killed process left, before anything else
 /// reads the project: the tree ends exactly old or exactly new. Takes the lock it left
-/// (state `installing`); does nothing while a live process holds the lock. Returns what
-/// it did, for the log.
-pub(crate) fn recover(project_dir: &Path) -> Result<Option<String>, Error> {
+/// (state `installing`); does nothing while a live process holds the lock.
+pub(crate) fn recover(project_dir: &Path) -> Result<Recovery, Error> {
     let work = work_dir(project_dir);
     let lock_path = crate::layout::Layout::new(project_dir).lock_file();
     let journal_exists = work.join("journal").exists();
@@ -705,7 +714,7 @@ pub(crate) fn recover(project_dir: &Path) -> Result<Option<String>, Error> {
             _ => false,
         };
         if !left {
-            return Ok(None);
+            return Ok(Recovery::Nothing);
         }
     }
     let record = LockRecord {
@@ -718,13 +727,18 @@ pub(crate) fn recover(project_dir: &Path) -> Result<Option<String>, Error> {
     };
     let guard = match LockGuard::take_over_install(&lock_path, record) {
         Ok(guard) => guard,
-        // A live process is installing (or a run failed): its business, not ours.
-        Err(crate::lock::LockError::Halted(_)) => return Ok(None),
+        // A live process is installing: its business; nobody reads the files meanwhile.
+        Err(crate::lock::LockError::Halted(why)) if journal_exists => {
+            return Ok(Recovery::InProgress(format!(
+                "a code update is being installed ({why})"
+            )))
+        }
+        Err(crate::lock::LockError::Halted(_)) => return Ok(Recovery::Nothing),
         Err(error) => return Err(error.into()),
     };
     let done = recover_locked(project_dir)?;
     drop(guard);
-    Ok(Some(done))
+    Ok(Recovery::Done(done))
 }
 
 /// [`recover`] with the lock held.
@@ -917,10 +931,16 @@ fn extract_backup(path: &Path, new: &Path) -> Result<BTreeSet<String>, Error> {
 }
 
 /// Test-only: `UPGRADER_TEST_ONLY_INSTALL_CRASH_AT=N` kills the process (as SIGKILL
-/// would) at the Nth change of an install; debug builds only.
+/// would) at the Nth change of an install; `UPGRADER_TEST_ONLY_INSTALL_PAUSE_MS=MS` pauses
+/// before each change. Debug builds only.
 fn test_only_crash_point() {
     #[cfg(debug_assertions)]
     {
+        if let Some(ms) = std::env::var_os("UPGRADER_TEST_ONLY_INSTALL_PAUSE_MS")
+            .and_then(|v| v.to_str().and_then(|v| v.parse::<u64>().ok()))
+        {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
         use std::sync::atomic::{AtomicU64, Ordering};
         static SEEN: AtomicU64 = AtomicU64::new(0);
         if let Some(at) = std::env::var_os("UPGRADER_TEST_ONLY_INSTALL_CRASH_AT")

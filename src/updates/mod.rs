@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use sha2::Digest;
 
-pub(crate) use install::{install, recover, rollback, Project};
+pub(crate) use install::{install, recover, rollback, Project, Recovery};
 pub use install::{Installed, InstalledPackage, RolledBack};
 pub use package::{parse_update_xml, UpdateXml};
 

@@ -693,3 +693,32 @@ fn an_install_of_2000_files_killed_at_many_moments() {
         outcomes.0, outcomes.1
     );
 }
+
+/// While a live process installs, other commands do not read the changing files: they
+/// halt (exit 4, saying a code update is being installed); once it is done they see the
+/// new code.
+#[test]
+fn commands_halt_while_an_install_is_under_way() {
+    let project = project_with_two_packages();
+    let mut command = project.command(&["updates", "install"]);
+    command
+        .env("UPGRADER_TEST_ONLY_INSTALL_PAUSE_MS", "300")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = command.spawn().unwrap();
+    let journal = project.path().join("updates/.install/journal");
+    crate::util::wait_for(
+        std::time::Duration::from_secs(60),
+        "the moves to start",
+        || std::fs::read_to_string(&journal).is_ok_and(|text| text.contains(" applying ")),
+    );
+    project
+        .run(&["status"])
+        .assert_code(4)
+        .assert_stderr("a code update is being installed");
+    project.run(&["run"]).assert_code(4);
+    assert!(child.wait().unwrap().success());
+    let status = project.run(&["status", "--json"]);
+    status.assert_code(0);
+    assert_eq!(status.json()["code_version"], "1.2.0");
+}
