@@ -10,7 +10,10 @@
 //! `$DATABASE_URL`, else SQLite in the project directory. The upgrade itself runs in a
 //! child process: the `upgrader` binary next to this one, or `$UPGRADER_BIN`; that run
 //! backs the database up first, like any `upgrader run`, and the admin page lists the
-//! newest backups in `updates/Updates_Backups/`.
+//! newest backups in `updates/Updates_Backups/`. It also shows the code update packages:
+//! those waiting in `updates/Updates_Pending/` (as `upgrader updates list` describes them:
+//! notes, version, the database steps each brings, signed or not, problems) and those in
+//! `updates/Updates_Installed/`; installing them is `upgrader updates install`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -165,6 +168,30 @@ fn backups(gate: &Gate) -> Vec<upgrader::backup::BackupFile> {
     backups
 }
 
+/// The installed update packages' file names in `updates/Updates_Installed/`, newest
+/// first (by the install stamp in each name), signatures and hidden files left out.
+/// Read from the folder alone, so they are listed even when the project cannot be opened.
+fn installed_packages(gate: &Gate) -> Vec<String> {
+    let folder = upgrader::Layout::new(gate.project_dir()).updates_installed();
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|name| !name.starts_with('.') && name.to_ascii_lowercase().ends_with(".zip"))
+        .collect();
+    // `<stem>-<yyyymmddThhmmssZ>.zip`: names without a stamp sort last.
+    let stamp = |name: &str| -> Option<String> {
+        let stem = &name[..name.len() - 4];
+        let (_, stamp) = stem.rsplit_once('-')?;
+        (stamp.len() == 16 && stamp.as_bytes()[8] == b'T' && stamp.ends_with('Z'))
+            .then(|| stamp.to_string())
+    };
+    names.sort_by(|a, b| stamp(b).cmp(&stamp(a)).then_with(|| a.cmp(b)));
+    names
+}
+
 /// Everything the admin page shows, read without loading any plugin.
 fn state(gate: &Gate) -> serde_json::Value {
     let answer = match gate.check() {
@@ -181,10 +208,15 @@ fn state(gate: &Gate) -> serde_json::Value {
                 "gate": answer,
                 "error": error.to_string(),
                 "backups": backups(gate),
+                "updates_pending": [],
+                "updates_installed": installed_packages(gate),
             })
         }
     };
     let status = engine.status().map_err(|e| e.to_string());
+    // As `upgrader updates list --json` lists them (each one hashed: the admin sees the
+    // SHA-256 of what would be installed).
+    let updates = engine.updates().map_err(|e| e.to_string());
     let history = engine.history().map_err(|e| e.to_string());
     let mut history = history.unwrap_or_default();
     // The most recent first, at most 50.
@@ -196,6 +228,9 @@ fn state(gate: &Gate) -> serde_json::Value {
         "error": status.as_ref().err(),
         "history": history,
         "backups": backups(gate),
+        "updates_pending": updates.as_deref().unwrap_or_default(),
+        "updates_error": updates.as_ref().err(),
+        "updates_installed": installed_packages(gate),
     })
 }
 
@@ -248,7 +283,7 @@ fn render(state: &serde_json::Value) -> String {
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Upgrades</title><style>\
          body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;width:100%}\
          td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}\
-         .failed{color:#b00}.ok{color:#070}code{white-space:pre-wrap}</style></head><body>\
+         .failed{color:#b00}.ok{color:#070}code{white-space:pre-wrap}.notes{white-space:pre-line}ul.steps,ul.problems{margin:0;padding-left:1.2em}small{word-break:break-all}</style></head><body>\
          <h1>Upgrades</h1>",
     );
     html.push_str(&format!(
@@ -326,7 +361,9 @@ fn render(state: &serde_json::Value) -> String {
             }
         ));
     }
-    html.push_str("</table><h2>Backups</h2>");
+    html.push_str("</table>");
+    render_updates(&mut html, state);
+    html.push_str("<h2>Backups</h2>");
     let backups = state["backups"].as_array().map_or(&[][..], Vec::as_slice);
     if backups.is_empty() {
         html.push_str("<p id=\"backups-none\">No database backups in updates/Updates_Backups/</p>");
@@ -351,6 +388,109 @@ fn render(state: &serde_json::Value) -> String {
     }
     html.push_str("</table></body></html>\n");
     html
+}
+
+/// The code update packages: those waiting in `Updates_Pending/` (what each brings, and
+/// why one cannot be installed), then those installed.
+fn render_updates(html: &mut String, state: &serde_json::Value) {
+    let text = |value: &serde_json::Value| match value {
+        serde_json::Value::Null => "—".to_string(),
+        serde_json::Value::String(s) => escape(s),
+        other => escape(&other.to_string()),
+    };
+    html.push_str("<h2>Update packages</h2>");
+    if let Some(error) = state["updates_error"].as_str() {
+        html.push_str(&format!(
+            "<p id=\"updates-error\" class=\"failed\">The packages cannot be read: {}</p>",
+            escape(error)
+        ));
+    }
+    let pending = state["updates_pending"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    if pending.is_empty() {
+        html.push_str("<p id=\"updates-none\">No update packages in updates/Updates_Pending/</p>");
+    } else {
+        html.push_str(
+            "<p>Waiting in updates/Updates_Pending/, in the order they install; \
+             <code>upgrader updates install</code> installs those without problems.</p>",
+        );
+    }
+    html.push_str(
+        "<table id=\"updates-pending\"><tr><th>File</th><th>Version</th><th>Requires</th>\
+         <th>Notes</th><th>Database steps</th><th>Signed</th><th>Problems</th></tr>",
+    );
+    for package in pending {
+        let installable = package["problems"]
+            .as_array()
+            .is_some_and(|problems| problems.is_empty());
+        let steps = package["database_steps"]
+            .as_array()
+            .map_or(&[][..], Vec::as_slice);
+        let steps = if steps.is_empty() {
+            "none".to_string()
+        } else {
+            let items: String = steps
+                .iter()
+                .map(|step| {
+                    format!(
+                        "<li>{} ({}: {} → {})</li>",
+                        text(&step["name"]),
+                        text(&step["kind"]),
+                        text(&step["from"]),
+                        text(&step["to"])
+                    )
+                })
+                .collect();
+            format!("<ul class=\"steps\">{items}</ul>")
+        };
+        let problems = if installable {
+            "<span class=\"ok\">none: installable</span>".to_string()
+        } else {
+            let items: String = package["problems"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|problem| format!("<li>{}</li>", text(problem)))
+                .collect();
+            let incomplete = if package["incomplete"].as_bool() == Some(true) {
+                "<p>Incomplete (still being copied?): looked at again later.</p>"
+            } else {
+                ""
+            };
+            format!("{incomplete}<ul class=\"problems\">{items}</ul>")
+        };
+        html.push_str(&format!(
+            "<tr class=\"{}\"><td class=\"file\">{}{}</td><td class=\"version\">{}</td><td>{}</td>\
+             <td class=\"notes\">{}</td><td>{}</td><td class=\"signed\">{}</td><td class=\"problems\">{}</td></tr>",
+            if installable { "ok" } else { "failed" },
+            text(&package["file"]),
+            package["sha256"]
+                .as_str()
+                .map(|sha| format!("<br><small title=\"SHA-256\">sha256 {}</small>", escape(sha)))
+                .unwrap_or_default(),
+            text(&package["version"]),
+            text(&package["requires"]),
+            text(&package["notes"]),
+            steps,
+            if package["signed"].as_bool() == Some(true) { "signed" } else { "unsigned" },
+            problems,
+        ));
+    }
+    html.push_str("</table><h3>Installed</h3>");
+    let installed = state["updates_installed"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    if installed.is_empty() {
+        html.push_str(
+            "<p id=\"updates-installed-none\">No installed packages in updates/Updates_Installed/</p>",
+        );
+    }
+    html.push_str("<ul id=\"updates-installed\">");
+    for name in installed {
+        html.push_str(&format!("<li>{}</li>", text(name)));
+    }
+    html.push_str("</ul>");
 }
 
 /// `512 B`, `1.5 KiB`, `2.0 GiB`: a size at a glance (the exact bytes are its title).

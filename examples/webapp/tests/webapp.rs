@@ -1,6 +1,6 @@
 //! The example application against a throwaway PostgreSQL server: the first request
 //! after a deploy upgrades, everyone else waits, failures halt with the maintenance page,
-//! and the admin page needs the token.
+//! and the admin page needs the token and shows the code update packages.
 
 #[path = "../../../tests/it/servers.rs"]
 #[allow(dead_code)]
@@ -569,7 +569,7 @@ fn find_program(name: &str) -> Option<PathBuf> {
 }
 
 /// Headless Chromium (Debian's chromium and chromium-driver) logs in to the admin page,
-/// reads the versions and history it shows, and saves a screenshot; without the token
+/// reads the versions, history and pending update package it shows, and saves a screenshot; without the token
 /// it sees 401.
 #[test]
 fn browser_sees_the_admin_page_with_the_token_and_401_without() {
@@ -583,6 +583,8 @@ fn browser_sees_the_admin_page_with_the_token_and_401_without() {
     adopt_at_1_0_0(&url);
     let app = start(project, url);
     wait_for_200(&app, Duration::from_secs(60));
+    // A code update package waiting, which the page must describe.
+    write_farewells_package(app.project.path());
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -621,7 +623,7 @@ fn browser_sees_the_admin_page_with_the_token_and_401_without() {
                 "binary": chromium,
                 "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                          "--disable-quic", "--no-first-run", "--disable-background-networking",
-                         "--disable-component-update", "--disable-sync", "--window-size=1200,900",
+                         "--disable-component-update", "--disable-sync", "--window-size=1200,1600",
                          format!("--user-data-dir={}", profile.path().display())]
             }}}}),
         ),
@@ -733,6 +735,24 @@ fn browser_sees_the_admin_page_with_the_token_and_401_without() {
     assert!(
         backups.contains("db-webapp-none-") && backups.contains(".pgdump"),
         "{backups}"
+    );
+
+    // The pending package: its notes (escaped, shown as text), version, the database
+    // step it brings, unsigned, installable.
+    let updates = text("#updates-pending");
+    for shown in [
+        "webapp-1.2.0.zip",
+        "Says goodbye <b>politely</b> & \"warmly\"",
+        "Second line",
+        "farewells (step: 1.1.0 → 1.2.0)",
+        "unsigned",
+        "none: installable",
+    ] {
+        assert!(updates.contains(shown), "{shown} not in {updates}");
+    }
+    assert_eq!(
+        text("#updates-installed-none"),
+        "No installed packages in updates/Updates_Installed/"
     );
 
     let png = webdriver(port, "GET", &format!("/session/{id}/screenshot"), None);
@@ -1005,4 +1025,184 @@ fn a_refused_run_makes_no_backup_and_the_page_says_so() {
         page.body
     );
     assert_eq!(admin_json(&app)["backups"], serde_json::json!([]));
+}
+
+/// A code update package at `path`: `update.xml`, and `files` under `files/`.
+fn write_package(path: &Path, update_xml: &str, files: &[(&str, &str)]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    zip.start_file("update.xml", options).unwrap();
+    zip.write_all(update_xml.as_bytes()).unwrap();
+    for (name, content) in files {
+        zip.start_file(format!("files/{name}"), options).unwrap();
+        zip.write_all(content.as_bytes()).unwrap();
+    }
+    zip.finish().unwrap();
+}
+
+/// Notes that need escaping, on two lines.
+const NOTES: &str = "Says goodbye <b>politely</b> & \"warmly\"\nSecond line";
+
+/// Version 1.2.0 of the example application for the project in `dir` (at 1.1.0): a
+/// manifest with one more step, `farewells`, which the admin page must show as the
+/// database step the package brings.
+fn write_farewells_package(dir: &Path) -> PathBuf {
+    let manifest = std::fs::read_to_string(dir.join("upgrade.xml")).unwrap();
+    let manifest = manifest.replace(
+        "</upgrade>",
+        "  <step name=\"farewells\" from=\"1.1.0\" to=\"1.2.0\">\n    \
+         <sql>INSERT INTO greetings (id, text) VALUES (3, 'Goodbye');</sql>\n  </step>\n</upgrade>",
+    );
+    let path = dir.join("updates/Updates_Pending/webapp-1.2.0.zip");
+    write_package(
+        &path,
+        &format!(
+            "<update project=\"webapp\" version=\"1.2.0\" requires=\"1.1.0\">\n  \
+             <notes>{}</notes>\n</update>\n",
+            NOTES
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+        ),
+        &[
+            ("VERSION", "1.2.0\n"),
+            ("upgrade.xml", &manifest),
+            ("static/farewell.html", "<p>Goodbye</p>\n"),
+        ],
+    );
+    path
+}
+
+/// The part of the admin page under its "Update packages" heading.
+fn updates_section(body: &str) -> &str {
+    body.split("<h2>Update packages</h2>")
+        .nth(1)
+        .and_then(|rest| rest.split("<h2>Backups</h2>").next())
+        .unwrap_or_else(|| panic!("no Update packages section: {body}"))
+}
+
+/// The admin page and its JSON show the pending packages as `upgrader updates list
+/// --json` describes them (notes, version, the database steps each brings, signed,
+/// problems), escaped, and the installed ones newest first; looking changes nothing.
+#[test]
+fn the_admin_page_lists_pending_and_installed_update_packages_escaped() {
+    let project = sqlite_project_at_1_0_0();
+    let dir = project.path().to_path_buf();
+    let app = start_on(project, None);
+    wait_for_200(&app, Duration::from_secs(60));
+
+    // Before any package: the page says so.
+    let page = request(&app.address, "/admin/upgrades", &[("X-Admin-Token", TOKEN)]);
+    assert_eq!(page.status, 200, "{page:?}");
+    let section = updates_section(&page.body);
+    assert!(
+        section
+            .contains("<p id=\"updates-none\">No update packages in updates/Updates_Pending/</p>"),
+        "{section}"
+    );
+    assert!(
+        section.contains("id=\"updates-installed-none\""),
+        "{section}"
+    );
+    let state = admin_json(&app);
+    assert_eq!(state["updates_pending"], serde_json::json!([]), "{state}");
+    assert_eq!(state["updates_installed"], serde_json::json!([]), "{state}");
+
+    let good = write_farewells_package(&dir);
+    let pending = dir.join("updates/Updates_Pending");
+    // For another project, with a name that needs escaping: listed with its problem.
+    write_package(
+        &pending.join("other<i>&.zip"),
+        "<update project=\"other\" version=\"9.0.0\"><notes>not ours</notes></update>",
+        &[("x.txt", "x")],
+    );
+    let installed = dir.join("updates/Updates_Installed");
+    std::fs::create_dir_all(&installed).unwrap();
+    for name in [
+        "webapp-1.0.1-20261101T120000Z.zip",
+        "webapp-1.0.1-20261101T120000Z.zip.minisig",
+        "webapp-1.1.0-20261115T120000Z.zip",
+        "a<b>-20261110T120000Z.zip",
+        ".hidden.zip",
+    ] {
+        std::fs::write(installed.join(name), "kept").unwrap();
+    }
+    let before = std::fs::read(&good).unwrap();
+
+    let state = admin_json(&app);
+    let listed = Command::new(upgrader_bin())
+        .arg("--project")
+        .arg(&dir)
+        .args(["--json", "updates", "list"])
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "{listed:?}");
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(state["updates_pending"], listed, "{state}");
+    assert!(
+        state.get("updates_error").is_none_or(|e| e.is_null()),
+        "{state}"
+    );
+    let first = &state["updates_pending"][0];
+    assert_eq!(first["file"], "webapp-1.2.0.zip", "{state}");
+    assert_eq!(first["version"], "1.2.0");
+    assert_eq!(first["notes"], NOTES);
+    assert_eq!(first["signed"], false);
+    assert_eq!(first["problems"], serde_json::json!([]));
+    assert_eq!(
+        first["database_steps"],
+        serde_json::json!([{"name": "farewells", "from": "1.1.0", "to": "1.2.0", "kind": "step"}])
+    );
+    let second = &state["updates_pending"][1];
+    assert_eq!(second["file"], "other<i>&.zip");
+    assert!(
+        second["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("for project other"),
+        "{second}"
+    );
+    assert_eq!(
+        state["updates_installed"],
+        serde_json::json!([
+            "webapp-1.1.0-20261115T120000Z.zip",
+            "a<b>-20261110T120000Z.zip",
+            "webapp-1.0.1-20261101T120000Z.zip",
+        ])
+    );
+
+    let page = request(&app.address, "/admin/upgrades", &[("X-Admin-Token", TOKEN)]);
+    assert_eq!(page.status, 200, "{page:?}");
+    let section = updates_section(&page.body);
+    for shown in [
+        "webapp-1.2.0.zip".to_string(),
+        format!("sha256 {}", first["sha256"].as_str().unwrap()),
+        "<td class=\"version\">1.2.0</td><td>1.1.0</td>".to_string(),
+        "Says goodbye &lt;b&gt;politely&lt;/b&gt; &amp; &quot;warmly&quot;\nSecond line"
+            .to_string(),
+        "<li>farewells (step: 1.1.0 → 1.2.0)</li>".to_string(),
+        "<td class=\"signed\">unsigned</td>".to_string(),
+        "none: installable".to_string(),
+        "other&lt;i&gt;&amp;.zip".to_string(),
+        "it is for project other, and this is webapp".to_string(),
+        "<li>a&lt;b&gt;-20261110T120000Z.zip</li>".to_string(),
+        "<li>webapp-1.1.0-20261115T120000Z.zip</li>".to_string(),
+    ] {
+        assert!(section.contains(&shown), "{shown} not in {section}");
+    }
+    for absent in ["<b>", "<i>", "minisig", ".hidden", "updates-none"] {
+        assert!(!section.contains(absent), "{absent} in {section}");
+    }
+    // Looking installs nothing: the package is still pending, unchanged, and the code
+    // and database are where they were.
+    assert_eq!(std::fs::read(&good).unwrap(), before);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("VERSION")).unwrap().trim(),
+        "1.1.0"
+    );
+    assert!(!dir.join("static").exists());
+    assert_eq!(admin_json(&app)["status"]["db_version"], "1.1.0");
 }
