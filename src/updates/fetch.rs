@@ -82,7 +82,6 @@ pub(crate) struct Target<'a> {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Feed {
     packages: Vec<FeedEntry>,
 }
@@ -181,9 +180,13 @@ fn fetch_direct(
 ) -> Result<(), Error> {
     let name = file_name(&url).map_err(|e| fail(format!("{url}: {e}")))?;
     let keyed = std::fs::symlink_metadata(target.trusted_key).is_ok();
-    let signature = keyed
-        .then(|| parse_url(&format!("{url}.minisig")).ok())
-        .flatten();
+    // `<url>.minisig`: beside the package on the server as it will be on disk (a query
+    // string, say a token, stays at the end).
+    let signature = keyed.then(|| {
+        let mut signature = url.clone();
+        signature.set_path(&format!("{}.minisig", url.path()));
+        signature
+    });
     let wanted = Wanted {
         url,
         name,
@@ -566,6 +569,16 @@ mod tests {
         assert!(name("https://example.org/p/a%2F..%2Fb.zip").is_err());
         assert!(name("https://example.org/p/").is_err());
         assert!(name("https://example.org/p/shop.tar").is_err());
+    }
+
+    #[test]
+    fn a_feed_may_carry_more_than_it_needs() {
+        let feed: Feed = serde_json::from_str(
+            r#"{"name": "shop", "packages": [{"url": "a.zip", "sha256": "x", "version": "1.0.0", "notes": "n"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(feed.packages.len(), 1);
+        assert!(feed.packages[0].signature_url.is_none());
     }
 
     #[test]

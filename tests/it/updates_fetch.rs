@@ -668,6 +668,11 @@ fn a_package_url_is_fetched_with_its_signature_when_a_key_is_trusted() {
     );
     routes.insert("/dl/shop-1.0.0.zip".into(), (200, old));
     routes.insert("/dl/unsigned-1.1.0.zip".into(), (200, p11.clone()));
+    routes.insert("/dl/query-1.1.0.zip?token=t".into(), (200, p11.clone()));
+    routes.insert(
+        "/dl/query-1.1.0.zip.minisig?token=t".into(),
+        (200, sign(&trusted, &p11).into_bytes()),
+    );
     let server = Server::start(routes);
 
     // Not newer: downloaded (its version is inside), then not kept.
@@ -703,10 +708,29 @@ fn a_package_url_is_fetched_with_its_signature_when_a_key_is_trusted() {
     assert_eq!(listed[0]["signed"], true, "{listed}");
     assert_eq!(listed[0]["problems"], serde_json::json!([]), "{listed}");
 
-    // A package the server has no signature for: fetched all the same (the listing then
-    // says why it is refused); and the same version already pending is not fetched.
+    // A query string (a token) stays at the end of the signature's URL.
     std::fs::remove_file(pending_dir(&project).join("shop-1.1.0.zip")).unwrap();
     std::fs::remove_file(pending_dir(&project).join("shop-1.1.0.zip.minisig")).unwrap();
+    fetch(
+        &project,
+        &[
+            "updates",
+            "fetch",
+            &server.url("/dl/query-1.1.0.zip?token=t"),
+        ],
+    )
+    .assert_code(0);
+    assert_eq!(
+        pending_files(&project),
+        ["query-1.1.0.zip", "query-1.1.0.zip.minisig"]
+    );
+    let listed = project.run(&["updates", "list", "--json"]).json();
+    assert_eq!(listed[0]["signed"], true, "{listed}");
+    std::fs::remove_file(pending_dir(&project).join("query-1.1.0.zip")).unwrap();
+    std::fs::remove_file(pending_dir(&project).join("query-1.1.0.zip.minisig")).unwrap();
+
+    // A package the server has no signature for: fetched all the same (the listing then
+    // says why it is refused); and the same version already pending is not fetched.
     fetch(
         &project,
         &["updates", "fetch", &server.url("/dl/unsigned-1.1.0.zip")],
