@@ -269,8 +269,8 @@ fn download_package(
 ) -> Result<Fetched, Refusal> {
     std::fs::create_dir_all(target.pending)
         .map_err(|e| fail(format!("cannot create {}: {e}", target.pending.display())))?;
-    let part = PartFile::new(target.pending.join(format!(".{}.part", wanted.name)));
-    let sha256 = download(agent, &wanted.url, &part.path, &wanted.name)?;
+    let mut part = PartFile::create(target.pending.join(format!(".{}.part", wanted.name)))?;
+    let sha256 = download(agent, &wanted.url, &mut part, &wanted.name)?;
     let url = &wanted.url;
     if let Some(expected) = &wanted.sha256 {
         if sha256 != *expected {
@@ -301,10 +301,11 @@ fn download_package(
     let mut signature_file = None;
     if let Some(signature_url) = &wanted.signature {
         let name = format!("{}.minisig", wanted.name);
-        let sig_part = PartFile::new(target.pending.join(format!(".{name}.part")));
+        let mut sig_part = PartFile::create(target.pending.join(format!(".{name}.part")))?;
         match download_small(agent, signature_url, MAX_SIGNATURE_BYTES) {
             Ok(bytes) => {
-                write_synced(&sig_part.path, &bytes)?;
+                sig_part.write(&bytes)?;
+                sig_part.sync()?;
                 sig_part.rename_to(&target.pending.join(&name))?;
                 signature_file = Some(name);
             }
@@ -328,17 +329,61 @@ fn download_package(
     })
 }
 
-/// A hidden download in progress: removed when dropped unless renamed into place.
+/// A hidden download in progress, open and locked (so two fetches of one package never
+/// write into one file, nor one rename the other's half): removed when dropped unless
+/// renamed into place.
 struct PartFile {
     path: PathBuf,
+    file: File,
     kept: bool,
 }
 
 impl PartFile {
-    fn new(path: PathBuf) -> PartFile {
-        PartFile { path, kept: false }
+    /// Opens `path` (never through a link), locks it, and empties it: a `.part` left by a
+    /// killed fetch is started over.
+    fn create(path: PathBuf) -> Result<PartFile, Error> {
+        let cannot = |e: std::io::Error| fail(format!("cannot write {}: {e}", path.display()));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.custom_flags(libc::O_NOFOLLOW);
+        }
+        let file = options.open(&path).map_err(cannot)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(fail(format!(
+                    "another upgrader is downloading into {}; try again once it is done",
+                    path.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(cannot(e)),
+        }
+        // Locked from here: dropping it removes the file.
+        let part = PartFile {
+            path,
+            file,
+            kept: false,
+        };
+        part.file.set_len(0).map_err(|e| part.cannot(e))?;
+        Ok(part)
     }
 
+    fn cannot(&self, e: std::io::Error) -> Error {
+        fail(format!("cannot write {}: {e}", self.path.display()))
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.file.write_all(bytes).map_err(|e| self.cannot(e))
+    }
+
+    fn sync(&self) -> Result<(), Error> {
+        self.file.sync_all().map_err(|e| self.cannot(e))
+    }
+
+    /// Renames it into place (still locked while it moves).
     fn rename_to(mut self, to: &Path) -> Result<(), Error> {
         std::fs::rename(&self.path, to).map_err(|e| {
             fail(format!(
@@ -358,15 +403,21 @@ impl PartFile {
 
 impl Drop for PartFile {
     fn drop(&mut self) {
+        // Removed while still locked (the handle closes after this).
         if !self.kept {
             let _ = std::fs::remove_file(&self.path);
         }
     }
 }
 
-/// Streams `url` into `part` (created afresh), with progress on a terminal; returns the
+/// Streams `url` into `part` (empty and locked), with progress on a terminal; returns the
 /// SHA-256 of what was written.
-fn download(agent: &ureq::Agent, url: &url::Url, part: &Path, name: &str) -> Result<String, Error> {
+fn download(
+    agent: &ureq::Agent,
+    url: &url::Url,
+    part: &mut PartFile,
+    name: &str,
+) -> Result<String, Error> {
     let mut response = get(agent, url)?;
     let total = response.body().content_length();
     if total.is_some_and(|total| total > MAX_PACKAGE_BYTES) {
@@ -375,13 +426,6 @@ fn download(agent: &ureq::Agent, url: &url::Url, part: &Path, name: &str) -> Res
             MAX_PACKAGE_BYTES >> 30
         )));
     }
-    // A .part left by a killed fetch is started over.
-    let _ = std::fs::remove_file(part);
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(part)
-        .map_err(|e| fail(format!("cannot write {}: {e}", part.display())))?;
     let mut reader = response
         .body_mut()
         .with_config()
@@ -399,8 +443,7 @@ fn download(agent: &ureq::Agent, url: &url::Url, part: &Path, name: &str) -> Res
             Err(e) => return Err(fail(format!("cannot fetch {url}: {}", io_reason(&e)))),
         };
         hasher.update(&buffer[..n]);
-        out.write_all(&buffer[..n])
-            .map_err(|e| fail(format!("cannot write {}: {e}", part.display())))?;
+        part.write(&buffer[..n])?;
         done += n as u64;
         progress.set(done, None);
     }
@@ -409,8 +452,7 @@ fn download(agent: &ureq::Agent, url: &url::Url, part: &Path, name: &str) -> Res
             "cannot fetch {url}: the server announced {total} bytes and sent {done}"
         )));
     }
-    out.sync_all()
-        .map_err(|e| fail(format!("cannot write {}: {e}", part.display())))?;
+    part.sync()?;
     Ok(signature::hex(&hasher.finalize()))
 }
 
@@ -536,18 +578,6 @@ fn file_name(url: &url::Url) -> Result<String, String> {
         ));
     }
     Ok(name.to_string())
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let _ = std::fs::remove_file(path);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| fail(format!("cannot write {}: {e}", path.display())))
 }
 
 fn fail(what: impl std::fmt::Display) -> Error {

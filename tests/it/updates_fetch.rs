@@ -750,3 +750,39 @@ fn a_package_url_is_fetched_with_its_signature_when_a_key_is_trusted() {
     .assert_stdout("version 1.1.0 is already pending as unsigned-1.1.0.zip");
     assert_eq!(pending_files(&project), ["unsigned-1.1.0.zip"]);
 }
+
+#[test]
+fn a_half_download_is_started_over_and_one_in_progress_is_left_alone() {
+    let project = project();
+    let p11 = package("1.1.0", "1.0.0", "x");
+    let mut routes = Routes::new();
+    routes.insert("/shop-1.1.0.zip".into(), (200, p11.clone()));
+    let server = Server::start(routes);
+    let part = pending_dir(&project).join(".shop-1.1.0.zip.part");
+    std::fs::create_dir_all(pending_dir(&project)).unwrap();
+
+    // Another fetch holds it: refused, and its file left alone.
+    std::fs::write(&part, b"half of another download").unwrap();
+    let held = std::fs::File::open(&part).unwrap();
+    held.lock().unwrap();
+    fetch(
+        &project,
+        &["updates", "fetch", &server.url("/shop-1.1.0.zip")],
+    )
+    .assert_code(1)
+    .assert_stderr("another upgrader is downloading into");
+    assert_eq!(std::fs::read(&part).unwrap(), b"half of another download");
+    drop(held);
+
+    // Left by a killed fetch: started over.
+    fetch(
+        &project,
+        &["updates", "fetch", &server.url("/shop-1.1.0.zip")],
+    )
+    .assert_code(0);
+    assert_eq!(pending_files(&project), ["shop-1.1.0.zip"]);
+    assert_eq!(
+        std::fs::read(pending_dir(&project).join("shop-1.1.0.zip")).unwrap(),
+        p11
+    );
+}
