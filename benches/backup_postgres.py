@@ -8,8 +8,8 @@ database each:
   --format=custom` run by upgrader under the upgrade lock), the backup then removed;
 - the same run with `--no-backup`;
 - `pg_dump --format=custom` of a fresh database: what the run backs up (it dumps before
-  its first statement), with the same pg_dump upgrader picks (the first on PATH, else
-  the newest /usr/lib/postgresql/*/bin).
+  its first statement), with the same pg_dump upgrader picks (the first real one on
+  PATH, else the newest /usr/lib/postgresql/*/bin; Debian's pg_wrapper last).
 
 Target: run+backup ≤ run + pg_dump × 1.05. Both readings are printed: the medians, and
 the backup's extra cost (run+backup − run, paired within the round) next to pg_dump's
@@ -23,6 +23,7 @@ Usage: benches/backup_postgres.py [--steps 1000] [--rounds 15] [--small-rounds 3
 $UPGRADER_BENCH_BINARY times another build instead of a fresh release build.
 """
 import argparse
+import glob
 import os
 import resource
 import shutil
@@ -111,7 +112,13 @@ def main():
                         help="rounds of the one-step comparison (0: skip it)")
     args = parser.parse_args()
     build()
-    pg_dump = shutil.which("pg_dump") or pg_binary("pg_dump")
+    # The pg_dump upgrader runs: the first real one on PATH, else the newest server
+    # package's; Debian's pg_wrapper (a Perl dispatcher) only as a last resort.
+    on_path = shutil.which("pg_dump")
+    if on_path and os.path.basename(os.path.realpath(on_path)) == "pg_wrapper":
+        on_path = None
+    packaged = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_dump"), key=lambda p: int(p.split("/")[4]))
+    pg_dump = on_path or (packaged[-1] if packaged else pg_binary("pg_dump"))
     load = os.getloadavg()[0]
     print(f"pg_dump: {pg_dump}")
     server = Server()

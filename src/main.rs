@@ -133,6 +133,13 @@ enum UpdatesCommand {
     /// Restore the newest app backup: the project directory exactly as it was before the
     /// last install; names the database backup that matches it.
     Rollback,
+    /// Download packages into updates/Updates_Pending/: URL is a package (.zip) or a
+    /// JSON feed {"packages": [{"url", "sha256", "version", "signature_url"?}]}; only
+    /// versions newer than the installed code and not already pending.
+    Fetch {
+        /// An http(s) URL of a package or a feed.
+        url: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -340,6 +347,31 @@ fn execute(cli: &Cli, config: Config) -> Result<u8, Error> {
                         installed.from, installed.to, installed.backup
                     );
                     let _ = writeln!(out, "the database upgrade is next: upgrader run");
+                }
+            }
+            0
+        }
+        Command::Updates(UpdatesCommand::Fetch { ref url }) => {
+            let report = engine.fetch_updates(url)?;
+            if json {
+                print_json(&mut out, &report);
+            } else {
+                for f in &report.fetched {
+                    let _ = writeln!(
+                        out,
+                        "fetched {} (version {}, sha256 {})",
+                        f.file, f.version, f.sha256
+                    );
+                }
+                for s in &report.skipped {
+                    let _ = writeln!(
+                        out,
+                        "skipped {} (version {}): {}",
+                        s.url, s.version, s.reason
+                    );
+                }
+                if report.fetched.is_empty() {
+                    let _ = writeln!(out, "nothing newer to fetch");
                 }
             }
             0

@@ -856,6 +856,21 @@ impl Engine {
             .collect();
         nest(outcomes, |root, packages| root.packages = Some(packages))
     }
+
+    /// Downloads the code update packages at `url` (a package, or a JSON feed of them)
+    /// that are newer than the installed code and not already pending into
+    /// `updates/Updates_Pending/`, each checked before it appears there.
+    pub fn fetch_updates(&self, url: &str) -> Result<crate::updates::FetchReport, Error> {
+        let layout = Layout::new(&self.project().dir);
+        crate::updates::fetch::fetch(
+            url,
+            &crate::updates::fetch::Target {
+                pending: &layout.updates_pending(),
+                trusted_key: &layout.trusted_key(),
+                installed: &self.project().code_version,
+            },
+        )
+    }
 }
 
 /// The root project's report with its packages' nested in it by `set` (left alone for

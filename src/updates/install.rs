@@ -235,9 +235,10 @@ fn stage_and_apply(
         std::process::id()
     ))?;
     // Every package extracted (and so checked: CRC, sizes, ratio) before anything changes.
+    let trusted_key = crate::layout::Layout::new(project.dir).trusted_key();
     let mut removed = BTreeSet::new();
     for (path, update) in packages {
-        let (files, version_file) = extract(path, &new)?;
+        let (files, version_file) = extract(path, &new, &trusted_key)?;
         if !version_file {
             // A package without `files/VERSION` installs its version all the same.
             let text = version_text(project.dir, &update.version);
@@ -307,12 +308,18 @@ fn version_text(dir: &Path, version: &Version) -> String {
 /// Extracts a package's `files/` into `new`, streaming, checking every entry (the CRC,
 /// the real sizes against the limits, not the header's word); returns the files written
 /// (relative) and whether `files/VERSION` was one.
-fn extract(path: &Path, new: &Path) -> Result<(Vec<String>, bool), Error> {
+fn extract(path: &Path, new: &Path, trusted_key: &Path) -> Result<(Vec<String>, bool), Error> {
     let shown = file_name(path);
     let refuse = |why: String| fail(format!("{shown}: {why}; nothing was installed"));
-    // The central directory checks first (names, kinds, duplicates).
-    package::read(path).map_err(|problem| refuse(problem.to_string()))?;
-    let file = File::open(path).map_err(|e| refuse(format!("cannot read it: {e}")))?;
+    // One handle for the signature, the central directory's checks (names, kinds,
+    // duplicates) and the extraction: the package cannot be swapped between them.
+    let file = super::signature::open_verified(path, trusted_key).map_err(refuse)?;
+    let checked = file
+        .try_clone()
+        .map_err(|e| refuse(format!("cannot read it: {e}")))?;
+    package::read_open(checked, path).map_err(|problem| refuse(problem.to_string()))?;
+    let mut file = file;
+    std::io::Seek::rewind(&mut file).map_err(|e| refuse(format!("cannot read it: {e}")))?;
     let mut archive = zip::ZipArchive::new(std::io::BufReader::new(file))
         .map_err(|e| refuse(format!("not a zip file: {e}")))?;
     let total_size: u64 = (0..archive.len())

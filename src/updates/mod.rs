@@ -3,8 +3,10 @@
 //! reads them without extracting anything: `updates list`, and the pending packages that
 //! `status` and `check` report.
 
+pub(crate) mod fetch;
 mod install;
 mod package;
+pub(crate) mod signature;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -12,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use sha2::Digest;
 
+pub use fetch::{FetchReport, Fetched, Skipped};
 pub(crate) use install::{install, recover, rollback, Project, Recovery};
 pub use install::{Installed, InstalledPackage, RolledBack};
 pub use package::{parse_update_xml, UpdateXml};
@@ -88,10 +91,14 @@ pub(crate) fn list(
         })
         .collect();
     paths.sort();
-    let keyed = trusted_key.exists();
+    // Anything at the key's path (even a dangling link) means signatures are required:
+    // a key that cannot be read refuses every package rather than trusting them all.
+    let key = std::fs::symlink_metadata(trusted_key)
+        .is_ok()
+        .then(|| signature::TrustedKey::load(trusted_key));
     let mut packages: Vec<PendingPackage> = paths
         .iter()
-        .map(|path| describe(path, keyed, installed, hash))
+        .map(|path| describe(path, key.as_ref(), installed, hash))
         .collect();
     packages.sort_by(|a, b| {
         let version = |p: &PendingPackage| p.update.as_ref().map(|u| u.version.clone());
@@ -131,7 +138,12 @@ pub(crate) fn list(
     packages
 }
 
-fn describe(path: &Path, keyed: bool, installed: &InstalledCode<'_>, hash: bool) -> PendingPackage {
+fn describe(
+    path: &Path,
+    key: Option<&Result<signature::TrustedKey, String>>,
+    installed: &InstalledCode<'_>,
+    hash: bool,
+) -> PendingPackage {
     let file = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -149,12 +161,35 @@ fn describe(path: &Path, keyed: bool, installed: &InstalledCode<'_>, hash: bool)
         incomplete: false,
         update: None,
     };
-    if hash {
+    // The signature is checked before anything else reads the zip, and in the same pass
+    // as the hash: one read of every byte.
+    let mut signature_problem = None;
+    match key {
+        Some(Ok(key)) => {
+            let mut digest = String::new();
+            let checked = std::fs::File::open(path)
+                .map_err(|e| format!("cannot read it: {e}"))
+                .and_then(|mut file| {
+                    signature::verify_open(&mut file, path, key, hash.then_some(&mut digest))
+                });
+            match checked {
+                Ok(()) => listed.signed = true,
+                Err(problem) => signature_problem = Some(problem),
+            }
+            if hash && !digest.is_empty() {
+                listed.sha256 = Some(digest);
+            }
+        }
+        Some(Err(problem)) => signature_problem = Some(problem.clone()),
+        None => {}
+    }
+    if hash && listed.sha256.is_none() {
         match sha256_of(path) {
             Ok(digest) => listed.sha256 = Some(digest),
             Err(error) => listed.problems.push(format!("cannot read it: {error}")),
         }
     }
+    listed.problems.extend(signature_problem);
     let package = match package::read(path) {
         Ok(package) => package,
         Err(problem) => {
@@ -183,12 +218,6 @@ fn describe(path: &Path, keyed: bool, installed: &InstalledCode<'_>, hash: bool)
             )),
             Err(error) => listed.problems.push(error.to_string()),
         }
-    }
-    if keyed {
-        // Until signatures are checked, a trusted key means nothing may be installed.
-        listed.problems.push(
-            "updates/trusted.pub exists, and this upgrader cannot check signatures yet".into(),
-        );
     }
     if let Some((manifest, facts)) = installed.planning {
         match steps_of(&package, manifest, facts) {
@@ -234,9 +263,5 @@ fn sha256_of(path: &Path) -> std::io::Result<String> {
         }
         hasher.update(&buffer[..n]);
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect())
+    Ok(signature::hex(&hasher.finalize()))
 }

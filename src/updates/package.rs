@@ -64,6 +64,12 @@ impl std::fmt::Display for Problem {
 pub(crate) fn read(path: &Path) -> Result<Package, Problem> {
     let file =
         std::fs::File::open(path).map_err(|e| Problem::Refused(format!("cannot read it: {e}")))?;
+    read_open(file, path)
+}
+
+/// [`read`] of the package open as `file` (`path`: for messages), so that the bytes
+/// checked are those the caller reads next.
+pub(crate) fn read_open(file: std::fs::File, path: &Path) -> Result<Package, Problem> {
     let mut archive = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| {
         Problem::Incomplete(format!(
             "not a complete zip file (still being copied?): {e}"

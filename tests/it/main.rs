@@ -18,5 +18,6 @@ mod plugins;
 mod run;
 mod servers;
 mod updates;
+mod updates_fetch;
 mod urls;
 mod util;

@@ -252,7 +252,7 @@ fn without_packages_nothing_is_pending() {
         serde_json::json!([])
     );
     project.run(&["check"]).assert_code(0);
-    // A trusted key and no way to check signatures yet: nothing is installable.
+    // A trusted key that cannot be read: nothing is installable (never unsigned).
     write_zip(
         &pending(&project, "shop-1.1.0.zip"),
         &[Entry::File(
