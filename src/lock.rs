@@ -74,9 +74,10 @@ pub enum Operation {
     Run,
     /// `upgrader restore`.
     Restore,
-    /// `upgrader updates install` or `updates rollback` (or finishing one that was
-    /// interrupted).
+    /// `upgrader updates install` (or finishing or undoing one that was interrupted).
     Install,
+    /// `upgrader updates rollback`.
+    Rollback,
     /// Anything a later upgrader does under the lock that this one does not know.
     #[serde(other)]
     Other,
@@ -657,6 +658,14 @@ impl LockGuard {
             drop(ticker.stop);
             let _ = ticker.handle.join();
         }
+    }
+
+    /// Releases the OS lock but leaves the file as it stands (a code install that could
+    /// not be finished or undone: state `installing`), so that the next command tries
+    /// again instead of a live process holding it for as long as it runs.
+    pub fn leave(mut self) {
+        self.stop_ticker();
+        self.keep = true;
     }
 
     /// Marks the run failed; the file stays after the guard is dropped.

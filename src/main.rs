@@ -43,8 +43,15 @@ struct Cli {
     #[arg(long, global = true)]
     no_backup: bool,
 
-    /// `run`: how many database backups of the project to keep.
-    #[arg(long, global = true, value_name = "N", default_value_t = 10)]
+    /// `run`: how many database backups of the project to keep (at least 1: the one just
+    /// made).
+    #[arg(
+        long,
+        global = true,
+        value_name = "N",
+        default_value_t = 10,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
     keep_backups: usize,
 
     #[command(subcommand)]
@@ -328,7 +335,13 @@ fn execute(cli: &Cli, config: Config) -> Result<u8, Error> {
         }
         Command::Updates(UpdatesCommand::Install { ref files }) => {
             match engine.install_updates(files)? {
-                None if json => print_json(&mut out, &serde_json::json!({"installed": []})),
+                None if json => {
+                    let version = engine.project().code_version.to_string();
+                    print_json(
+                        &mut out,
+                        &serde_json::json!({"from": version, "to": version, "packages": [], "backup": null}),
+                    );
+                }
                 None => {
                     let _ = writeln!(out, "no update packages to install");
                 }
@@ -385,6 +398,11 @@ fn execute(cli: &Cli, config: Config) -> Result<u8, Error> {
                     out,
                     "restored updates/Updates_Backups/{}: the code is at version {} again",
                     rolled.backup, rolled.version
+                );
+                let _ = writeln!(
+                    out,
+                    "the tree as it was before is kept in updates/Updates_Backups/{}",
+                    rolled.before
                 );
                 match &rolled.database_backup {
                     Some(file) => {

@@ -196,10 +196,30 @@ pub(crate) fn make(
     Ok(Some(path))
 }
 
+/// Why a restore failed, and whether the database may have changed.
+pub(crate) enum RestoreError {
+    /// Nothing was changed (PostgreSQL restores in one transaction; SQLite's copy is
+    /// atomic; a MySQL client that could not start).
+    Unchanged(String),
+    /// The database may be partly restored (MySQL commits every DDL statement): the
+    /// lock stays failed until someone looks.
+    Partial(String),
+}
+
 /// Replaces the whole database with the backup at `path` (checked by [`check_file`]),
-/// under the upgrade lock the caller holds on `db`. An error says what failed.
-pub(crate) fn restore(url: &DatabaseUrl, db: &mut dyn Backend, path: &Path) -> Result<(), Error> {
-    let fail = |e: String| Error::Refused(format!("cannot restore {}: {e}", path.display()));
+/// under the upgrade lock the caller holds on `db`. An error says what failed; `true`
+/// with it: the database may be partly restored.
+pub(crate) fn restore(
+    url: &DatabaseUrl,
+    db: &mut dyn Backend,
+    path: &Path,
+) -> Result<(), (Error, bool)> {
+    let fail = |e: String| {
+        (
+            Error::Refused(format!("cannot restore {}: {e}", path.display())),
+            false,
+        )
+    };
     match url {
         DatabaseUrl::Sqlite(_) => {
             let mut progress = Progress::new("restoring the database", None);
@@ -212,7 +232,10 @@ pub(crate) fn restore(url: &DatabaseUrl, db: &mut dyn Backend, path: &Path) -> R
             Ok(())
         }
         DatabaseUrl::Postgres(server) => postgres::restore(server, path).map_err(fail),
-        DatabaseUrl::MySql(server) => mysql::restore(server, db, path).map_err(fail),
+        DatabaseUrl::MySql(server) => mysql::restore(server, db, path).map_err(|e| match e {
+            RestoreError::Unchanged(e) => fail(e),
+            RestoreError::Partial(e) => (fail(e).0, true),
+        }),
     }
 }
 
@@ -312,7 +335,7 @@ fn parse_name(name: &str) -> Option<((String, String, String), &'static str)> {
     Some(((project, version, created), backend))
 }
 
-fn is_stamp(part: &str) -> bool {
+pub(crate) fn is_stamp(part: &str) -> bool {
     let bytes = part.as_bytes();
     bytes.len() == 16
         && bytes[8] == b'T'

@@ -19,6 +19,7 @@ use flate2::Compression;
 
 use super::progress::Progress;
 use super::tool;
+use super::RestoreError;
 use crate::db::{Backend, ServerUrl, Value};
 
 /// The dump tool's names, newest first.
@@ -102,22 +103,27 @@ pub(crate) fn dump(url: &ServerUrl, dest: &Path) -> Result<(), String> {
 /// view, sequence, routine and event of the database is dropped, then the dump is fed
 /// to the client. Not transactional (MySQL commits every DDL statement): an error after
 /// the client started says the database may be partly restored.
-pub(crate) fn restore(url: &ServerUrl, db: &mut dyn Backend, source: &Path) -> Result<(), String> {
+pub(crate) fn restore(
+    url: &ServerUrl,
+    db: &mut dyn Backend,
+    source: &Path,
+) -> Result<(), RestoreError> {
+    let unchanged = RestoreError::Unchanged;
     let Some(program) = tool::candidates(CLIENTS, &[]).into_iter().next() else {
-        return Err(format!(
+        return Err(unchanged(format!(
             "mariadb (or mysql), the client, not found on PATH; {INSTALL}; nothing was changed"
-        ));
+        )));
     };
     let name = file_name(&program);
     let size = std::fs::metadata(source)
-        .map_err(|e| format!("cannot read it: {e}; nothing was changed"))?
+        .map_err(|e| unchanged(format!("cannot read it: {e}; nothing was changed")))?
         .len();
     let file = std::fs::File::open(source)
-        .map_err(|e| format!("cannot read it: {e}; nothing was changed"))?;
+        .map_err(|e| unchanged(format!("cannot read it: {e}; nothing was changed")))?;
     // Dropped by the client, in the stream it reads: one that cannot connect leaves
     // the database as it was.
-    let prelude = clearing(db).map_err(|e| format!("{e}; nothing was changed"))?;
-    let connection = Connection::new(url)?;
+    let prelude = clearing(db).map_err(|e| unchanged(format!("{e}; nothing was changed")))?;
+    let connection = Connection::new(url).map_err(unchanged)?;
     let mut command = connection.command(&program);
     command
         .args([
@@ -132,18 +138,21 @@ pub(crate) fn restore(url: &ServerUrl, db: &mut dyn Backend, source: &Path) -> R
         .arg(arg("--database=", connection.database.as_ref()))
         .stdin(Stdio::piped())
         .stdout(Stdio::null());
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("{}; nothing was changed", tool::cannot_start(&program, &e)))?;
+    let mut child = command.spawn().map_err(|e| {
+        unchanged(format!(
+            "{}; nothing was changed",
+            tool::cannot_start(&program, &e)
+        ))
+    })?;
     let stderr = tool::Stderr::of(&mut child);
     let mut input = child.stdin.take().expect("piped");
     let fed = feed(&prelude, file, size, &mut input);
     drop(input);
     let partly = |what: String| {
-        format!(
+        RestoreError::Partial(format!(
             "{what}; the database may be partly restored (MySQL and MariaDB cannot undo \
              table changes): run restore again, with this backup or another"
-        )
+        ))
     };
     if let Err(FeedError::Read(error)) = &fed {
         // Stopped before the client sees the end of input and carries on.

@@ -255,6 +255,9 @@ fn db_error(error: rusqlite::Error) -> DbError {
     db_error.with_source(error)
 }
 
+/// How long a backup or restore waits for another connection to let go.
+const BUSY_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Copies every page of `from` into `into` with SQLite's online backup API, a chunk at a
 /// time so that `progress` hears of it (bytes done, bytes in all).
 fn copy_pages(
@@ -270,6 +273,7 @@ fn copy_pages(
         .map_err(db_error)?;
     let page_size = page_size.max(0) as u64;
     let backup = Backup::new(from, into).map_err(db_error)?;
+    let started = std::time::Instant::now();
     loop {
         let step = backup.step(PAGES_PER_STEP).map_err(db_error)?;
         let state = backup.progress();
@@ -280,8 +284,16 @@ fn copy_pages(
             StepResult::Done => return Ok(()),
             StepResult::More => {}
             // Another connection holds the destination (or the source, for a restore):
-            // wait for it like SQLite's own shell does.
-            _ => std::thread::sleep(std::time::Duration::from_millis(10)),
+            // wait for it like SQLite's own shell does, for a while.
+            _ if started.elapsed() < BUSY_FOR => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            _ => {
+                return Err(DbError::new(format!(
+                    "another connection has kept the database busy for {} s; try again when it has finished",
+                    BUSY_FOR.as_secs()
+                )))
+            }
         }
     }
 }

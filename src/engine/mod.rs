@@ -101,7 +101,8 @@ impl Config {
 
     /// How many backups of the project `run` keeps in `updates/Updates_Backups/`.
     pub fn keep_backups(mut self, keep: usize) -> Config {
-        self.keep_backups = keep;
+        // The backup a run has just made is always kept.
+        self.keep_backups = keep.max(1);
         self
     }
 
@@ -597,7 +598,13 @@ impl Engine {
         };
         let db = self.url.connect()?;
         let mut session = Session::begin(&lock_path, record, db, LockSpan::Session)?;
-        crate::backup::restore(&self.url, session.db(), &path)?;
+        if let Err((error, partial)) = crate::backup::restore(&self.url, session.db(), &path) {
+            if partial {
+                // Nobody may run on a half-restored database: the lock stays failed.
+                session.fail(Some("restore"), &error.to_string());
+            }
+            return Err(error);
+        }
         let version = state::read_version(session.db(), &self.project().name)?;
         session.end();
         Ok(Restored {

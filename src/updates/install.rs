@@ -84,6 +84,9 @@ pub struct RolledBack {
     /// The database backup of that version, when there is one: what `restore` brings
     /// back to match the code.
     pub database_backup: Option<String>,
+    /// The copy of the tree as it was before the rollback (`…-before-rollback.zip` in
+    /// `updates/Updates_Backups/`): what it replaced or removed is in it.
+    pub before: String,
 }
 
 /// The project a package install or rollback works on.
@@ -119,6 +122,20 @@ pub(crate) fn work_dir(project_dir: &Path) -> PathBuf {
     project_dir
         .join(crate::layout::Layout::UPDATES)
         .join(".install")
+}
+
+/// The lock record of a code install or rollback by this process.
+fn record(operation: Operation, from: Option<String>, to: String) -> LockRecord {
+    LockRecord {
+        pid: std::process::id(),
+        host: gethostname::gethostname().to_string_lossy().into_owned(),
+        started_at: now(),
+        from,
+        to,
+        state: RecordState::Installing,
+        operation,
+        ..LockRecord::default()
+    }
 }
 
 fn stamp() -> String {
@@ -177,17 +194,22 @@ pub(crate) fn install(
         .last()
         .ok_or_else(|| fail("no package to install"))?;
     let to = last.1.version.clone();
-    let record = LockRecord {
-        pid: std::process::id(),
-        host: gethostname::gethostname().to_string_lossy().into_owned(),
-        started_at: now(),
-        from: Some(project.version.to_string()),
-        to: to.to_string(),
-        state: RecordState::Installing,
-        operation: Operation::Install,
-        ..LockRecord::default()
-    };
+    let record = record(
+        Operation::Install,
+        Some(project.version.to_string()),
+        to.to_string(),
+    );
     let guard = LockGuard::acquire(lock_path, record)?;
+    // Another install may have changed the code between the listing and the lock.
+    let installed_now =
+        crate::version::VersionFile::load(&crate::layout::Layout::new(project.dir).version_file())
+            .map(|file| file.version)
+            .map_err(|e| fail(e.to_string()))?;
+    if installed_now != *project.version {
+        return Err(fail(format!(
+            "the code changed to version {installed_now} since the packages were checked (another install?); nothing was installed, look again with `upgrader updates list`"
+        )));
+    }
     let work = project.work();
     if work.exists() {
         // Left by an install that recovery could not clear: never mixed with this one.
@@ -206,8 +228,8 @@ pub(crate) fn install(
             // Nothing was applied unless the journal says so: recovery decides.
             if let Err(undo) = recover_locked(project.dir) {
                 log::error!("could not undo the install: {undo}");
-                // The lock stays (installing): the next command tries again.
-                std::mem::forget(guard);
+                // The lock file stays (installing): the next command tries again.
+                guard.leave();
             }
             Err(error)
         }
@@ -238,7 +260,7 @@ fn stage_and_apply(
     let trusted_key = crate::layout::Layout::new(project.dir).trusted_key();
     let mut removed = BTreeSet::new();
     for (path, update) in packages {
-        let (files, version_file) = extract(path, &new, &trusted_key)?;
+        let (files, version_file) = extract(path, &new, &trusted_key, project.dir)?;
         if !version_file {
             // A package without `files/VERSION` installs its version all the same.
             let text = version_text(project.dir, &update.version);
@@ -273,7 +295,7 @@ fn stage_and_apply(
         });
     }
     std::fs::create_dir_all(&installed_dir).map_err(io_fail("cannot create", &installed_dir))?;
-    let backup = backup_tree(project)?;
+    let backup = backup_tree(project, "")?;
     journal.note(&format!(
         "backed up the project to updates/Updates_Backups/{backup}"
     ))?;
@@ -308,7 +330,12 @@ fn version_text(dir: &Path, version: &Version) -> String {
 /// Extracts a package's `files/` into `new`, streaming, checking every entry (the CRC,
 /// the real sizes against the limits, not the header's word); returns the files written
 /// (relative) and whether `files/VERSION` was one.
-fn extract(path: &Path, new: &Path, trusted_key: &Path) -> Result<(Vec<String>, bool), Error> {
+fn extract(
+    path: &Path,
+    new: &Path,
+    trusted_key: &Path,
+    project_dir: &Path,
+) -> Result<(Vec<String>, bool), Error> {
     let shown = file_name(path);
     let refuse = |why: String| fail(format!("{shown}: {why}; nothing was installed"));
     // One handle for the signature, the central directory's checks (names, kinds,
@@ -352,6 +379,10 @@ fn extract(path: &Path, new: &Path, trusted_key: &Path) -> Result<(Vec<String>, 
             std::fs::create_dir_all(parent).map_err(io_fail("cannot create", parent))?;
         }
         let compressed = entry.compressed_size();
+        // An earlier package's copy (perhaps read-only) is replaced, not written into.
+        if std::fs::symlink_metadata(&target).is_ok() {
+            std::fs::remove_file(&target).map_err(io_fail("cannot replace", &target))?;
+        }
         let mut out = File::create(&target).map_err(io_fail("cannot write", &target))?;
         let mut written: u64 = 0;
         loop {
@@ -377,10 +408,19 @@ fn extract(path: &Path, new: &Path, trusted_key: &Path) -> Result<(Vec<String>, 
             out.write_all(&buffer[..n])
                 .map_err(io_fail("cannot write", &target))?;
         }
-        if let Some(mode) = entry.unix_mode() {
+        // The zip's mode when it has one (zips made on Windows have none): else the
+        // replaced file's, so an executable script stays executable.
+        let mode = entry.unix_mode().map(|mode| mode & 0o7777).or_else(|| {
             use std::os::unix::fs::PermissionsExt;
-            let _ =
-                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode & 0o777));
+            std::fs::metadata(project_dir.join(&relative))
+                .ok()
+                .filter(std::fs::Metadata::is_file)
+                .map(|meta| meta.permissions().mode() & 0o7777)
+        });
+        if let Some(mode) = mode {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))
+                .map_err(io_fail("cannot set the permissions of", &target))?;
         }
         done_compressed += compressed;
         progress.set(done_compressed, None);
@@ -494,7 +534,12 @@ fn walk(root: &Path) -> Result<Walked, Error> {
         let entries = std::fs::read_dir(&dir).map_err(io_fail("cannot read", &dir))?;
         for entry in entries {
             let entry = entry.map_err(io_fail("cannot read", &dir))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(name) = entry.file_name().into_string() else {
+                return Err(fail(format!(
+                    "{}: a name that is not UTF-8 cannot be kept in a zip exactly; rename it",
+                    entry.path().display()
+                )));
+            };
             let relative = if prefix.is_empty() {
                 name
             } else {
@@ -504,8 +549,12 @@ fn walk(root: &Path) -> Result<Walked, Error> {
             if kind.is_dir() {
                 walked.dirs.push(relative.clone());
                 stack.push((entry.path(), relative));
-            } else {
+            } else if kind.is_file() || kind.is_symlink() {
                 walked.files.push(relative);
+            } else {
+                // Sockets and FIFOs belong to running processes, not to the code: neither
+                // backed up nor moved (opening a FIFO would wait for a writer).
+                log::debug!("left alone: {} (not a file)", entry.path().display());
             }
         }
     }
@@ -515,16 +564,29 @@ fn walk(root: &Path) -> Result<Walked, Error> {
 }
 
 /// Zips the project directory (but upgrader's own files) into
-/// `Updates_Backups/app-<project>-<version>-<stamp>.zip`; returns its name.
-fn backup_tree(project: &Project<'_>) -> Result<String, Error> {
+/// `Updates_Backups/app-<project>-<version>-<stamp><suffix>.zip`; returns its name.
+fn backup_tree(project: &Project<'_>, suffix: &str) -> Result<String, Error> {
     let dir = project.updates().join("Updates_Backups");
     std::fs::create_dir_all(&dir).map_err(io_fail("cannot create", &dir))?;
-    let name = format!("app-{}-{}-{}.zip", project.name, project.version, stamp());
+    let name = format!(
+        "app-{}-{}-{}{suffix}.zip",
+        project.name,
+        project.version,
+        stamp()
+    );
     let path = dir.join(&name);
     let part = dir.join(format!(".{name}.part"));
     let walked = walk(project.dir)?;
     let files: Vec<&String> = walked.files.iter().filter(|f| !project.is_own(f)).collect();
     let dirs: Vec<&String> = walked.dirs.iter().filter(|d| !project.is_own(d)).collect();
+    // A backup rollback could not restore is refused before anything changes.
+    for name in files.iter().chain(&dirs) {
+        package::check_name(&format!("files/{name}")).map_err(|why| {
+            fail(format!(
+                "{name} cannot be backed up so that it restores exactly ({why}); rename it; nothing was changed"
+            ))
+        })?;
+    }
     let total: u64 = files
         .iter()
         .filter_map(|f| std::fs::symlink_metadata(project.dir.join(f)).ok())
@@ -672,19 +734,26 @@ fn undo(project_dir: &Path, ops: &Ops) -> Result<(), Error> {
     let (new, old) = (work.join("new"), work.join("old"));
     for relative in ops.remove.iter().rev() {
         let aside = old.join(relative);
-        if aside.exists() || aside.is_symlink() {
-            move_to(&aside, &project_dir.join(relative))?;
+        let target = project_dir.join(relative);
+        if std::fs::symlink_metadata(&aside).is_ok() && std::fs::symlink_metadata(&target).is_err()
+        {
+            test_only_crash_point();
+            move_to(&aside, &target)?;
         }
     }
     for change in ops.replace.iter().rev() {
         let target = project_dir.join(&change.path);
         let staged = new.join(&change.path);
         let aside = old.join(&change.path);
-        let moved_in = !(staged.exists() || staged.is_symlink());
-        if moved_in && (target.exists() || target.is_symlink()) {
-            std::fs::remove_file(&target).map_err(io_fail("cannot remove", &target))?;
+        // Each move is undone by the opposite move, never by deleting, so that undoing
+        // again after a crash part-way through finds every file where it can tell it.
+        let present = |path: &Path| std::fs::symlink_metadata(path).is_ok();
+        test_only_crash_point();
+        if !present(&staged) && present(&target) && (!change.existed || present(&aside)) {
+            // The new file was moved in: it goes back to the staging.
+            move_to(&target, &staged)?;
         }
-        if change.existed && (aside.exists() || aside.is_symlink()) {
+        if change.existed && present(&aside) && !present(&target) {
             move_to(&aside, &target)?;
         }
     }
@@ -724,14 +793,7 @@ pub(crate) fn recover(project_dir: &Path) -> Result<Recovery, Error> {
             return Ok(Recovery::Nothing);
         }
     }
-    let record = LockRecord {
-        pid: std::process::id(),
-        host: gethostname::gethostname().to_string_lossy().into_owned(),
-        started_at: now(),
-        state: RecordState::Installing,
-        operation: Operation::Install,
-        ..LockRecord::default()
-    };
+    let record = record(Operation::Install, None, String::new());
     let guard = match LockGuard::take_over_install(&lock_path, record) {
         Ok(guard) => guard,
         // A live process is installing: its business; nobody reads the files meanwhile.
@@ -743,9 +805,17 @@ pub(crate) fn recover(project_dir: &Path) -> Result<Recovery, Error> {
         Err(crate::lock::LockError::Halted(_)) => return Ok(Recovery::Nothing),
         Err(error) => return Err(error.into()),
     };
-    let done = recover_locked(project_dir)?;
-    drop(guard);
-    Ok(Recovery::Done(done))
+    match recover_locked(project_dir) {
+        Ok(done) => {
+            drop(guard);
+            Ok(Recovery::Done(done))
+        }
+        Err(error) => {
+            // Left as found for a person to look at; every command says so until then.
+            guard.leave();
+            Err(error)
+        }
+    }
 }
 
 /// [`recover`] with the lock held.
@@ -780,6 +850,13 @@ fn recover_locked(project_dir: &Path) -> Result<String, Error> {
             undo(project_dir, &ops)?;
             Ok("undid an interrupted code install; the project is as it was".into())
         }
+        None if said("applying") => Err(fail(format!(
+            "an interrupted code install changed files, and its list of changes ({}) cannot be read: nothing was touched. The files it replaced are in {}, the tree before it in the newest updates/Updates_Backups/app-…zip; put the project back from them, then remove {} and {}",
+            work.join("ops.json").display(),
+            work.join("old").display(),
+            work.display(),
+            crate::layout::Layout::new(project_dir).lock_file().display()
+        ))),
         // Nothing was changed yet: the staging goes.
         _ => {
             std::fs::remove_dir_all(&work).map_err(io_fail("cannot remove", &work))?;
@@ -803,6 +880,10 @@ pub(crate) fn rollback(project: &Project<'_>, lock_path: &Path) -> Result<Rolled
         .filter_map(|n| {
             let stem = n.strip_suffix(".zip")?;
             let (rest, stamp) = stem.rsplit_once('-')?;
+            // Only the backups installs make (not the copies rollbacks keep).
+            if !crate::backup::is_stamp(stamp) {
+                return None;
+            }
             let version = rest.strip_prefix(&prefix)?.to_string();
             Some((stamp.to_string(), version, n.clone()))
         })
@@ -814,16 +895,11 @@ pub(crate) fn rollback(project: &Project<'_>, lock_path: &Path) -> Result<Rolled
             backups_dir.display()
         )));
     };
-    let record = LockRecord {
-        pid: std::process::id(),
-        host: gethostname::gethostname().to_string_lossy().into_owned(),
-        started_at: now(),
-        from: Some(project.version.to_string()),
-        to: version.clone(),
-        state: RecordState::Installing,
-        operation: Operation::Install,
-        ..LockRecord::default()
-    };
+    let record = record(
+        Operation::Rollback,
+        Some(project.version.to_string()),
+        version.clone(),
+    );
     let guard = LockGuard::acquire(lock_path, record)?;
     let work = project.work();
     if work.exists() {
@@ -832,7 +908,7 @@ pub(crate) fn rollback(project: &Project<'_>, lock_path: &Path) -> Result<Rolled
             work.display()
         )));
     }
-    let result = (|| -> Result<(), Error> {
+    let result = (|| -> Result<String, Error> {
         let new = work.join("new");
         std::fs::create_dir_all(&new).map_err(io_fail("cannot create", &new))?;
         let mut journal = Journal::create(&work.join("journal"))?;
@@ -844,6 +920,12 @@ pub(crate) fn rollback(project: &Project<'_>, lock_path: &Path) -> Result<Rolled
         ))?;
         let kept = extract_backup(&backups_dir.join(&name), &new)?;
         journal.note("staged the backup's files in updates/.install/new")?;
+        // What the rollback replaces or removes (uploads, logs, edits made since the
+        // install among them) is kept too, never only deleted.
+        let before = backup_tree(project, "-before-rollback")?;
+        journal.note(&format!(
+            "kept the tree as it is in updates/Updates_Backups/{before}"
+        ))?;
         let now_tree = walk(project.dir)?;
         let removed: BTreeSet<String> = now_tree
             .files
@@ -866,15 +948,19 @@ pub(crate) fn rollback(project: &Project<'_>, lock_path: &Path) -> Result<Rolled
             .cloned()
             .collect();
         apply(project, &ops, &mut journal)?;
-        finish(project.dir, &ops)
+        finish(project.dir, &ops)?;
+        Ok(before)
     })();
-    if let Err(error) = result {
-        if let Err(undo) = recover_locked(project.dir) {
-            log::error!("could not undo the rollback: {undo}");
-            std::mem::forget(guard);
+    let before = match result {
+        Ok(before) => before,
+        Err(error) => {
+            if let Err(undo) = recover_locked(project.dir) {
+                log::error!("could not undo the rollback: {undo}");
+                guard.leave();
+            }
+            return Err(error);
         }
-        return Err(error);
-    }
+    };
     drop(guard);
     // The run that upgraded the database past this code version backed it up first, at
     // this version: the newest such backup is the one that matches the code again.
@@ -886,6 +972,7 @@ pub(crate) fn rollback(project: &Project<'_>, lock_path: &Path) -> Result<Rolled
         backup: name,
         version,
         database_backup,
+        before,
     })
 }
 

@@ -683,7 +683,12 @@ mod mariadb_only {
             "{}",
             failed.stderr
         );
-        assert!(!project.lock_path().exists());
+        // Nobody may run on a half-restored database: the lock stays failed, naming it.
+        let lock = project.lock_json().expect("the lock stays");
+        assert_eq!(lock["state"], "failed");
+        assert_eq!(lock["operation"], "restore");
+        project.run(&["run"]).assert_code(4);
+        project.run(&["unlock"]).assert_code(0);
         project
             .run(&["restore", file.to_str().unwrap(), "--yes"])
             .assert_code(0);
