@@ -231,7 +231,7 @@ pub(crate) fn restore(
             }
             Ok(())
         }
-        DatabaseUrl::Postgres(server) => postgres::restore(server, path).map_err(fail),
+        DatabaseUrl::Postgres(server) => postgres::restore(server, db, path).map_err(fail),
         DatabaseUrl::MySql(server) => mysql::restore(server, db, path).map_err(|e| match e {
             RestoreError::Unchanged(e) => fail(e),
             RestoreError::Partial(e) => (fail(e).0, true),

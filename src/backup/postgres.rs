@@ -68,9 +68,88 @@ pub(crate) fn dump(url: &ServerUrl, dest: &Path) -> Result<(), String> {
     ))
 }
 
+/// The schemas a restore keeps, clearing only what is in them: `public`, those that hold
+/// an extension (its objects stay, as does the extension: dropping and creating it may
+/// need a superuser), and the one that holds the lock's lease table.
+const KEPT_SCHEMAS: &str = "SELECT n.nspname FROM pg_catalog.pg_namespace n \
+     WHERE n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%' \
+     AND (n.nspname = 'public' \
+     OR EXISTS (SELECT 1 FROM pg_catalog.pg_extension e WHERE e.extnamespace = n.oid) \
+     OR EXISTS (SELECT 1 FROM pg_catalog.pg_class c \
+                WHERE c.relnamespace = n.oid AND c.relname = 'upgrader_lock'))";
+
+/// The backup's table of contents without what must not be dropped and created again:
+/// extensions (and their comments) and the schemas the restore keeps.
+fn filtered_toc(pg_restore: &Path, source: &Path, kept: &[String]) -> Result<String, String> {
+    let listed = tool::command(pg_restore, "PG")
+        .arg("--list")
+        .arg(source)
+        .stdout(Stdio::piped())
+        .output()
+        .map_err(|e| tool::cannot_start(pg_restore, &e))?;
+    tool::outcome(
+        "pg_restore --list",
+        listed.status,
+        String::from_utf8_lossy(&listed.stderr).trim().to_string(),
+    )?;
+    let text = String::from_utf8_lossy(&listed.stdout);
+    let mut toc = String::with_capacity(text.len());
+    for line in text.lines() {
+        // `ID; CATALOG OID TYPE SCHEMA NAME OWNER`, e.g. `6; 2615 16385 SCHEMA - app me`.
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let skip = match words.as_slice() {
+            [_, _, _, "EXTENSION", ..] | [_, _, _, "COMMENT", "-", "EXTENSION", ..] => true,
+            [_, _, _, "SCHEMA", "-", name, ..] => kept.iter().any(|k| k == name),
+            _ => false,
+        };
+        if skip {
+            toc.push(';');
+        }
+        toc.push_str(line);
+        toc.push('\n');
+    }
+    Ok(toc)
+}
+
+/// A file only this process reads and writes, removed when dropped.
+struct Private(PathBuf);
+
+impl Private {
+    fn write(text: &str) -> Result<Private, String> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = std::env::temp_dir().join(format!(
+            "upgrader-restore-{}-{nanos}.list",
+            std::process::id()
+        ));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        let private = Private(path);
+        file.write_all(text.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", private.0.display()))?;
+        Ok(private)
+    }
+}
+
+impl Drop for Private {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Replaces the database with the backup `source`, in one transaction: nothing changes
-/// when any part of it fails.
-pub(crate) fn restore(url: &ServerUrl, source: &Path) -> Result<(), String> {
+/// when any part of it fails. `db`: upgrader's connection, to see which schemas stay.
+pub(crate) fn restore(
+    url: &ServerUrl,
+    db: &mut dyn crate::db::Backend,
+    source: &Path,
+) -> Result<(), String> {
     // pg_restore and psql of one installation: psql must read what pg_restore writes.
     let Some(pg_restore) = tool::postgres_candidates("pg_restore")
         .into_iter()
@@ -79,10 +158,19 @@ pub(crate) fn restore(url: &ServerUrl, source: &Path) -> Result<(), String> {
         return Err(missing("pg_restore and psql"));
     };
     let psql = sibling(&pg_restore, "psql").expect("found beside pg_restore");
+    let kept: Vec<String> = db
+        .query(KEPT_SCHEMAS, &[])
+        .map_err(|e| e.message)?
+        .into_iter()
+        .filter_map(|row| row.into_iter().next()?.as_text().map(str::to_string))
+        .collect();
+    let toc = Private::write(&filtered_toc(&pg_restore, source, &kept)?)?;
     let mut reader = tool::command(&pg_restore, "PG");
     reader
         .arg("--clean")
         .arg("--if-exists")
+        .arg("--use-list")
+        .arg(&toc.0)
         .arg("--file=-")
         .arg(source)
         .stdout(Stdio::piped());
@@ -209,29 +297,34 @@ fn copy_with_progress(from: &mut impl Read, into: &mut impl Write) -> std::io::R
 }
 
 /// Run before the backup's SQL, in its transaction: drops what the backup would not
-/// replace, so that what the run created after the backup goes too. Every schema but
-/// `public` and the system's goes whole (the backup recreates those it holds);
-/// `public` keeps its owner and grants and loses its tables, views, sequences,
-/// routines and types. Extensions and their objects stay (the backup's `CREATE
-/// EXTENSION IF NOT EXISTS` finds them); so does the lock's lease table.
+/// replace, so that what the run created after the backup goes too. A user schema goes
+/// whole (the backup recreates those it holds), except the ones [`KEPT_SCHEMAS`] names:
+/// those keep their owner, grants and extensions, and lose their tables, views,
+/// sequences, routines and types (but the lock's lease table, and extensions' objects).
 const CLEAR: &str = r#"
 DO $upgrader_restore$
 DECLARE
+    kept oid[];
     names text[];
     name text;
 BEGIN
     -- Names printed schema-qualified, whatever the caller's search path.
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog', true);
+    SELECT coalesce(array_agg(n.oid), '{}') INTO kept
+    FROM pg_namespace n
+    WHERE n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\_%'
+      AND (n.nspname = 'public'
+           OR EXISTS (SELECT 1 FROM pg_extension e WHERE e.extnamespace = n.oid)
+           OR EXISTS (SELECT 1 FROM pg_class c
+                      WHERE c.relnamespace = n.oid AND c.relname = 'upgrader_lock'));
     -- Names are taken before anything is dropped: a CASCADE may drop later ones first.
     SELECT coalesce(array_agg(quote_ident(n.nspname)), '{}') INTO names
     FROM pg_namespace n
-    WHERE n.nspname <> 'public' AND n.nspname <> 'information_schema'
-      AND n.nspname NOT LIKE 'pg\_%'
+    WHERE n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\_%'
+      AND NOT n.oid = ANY (kept)
       AND NOT EXISTS (SELECT 1 FROM pg_depend d
                       WHERE d.classid = 'pg_namespace'::regclass AND d.objid = n.oid
-                        AND d.deptype = 'e')
-      AND NOT EXISTS (SELECT 1 FROM pg_class c
-                      WHERE c.relnamespace = n.oid AND c.relname = 'upgrader_lock');
+                        AND d.deptype = 'e');
     FOREACH name IN ARRAY names LOOP
         EXECUTE 'DROP SCHEMA IF EXISTS ' || name || ' CASCADE';
     END LOOP;
@@ -241,7 +334,7 @@ BEGIN
                               ELSE 'TABLE' END
                || ' IF EXISTS ' || c.oid::regclass::text), '{}') INTO names
     FROM pg_class c
-    WHERE c.relnamespace = 'public'::regnamespace
+    WHERE c.relnamespace = ANY (kept)
       AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
       AND c.relname <> 'upgrader_lock'
       AND NOT EXISTS (SELECT 1 FROM pg_depend d
@@ -252,7 +345,7 @@ BEGIN
     END LOOP;
     SELECT coalesce(array_agg(p.oid::regprocedure::text), '{}') INTO names
     FROM pg_proc p
-    WHERE p.pronamespace = 'public'::regnamespace
+    WHERE p.pronamespace = ANY (kept)
       AND NOT EXISTS (SELECT 1 FROM pg_depend d
                       WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
                         AND d.deptype = 'e');
@@ -261,7 +354,7 @@ BEGIN
     END LOOP;
     SELECT coalesce(array_agg(t.oid::regtype::text), '{}') INTO names
     FROM pg_type t
-    WHERE t.typnamespace = 'public'::regnamespace
+    WHERE t.typnamespace = ANY (kept)
       AND (t.typtype IN ('d', 'e', 'r')
            OR (t.typtype = 'c'
                AND (SELECT c.relkind FROM pg_class c WHERE c.oid = t.typrelid) = 'c'))

@@ -341,6 +341,66 @@ mod servers {
         assert_eq!(project.recorded_version().as_deref(), Some("1.1.0"));
     }
 
+    /// PostgreSQL with an extension in its own schema and the application's tables in a
+    /// schema of their own (where the lock's lease table lives too, as its search path
+    /// puts it there): restore drops what came after the backup in every schema, keeps
+    /// the extension working, and brings back exactly the tables and rows.
+    #[test]
+    fn postgres_restore_keeps_extensions_and_other_schemas() {
+        let manifest = "<upgrade project=\"test\" initial-version=\"1.0.0\">\n\
+            <install><sql>CREATE TABLE t (id INTEGER PRIMARY KEY, h TEXT);</sql></install>\n\
+            <step name=\"more\" from=\"1.0.0\" to=\"1.1.0\"><sql>\
+            CREATE TABLE added (y INTEGER); INSERT INTO t (id, h) VALUES (2, 'two');</sql></step>\n\
+            </upgrade>\n";
+        let mut project = TestProject::on(Backend::Postgres, "1.0.0", manifest);
+        project.sql(
+            "CREATE SCHEMA app; CREATE SCHEMA ext; CREATE EXTENSION pgcrypto SCHEMA ext; \
+             CREATE TABLE public.kept (x TEXT); INSERT INTO public.kept VALUES ('k')",
+        );
+        // The application works in schema `app`.
+        let url = project.url.clone().unwrap();
+        let joiner = if url.contains('?') { '&' } else { '?' };
+        project.url = Some(format!("{url}{joiner}options=-csearch_path%3Dapp"));
+        project.run(&["--no-backup", "run"]).assert_code(0);
+        project
+            .sql("INSERT INTO app.t (id, h) VALUES (1, encode(ext.digest('a', 'sha256'), 'hex'))");
+        let tables = |project: &TestProject| {
+            project.query_i64(
+                "SELECT count(*) FROM information_schema.tables \
+                 WHERE table_schema IN ('app', 'public') AND table_name <> 'upgrader_lock'",
+            )
+        };
+        let before_tables = tables(&project);
+        let before_rows = project.query_i64("SELECT count(*) FROM app.t");
+        project.write("VERSION", "1.1.0\n");
+        project.run(&["run"]).assert_code(0);
+        project.sql("CREATE TABLE public.later (z INTEGER); CREATE FUNCTION public.f() RETURNS int LANGUAGE sql AS 'SELECT 1'");
+        assert_eq!(project.query_i64("SELECT count(*) FROM app.added"), 0);
+        let file = backup_files(&project).pop().expect("a backup");
+        project
+            .run(&["restore", &file, "--yes"])
+            .assert_code(0)
+            .assert_stdout("1.0.0");
+        assert_eq!(tables(&project), before_tables);
+        assert_eq!(project.query_i64("SELECT count(*) FROM app.t"), before_rows);
+        assert_eq!(
+            project.query_i64("SELECT count(*) FROM pg_proc WHERE proname = 'f'"),
+            0,
+            "a function made after the backup is gone"
+        );
+        assert_eq!(
+            project.query_i64("SELECT count(*) FROM pg_extension WHERE extname = 'pgcrypto'"),
+            1
+        );
+        assert_eq!(
+            project.query_i64("SELECT length(encode(ext.digest('a', 'sha256'), 'hex'))"),
+            64
+        );
+        assert_eq!(project.query_i64("SELECT count(*) FROM public.kept"), 1);
+        project.run(&["run", "--no-backup"]).assert_code(0);
+        assert_eq!(project.query_i64("SELECT count(*) FROM app.added"), 0);
+    }
+
     /// No mariadb-dump nor mysqldump anywhere: the run fails naming the tool to install and
     /// `--no-backup`, with nothing changed.
     #[test]
