@@ -52,6 +52,9 @@ fn update_xml(project: &str, version: &str, requires: &str) -> String {
     )
 }
 
+const UPDATE_1_1: &str =
+    "<update project=\"shop\" version=\"1.1.0\" requires=\"1.0.0\"><notes>n</notes></update>\n";
+
 fn pending(project: &TestProject, name: &str) -> std::path::PathBuf {
     project.path().join("updates/Updates_Pending").join(name)
 }
@@ -486,6 +489,92 @@ fn refused_packages_change_nothing() {
         )],
     );
     check("other.zip", "for project blog");
+    let simple = |name: &str, entries: &[Entry<'_>]| {
+        let mut all = vec![Entry::File("update.xml", UPDATE_1_1)];
+        all.extend(entries.iter().map(|e| match e {
+            Entry::File(n, t) => Entry::File(n, t),
+            Entry::Link(n, t) => Entry::Link(n, t),
+        }));
+        write_zip(&pending(&project, name), &all);
+    };
+    simple("absolute.zip", &[Entry::File("/etc/evil.php", "x")]);
+    check("absolute.zip", "absolute paths");
+    simple("backslash.zip", &[Entry::File("files\\..\\evil.php", "x")]);
+    check("backslash.zip", "backslashes");
+    simple("drive.zip", &[Entry::File("C:/evil.php", "x")]);
+    check("drive.zip", "drive letters");
+    simple(
+        "updates.zip",
+        &[Entry::File("files/updates/trusted.pub", "x")],
+    );
+    check("updates.zip", "into updates/");
+    simple(
+        "link.zip",
+        &[Entry::Link("files/config.php", "/etc/passwd")],
+    );
+    check("link.zip", "symbolic links");
+    simple("outside.zip", &[Entry::File("elsewhere/evil.php", "x")]);
+    check("outside.zip", "only update.xml and files/");
+    write_zip(
+        &pending(&project, "old.zip"),
+        &[Entry::File(
+            "update.xml",
+            &update_xml("shop", "1.0.0", "0.9.0"),
+        )],
+    );
+    check("old.zip", "not newer");
+    write_zip(
+        &pending(&project, "requires.zip"),
+        &[Entry::File(
+            "update.xml",
+            &update_xml("shop", "1.3.0", "1.2.0"),
+        )],
+    );
+    check("requires.zip", "requires version 1.2.0");
+    write_zip(
+        &pending(&project, "noxml.zip"),
+        &[Entry::File("files/a.php", "x")],
+    );
+    check("noxml.zip", "no update.xml");
+    write_zip(
+        &pending(&project, "badxml.zip"),
+        &[Entry::File(
+            "update.xml",
+            "<update project=\"shop\" version=\"1.1.0\">\n  <remove/>\n</update>\n",
+        )],
+    );
+    check("badxml.zip", "badxml.zip!update.xml:2:3");
+    // Half copied.
+    simple("whole.zip", &[Entry::File("files/a.php", "x")]);
+    let whole = std::fs::read(pending(&project, "whole.zip")).unwrap();
+    std::fs::remove_file(pending(&project, "whole.zip")).unwrap();
+    std::fs::write(pending(&project, "half.zip"), &whole[..whole.len() / 2]).unwrap();
+    check("half.zip", "not a complete zip");
+    // Encrypted, and a device: flags the zip writer here cannot set, set in the bytes
+    // of the central directory (general purpose bit 0; the file type in the external
+    // attributes' high half).
+    let patched = |name: &str, patch: &dyn Fn(&mut Vec<u8>, usize)| {
+        simple(name, &[Entry::File("files/a.php", "x")]);
+        let path = pending(&project, name);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let central = bytes
+            .windows(4)
+            .enumerate()
+            .filter(|(_, w)| *w == b"PK\x01\x02")
+            .map(|(at, _)| at)
+            .last()
+            .unwrap();
+        patch(&mut bytes, central);
+        std::fs::write(&path, bytes).unwrap();
+    };
+    patched("encrypted.zip", &|bytes, at| bytes[at + 8] |= 1);
+    check("encrypted.zip", "encrypted");
+    patched("device.zip", &|bytes, at| {
+        bytes[at + 5] = 3; // made on Unix
+        let mode: u32 = 0o020644; // a character device
+        bytes[at + 38..at + 42].copy_from_slice(&(mode << 16).to_le_bytes());
+    });
+    check("device.zip", "device");
     // A zip bomb: 64 MiB of zeros in a few KiB, caught while extracting.
     {
         let path = pending(&project, "bomb.zip");
