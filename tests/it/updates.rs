@@ -557,13 +557,7 @@ fn refused_packages_change_nothing() {
         simple(name, &[Entry::File("files/a.php", "x")]);
         let path = pending(&project, name);
         let mut bytes = std::fs::read(&path).unwrap();
-        let central = bytes
-            .windows(4)
-            .enumerate()
-            .filter(|(_, w)| *w == b"PK\x01\x02")
-            .map(|(at, _)| at)
-            .last()
-            .unwrap();
+        let central = bytes.windows(4).rposition(|w| w == b"PK\x01\x02").unwrap();
         patch(&mut bytes, central);
         std::fs::write(&path, bytes).unwrap();
     };
