@@ -25,16 +25,7 @@ fn backups_dir(project: &TestProject) -> std::path::PathBuf {
 }
 
 fn backup_files(project: &TestProject) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(backups_dir(project))
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| e.file_name().into_string().unwrap())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
+    crate::util::names_in(&backups_dir(project))
 }
 
 /// The extension of this backend's backups.

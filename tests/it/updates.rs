@@ -59,26 +59,6 @@ fn pending(project: &TestProject, name: &str) -> std::path::PathBuf {
     project.path().join("updates/Updates_Pending").join(name)
 }
 
-/// Every file under the project and its content: equal trees mean nothing was extracted,
-/// moved or written.
-fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let entry = entry.unwrap();
-            let path = entry.path();
-            if entry.file_type().unwrap().is_dir() {
-                stack.push(path);
-            } else if path.file_name().unwrap() != "upgrader.db" {
-                files.push((path.display().to_string(), std::fs::read(&path).unwrap()));
-            }
-        }
-    }
-    files.sort();
-    files
-}
-
 #[test]
 fn list_shows_packages_in_version_order_with_their_steps_and_problems() {
     let project = TestProject::new("1.0.0", MANIFEST);
@@ -140,7 +120,7 @@ fn list_shows_packages_in_version_order_with_their_steps_and_problems() {
     // Not packages: a download in progress and a signature.
     project.write("updates/Updates_Pending/.next.zip.part", "partial");
     project.write("updates/Updates_Pending/b-shop-1.1.0.zip.minisig", "sig");
-    let before = tree(project.path());
+    let before = crate::util::file_tree(project.path());
 
     let listed = project.run(&["updates", "list", "--json"]);
     listed.assert_code(0);
@@ -221,7 +201,7 @@ fn list_shows_packages_in_version_order_with_their_steps_and_problems() {
         .assert_stdout("add-orders 1.0.0 -> 1.1.0")
         .assert_stdout("copying.zip: version ? (incomplete)");
     assert_eq!(
-        tree(project.path()),
+        crate::util::file_tree(project.path()),
         before,
         "listing extracted or changed nothing"
     );
@@ -276,32 +256,14 @@ fn without_packages_nothing_is_pending() {
 /// The project's own files (not upgrader's: updates/, the lock, the database) and their
 /// contents.
 fn code_tree(project: &TestProject) -> std::collections::BTreeMap<String, Vec<u8>> {
-    let root = project.path();
-    tree(root)
+    crate::util::file_tree(project.path())
         .into_iter()
-        .map(|(path, bytes)| {
-            let relative = Path::new(&path)
-                .strip_prefix(root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            (relative, bytes)
-        })
         .filter(|(relative, _)| !relative.starts_with("updates/") && relative != "upgrade.lock")
         .collect()
 }
 
 fn files_in(project: &TestProject, folder: &str) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(project.path().join("updates").join(folder))
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| e.file_name().into_string().unwrap())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
+    crate::util::names_in(&project.path().join("updates").join(folder))
 }
 
 const MANIFEST_1_2: &str = r#"<upgrade project="shop" initial-version="1.0.0">

@@ -60,35 +60,12 @@ fn pending_dir(project: &TestProject) -> PathBuf {
 
 /// Every name in `Updates_Pending/`, hidden ones (downloads in progress) included.
 fn pending_files(project: &TestProject) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(pending_dir(project))
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| e.file_name().into_string().unwrap())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
+    crate::util::names_in(&pending_dir(project))
 }
 
 /// Every file under the project but the database, with its bytes.
 fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(at) = stack.pop() {
-        for entry in std::fs::read_dir(&at).unwrap() {
-            let entry = entry.unwrap();
-            let path = entry.path();
-            if entry.file_type().unwrap().is_dir() {
-                stack.push(path);
-            } else if path.file_name().unwrap() != "upgrader.db" {
-                let relative = path.strip_prefix(dir).unwrap().display().to_string();
-                files.insert(relative, std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    files
+    crate::util::file_tree(dir)
 }
 
 /// A project at code and database version 1.0.0.
