@@ -107,6 +107,11 @@ enum Command {
         /// Run a pending database upgrade first (with its backup).
         #[arg(long)]
         upgrade_database: bool,
+        /// Start without the drift check. Accepted so that start-up scripts written to
+        /// DESIGN.md need no change; this upgrader has no drift check yet (`verify`), so
+        /// it changes nothing.
+        #[arg(long)]
+        no_verify: bool,
         /// The application's command and its arguments (after `--`).
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<std::ffi::OsString>,
@@ -199,6 +204,7 @@ fn execute(cli: &Cli, config: Config) -> Result<u8, Error> {
         install_updates,
         ignore_updates,
         upgrade_database,
+        no_verify: _,
         ref command,
     } = cli.command
     {

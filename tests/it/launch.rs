@@ -72,8 +72,10 @@ fn launch_applies_the_policy_then_becomes_the_application() {
     assert_eq!(code, 7, "the application's exit status: {stderr}");
     assert_eq!(started, Some(pid), "exec: the same process");
     assert_eq!(project.version_of("shop").as_deref(), Some("1.0.0"));
-    // Current: straight to the application.
+    // Current: straight to the application (--no-verify accepted: no drift check yet).
     let (code, started, pid, _) = launch(&project, &[]);
+    assert_eq!((code, started), (7, Some(pid)));
+    let (code, started, pid, _) = launch(&project, &["--no-verify"]);
     assert_eq!((code, started), (7, Some(pid)));
 
     // A package pending: 6 by default, nothing changed.
