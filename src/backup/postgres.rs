@@ -35,21 +35,34 @@ pub(crate) fn dump(url: &ServerUrl, dest: &Path) -> Result<(), String> {
     }
     let mut mismatch = None;
     for program in &found {
+        // Created here, new (never through a link planted since the name was chosen),
+        // and handed to pg_dump as its output.
+        let out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dest)
+            .map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
+        let written = out
+            .try_clone()
+            .map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
         let mut command = connected(program, url)?;
         command
             .arg("--format=custom")
             .arg("--no-password")
             .arg(format!("--exclude-table=*.{LEASE_TABLE}"))
-            .arg("--file")
-            .arg(dest);
+            .stdout(out);
         let child = command
             .spawn()
             .map_err(|e| tool::cannot_start(program, &e))?;
         let (status, stderr) = tool::wait_writing(child, dest, "backing up the database")
             .map_err(|e| format!("pg_dump: {e}"))?;
         if status.success() {
-            return Ok(());
+            // On disk before the run changes anything: the backup is what undoes it.
+            return written
+                .sync_all()
+                .map_err(|e| format!("cannot write {}: {e}", dest.display()));
         }
+        drop(written);
         if stderr.contains("server version mismatch") {
             // An older pg_dump refuses a newer server: a newer one may be installed too.
             log::debug!("{}: {stderr}", program.display());
