@@ -86,6 +86,10 @@ pub enum Error {
     /// Upgrading is halted by the lock (in progress, failed or stale).
     #[error("{0}")]
     Halted(String),
+    /// A live process is installing a code update: the project's files are changing, so
+    /// nothing reads them until it ends (a run waits for it; the web gate answers 503).
+    #[error("{0}")]
+    Installing(String),
     /// The project is misconfigured (for example two different project names).
     #[error("{0}")]
     Config(String),
@@ -147,7 +151,7 @@ impl Error {
     /// else [`Exit::Error`].
     pub fn exit(&self) -> Exit {
         match self {
-            Error::Halted(_) => Exit::Halted,
+            Error::Halted(_) | Error::Installing(_) => Exit::Halted,
             _ => Exit::Error,
         }
     }

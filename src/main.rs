@@ -199,6 +199,30 @@ fn main() -> ExitCode {
     }
 }
 
+/// How long `run` waits for a code install in progress before giving up.
+const INSTALL_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Opens the engine; for `run`, first waits while a live process installs a code update
+/// (its files are changing), then upgrades the code it installed.
+fn open_engine(cli: &Cli, config: &Config) -> Result<Engine, Error> {
+    let started = std::time::Instant::now();
+    let mut said = false;
+    loop {
+        match Engine::open(config.clone()) {
+            Err(Error::Installing(why))
+                if matches!(cli.command, Command::Run) && started.elapsed() < INSTALL_WAIT =>
+            {
+                if !said {
+                    eprintln!("upgrader: {why}; waiting for it to finish");
+                    said = true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn execute(cli: &Cli, config: Config) -> Result<u8, Error> {
     if let Command::Launch {
         install_updates,
@@ -215,7 +239,7 @@ fn execute(cli: &Cli, config: Config) -> Result<u8, Error> {
         };
         return launch(config, policy, command);
     }
-    let engine = Engine::open(config)?;
+    let engine = open_engine(cli, &config)?;
     // Buffered: a run of a thousand steps prints a thousand lines, one write here.
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let json = cli.json;

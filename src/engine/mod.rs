@@ -190,7 +190,7 @@ impl Engine {
             crate::updates::Recovery::Nothing => {}
             crate::updates::Recovery::Done(done) => log::warn!("{done}"),
             // Its files are changing: nothing can be read from them now.
-            crate::updates::Recovery::InProgress(why) => return Err(Error::Halted(why)),
+            crate::updates::Recovery::InProgress(why) => return Err(Error::Installing(why)),
         }
         let app = Application::load(&config.project_dir)?;
         Ok(Engine { config, app, url })

@@ -320,7 +320,7 @@ impl Inner {
                 engine
             }
             // A code install is under way: its files change; ask again shortly.
-            Err(crate::Error::Halted(why)) => {
+            Err(crate::Error::Installing(why)) => {
                 log::info!("upgrader gate: {why}");
                 return Verdict::Wait;
             }

@@ -745,10 +745,10 @@ fn an_install_of_2000_files_killed_at_many_moments() {
 }
 
 /// While a live process installs, other commands do not read the changing files: they
-/// halt (exit 4, saying a code update is being installed); once it is done they see the
-/// new code.
+/// halt (exit 4, saying a code update is being installed), but a run waits for it and
+/// then upgrades the database to the code it installed.
 #[test]
-fn commands_halt_while_an_install_is_under_way() {
+fn commands_halt_and_runs_wait_while_an_install_is_under_way() {
     let project = project_with_two_packages();
     let mut command = project.command(&["updates", "install"]);
     command
@@ -766,8 +766,15 @@ fn commands_halt_while_an_install_is_under_way() {
         .run(&["status"])
         .assert_code(4)
         .assert_stderr("a code update is being installed");
-    project.run(&["run"]).assert_code(4);
-    assert!(child.wait().unwrap().success());
+    let run = project
+        .run(&["run"])
+        .assert_code(0)
+        .assert_stderr("waiting for it to finish")
+        .assert_stdout("1.2.0")
+        .stdout
+        .clone();
+    assert!(child.wait().unwrap().success(), "{run}");
+    assert_eq!(project.version_of("shop").as_deref(), Some("1.2.0"));
     let status = project.run(&["status", "--json"]);
     status.assert_code(0);
     assert_eq!(status.json()["code_version"], "1.2.0");
