@@ -679,6 +679,21 @@ fn apply(project: &Project<'_>, ops: &Ops, journal: &mut Journal) -> Result<(), 
         test_only_crash_point();
         move_to(&project.dir.join(relative), &old.join(relative))?;
     }
+    // The moves on disk before the journal says they are made: after a power loss the
+    // journal never claims a change the directories do not hold.
+    let parents: BTreeSet<&Path> = ops
+        .replace
+        .iter()
+        .map(|change| change.path.as_str())
+        .chain(ops.remove.iter().map(String::as_str))
+        .filter_map(|relative| Path::new(relative).parent())
+        .collect();
+    for parent in parents {
+        let dir = project.dir.join(parent);
+        File::open(&dir)
+            .and_then(|handle| handle.sync_all())
+            .map_err(io_fail("cannot sync", &dir))?;
+    }
     journal.note("applied; the next upgrader command finishes the install if this one does not")?;
     Ok(())
 }
