@@ -711,6 +711,26 @@ mod tests {
         }
         assert_eq!(index.pos(text.len() + 5), naive(text.len()));
         assert_eq!(LineIndex::new("").pos(0), Pos { line: 1, column: 1 });
+        // Jumps of many lines, forward and back.
+        let long: String = (0..60).map(|i| format!("l{i} é\n")).collect();
+        let naive = |offset: usize| {
+            let before = &long[..offset];
+            let line = before.matches('\n').count() as u32 + 1;
+            let column = before.rsplit('\n').next().unwrap().chars().count() as u32 + 1;
+            Pos { line, column }
+        };
+        let index = LineIndex::new(&long);
+        let offsets: Vec<usize> = (0..=long.len())
+            .filter(|&i| long.is_char_boundary(i))
+            .collect();
+        for &offset in offsets
+            .iter()
+            .step_by(37)
+            .chain(offsets.iter().rev().step_by(41))
+            .chain(offsets.iter().step_by(5))
+        {
+            assert_eq!(index.pos(offset), naive(offset), "offset {offset}");
+        }
     }
 
     const CANONICAL: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!-- upgrades -->\n<upgrade project=\"p\" initial-version='1.0.0'>\n  <install>\n    <sql file=\"scripts/a.sql\" />\n  </install>\n  <step name=\"a\" from=\"1.0.0\" to=\"1.1.0\" transaction=\"none\">\n    <description>First, ünïcode</description>\n    <sql>SELECT 1;\n SELECT 2;</sql>\n    <sql><![CDATA[SELECT 1 < 2;]]></sql>\n    <?pi data?>\n    <plugin library=\"demo\" method=\"go\"/>\n  </step>\n</upgrade>\n";
