@@ -14,9 +14,13 @@ use upgrader::sql::guard::{self, TableGuard};
 use upgrader::sql::{self, Dialect, Statement, Statements};
 use upgrader::version::{Version, VersionFile};
 
+/// One target's check.
+#[allow(dead_code)]
+pub type Check = fn(&[u8]);
+
 /// The checks by target name, for the replay test.
 #[allow(dead_code)]
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("manifest", manifest),
     ("version", version),
     ("sql", sql),
@@ -158,12 +162,26 @@ fn judge(statement: &Statement, dialect: Dialect) {
     let _ = sql::created_table(&statement.text, dialect);
     let _ = sql::mysql_engine_option(&statement.text);
     let short = sql::abbreviate(&statement.text);
+    let cut = format!("… ({} bytes)", statement.text.len());
+    let quoted = if short.chars().count() > sql::QUOTED_CHARS {
+        short
+            .strip_suffix(&cut)
+            .expect("a long abbreviation ends with the length")
+    } else {
+        &short
+    };
     assert!(
-        short.chars().count() <= 200,
-        "abbreviate kept {} characters",
-        short.chars().count()
+        quoted.chars().count() <= sql::QUOTED_CHARS,
+        "abbreviate quoted {} characters",
+        quoted.chars().count()
     );
-    let _ = sql::clip(&statement.text, 50);
+    let clipped = sql::clip(&statement.text, 50);
+    let quoted = clipped.strip_suffix(&cut).unwrap_or(&clipped);
+    assert!(
+        quoted.chars().count() <= 50,
+        "clip kept {} characters",
+        quoted.chars().count()
+    );
 }
 
 /// The byte offset of a 1-based line and column (columns in characters, lines on `\n`).

@@ -38,5 +38,9 @@ fn every_fuzz_regression_input_passes_its_target_check() {
             name.to_string_lossy()
         );
     }
-    assert!(replayed > 0, "no regression inputs under {}", root.display());
+    assert!(
+        replayed > 0,
+        "no regression inputs under {}",
+        root.display()
+    );
 }
