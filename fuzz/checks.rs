@@ -312,21 +312,33 @@ pub fn zip_paths(data: &[u8]) {
 
 /// Arbitrary bytes as a package file: the reader never panics.
 pub fn zip_package(data: &[u8]) {
-    let path = std::env::temp_dir().join(format!(
-        "upgrader-fuzz-{}-{:?}.zip",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .expect("a temporary file");
-    // Unlinked at once: the handle is all the reader gets, and nothing is left behind.
-    let _ = std::fs::remove_file(&path);
-    file.write_all(data).expect("written");
-    file.rewind().expect("rewound");
+    thread_local! {
+        // One unlinked file per thread, rewritten for each input: creating and removing a
+        // file per input took most of the time.
+        static FILE: std::fs::File = {
+            let path = std::env::temp_dir().join(format!(
+                "upgrader-fuzz-{}-{:?}.zip",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .expect("a temporary file");
+            let _ = std::fs::remove_file(&path);
+            file
+        };
+    }
+    let file = FILE.with(|file| {
+        let mut file = file.try_clone().expect("a second handle");
+        file.set_len(0).expect("truncated");
+        file.rewind().expect("rewound");
+        file.write_all(data).expect("written");
+        file.rewind().expect("rewound");
+        file
+    });
     let _ = upgrader::updates::read_package_file(file, Path::new("package.zip"));
 }
