@@ -119,6 +119,11 @@ pub fn sql(data: &[u8]) {
     let Ok(statements) = split else {
         return;
     };
+    // Where a MySQL `DELIMITER` line may first be (the word anywhere is enough).
+    let delimiter_from = text
+        .to_ascii_lowercase()
+        .find("delimiter")
+        .unwrap_or(usize::MAX);
     let mut end = 0;
     for statement in &statements {
         let start = offset(text, statement.line, statement.column).unwrap_or_else(|| {
@@ -140,11 +145,11 @@ pub fn sql(data: &[u8]) {
             statement.line,
             statement.column
         );
-        gap_has_no_token(&text[end..start], dialect);
+        gap_has_no_token(&text[end..start], dialect, delimiter_from < start);
         end = start + statement.text.len();
         judge(statement, dialect);
     }
-    gap_has_no_token(&text[end..], dialect);
+    gap_has_no_token(&text[end..], dialect, delimiter_from < text.len());
 }
 
 /// Every guard over one statement: none may panic.
@@ -199,9 +204,9 @@ fn offset(text: &str, line: u32, column: u32) -> Option<usize> {
 
 /// Asserts that `gap` (text between statements) holds only whitespace, comments and
 /// delimiters.
-fn gap_has_no_token(gap: &str, dialect: Dialect) {
-    if dialect == Dialect::MySql && gap.to_ascii_lowercase().contains("delimiter") {
-        // A `DELIMITER` line and the custom delimiter it sets: any text may be a delimiter.
+fn gap_has_no_token(gap: &str, dialect: Dialect, custom_delimiter: bool) {
+    if dialect == Dialect::MySql && custom_delimiter {
+        // After a `DELIMITER` line any text may be a delimiter: not checked.
         return;
     }
     let mut rest = gap;
