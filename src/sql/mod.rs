@@ -267,7 +267,9 @@ pub fn abbreviate(text: &str) -> String {
             space = true;
             continue;
         }
-        if chars == QUOTED_CHARS {
+        // The space owed before this character counts too: cutting only at exactly
+        // QUOTED_CHARS let a space and a character through at 199, quoting 201.
+        if chars + usize::from(space) >= QUOTED_CHARS {
             out.push_str(&format!("… ({} bytes)", text.len()));
             return out;
         }
@@ -293,6 +295,18 @@ pub fn clip(message: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn abbreviate_quotes_at_most_200_characters_even_when_a_space_falls_at_the_cut() {
+        // Found by the `sql` fuzz target: 199 characters, a space, then more.
+        let text = format!("{} b c", "a".repeat(199));
+        let short = super::abbreviate(&text);
+        let suffix = format!("… ({} bytes)", text.len());
+        let quoted = short.strip_suffix(&suffix).expect("cut");
+        assert!(quoted.chars().count() <= super::QUOTED_CHARS, "{quoted}");
+        let exact = "a".repeat(200);
+        assert_eq!(super::abbreviate(&exact), exact);
+    }
+
     #[test]
     fn created_table_names_the_table_a_statement_creates() {
         use super::{created_table, Dialect};

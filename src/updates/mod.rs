@@ -19,6 +19,20 @@ pub(crate) use install::{install, recover, rollback, Project, Recovery};
 pub use install::{Installed, InstalledPackage, RolledBack};
 pub use package::{parse_update_xml, UpdateXml};
 
+/// The zip entry name check, for the fuzz targets: `Err` says why `name` is refused.
+#[doc(hidden)]
+pub fn check_entry_name(name: &str) -> Result<(), String> {
+    package::check_name(name)
+}
+
+/// The package reader over an open file, for the fuzz targets (`path`: for messages).
+#[doc(hidden)]
+pub fn read_package_file(file: std::fs::File, path: &Path) -> Result<UpdateXml, String> {
+    package::read_open(file, path)
+        .map(|package| package.update)
+        .map_err(|problem| problem.to_string())
+}
+
 use crate::engine::ReportItem;
 use crate::version::Version;
 

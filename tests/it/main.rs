@@ -4,6 +4,7 @@
 mod backends;
 mod backups;
 mod concurrency;
+mod fuzz_regressions;
 mod hardening;
 mod hostile_files;
 mod launch;
