@@ -382,11 +382,14 @@ impl<R: Read> Statements<R> {
         let len = if pending.oversize {
             pending.last - pending.start
         } else {
+            // Trimmed of what the lexer calls space, and only that: a Unicode space is a
+            // token to it (and to the database), so a statement of one is kept, not
+            // emptied.
             let bytes = &self.buf[pending.start - self.base..end - self.base];
-            std::str::from_utf8(bytes)
-                .unwrap_or_default()
-                .trim_end()
-                .len()
+            bytes
+                .iter()
+                .rposition(|&b| !is_space(b))
+                .map_or(0, |last| last + 1)
         };
         if pending.oversize || len > self.max {
             let limit = match &self.limit_name {
