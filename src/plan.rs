@@ -186,7 +186,7 @@ pub fn plan(manifest: &Manifest, code: &Version, db: &DbFacts) -> Result<Plan, P
                 return Err(PlanError::Straddle(Box::new(Straddle {
                     file: manifest.path.display().to_string(),
                     pos: step.pos,
-                    step: step.name.clone(),
+                    step: step.name.to_string(),
                     from: step.from.to_string(),
                     to: step.to.to_string(),
                     what,
@@ -202,7 +202,7 @@ pub fn plan(manifest: &Manifest, code: &Version, db: &DbFacts) -> Result<Plan, P
         }
         items.push(PlanItem {
             kind: ItemKind::Step,
-            name: step.name.clone(),
+            name: step.name.to_string(),
             from: Some(step.from.clone()),
             to: step.to.clone(),
             step_index: Some(index),

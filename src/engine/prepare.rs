@@ -249,7 +249,7 @@ impl Engine {
                     let text = match source {
                         SqlSource::Inline { text, .. } => {
                             checksum.sql_text(text.as_bytes());
-                            Some(text.clone())
+                            Some(text.to_string())
                         }
                         SqlSource::File(file) => {
                             let full = project.dir.join(file);
@@ -467,7 +467,7 @@ pub(super) fn install_tables(project: &Project, dialect: Dialect) -> Vec<String>
             continue;
         };
         let text = match source {
-            SqlSource::Inline { text, .. } => text.clone(),
+            SqlSource::Inline { text, .. } => text.to_string(),
             SqlSource::File(file) => {
                 let full = project.dir.join(file);
                 // Unreadable here, the run reports it when it prepares the install.

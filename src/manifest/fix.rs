@@ -269,7 +269,7 @@ pub fn mark_steps(
             })?;
         starts.push(start);
         marked.push(Marked {
-            step: step.name.clone(),
+            step: step.name.to_string(),
             location: format!("{}:{}", path.display(), step.pos),
         });
     }

@@ -2,11 +2,12 @@
 //! attributes and values element by element.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::xml::{Attr, Element, LineIndex, Visitor};
 use super::{
     Action, After, ErrorFn, Format, Install, Manifest, ManifestError, PackageRef, Pos, SqlSource,
-    Step, StepTransaction,
+    Step, StepTransaction, Text,
 };
 use crate::version::Version;
 
@@ -16,11 +17,18 @@ use crate::version::Version;
 pub(super) struct Cx<'e> {
     error: &'e ErrorFn<'e>,
     lines: &'e LineIndex<'e>,
+    /// The whole text, which the manifest's [`Text`]s share.
+    all: &'e Arc<str>,
 }
 
 impl<'e> Cx<'e> {
-    pub(super) fn new(error: &'e ErrorFn<'e>, lines: &'e LineIndex<'e>) -> Self {
-        Cx { error, lines }
+    pub(super) fn new(error: &'e ErrorFn<'e>, lines: &'e LineIndex<'e>, all: &'e Arc<str>) -> Self {
+        Cx { error, lines, all }
+    }
+
+    /// `part` of the text (or text the reader built) as the manifest keeps it.
+    fn text(&self, part: &str) -> Text {
+        Text::from_part(self.all, part)
     }
 
     fn pos(&self, at: usize) -> Pos {
@@ -136,14 +144,14 @@ fn text_version(element: &Element<'_>, cx: Cx<'_>) -> Result<Version, ManifestEr
     Version::parse(&element.text).map_err(|e| cx.err(at, format!("<{}>: {e}", element.name)))
 }
 
-fn text_value(element: &Element<'_>, cx: Cx<'_>) -> Result<String, ManifestError> {
+fn text_value(element: &Element<'_>, cx: Cx<'_>) -> Result<Text, ManifestError> {
     no_children(element, cx)?;
     Attrs::check(element, &[], cx)?;
     let value = trim(&element.text);
     if value.is_empty() {
         return Err(cx.err(element.at, format!("<{}> is empty", element.name)));
     }
-    Ok(value.to_string())
+    Ok(cx.text(value))
 }
 
 /// The `to` version of the step read last, with its text: in a chain of steps each
@@ -377,7 +385,7 @@ fn step(
 ) -> Result<Step, ManifestError> {
     let attrs = Attrs::check(element, &["name", "from", "to", "transaction", "after"], cx)?;
     no_text(element, cx)?;
-    let name = trim(&attrs.required("name", cx)?.value).to_string();
+    let name = cx.text(trim(&attrs.required("name", cx)?.value));
     let from = last_to.get(&attrs, "from", cx)?;
     let to_attr = attrs.required("to", cx)?;
     let to = parse_version(&to_attr.value, to_attr.at, "to", cx)?;
@@ -483,7 +491,7 @@ fn package(element: &Element<'_>, cx: Cx<'_>) -> Result<PackageRef, ManifestErro
 /// once (such as `<description>`).
 fn actions(
     parent: &Element<'_>,
-    extra: &mut [(&str, &mut Option<String>)],
+    extra: &mut [(&str, &mut Option<Text>)],
     scripts: &mut Vec<(PathBuf, Pos)>,
     cx: Cx<'_>,
 ) -> Result<Vec<Action>, ManifestError> {
@@ -572,7 +580,7 @@ fn sql_action(
             ))
         }
         (None, Some(_)) => SqlSource::Inline {
-            text: element.text.to_string(),
+            text: cx.text(&element.text),
             pos: cx.pos(element.text_start),
         },
         (None, None) => {
@@ -628,7 +636,7 @@ fn legacy_step(entry: &Element<'_>, cx: Cx<'_>) -> Result<Option<Step>, Manifest
     Attrs::check(entry, &[], cx)?;
     no_text(entry, cx)?;
     let pos = cx.pos(entry.at);
-    let mut fields: [(&str, Option<(String, usize)>); 4] = [
+    let mut fields: [(&str, Option<(Text, usize)>); 4] = [
         ("target_version", None),
         ("script_name", None),
         ("class_name", None),
@@ -672,11 +680,11 @@ fn legacy_step(entry: &Element<'_>, cx: Cx<'_>) -> Result<Option<Step>, Manifest
     })?;
     let library = match script.rsplit_once('.') {
         Some((stem, _extension)) if !stem.is_empty() => stem.to_string(),
-        _ => script.clone(),
+        _ => script.to_string(),
     };
     check_library(&library, script_at, cx)?;
     check_method(&method, method_at, cx)?;
-    let name = class.map_or_else(|| format!("v{from}"), |(class, _)| class);
+    let name = class.map_or_else(|| Text::from(format!("v{from}")), |(class, _)| class);
     Ok(Some(Step {
         name,
         from,
@@ -684,7 +692,7 @@ fn legacy_step(entry: &Element<'_>, cx: Cx<'_>) -> Result<Option<Step>, Manifest
         description: None,
         actions: vec![Action::Plugin {
             library,
-            method,
+            method: method.to_string(),
             pos,
         }],
         after: None,

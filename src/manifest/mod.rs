@@ -5,7 +5,10 @@
 
 pub mod fix;
 mod interpret;
+mod text;
 pub(crate) mod xml;
+
+pub use text::Text;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -82,7 +85,7 @@ pub enum SqlSource {
     /// Inline `<sql>…</sql>`; `pos` is where the text starts in the manifest.
     Inline {
         /// The SQL text.
-        text: String,
+        text: Text,
         /// Where the text starts.
         pos: Pos,
     },
@@ -113,13 +116,13 @@ pub enum Action {
 #[derive(Debug, Clone)]
 pub struct Step {
     /// Unique name.
-    pub name: String,
+    pub name: Text,
     /// The version the step starts from.
     pub from: Version,
     /// The version the step reaches.
     pub to: Version,
     /// Optional human description.
-    pub description: Option<String>,
+    pub description: Option<Text>,
     /// Actions, in document order.
     pub actions: Vec<Action>,
     /// Whether the step shares the run's transaction.
@@ -216,11 +219,15 @@ impl Manifest {
             message,
         };
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        // One copy of the whole text that every name and inline script of the manifest
+        // points into, instead of one allocation each.
+        let all: std::sync::Arc<str> = std::sync::Arc::from(text);
+        let text = &*all;
         // A rough size for the step list (a step takes well over 100 bytes): sizing it
         // exactly would cost a search of the whole text, more than the list's growth.
         let expected_steps = text.len() / 128;
         let lines = xml::LineIndex::new(text);
-        let cx = interpret::Cx::new(&error, &lines);
+        let cx = interpret::Cx::new(&error, &lines, &all);
         xml::check_controls(text, &lines, &error)?;
         let mut interpreter = interpret::Interpreter::new(path, expected_steps, cx);
         let read = match xml::parse_plain(text, &mut interpreter) {
@@ -423,7 +430,7 @@ mod tests {
             Action::Sql {
                 source: SqlSource::Inline { text, pos },
                 ..
-            } => (text.clone(), *pos),
+            } => (text.to_string(), *pos),
             other => panic!("{other:?}"),
         }
     }
