@@ -90,12 +90,13 @@ impl Application {
         let canonical_root = dir
             .canonicalize()
             .map_err(|e| Error::Config(format!("cannot resolve {}: {e}", dir.display())))?;
+        let mut dirs = PackageDirs::default();
         // Where each package is, checked in order before any is read.
         let mut found: Vec<(PathBuf, PathBuf)> = Vec::with_capacity(packages.len());
         for package in &packages {
             let shown = package.dir.display();
             let full = dir.join(&package.dir);
-            let resolved = match full.canonicalize() {
+            let (resolved, is_dir) = match dirs.resolve(dir, &canonical_root, &package.dir) {
                 Ok(resolved) => resolved,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     return Err(at(
@@ -125,7 +126,7 @@ impl Application {
                     format!("package dir {shown} is the project directory itself; a package is a subdirectory with its own VERSION and upgrade.xml"),
                 ));
             }
-            if !resolved.is_dir() {
+            if !is_dir {
                 return Err(at(
                     package.pos,
                     format!("package dir {shown} is not a directory"),
@@ -140,26 +141,21 @@ impl Application {
                     ),
                 ));
             }
-            let layout = Layout::new(&full);
-            for (file, path) in [
-                (Layout::VERSION, layout.version_file()),
-                (Layout::MANIFEST, layout.manifest()),
-            ] {
-                if std::fs::symlink_metadata(&path).is_err() {
-                    return Err(at(
-                        package.pos,
-                        format!(
-                            "package {shown} has no {file} ({}); every package has its own VERSION and upgrade.xml",
-                            path.display()
-                        ),
-                    ));
-                }
-            }
             found.push((resolved, full));
         }
         for ((package, (_, full)), index) in packages.iter().zip(&found).zip(1..) {
             let shown = package.dir.display();
-            let project = Project::load(full)?;
+            // A missing file is told as the package's problem, at its `<package>` line.
+            let project = Project::load(full).map_err(|e| match missing_file(&e) {
+                Some(file) => at(
+                    package.pos,
+                    format!(
+                        "package {shown} has no {file} ({}); every package has its own VERSION and upgrade.xml",
+                        full.join(file).display()
+                    ),
+                ),
+                None => e,
+            })?;
             if let Some(nested) = project.manifest.packages.first() {
                 return Err(Error::Manifest(ManifestError::At {
                     file: project.manifest.path.clone(),
@@ -336,4 +332,117 @@ fn check_waits(projects: &[Project], root_manifest: &Path) -> Result<(), Error> 
             described.join(", which needs ")
         ),
     }))
+}
+
+/// Which of a project's own files `error` says is missing, if that is what it says.
+fn missing_file(error: &Error) -> Option<&'static str> {
+    let (file, name) = match error {
+        Error::VersionFile(crate::version::VersionFileError::File(file)) => (file, Layout::VERSION),
+        Error::Manifest(ManifestError::File(file)) => (file, Layout::MANIFEST),
+        _ => return None,
+    };
+    match file {
+        crate::files::FileError::Io { source, .. }
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Some(name)
+        }
+        _ => None,
+    }
+}
+
+/// Resolves package directories the cheap way where it is exact: a path of plain names
+/// none of which is a symbolic link resolves to the canonical root joined with those
+/// names, which one `lstat` per directory tells (each shared parent looked at once),
+/// instead of `realpath`'s `getcwd` and `readlink` of every component of every package.
+/// Anything else (a link, `..`, an absolute path) is resolved in full.
+#[derive(Default)]
+struct PackageDirs {
+    /// Directories already seen to be real directories, not links.
+    plain: std::collections::HashSet<PathBuf>,
+}
+
+impl PackageDirs {
+    /// The package directory `relative` (to `root`, whose canonical form is
+    /// `canonical_root`) resolved, and whether it is a directory.
+    fn resolve(
+        &mut self,
+        root: &Path,
+        canonical_root: &Path,
+        relative: &Path,
+    ) -> std::io::Result<(PathBuf, bool)> {
+        use std::path::Component;
+        let plain = relative
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+        if plain {
+            let mut path = root.to_path_buf();
+            let mut resolved = canonical_root.to_path_buf();
+            let mut is_dir = true;
+            let mut linked = false;
+            for component in relative.components() {
+                let Component::Normal(name) = component else {
+                    continue;
+                };
+                path.push(name);
+                resolved.push(name);
+                if self.plain.contains(&path) {
+                    continue;
+                }
+                let file_type = std::fs::symlink_metadata(&path)?.file_type();
+                if file_type.is_symlink() {
+                    linked = true;
+                    break;
+                }
+                is_dir = file_type.is_dir();
+                if !is_dir {
+                    break;
+                }
+                self.plain.insert(path.clone());
+            }
+            if !linked {
+                return Ok((resolved, is_dir));
+            }
+        }
+        let resolved = root.join(relative).canonicalize()?;
+        let is_dir = resolved.is_dir();
+        Ok((resolved, is_dir))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cheap resolution answers as `canonicalize` does, links or not.
+    #[test]
+    fn package_dirs_resolve_as_canonicalize_does() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("app");
+        for dir in ["app/modules/blog", "app/mods/pay", "outside/far"] {
+            std::fs::create_dir_all(tmp.path().join(dir)).unwrap();
+        }
+        std::fs::write(root.join("modules/file"), "").unwrap();
+        std::os::unix::fs::symlink(root.join("mods"), root.join("modules/linked")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("outside"), root.join("away")).unwrap();
+        let canonical_root = root.canonicalize().unwrap();
+        let mut dirs = PackageDirs::default();
+        for relative in [
+            "modules/blog",
+            "./modules/blog",
+            "modules/linked/pay",
+            "away/far",
+            "modules/../mods/pay",
+            "modules/file",
+        ] {
+            let (resolved, is_dir) = dirs
+                .resolve(&root, &canonical_root, Path::new(relative))
+                .unwrap();
+            let expected = root.join(relative).canonicalize().unwrap();
+            assert_eq!(resolved, expected, "{relative}");
+            assert_eq!(is_dir, expected.is_dir(), "{relative}");
+        }
+        let missing = dirs.resolve(&root, &canonical_root, Path::new("modules/none"));
+        assert_eq!(missing.unwrap_err().kind(), std::io::ErrorKind::NotFound);
+    }
 }
