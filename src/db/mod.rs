@@ -149,6 +149,12 @@ pub trait Backend {
     /// Runs one statement from a script or plugin; rows it returns are read and dropped.
     fn execute(&mut self, sql: &str) -> Result<(), DbError>;
 
+    /// [`Backend::execute`], and the rows the statement inserted, updated or deleted, where
+    /// the backend can tell (`run --rehearse` reports them per step).
+    fn execute_counted(&mut self, sql: &str) -> Result<Option<u64>, DbError> {
+        self.execute(sql).map(|()| None)
+    }
+
     /// Runs one statement with bound parameters (`?` placeholders); returns rows changed.
     fn execute_params(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError>;
 

@@ -216,6 +216,11 @@ impl Backend for MySql {
         Ok(())
     }
 
+    fn execute_counted(&mut self, sql: &str) -> Result<Option<u64>, DbError> {
+        self.execute(sql)?;
+        Ok(Some(self.conn.affected_rows()))
+    }
+
     fn execute_params(&mut self, sql: &str, values: &[Value]) -> Result<u64, DbError> {
         self.conn.exec_drop(sql, params(values)).map_err(db_error)?;
         self.observe();

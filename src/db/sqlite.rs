@@ -104,6 +104,14 @@ impl Backend for Sqlite {
         Ok(())
     }
 
+    fn execute_counted(&mut self, sql: &str) -> Result<Option<u64>, DbError> {
+        // The connection's running total, not `changes()`: a statement that changes no
+        // rows (DDL, SELECT) leaves `changes()` at the previous statement's count.
+        let before = self.connection.total_changes();
+        self.execute(sql)?;
+        Ok(Some(self.connection.total_changes() - before))
+    }
+
     fn execute_params(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
         let mut statement = self.connection.prepare_cached(sql).map_err(db_error)?;
         let params: Vec<rusqlite::types::Value> = params.iter().map(to_sql).collect();

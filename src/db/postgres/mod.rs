@@ -440,6 +440,24 @@ impl Backend for Postgres {
         self.client.batch_execute(sql).map_err(db_error)
     }
 
+    fn execute_counted(&mut self, sql: &str) -> Result<Option<u64>, DbError> {
+        // The simple protocol's command tags carry the counts (rows a statement returns
+        // are held until it ends: a rehearsal's statements rarely return many).
+        let messages = self.client.simple_query(sql).map_err(db_error)?;
+        // A query's count is of the rows it returned, not of rows it changed.
+        let first_word = sql.trim_start().split(|c: char| !c.is_ascii_alphabetic()).next();
+        if first_word.is_some_and(|word| word.eq_ignore_ascii_case("select")) {
+            return Ok(Some(0));
+        }
+        let mut counted = None;
+        for message in messages {
+            if let postgres::SimpleQueryMessage::CommandComplete(rows) = message {
+                *counted.get_or_insert(0) += rows;
+            }
+        }
+        Ok(counted)
+    }
+
     fn execute_params(&mut self, sql: &str, values: &[Value]) -> Result<u64, DbError> {
         self.run_typed(sql, values, |client, sql, typed| {
             client.execute_typed(sql, typed)
