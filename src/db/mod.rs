@@ -94,6 +94,13 @@ impl<T: Into<Value>> From<Option<T>> for Value {
 }
 
 /// The first column of the first row as a count (0 when there is none).
+/// Whether a statement is a plain `SELECT`, whose count (PostgreSQL's command tag,
+/// MySQL's affected rows) is of the rows it returned, not of rows it changed.
+fn is_select(sql: &str) -> bool {
+    let first_word = sql.trim_start().split(|c: char| !c.is_ascii_alphabetic()).next();
+    first_word.is_some_and(|word| word.eq_ignore_ascii_case("select"))
+}
+
 fn first_count(rows: &[Vec<Value>]) -> u64 {
     rows.first()
         .and_then(|row| row.first())

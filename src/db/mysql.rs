@@ -218,6 +218,9 @@ impl Backend for MySql {
 
     fn execute_counted(&mut self, sql: &str) -> Result<Option<u64>, DbError> {
         self.execute(sql)?;
+        if super::is_select(sql) {
+            return Ok(Some(0));
+        }
         Ok(Some(self.conn.affected_rows()))
     }
 

@@ -444,9 +444,7 @@ impl Backend for Postgres {
         // The simple protocol's command tags carry the counts (rows a statement returns
         // are held until it ends: a rehearsal's statements rarely return many).
         let messages = self.client.simple_query(sql).map_err(db_error)?;
-        // A query's count is of the rows it returned, not of rows it changed.
-        let first_word = sql.trim_start().split(|c: char| !c.is_ascii_alphabetic()).next();
-        if first_word.is_some_and(|word| word.eq_ignore_ascii_case("select")) {
+        if super::is_select(sql) {
             return Ok(Some(0));
         }
         let mut counted = None;
