@@ -265,7 +265,10 @@ proptest! {
 
 /// Random plans of several packages, each a chain of steps from 0 up, and random waits
 /// of an item for another package at one of its versions.
-fn packages() -> impl Strategy<Value = (Vec<usize>, Vec<Vec<Option<(usize, usize)>>>)> {
+/// Per package, per item: the package and version (an index) it waits for.
+type Waits = Vec<Vec<Option<(usize, usize)>>>;
+
+fn packages() -> impl Strategy<Value = (Vec<usize>, Waits)> {
     proptest::collection::vec(0usize..5, 1..5)
         .prop_flat_map(|lengths| {
             let count = lengths.len();
