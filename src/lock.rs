@@ -784,7 +784,9 @@ fn unlock_with(
             Some(record) if record.state == RecordState::Failed => LockState::Failed(record),
             other => LockState::Stale(other),
         };
+        crate::failpoint::failpoint!("unlock-before-remove", LockError::Halted);
         std::fs::remove_file(path).map_err(io(path))?;
+        crate::failpoint::failpoint!("unlock-after-remove", LockError::Halted);
         let _ = file.unlock();
         return Ok(state);
     }

@@ -12,6 +12,7 @@ use super::{host, now, Engine, LintFinding, TransactionMode};
 use crate::db::{state, Backend, DbObject};
 use crate::error::Committed;
 use crate::error::Error;
+use crate::failpoint::failpoint;
 use crate::lock::LockGuard;
 use crate::manifest::StepTransaction;
 use crate::plan::{ItemKind, PlanItem};
@@ -103,9 +104,15 @@ impl Runner<'_> {
     }
 
     pub(super) fn commit(&mut self) -> Result<(), Error> {
+        failpoint!("before-commit", crate::failpoint::db_error);
+        self.commit_now()
+    }
+
+    fn commit_now(&mut self) -> Result<(), Error> {
         self.db.commit()?;
         self.in_transaction = false;
         self.now_committed();
+        failpoint!("after-commit", crate::failpoint::db_error);
         Ok(())
     }
 
@@ -438,6 +445,7 @@ impl Runner<'_> {
                 // The step may have changed which tables cannot roll back.
                 self.refuse_unsafe(&prepared[index + 1..])?;
             }
+            failpoint!("after-step", |m| failure(&item.name, m));
         }
         for (current, target) in self.current.iter_mut().zip(targets) {
             *current = Some(target.clone());
@@ -475,10 +483,12 @@ impl Runner<'_> {
     /// where the backend can (its lock outlives the commit); else commits only.
     pub(super) fn commit_at_and_chain(&mut self) -> Result<(), Error> {
         self.record()?;
+        failpoint!("before-commit", crate::failpoint::db_error);
         if self.db.commit_and_chain()? {
             self.now_committed();
+            failpoint!("after-commit", crate::failpoint::db_error);
         } else {
-            self.commit()?;
+            self.commit_now()?;
         }
         self.install_objects = None;
         Ok(())
@@ -551,9 +561,11 @@ impl Runner<'_> {
         sending: &Sending,
     ) -> Result<(), String> {
         log::debug!("{origin}: {}", statement.text);
+        failpoint!("before-statement", |m| m);
         self.db
             .execute(&statement.text)
             .map_err(|e| e.to_string())?;
+        failpoint!("after-statement", |m| m);
         if sending.ddl_commits && guard::commits_implicitly(statement, sending.dialect) {
             self.db
                 .resume_after_implicit_commit()

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::package::{self, UpdateXml};
 use crate::backup::progress::Progress;
 use crate::error::Error;
+use crate::failpoint::failpoint;
 use crate::lock::{LockGuard, LockRecord, Operation, RecordState};
 use crate::version::Version;
 
@@ -176,7 +177,9 @@ impl Journal {
     fn note(&mut self, line: &str) -> Result<(), Error> {
         writeln!(self.file, "{} {line}", now())
             .and_then(|()| self.file.sync_data())
-            .map_err(|e| fail(format!("cannot write the install journal: {e}")))
+            .map_err(|e| fail(format!("cannot write the install journal: {e}")))?;
+        failpoint!("install-journal", fail);
+        Ok(())
     }
 }
 
@@ -708,7 +711,9 @@ fn move_to(from: &Path, to: &Path) -> Result<(), Error> {
             from.display(),
             to.display()
         ))
-    })
+    })?;
+    failpoint!("install-move", fail);
+    Ok(())
 }
 
 /// After `applied`: moves the packages to `Updates_Installed/`, removes directories a
