@@ -18,8 +18,9 @@
 //! The points (see ARCHITECTURE.md for where each sits in a run): `lock-file-written`,
 //! `database-locked`, `backup-made`, `before-statement`, `after-statement`, `after-step`,
 //! `before-commit`, `after-commit`, `before-lock-cleared`, `unlock-before-remove`,
-//! `unlock-after-remove`, and in code installs `install-journal` (after each journal
-//! record) and `install-move` (after each file move).
+//! `unlock-after-remove`, and in code installs (and their recovery) `install-journal`
+//! (after each journal record) and `install-move` (after each file moved or directory
+//! made).
 
 /// Reaches the failpoint `$name`: with `UPGRADER_FAILPOINTS` naming it, aborts, pauses,
 /// or returns `Err($error(message))` from the enclosing function. Without the

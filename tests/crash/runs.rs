@@ -1,0 +1,334 @@
+//! Runs killed at every failpoint, on every backend, in each transaction mode: one run
+//! transaction (`single`), a commit per step (`per-step`), and one transaction with a
+//! `transaction="none"` step in the middle (`none`).
+//!
+//! Every step inserts rows into a table whose primary key is the row's name, so a step
+//! applied twice cannot go unnoticed: its second application fails.
+
+use std::time::{Duration, Instant};
+
+use crate::util::{run_within, Backend, TestProject};
+use crate::{acted, at, report};
+
+/// The transaction modes of the matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Single,
+    PerStep,
+    /// Single, with step `two` marked `transaction="none"`.
+    NoneStep,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Single => "single",
+            Mode::PerStep => "per-step",
+            Mode::NoneStep => "none",
+        }
+    }
+
+    fn transaction(self) -> &'static str {
+        match self {
+            Mode::PerStep => "per-step",
+            Mode::Single | Mode::NoneStep => "single",
+        }
+    }
+}
+
+/// The steps: (name, the version it reaches, the rows it inserts).
+const STEPS: [(&str, &str, &[&str]); 3] = [
+    ("one", "1.1.0", &["one", "one-b"]),
+    ("two", "1.2.0", &["two"]),
+    ("three", "1.3.0", &["three"]),
+];
+
+/// Every row the steps insert, in order.
+const ROWS: [&str; 4] = ["one", "one-b", "two", "three"];
+
+fn manifest(mode: Mode) -> String {
+    let mut text = String::from("<upgrade project=\"test\" initial-version=\"1.0.0\">\n");
+    let mut from = "1.0.0";
+    for (name, to, rows) in STEPS {
+        let alone = if mode == Mode::NoneStep && name == "two" {
+            " transaction=\"none\""
+        } else {
+            ""
+        };
+        text.push_str(&format!(
+            "  <step name=\"{name}\" from=\"{from}\" to=\"{to}\"{alone}>\n    <sql>"
+        ));
+        for row in rows {
+            text.push_str(&format!("INSERT INTO applied (step) VALUES ('{row}'); "));
+        }
+        text.push_str("</sql>\n  </step>\n");
+        from = to;
+    }
+    text.push_str("</upgrade>\n");
+    text
+}
+
+/// The failpoints a run reaches, in order.
+const RUN_POINTS: [&str; 9] = [
+    "lock-file-written",
+    "database-locked",
+    "backup-made",
+    "before-statement",
+    "after-statement",
+    "after-step",
+    "before-commit",
+    "after-commit",
+    "before-lock-cleared",
+];
+
+fn project(backend: Backend, mode: Mode) -> TestProject {
+    let project = TestProject::on(backend, "1.3.0", &manifest(mode));
+    project.sql("CREATE TABLE applied (step VARCHAR(20) PRIMARY KEY)");
+    project
+}
+
+/// `upgrader run` in `mode` with `failpoints` set; a backup only where the point needs
+/// one (the other points are the same with or without it, and a dump costs time).
+fn run_command(
+    project: &TestProject,
+    mode: Mode,
+    point: &str,
+    failpoints: &str,
+) -> crate::util::Run {
+    let mut args = vec!["run", "--transaction", mode.transaction()];
+    if point != "backup-made" {
+        args.insert(0, "--no-backup");
+    }
+    let mut command = project.command(&args);
+    command.env("UPGRADER_FAILPOINTS", failpoints);
+    run_within(command, Duration::from_secs(120))
+}
+
+/// Which of [`ROWS`] the database holds.
+fn rows(project: &TestProject) -> Vec<&'static str> {
+    ROWS.into_iter()
+        .filter(|row| {
+            project.query_i64(&format!(
+                "SELECT count(*) FROM applied WHERE step = '{row}'"
+            )) == 1
+        })
+        .collect()
+}
+
+/// The rows of the steps up to `version`, and those steps' names.
+fn up_to(version: Option<&str>) -> (Vec<&'static str>, Vec<&'static str>) {
+    let mut rows = Vec::new();
+    let mut steps = Vec::new();
+    for (name, to, inserted) in STEPS {
+        if version.is_some_and(|v| v >= to) {
+            rows.extend_from_slice(inserted);
+            steps.push(name);
+        }
+    }
+    (rows, steps)
+}
+
+/// The names of the successful history rows, in order.
+fn applied_steps(project: &TestProject) -> Vec<String> {
+    project
+        .history()
+        .iter()
+        .filter(|row| row["success"] == true)
+        .map(|row| row["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The database after a crash: at a version the mode allows, holding exactly the rows of
+/// the steps up to it (or, for a `transaction="none"` step, possibly its rows too, which
+/// the lock must then call possibly partial); history matching; the lock stale and
+/// `status` saying so. Returns whether the database holds part of an unrecorded step.
+#[track_caller]
+fn check_after_crash(project: &TestProject, mode: Mode, case: &str) -> bool {
+    let version = project.recorded_version();
+    let allowed: &[Option<&str>] = match mode {
+        Mode::Single => &[None, Some("1.3.0")],
+        Mode::PerStep => &[None, Some("1.1.0"), Some("1.2.0"), Some("1.3.0")],
+        Mode::NoneStep => &[None, Some("1.1.0"), Some("1.2.0"), Some("1.3.0")],
+    };
+    assert!(
+        allowed.contains(&version.as_deref()),
+        "{case}: at {version:?}, not at a boundary {mode:?} allows"
+    );
+    let (expected_rows, expected_steps) = up_to(version.as_deref());
+    let found = rows(project);
+    let lock = project
+        .lock_json()
+        .unwrap_or_else(|| panic!("{case}: no lock file"));
+    let partial = found != expected_rows;
+    if partial {
+        // Only the step that runs alone may have left rows the version does not record,
+        // and then the lock says so.
+        assert_eq!(
+            mode,
+            Mode::NoneStep,
+            "{case}: rows {found:?} at {version:?}"
+        );
+        assert_eq!(version.as_deref(), Some("1.1.0"), "{case}: rows {found:?}");
+        assert_eq!(found, ["one", "one-b", "two"], "{case}");
+        assert_eq!(lock["step"], "two", "{case}: {lock}");
+        assert_eq!(lock["non_transactional"], true, "{case}: {lock}");
+    }
+    assert_eq!(applied_steps(project), expected_steps, "{case}: history");
+    let status = project.run(&["status", "--json"]);
+    status.assert_code(0);
+    let status = status.json();
+    assert_eq!(status["db_version"].as_str(), version.as_deref(), "{case}");
+    assert_eq!(status["code_version"], "1.3.0", "{case}");
+    assert_eq!(status["state"], "halted", "{case}");
+    assert_eq!(status["lock"]["state"], "stale", "{case}");
+    let message = status["lock"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("the upgrading process is gone"),
+        "{case}: {message}"
+    );
+    if lock["non_transactional"] == true {
+        assert!(message.contains("may hold part of it"), "{case}: {message}");
+    }
+    if let Some(step) = lock["step"].as_str() {
+        // The step named is one of the run's (the lock notes a shared step within a few
+        // milliseconds, so it may still name the one before).
+        assert!(
+            STEPS.iter().any(|(name, ..)| *name == step),
+            "{case}: {lock}"
+        );
+    }
+    project.run(&["check"]).assert_code(4);
+    project
+        .run(&["--no-backup", "run"])
+        .assert_code(4)
+        .assert_stderr("the upgrading process is gone");
+    partial
+}
+
+/// After the developer has looked: `unlock` then `run` finish the upgrade, every step
+/// applied exactly once.
+#[track_caller]
+fn unlock_and_finish(project: &TestProject, mode: Mode, partial: bool, case: &str) {
+    if partial {
+        // What a developer does after a step without a transaction died part-way: undo
+        // what it did (here, all of it) before running it again.
+        project.sql("DELETE FROM applied WHERE step = 'two'");
+    }
+    project
+        .run(&["unlock"])
+        .assert_code(0)
+        .assert_stdout("removed the stale lock");
+    let run = project.run(&["--no-backup", "run", "--transaction", mode.transaction()]);
+    run.assert_code(0);
+    check_finished(project, case);
+}
+
+#[track_caller]
+fn check_finished(project: &TestProject, case: &str) {
+    assert_eq!(
+        project.recorded_version().as_deref(),
+        Some("1.3.0"),
+        "{case}"
+    );
+    assert_eq!(rows(project), ROWS, "{case}");
+    assert_eq!(applied_steps(project), ["one", "two", "three"], "{case}");
+    assert!(!project.lock_path().exists(), "{case}: a lock file stayed");
+    let status = project.run(&["status", "--json"]).json();
+    assert_eq!(status["state"], "current", "{case}");
+}
+
+/// Kills a run at every hit of every failpoint, then checks and recovers. Returns the
+/// number of cases.
+fn every_run_point(backend: Backend, mode: Mode) -> usize {
+    let mut cases = 0;
+    let mut partial_cases = 0;
+    for point in RUN_POINTS {
+        for n in 1.. {
+            let case = format!("{} {} {point}#{n}", backend.name(), mode.name());
+            let project = project(backend, mode);
+            let run = run_command(&project, mode, point, &at(point, n, "abort"));
+            if !acted(&run.stderr, point, n) {
+                // The run never reached the point that many times: it went through.
+                run.assert_code(0);
+                check_finished(&project, &case);
+                assert!(n > 1, "{case}: the run never reaches {point}");
+                break;
+            }
+            assert_ne!(run.code, 0, "{case}: survived its abort\n{}", run.stderr);
+            let partial = check_after_crash(&project, mode, &case);
+            unlock_and_finish(&project, mode, partial, &case);
+            cases += 1;
+            partial_cases += usize::from(partial);
+        }
+    }
+    // The step without a transaction is caught part-way (after its statement, before its
+    // version is recorded) at least once; nothing else ever is.
+    assert_eq!(
+        partial_cases > 0,
+        mode == Mode::NoneStep,
+        "{} {}: {partial_cases} partial cases",
+        backend.name(),
+        mode.name()
+    );
+    cases + killed_unlocks(backend, mode)
+}
+
+/// `unlock` killed before and after it removes a stale lock: the lock is still there and
+/// still stale, or gone; either way the next `unlock` and `run` complete.
+fn killed_unlocks(backend: Backend, mode: Mode) -> usize {
+    let points = ["unlock-before-remove", "unlock-after-remove"];
+    for point in points {
+        let case = format!("{} {} {point}", backend.name(), mode.name());
+        let project = project(backend, mode);
+        let crashed = run_command(&project, mode, "", &at("after-statement", 1, "abort"));
+        assert!(acted(&crashed.stderr, "after-statement", 1), "{case}");
+        let partial = check_after_crash(&project, mode, &case);
+        let mut unlock = project.command(&["unlock"]);
+        unlock.env("UPGRADER_FAILPOINTS", at(point, 1, "abort"));
+        let killed = run_within(unlock, Duration::from_secs(60));
+        assert!(acted(&killed.stderr, point, 1), "{case}: {}", killed.stderr);
+        if point == "unlock-before-remove" {
+            check_after_crash(&project, mode, &case);
+            unlock_and_finish(&project, mode, partial, &case);
+        } else {
+            assert!(!project.lock_path().exists(), "{case}");
+            project
+                .run(&["unlock"])
+                .assert_code(0)
+                .assert_stdout("no lock to clear");
+            if partial {
+                project.sql("DELETE FROM applied WHERE step = 'two'");
+            }
+            project
+                .run(&["--no-backup", "run", "--transaction", mode.transaction()])
+                .assert_code(0);
+            check_finished(&project, &case);
+        }
+    }
+    points.len()
+}
+
+fn matrix(backend: Backend, mode: Mode) {
+    let started = Instant::now();
+    let cases = every_run_point(backend, mode);
+    report(&format!(
+        "crash matrix: {} x {}: {cases} cases (failpoint hits) in {:.1} s",
+        backend.name(),
+        mode.name(),
+        started.elapsed().as_secs_f64()
+    ));
+}
+
+fn single(backend: Backend) {
+    matrix(backend, Mode::Single);
+}
+
+fn per_step(backend: Backend) {
+    matrix(backend, Mode::PerStep);
+}
+
+fn transaction_none(backend: Backend) {
+    matrix(backend, Mode::NoneStep);
+}
+
+crate::on_every_backend!(single, per_step, transaction_none);
