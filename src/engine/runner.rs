@@ -722,6 +722,16 @@ impl Runner<'_> {
     /// Rolls back, records the failure outside the rolled-back work, and leaves the lock
     /// failed.
     pub(super) fn fail(&mut self, failure: Failure) -> Error {
+        // What failed had committed already (the failure came after its commit; per step,
+        // the next transaction may be open, empty): nothing of it is rolled back.
+        let committed_already = self.since_commit.is_empty()
+            && match &self.in_flight {
+                Some(flight) => self.done.last().is_some_and(|done| {
+                    done.name == failure.item
+                        && done.project == self.engine.app.projects[flight.package].name
+                }),
+                None => !self.done.is_empty(),
+            };
         if self.in_transaction {
             if let Err(error) = self.db.rollback() {
                 log::error!("rollback failed: {error}");
@@ -732,10 +742,15 @@ impl Runner<'_> {
         let version = self.committed_versions();
         let mut message = failure.message.clone();
         // Never claim "unchanged" when something of this run committed: a step without a
-        // transaction, an implicit commit, or earlier steps in per-step mode.
+        // transaction, an implicit commit, earlier steps in per-step mode, or the very
+        // commit after which the failure came.
         if failure.non_transactional {
             message.push_str(&format!(
                 "; the step ran without a transaction (transaction=\"none\"), so the database may hold part of it; the database records {version}"
+            ));
+        } else if committed_already {
+            message.push_str(&format!(
+                "; it failed after its work was committed, so nothing was rolled back: the database records {version}"
             ));
         } else if let Some(origin) = &self.implicit_commit {
             message.push_str(&format!(
@@ -752,6 +767,12 @@ impl Runner<'_> {
         } else if let Some(step) = &self.committed_alone {
             message.push_str(&format!(
                 "; the run was rolled back to where the transaction=\"none\" step '{step}' committed: it and the steps before it stay applied, and the database records {version}"
+            ));
+        } else if !self.done.is_empty() {
+            // A commit before the failing item (ahead of a step that runs alone) made what
+            // ran before it durable.
+            message.push_str(&format!(
+                "; this step was rolled back, what ran before it was committed and stays, and the database records {version}"
             ));
         } else {
             message.push_str(&format!(

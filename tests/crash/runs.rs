@@ -138,12 +138,31 @@ fn applied_steps(project: &TestProject) -> Vec<String> {
         .collect()
 }
 
-/// The database after a crash: at a version the mode allows, holding exactly the rows of
-/// the steps up to it (or, for a `transaction="none"` step, possibly its rows too, which
-/// the lock must then call possibly partial); history matching; the lock stale and
-/// `status` saying so. Returns whether the database holds part of an unrecorded step.
+/// What a failpoint does in a case of the matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// The process dies there, as by `kill -9`.
+    Abort,
+    /// The call there fails.
+    Error,
+}
+
+impl Action {
+    fn name(self) -> &'static str {
+        match self {
+            Action::Abort => "abort",
+            Action::Error => "error",
+        }
+    }
+}
+
+/// The database after a crash or a failure: at a version the mode allows, holding exactly
+/// the rows of the steps up to it (or, for a `transaction="none"` step, possibly its rows
+/// too, which the lock must then call possibly partial); history matching; the lock stale
+/// (after a crash) or failed (after a failure) and `status` saying so. Returns whether
+/// the database holds part of an unrecorded step.
 #[track_caller]
-fn check_after_crash(project: &TestProject, mode: Mode, case: &str) -> bool {
+fn check_after(project: &TestProject, mode: Mode, case: &str, action: Action) -> bool {
     let version = project.recorded_version();
     let allowed: &[Option<&str>] = match mode {
         Mode::Single => &[None, Some("1.3.0")],
@@ -156,9 +175,18 @@ fn check_after_crash(project: &TestProject, mode: Mode, case: &str) -> bool {
     );
     let (expected_rows, expected_steps) = up_to(version.as_deref());
     let found = rows(project);
-    let lock = project
-        .lock_json()
-        .unwrap_or_else(|| panic!("{case}: no lock file"));
+    let lock = match (project.lock_json(), action) {
+        (Some(lock), _) => lock,
+        // A failure before the first step (taking the locks, the backup) leaves no lock:
+        // nothing ran.
+        (None, Action::Error) => {
+            assert_eq!(version, None, "{case}: no lock, yet a version");
+            assert!(found.is_empty(), "{case}: no lock, yet rows {found:?}");
+            assert!(applied_steps(project).is_empty(), "{case}");
+            return false;
+        }
+        (None, Action::Abort) => panic!("{case}: no lock file"),
+    };
     let partial = found != expected_rows;
     if partial {
         // Only the step that runs alone may have left rows the version does not record,
@@ -180,20 +208,22 @@ fn check_after_crash(project: &TestProject, mode: Mode, case: &str) -> bool {
     assert_eq!(status["db_version"].as_str(), version.as_deref(), "{case}");
     assert_eq!(status["code_version"], "1.3.0", "{case}");
     assert_eq!(status["state"], "halted", "{case}");
-    assert_eq!(status["lock"]["state"], "stale", "{case}");
+    let (state, says) = match action {
+        Action::Abort => ("stale", "the upgrading process is gone"),
+        Action::Error => ("failed", "the last upgrade failed"),
+    };
+    assert_eq!(status["lock"]["state"], state, "{case}");
     let message = status["lock"]["message"].as_str().unwrap_or_default();
-    assert!(
-        message.contains("the upgrading process is gone"),
-        "{case}: {message}"
-    );
+    assert!(message.contains(says), "{case}: {message}");
     if lock["non_transactional"] == true {
         assert!(message.contains("may hold part of it"), "{case}: {message}");
     }
     if let Some(step) = lock["step"].as_str() {
         // The step named is one of the run's (the lock notes a shared step within a few
-        // milliseconds, so it may still name the one before).
+        // milliseconds, so it may still name the one before; a failure names where it
+        // failed, `commit` for the final commit).
         assert!(
-            STEPS.iter().any(|(name, ..)| *name == step),
+            STEPS.iter().any(|(name, ..)| *name == step) || step == "commit",
             "{case}: {lock}"
         );
     }
@@ -201,12 +231,12 @@ fn check_after_crash(project: &TestProject, mode: Mode, case: &str) -> bool {
     project
         .run(&["--no-backup", "run"])
         .assert_code(4)
-        .assert_stderr("the upgrading process is gone");
+        .assert_stderr(says);
     partial
 }
 
-/// After the developer has looked: `unlock` then `run` finish the upgrade, every step
-/// applied exactly once.
+/// After the developer has looked: `unlock` (when a lock stayed) then `run` finish the
+/// upgrade, every step applied exactly once.
 #[track_caller]
 fn unlock_and_finish(project: &TestProject, mode: Mode, partial: bool, case: &str) {
     if partial {
@@ -214,10 +244,12 @@ fn unlock_and_finish(project: &TestProject, mode: Mode, partial: bool, case: &st
         // what it did (here, all of it) before running it again.
         project.sql("DELETE FROM applied WHERE step = 'two'");
     }
-    project
-        .run(&["unlock"])
-        .assert_code(0)
-        .assert_stdout("removed the stale lock");
+    if project.lock_path().exists() {
+        project
+            .run(&["unlock"])
+            .assert_code(0)
+            .assert_stdout("removed the");
+    }
     let run = project.run(&["--no-backup", "run", "--transaction", mode.transaction()]);
     run.assert_code(0);
     check_finished(project, case);
@@ -237,16 +269,21 @@ fn check_finished(project: &TestProject, case: &str) {
     assert_eq!(status["state"], "current", "{case}");
 }
 
-/// Kills a run at every hit of every failpoint, then checks and recovers. Returns the
-/// number of cases.
-fn every_run_point(backend: Backend, mode: Mode) -> usize {
+/// Kills (or fails) a run at every hit of every failpoint, then checks and recovers.
+/// Returns the number of cases.
+fn every_run_point(backend: Backend, mode: Mode, action: Action) -> usize {
     let mut cases = 0;
     let mut partial_cases = 0;
     for point in RUN_POINTS {
         for n in 1.. {
-            let case = format!("{} {} {point}#{n}", backend.name(), mode.name());
+            let case = format!(
+                "{} {} {point}#{n}={}",
+                backend.name(),
+                mode.name(),
+                action.name()
+            );
             let project = project(backend, mode);
-            let run = run_command(&project, mode, point, &at(point, n, "abort"));
+            let run = run_command(&project, mode, point, &at(point, n, action.name()));
             if !acted(&run.stderr, point, n) {
                 // The run never reached the point that many times: it went through.
                 run.assert_code(0);
@@ -254,10 +291,46 @@ fn every_run_point(backend: Backend, mode: Mode) -> usize {
                 assert!(n > 1, "{case}: the run never reaches {point}");
                 break;
             }
-            assert_ne!(run.code, 0, "{case}: survived its abort\n{}", run.stderr);
-            let partial = check_after_crash(&project, mode, &case);
-            unlock_and_finish(&project, mode, partial, &case);
             cases += 1;
+            if action == Action::Error && point == "before-lock-cleared" {
+                // Nothing can fail there: the run has ended.
+                run.assert_code(0);
+                check_finished(&project, &case);
+                continue;
+            }
+            match action {
+                Action::Abort => {
+                    assert_ne!(run.code, 0, "{case}: survived its abort\n{}", run.stderr)
+                }
+                Action::Error => {
+                    run.assert_code(1).assert_stderr("failpoint");
+                    // A failed run says what the database holds: never "unchanged"
+                    // when part of the run stayed.
+                    if let Some(lock) = project.lock_json() {
+                        let version = project.recorded_version();
+                        let holds = match &version {
+                            Some(version) => format!("version {version}"),
+                            None => "no version recorded".into(),
+                        };
+                        run.assert_stderr(&holds);
+                        // What failed after its own commit is not called rolled back.
+                        let reached = match lock["step"].as_str() {
+                            Some("commit") => Some("1.3.0"),
+                            Some(step) => STEPS.iter().find(|s| s.0 == step).map(|s| s.1),
+                            None => None,
+                        };
+                        let committed = reached.is_some_and(|to| version.as_deref() >= Some(to));
+                        if committed && lock["non_transactional"] != true {
+                            run.assert_stderr("nothing was rolled back");
+                        }
+                        if version.is_some() {
+                            assert!(!run.stderr.contains("unchanged"), "{case}: {}", run.stderr);
+                        }
+                    }
+                }
+            }
+            let partial = check_after(&project, mode, &case, action);
+            unlock_and_finish(&project, mode, partial, &case);
             partial_cases += usize::from(partial);
         }
     }
@@ -266,53 +339,63 @@ fn every_run_point(backend: Backend, mode: Mode) -> usize {
     assert_eq!(
         partial_cases > 0,
         mode == Mode::NoneStep,
-        "{} {}: {partial_cases} partial cases",
+        "{} {} {}: {partial_cases} partial cases",
         backend.name(),
-        mode.name()
+        mode.name(),
+        action.name()
     );
-    cases + killed_unlocks(backend, mode)
+    cases
 }
 
-/// `unlock` killed before and after it removes a stale lock: the lock is still there and
-/// still stale, or gone; either way the next `unlock` and `run` complete.
+/// `unlock` killed (or failing) before and after it removes a stale lock: the lock is
+/// still there and still stale, or gone; either way the next `unlock` and `run` complete.
 fn killed_unlocks(backend: Backend, mode: Mode) -> usize {
     let points = ["unlock-before-remove", "unlock-after-remove"];
+    let actions = [Action::Abort, Action::Error];
     for point in points {
-        let case = format!("{} {} {point}", backend.name(), mode.name());
-        let project = project(backend, mode);
-        let crashed = run_command(&project, mode, "", &at("after-statement", 1, "abort"));
-        assert!(acted(&crashed.stderr, "after-statement", 1), "{case}");
-        let partial = check_after_crash(&project, mode, &case);
-        let mut unlock = project.command(&["unlock"]);
-        unlock.env("UPGRADER_FAILPOINTS", at(point, 1, "abort"));
-        let killed = run_within(unlock, Duration::from_secs(60));
-        assert!(acted(&killed.stderr, point, 1), "{case}: {}", killed.stderr);
-        if point == "unlock-before-remove" {
-            check_after_crash(&project, mode, &case);
-            unlock_and_finish(&project, mode, partial, &case);
-        } else {
-            assert!(!project.lock_path().exists(), "{case}");
-            project
-                .run(&["unlock"])
-                .assert_code(0)
-                .assert_stdout("no lock to clear");
-            if partial {
-                project.sql("DELETE FROM applied WHERE step = 'two'");
+        for action in actions {
+            let case = format!(
+                "{} {} {point}={}",
+                backend.name(),
+                mode.name(),
+                action.name()
+            );
+            let project = project(backend, mode);
+            let crashed = run_command(&project, mode, "", &at("after-statement", 1, "abort"));
+            assert!(acted(&crashed.stderr, "after-statement", 1), "{case}");
+            let partial = check_after(&project, mode, &case, Action::Abort);
+            let mut unlock = project.command(&["unlock"]);
+            unlock.env("UPGRADER_FAILPOINTS", at(point, 1, action.name()));
+            let stopped = run_within(unlock, Duration::from_secs(60));
+            assert!(
+                acted(&stopped.stderr, point, 1),
+                "{case}: {}",
+                stopped.stderr
+            );
+            assert_ne!(stopped.code, 0, "{case}: {}", stopped.stderr);
+            if point == "unlock-before-remove" {
+                check_after(&project, mode, &case, Action::Abort);
+                unlock_and_finish(&project, mode, partial, &case);
+            } else {
+                assert!(!project.lock_path().exists(), "{case}");
+                project
+                    .run(&["unlock"])
+                    .assert_code(0)
+                    .assert_stdout("no lock to clear");
+                unlock_and_finish(&project, mode, partial, &case);
             }
-            project
-                .run(&["--no-backup", "run", "--transaction", mode.transaction()])
-                .assert_code(0);
-            check_finished(&project, &case);
         }
     }
-    points.len()
+    points.len() * actions.len()
 }
 
 fn matrix(backend: Backend, mode: Mode) {
     let started = Instant::now();
-    let cases = every_run_point(backend, mode);
+    let cases = every_run_point(backend, mode, Action::Abort)
+        + killed_unlocks(backend, mode)
+        + every_run_point(backend, mode, Action::Error);
     report(&format!(
-        "crash matrix: {} x {}: {cases} cases (failpoint hits) in {:.1} s",
+        "crash matrix: {} x {}: {cases} cases (failpoint hits: abort, then error) in {:.1} s",
         backend.name(),
         mode.name(),
         started.elapsed().as_secs_f64()
