@@ -10,21 +10,25 @@ use crate::{acted, at, report};
 
 const INSTALL_POINTS: [&str; 2] = ["install-journal", "install-move"];
 
-/// Killed at every hit of every install failpoint, the next command finds the tree
-/// exactly old or exactly new and no lock left; installing again then completes it.
+/// Killed (or failing) at every hit of every install failpoint, the next command finds
+/// the tree exactly old or exactly new and no lock left; installing again then completes
+/// it.
 #[test]
 fn an_install_killed_at_every_failpoint_leaves_the_old_or_the_new_tree() {
     let started = Instant::now();
     let mut cases = 0;
     let (mut saw_old, mut saw_new) = (false, false);
-    for point in INSTALL_POINTS {
+    for (point, action) in INSTALL_POINTS
+        .into_iter()
+        .flat_map(|point| [(point, "abort"), (point, "error")])
+    {
         for n in 1.. {
-            let case = format!("{point}#{n}");
+            let case = format!("{point}#{n}={action}");
             let project = project_with_two_packages();
             let old = code_tree(&project);
             let new = expected_new_tree(&old);
             let mut command = project.command(&["updates", "install"]);
-            command.env("UPGRADER_FAILPOINTS", at(point, n, "abort"));
+            command.env("UPGRADER_FAILPOINTS", at(point, n, action));
             let killed = run_within(command, Duration::from_secs(60));
             if !acted(&killed.stderr, point, n) {
                 // Past the last hit: the install went through.
@@ -34,11 +38,15 @@ fn an_install_killed_at_every_failpoint_leaves_the_old_or_the_new_tree() {
                 break;
             }
             cases += 1;
-            assert_ne!(killed.code, 0, "{case}: survived its abort");
-            assert!(
-                project.lock_path().exists(),
-                "{case}: the killed install left its lock"
-            );
+            assert_ne!(killed.code, 0, "{case}: went on after the failpoint");
+            if action == "abort" {
+                assert!(
+                    project.lock_path().exists(),
+                    "{case}: the killed install left its lock"
+                );
+            } else {
+                killed.assert_stderr("failpoint");
+            }
             // The recovery killed too, at its first move when it makes one: recovering
             // again still ends in one tree.
             let mut again = project.command(&["status"]);
@@ -65,7 +73,7 @@ fn an_install_killed_at_every_failpoint_leaves_the_old_or_the_new_tree() {
         "crashes before and after the point of no return"
     );
     report(&format!(
-        "crash matrix: code installs: {cases} cases (failpoint hits) in {:.1} s",
+        "crash matrix: code installs: {cases} cases (failpoint hits: abort and error) in {:.1} s",
         started.elapsed().as_secs_f64()
     ));
 }

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::util::{run_within, Backend, TestProject};
+use crate::util::{run_within, wait_for, Backend, TestProject};
 use crate::{acted, at, report};
 
 /// The transaction modes of the matrix.
@@ -32,6 +32,24 @@ impl Mode {
         match self {
             Mode::PerStep => "per-step",
             Mode::Single | Mode::NoneStep => "single",
+        }
+    }
+}
+
+/// Where the database is: a backend, reached directly or (PostgreSQL) through PgBouncer
+/// in transaction pooling mode.
+#[derive(Debug, Clone, Copy)]
+struct Db {
+    backend: Backend,
+    pooled: bool,
+}
+
+impl Db {
+    fn name(self) -> &'static str {
+        if self.pooled {
+            "postgres through pgbouncer"
+        } else {
+            self.backend.name()
         }
     }
 }
@@ -81,8 +99,11 @@ const RUN_POINTS: [&str; 9] = [
     "before-lock-cleared",
 ];
 
-fn project(backend: Backend, mode: Mode) -> TestProject {
-    let project = TestProject::on(backend, "1.3.0", &manifest(mode));
+fn project(db: Db, mode: Mode) -> TestProject {
+    let mut project = TestProject::on(db.backend, "1.3.0", &manifest(mode));
+    if db.pooled {
+        project = project.through_pgbouncer();
+    }
     project.sql("CREATE TABLE applied (step VARCHAR(20) PRIMARY KEY)");
     project
 }
@@ -96,7 +117,8 @@ fn run_command(
     failpoints: &str,
 ) -> crate::util::Run {
     let mut args = vec!["run", "--transaction", mode.transaction()];
-    if point != "backup-made" {
+    // Through a pooler, a backup is refused (pg_dump is not run through one).
+    if point != "backup-made" || project.direct_url.is_some() {
         args.insert(0, "--no-backup");
     }
     let mut command = project.command(&args);
@@ -267,22 +289,57 @@ fn check_finished(project: &TestProject, case: &str) {
     assert!(!project.lock_path().exists(), "{case}: a lock file stayed");
     let status = project.run(&["status", "--json"]).json();
     assert_eq!(status["state"], "current", "{case}");
+    if project.direct_url.is_some() {
+        // Through a pooler, no process's lock stays held on the server. A lease row may
+        // stay (a run killed after its last step, when nothing has needed the lock since),
+        // but only a dead holder's: the next run on this host takes it over at once, and
+        // one elsewhere once it expires, at most 30 s on.
+        assert_eq!(
+            project.query_i64(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND \
+                 database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            ),
+            0,
+            "{case}: an advisory lock outlived its process"
+        );
+        let leases = "SELECT count(*) FROM pg_class WHERE relname = 'upgrader_lock'";
+        if project.query_i64(leases) > 0
+            && project.query_i64("SELECT count(*) FROM upgrader_lock") > 0
+        {
+            let pid = project.query_i64("SELECT pid FROM upgrader_lock");
+            assert!(
+                !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+                "{case}: the lease of a live process {pid} stayed"
+            );
+            assert_eq!(
+                project.query_i64(
+                    "SELECT count(*) FROM upgrader_lock \
+                     WHERE expires_at <= clock_timestamp() + interval '30 seconds'"
+                ),
+                1,
+                "{case}: a lease that outlives its expiry"
+            );
+        }
+    }
 }
 
 /// Kills (or fails) a run at every hit of every failpoint, then checks and recovers.
 /// Returns the number of cases.
-fn every_run_point(backend: Backend, mode: Mode, action: Action) -> usize {
+fn every_run_point(db: Db, mode: Mode, action: Action) -> usize {
     let mut cases = 0;
     let mut partial_cases = 0;
     for point in RUN_POINTS {
+        if db.pooled && point == "backup-made" {
+            continue;
+        }
         for n in 1.. {
             let case = format!(
                 "{} {} {point}#{n}={}",
-                backend.name(),
+                db.name(),
                 mode.name(),
                 action.name()
             );
-            let project = project(backend, mode);
+            let project = project(db, mode);
             let run = run_command(&project, mode, point, &at(point, n, action.name()));
             if !acted(&run.stderr, point, n) {
                 // The run never reached the point that many times: it went through.
@@ -329,6 +386,16 @@ fn every_run_point(backend: Backend, mode: Mode, action: Action) -> usize {
                     }
                 }
             }
+            if db.pooled {
+                // The pooler drops the dead client's server connection, and its
+                // transaction's advisory lock with it.
+                wait_for(Duration::from_secs(10), "the advisory lock to go", || {
+                    project.query_i64(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND \
+                         database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                    ) == 0
+                });
+            }
             let partial = check_after(&project, mode, &case, action);
             unlock_and_finish(&project, mode, partial, &case);
             partial_cases += usize::from(partial);
@@ -340,7 +407,7 @@ fn every_run_point(backend: Backend, mode: Mode, action: Action) -> usize {
         partial_cases > 0,
         mode == Mode::NoneStep,
         "{} {} {}: {partial_cases} partial cases",
-        backend.name(),
+        db.name(),
         mode.name(),
         action.name()
     );
@@ -349,18 +416,13 @@ fn every_run_point(backend: Backend, mode: Mode, action: Action) -> usize {
 
 /// `unlock` killed (or failing) before and after it removes a stale lock: the lock is
 /// still there and still stale, or gone; either way the next `unlock` and `run` complete.
-fn killed_unlocks(backend: Backend, mode: Mode) -> usize {
+fn killed_unlocks(db: Db, mode: Mode) -> usize {
     let points = ["unlock-before-remove", "unlock-after-remove"];
     let actions = [Action::Abort, Action::Error];
     for point in points {
         for action in actions {
-            let case = format!(
-                "{} {} {point}={}",
-                backend.name(),
-                mode.name(),
-                action.name()
-            );
-            let project = project(backend, mode);
+            let case = format!("{} {} {point}={}", db.name(), mode.name(), action.name());
+            let project = project(db, mode);
             let crashed = run_command(&project, mode, "", &at("after-statement", 1, "abort"));
             assert!(acted(&crashed.stderr, "after-statement", 1), "{case}");
             let partial = check_after(&project, mode, &case, Action::Abort);
@@ -389,29 +451,63 @@ fn killed_unlocks(backend: Backend, mode: Mode) -> usize {
     points.len() * actions.len()
 }
 
-fn matrix(backend: Backend, mode: Mode) {
+fn matrix(db: Db, mode: Mode) {
     let started = Instant::now();
-    let cases = every_run_point(backend, mode, Action::Abort)
-        + killed_unlocks(backend, mode)
-        + every_run_point(backend, mode, Action::Error);
+    let cases = every_run_point(db, mode, Action::Abort)
+        + killed_unlocks(db, mode)
+        + every_run_point(db, mode, Action::Error);
     report(&format!(
         "crash matrix: {} x {}: {cases} cases (failpoint hits: abort, then error) in {:.1} s",
-        backend.name(),
+        db.name(),
         mode.name(),
         started.elapsed().as_secs_f64()
     ));
 }
 
+fn direct(backend: Backend) -> Db {
+    Db {
+        backend,
+        pooled: false,
+    }
+}
+
 fn single(backend: Backend) {
-    matrix(backend, Mode::Single);
+    matrix(direct(backend), Mode::Single);
 }
 
 fn per_step(backend: Backend) {
-    matrix(backend, Mode::PerStep);
+    matrix(direct(backend), Mode::PerStep);
 }
 
 fn transaction_none(backend: Backend) {
-    matrix(backend, Mode::NoneStep);
+    matrix(direct(backend), Mode::NoneStep);
 }
 
 crate::on_every_backend!(single, per_step, transaction_none);
+
+/// PostgreSQL through PgBouncer in transaction pooling mode, where a server connection
+/// outlives its client: however the run is killed, once its client is gone no
+/// transaction-level lock stays on the server, and after `unlock` + `run` nothing does.
+mod pgbouncer {
+    use super::*;
+
+    const POOLED: Db = Db {
+        backend: Backend::Postgres,
+        pooled: true,
+    };
+
+    #[test]
+    fn single() {
+        matrix(POOLED, Mode::Single);
+    }
+
+    #[test]
+    fn per_step() {
+        matrix(POOLED, Mode::PerStep);
+    }
+
+    #[test]
+    fn transaction_none() {
+        matrix(POOLED, Mode::NoneStep);
+    }
+}

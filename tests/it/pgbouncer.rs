@@ -9,7 +9,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::util::{wait_for, Backend, TestProject};
+use crate::util::{assert_nothing_held, wait_for, Backend, TestProject};
 
 const MANIFEST: &str = r#"<upgrade project="test" initial-version="1.0.0">
   <install>
@@ -29,27 +29,6 @@ const MANIFEST: &str = r#"<upgrade project="test" initial-version="1.0.0">
 
 fn pooled(version: &str, manifest: &str) -> TestProject {
     TestProject::on(Backend::Postgres, version, manifest).through_pgbouncer()
-}
-
-/// No advisory lock on the project's database and no lease row: nothing a process took
-/// outlived it.
-#[track_caller]
-fn assert_nothing_held(project: &TestProject) {
-    assert_eq!(
-        project.query_i64(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' \
-             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        ),
-        0,
-        "an advisory lock outlived its process"
-    );
-    if project.query_i64("SELECT count(*) FROM pg_class WHERE relname = 'upgrader_lock'") > 0 {
-        assert_eq!(
-            project.query_i64("SELECT count(*) FROM upgrader_lock"),
-            0,
-            "a lease row outlived its process"
-        );
-    }
 }
 
 /// Install, then steps one at a time (single transaction, per step, a step without a
