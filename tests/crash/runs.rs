@@ -237,6 +237,11 @@ fn check_after(project: &TestProject, mode: Mode, case: &str, action: Action) ->
     assert_eq!(status["lock"]["state"], state, "{case}");
     let message = status["lock"]["message"].as_str().unwrap_or_default();
     assert!(message.contains(says), "{case}: {message}");
+    // Never "the database was rolled back" where a commit of the run went through.
+    assert!(
+        !message.contains("database was rolled back"),
+        "{case}: {message}"
+    );
     if lock["non_transactional"] == true {
         assert!(message.contains("may hold part of it"), "{case}: {message}");
     }
