@@ -20,13 +20,7 @@ mod util;
 mod installs;
 mod runs;
 
-use std::io::Write;
-
-/// Prints a line past the test harness's output capture: the matrix reports its size
-/// even when its tests pass.
-pub fn report(line: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
-}
+pub use util::report;
 
 /// The failpoint spec that acts at the `n`th time the process reaches `point`.
 pub fn at(point: &str, n: u64, action: &str) -> String {

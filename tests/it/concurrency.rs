@@ -390,7 +390,7 @@ fn gate_until_settled(host: &TestProject, no_backup: bool) -> (Answer, u64) {
 
 fn thirty_two_processes_upgrade_once_per_round(backend: Backend) {
     let summary = race(TestProject::on(backend, "1.0.0", ""), false, &|_| {});
-    crate::report(&format!(
+    crate::util::report(&format!(
         "race: {} x 32 processes: {summary}",
         backend.name()
     ));

@@ -23,10 +23,3 @@ mod updates;
 mod updates_fetch;
 mod urls;
 mod util;
-
-/// Prints a line past the test harness's output capture: long suites (the races) report
-/// their size and time even when they pass.
-pub fn report(line: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
-}

@@ -123,7 +123,7 @@ fn failures_through_pgbouncer_leave_nothing_held() {
 fn thirty_two_processes_from_four_copies_upgrade_once_per_round() {
     let summary =
         crate::concurrency::race(pooled("1.0.0", ""), true, &|host| assert_nothing_held(host));
-    crate::report(&format!(
+    crate::util::report(&format!(
         "race: postgres through pgbouncer x 32 processes: {summary}"
     ));
 }

@@ -516,6 +516,14 @@ pub fn assert_nothing_held(project: &TestProject) {
     }
 }
 
+/// Prints a line past the test harness's output capture (which takes only `print!` and
+/// `eprint!`): the long suites (the crash matrix, the races) report their size and time
+/// even when they pass.
+pub fn report(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 /// Waits until `condition` holds, failing the test after `limit`.
 #[track_caller]
 pub fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
