@@ -262,6 +262,60 @@ fn check_after(project: &TestProject, mode: Mode, case: &str, action: Action) ->
     partial
 }
 
+/// The step that was running when the `n`th hit of `point` came: the statements run in
+/// [`ROWS`]' order, one per row; `None` where the point is not inside a step.
+fn step_at(point: &str, n: u64) -> Option<usize> {
+    let statement_step = |n: u64| {
+        let row = ROWS[n as usize - 1];
+        STEPS.iter().position(|(_, _, rows)| rows.contains(&row))
+    };
+    match point {
+        "before-statement" | "after-statement" => statement_step(n),
+        "after-step" => Some(n as usize - 1),
+        _ => None,
+    }
+}
+
+/// The lock names the right step: none before the first one starts; after a failure,
+/// exactly the step that failed; after a crash, the step that was running, or (the lock
+/// notes a shared step within a few milliseconds) one before it, and a step without a
+/// transaction always exactly, since it is written down before the step starts.
+#[track_caller]
+fn check_lock_step(
+    project: &TestProject,
+    mode: Mode,
+    point: &str,
+    n: u64,
+    action: Action,
+    case: &str,
+) {
+    let Some(lock) = project.lock_json() else {
+        return;
+    };
+    let named = lock["step"]
+        .as_str()
+        .map(|step| STEPS.iter().position(|s| s.0 == step));
+    if ["lock-file-written", "database-locked", "backup-made"].contains(&point) {
+        assert_eq!(named, None, "{case}: a step before any ran: {lock}");
+        return;
+    }
+    let Some(running) = step_at(point, n) else {
+        return;
+    };
+    let alone = mode == Mode::NoneStep && STEPS[running].0 == "two";
+    match action {
+        Action::Error => assert_eq!(named, Some(Some(running)), "{case}: {lock}"),
+        Action::Abort if alone => {
+            assert_eq!(named, Some(Some(running)), "{case}: {lock}");
+            assert_eq!(lock["non_transactional"], true, "{case}: {lock}");
+        }
+        Action::Abort => assert!(
+            named.is_none_or(|step| step.is_some_and(|step| step <= running)),
+            "{case}: the lock names a step after the running one: {lock}"
+        ),
+    }
+}
+
 /// After the developer has looked: `unlock` (when a lock stayed) then `run` finish the
 /// upgrade, every step applied exactly once.
 #[track_caller]
@@ -401,6 +455,7 @@ fn every_run_point(db: Db, mode: Mode, action: Action) -> usize {
                     ) == 0
                 });
             }
+            check_lock_step(&project, mode, point, n, action, &case);
             let partial = check_after(&project, mode, &case, action);
             unlock_and_finish(&project, mode, partial, &case);
             partial_cases += usize::from(partial);
