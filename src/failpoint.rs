@@ -15,6 +15,9 @@
 //! A point that acts says so on stderr first (`upgrader: failpoint NAME#N: ACTION`), so
 //! a test can tell that the process died where it meant it to.
 //!
+//! Not the `fail` crate: it has no action that ends the process without unwinding (its
+//! `panic` runs destructors, the lock guard's among them, which `kill -9` never does).
+//!
 //! The points (see ARCHITECTURE.md for where each sits in a run): `lock-file-written`,
 //! `database-locked`, `backup-made`, `before-statement`, `after-statement`, `after-step`,
 //! `before-commit`, `after-commit`, `before-lock-cleared`, `unlock-before-remove`,
