@@ -35,6 +35,8 @@ pub mod updates;
 #[doc(hidden)]
 pub mod db;
 #[doc(hidden)]
+pub mod failpoint;
+#[doc(hidden)]
 pub mod files;
 #[doc(hidden)]
 pub mod lock;

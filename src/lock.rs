@@ -184,15 +184,16 @@ impl LockState {
             LockState::Stale(record) => {
                 let mut text = match record {
                     Some(r) => format!(
-                        "the upgrading process is gone ({}, step '{}'); the database was rolled back",
+                        "the upgrading process is gone ({}, step '{}'); what it had not committed was rolled back",
                         who(r),
                         r.step.as_deref().unwrap_or("?")
                     ),
-                    None => "the upgrading process is gone; the database was rolled back".into(),
+                    None => "the upgrading process is gone; what it had not committed was rolled back"
+                        .into(),
                 };
                 if record.as_ref().is_some_and(|r| r.non_transactional) {
                     text = text.replace(
-                        "the database was rolled back",
+                        "what it had not committed was rolled back",
                         "it was running a step without a transaction (transaction=\"none\"), so the database may hold part of it",
                     );
                 }
@@ -784,7 +785,9 @@ fn unlock_with(
             Some(record) if record.state == RecordState::Failed => LockState::Failed(record),
             other => LockState::Stale(other),
         };
+        crate::failpoint::failpoint!("unlock-before-remove", LockError::Halted);
         std::fs::remove_file(path).map_err(io(path))?;
+        crate::failpoint::failpoint!("unlock-after-remove", LockError::Halted);
         let _ = file.unlock();
         return Ok(state);
     }

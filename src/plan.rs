@@ -305,6 +305,9 @@ fn version_only(from: &Version, to: &Version) -> PlanItem {
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::path::Path;

@@ -16,6 +16,7 @@ use std::time::{Instant, SystemTime};
 
 use crate::db::{state, Backend, DatabaseUrl, LockSpan, StatementLimit};
 use crate::error::Error;
+use crate::failpoint::failpoint;
 use crate::layout::Layout;
 use crate::lock::{self, LockRecord, LockState};
 use crate::manifest::StepTransaction;
@@ -723,6 +724,7 @@ impl Engine {
                 version.as_deref(),
                 self.config.keep_backups,
             )?;
+            failpoint!("backup-made", crate::failpoint::db_error);
         }
         {
             let db = session.db();

@@ -12,6 +12,7 @@ use super::{host, now, Engine, LintFinding, TransactionMode};
 use crate::db::{state, Backend, DbObject};
 use crate::error::Committed;
 use crate::error::Error;
+use crate::failpoint::failpoint;
 use crate::lock::LockGuard;
 use crate::manifest::StepTransaction;
 use crate::plan::{ItemKind, PlanItem};
@@ -103,9 +104,15 @@ impl Runner<'_> {
     }
 
     pub(super) fn commit(&mut self) -> Result<(), Error> {
+        failpoint!("before-commit", crate::failpoint::db_error);
+        self.commit_now()
+    }
+
+    fn commit_now(&mut self) -> Result<(), Error> {
         self.db.commit()?;
         self.in_transaction = false;
         self.now_committed();
+        failpoint!("after-commit", crate::failpoint::db_error);
         Ok(())
     }
 
@@ -438,6 +445,7 @@ impl Runner<'_> {
                 // The step may have changed which tables cannot roll back.
                 self.refuse_unsafe(&prepared[index + 1..])?;
             }
+            failpoint!("after-step", |m| failure(&item.name, m));
         }
         for (current, target) in self.current.iter_mut().zip(targets) {
             *current = Some(target.clone());
@@ -475,10 +483,12 @@ impl Runner<'_> {
     /// where the backend can (its lock outlives the commit); else commits only.
     pub(super) fn commit_at_and_chain(&mut self) -> Result<(), Error> {
         self.record()?;
+        failpoint!("before-commit", crate::failpoint::db_error);
         if self.db.commit_and_chain()? {
             self.now_committed();
+            failpoint!("after-commit", crate::failpoint::db_error);
         } else {
-            self.commit()?;
+            self.commit_now()?;
         }
         self.install_objects = None;
         Ok(())
@@ -551,9 +561,11 @@ impl Runner<'_> {
         sending: &Sending,
     ) -> Result<(), String> {
         log::debug!("{origin}: {}", statement.text);
+        failpoint!("before-statement", |m| m);
         self.db
             .execute(&statement.text)
             .map_err(|e| e.to_string())?;
+        failpoint!("after-statement", |m| m);
         if sending.ddl_commits && guard::commits_implicitly(statement, sending.dialect) {
             self.db
                 .resume_after_implicit_commit()
@@ -710,6 +722,16 @@ impl Runner<'_> {
     /// Rolls back, records the failure outside the rolled-back work, and leaves the lock
     /// failed.
     pub(super) fn fail(&mut self, failure: Failure) -> Error {
+        // What failed had committed already (the failure came after its commit; per step,
+        // the next transaction may be open, empty): nothing of it is rolled back.
+        let committed_already = self.since_commit.is_empty()
+            && match &self.in_flight {
+                Some(flight) => self.done.last().is_some_and(|done| {
+                    done.name == failure.item
+                        && done.project == self.engine.app.projects[flight.package].name
+                }),
+                None => !self.done.is_empty(),
+            };
         if self.in_transaction {
             if let Err(error) = self.db.rollback() {
                 log::error!("rollback failed: {error}");
@@ -720,10 +742,15 @@ impl Runner<'_> {
         let version = self.committed_versions();
         let mut message = failure.message.clone();
         // Never claim "unchanged" when something of this run committed: a step without a
-        // transaction, an implicit commit, or earlier steps in per-step mode.
+        // transaction, an implicit commit, earlier steps in per-step mode, or the very
+        // commit after which the failure came.
         if failure.non_transactional {
             message.push_str(&format!(
                 "; the step ran without a transaction (transaction=\"none\"), so the database may hold part of it; the database records {version}"
+            ));
+        } else if committed_already {
+            message.push_str(&format!(
+                "; it failed after its work was committed, so nothing was rolled back: the database records {version}"
             ));
         } else if let Some(origin) = &self.implicit_commit {
             message.push_str(&format!(
@@ -740,6 +767,12 @@ impl Runner<'_> {
         } else if let Some(step) = &self.committed_alone {
             message.push_str(&format!(
                 "; the run was rolled back to where the transaction=\"none\" step '{step}' committed: it and the steps before it stay applied, and the database records {version}"
+            ));
+        } else if !self.done.is_empty() {
+            // A commit before the failing item (ahead of a step that runs alone) made what
+            // ran before it durable.
+            message.push_str(&format!(
+                "; this step was rolled back, what ran before it was committed and stays, and the database records {version}"
             ));
         } else {
             message.push_str(&format!(

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use crate::db::{Backend, LockSpan};
 use crate::error::Error;
+use crate::failpoint::failpoint;
 use crate::lock::{LockGuard, LockRecord};
 
 /// The upgrade lock, held; released when the session ends (or is dropped).
@@ -28,7 +29,9 @@ impl Session {
     ) -> Result<Session, Error> {
         let guard = LockGuard::acquire(lock_path, record)?;
         // Dropping the guard on an error removes the file it wrote.
+        failpoint!("lock-file-written", crate::failpoint::db_error);
         db.lock(span)?;
+        failpoint!("database-locked", crate::failpoint::db_error);
         Ok(Session {
             guard: Some(guard),
             db,
@@ -65,6 +68,7 @@ impl Session {
     /// removed.
     pub(crate) fn end(mut self) {
         self.release();
+        failpoint!("before-lock-cleared");
         self.guard.take();
     }
 

@@ -516,7 +516,7 @@ impl Inner {
                 said
             }),
             None => Err(format!(
-                "the upgrade process died ({}); the database was rolled back{}",
+                "the upgrade process died ({}); what it had not committed was rolled back{}",
                 describe_signal(&output.status),
                 if said.is_empty() {
                     String::new()

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::package::{self, UpdateXml};
 use crate::backup::progress::Progress;
 use crate::error::Error;
+use crate::failpoint::failpoint;
 use crate::lock::{LockGuard, LockRecord, Operation, RecordState};
 use crate::version::Version;
 
@@ -176,7 +177,9 @@ impl Journal {
     fn note(&mut self, line: &str) -> Result<(), Error> {
         writeln!(self.file, "{} {line}", now())
             .and_then(|()| self.file.sync_data())
-            .map_err(|e| fail(format!("cannot write the install journal: {e}")))
+            .map_err(|e| fail(format!("cannot write the install journal: {e}")))?;
+        failpoint!("install-journal", fail);
+        Ok(())
     }
 }
 
@@ -662,21 +665,19 @@ fn apply(project: &Project<'_>, ops: &Ops, journal: &mut Journal) -> Result<(), 
     let (new, old) = (work.join("new"), work.join("old"));
     for dir in &ops.created_dirs {
         let path = project.dir.join(dir);
-        test_only_crash_point();
         std::fs::create_dir(&path)
             .or_else(|e| if path.is_dir() { Ok(()) } else { Err(e) })
             .map_err(io_fail("cannot create", &path))?;
+        failpoint!("install-move", fail);
     }
     for change in &ops.replace {
         let target = project.dir.join(&change.path);
         if change.existed {
             move_to(&target, &old.join(&change.path))?;
         }
-        test_only_crash_point();
         move_to(&new.join(&change.path), &target)?;
     }
     for relative in &ops.remove {
-        test_only_crash_point();
         move_to(&project.dir.join(relative), &old.join(relative))?;
     }
     // The moves on disk before the journal says they are made: after a power loss the
@@ -708,7 +709,9 @@ fn move_to(from: &Path, to: &Path) -> Result<(), Error> {
             from.display(),
             to.display()
         ))
-    })
+    })?;
+    failpoint!("install-move", fail);
+    Ok(())
 }
 
 /// After `applied`: moves the packages to `Updates_Installed/`, removes directories a
@@ -721,7 +724,6 @@ fn finish(project_dir: &Path, ops: &Ops) -> Result<(), Error> {
         updates.join("Updates_Installed"),
     );
     for (file, installed_as) in &ops.packages {
-        test_only_crash_point();
         let from = pending.join(file);
         if from.exists() {
             move_to(&from, &installed.join(installed_as))?;
@@ -752,7 +754,6 @@ fn undo(project_dir: &Path, ops: &Ops) -> Result<(), Error> {
         let target = project_dir.join(relative);
         if std::fs::symlink_metadata(&aside).is_ok() && std::fs::symlink_metadata(&target).is_err()
         {
-            test_only_crash_point();
             move_to(&aside, &target)?;
         }
     }
@@ -763,7 +764,6 @@ fn undo(project_dir: &Path, ops: &Ops) -> Result<(), Error> {
         // Each move is undone by the opposite move, never by deleting, so that undoing
         // again after a crash part-way through finds every file where it can tell it.
         let present = |path: &Path| std::fs::symlink_metadata(path).is_ok();
-        test_only_crash_point();
         if !present(&staged) && present(&target) && (!change.existed || present(&aside)) {
             // The new file was moved in: it goes back to the staging.
             move_to(&target, &staged)?;
@@ -1037,27 +1037,4 @@ fn extract_backup(path: &Path, new: &Path) -> Result<BTreeSet<String>, Error> {
             .map_err(io_fail("cannot create", &new.join(&relative)))?;
     }
     Ok(dirs)
-}
-
-/// Test-only: `UPGRADER_TEST_ONLY_INSTALL_CRASH_AT=N` kills the process (as SIGKILL
-/// would) at the Nth change of an install; `UPGRADER_TEST_ONLY_INSTALL_PAUSE_MS=MS` pauses
-/// before each change. Debug builds only.
-fn test_only_crash_point() {
-    #[cfg(debug_assertions)]
-    {
-        if let Some(ms) = std::env::var_os("UPGRADER_TEST_ONLY_INSTALL_PAUSE_MS")
-            .and_then(|v| v.to_str().and_then(|v| v.parse::<u64>().ok()))
-        {
-            std::thread::sleep(std::time::Duration::from_millis(ms));
-        }
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static SEEN: AtomicU64 = AtomicU64::new(0);
-        if let Some(at) = std::env::var_os("UPGRADER_TEST_ONLY_INSTALL_CRASH_AT")
-            .and_then(|v| v.to_str().and_then(|v| v.parse::<u64>().ok()))
-        {
-            if SEEN.fetch_add(1, Ordering::Relaxed) + 1 == at {
-                std::process::abort();
-            }
-        }
-    }
 }

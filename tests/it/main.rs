@@ -18,6 +18,7 @@ mod plugin_files;
 mod plugins;
 mod run;
 mod servers;
+mod update_packages;
 mod updates;
 mod updates_fetch;
 mod urls;

@@ -6,10 +6,10 @@
 //! Runs here pass `--no-backup`: pg_dump is not run through a pooler (see
 //! `backups_through_pgbouncer`).
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::util::{slow_sql, wait_for, Backend, TestProject};
+use crate::util::{assert_nothing_held, wait_for, Backend, TestProject};
 
 const MANIFEST: &str = r#"<upgrade project="test" initial-version="1.0.0">
   <install>
@@ -29,27 +29,6 @@ const MANIFEST: &str = r#"<upgrade project="test" initial-version="1.0.0">
 
 fn pooled(version: &str, manifest: &str) -> TestProject {
     TestProject::on(Backend::Postgres, version, manifest).through_pgbouncer()
-}
-
-/// No advisory lock on the project's database and no lease row: nothing a process took
-/// outlived it.
-#[track_caller]
-fn assert_nothing_held(project: &TestProject) {
-    assert_eq!(
-        project.query_i64(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' \
-             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        ),
-        0,
-        "an advisory lock outlived its process"
-    );
-    if project.query_i64("SELECT count(*) FROM pg_class WHERE relname = 'upgrader_lock'") > 0 {
-        assert_eq!(
-            project.query_i64("SELECT count(*) FROM upgrader_lock"),
-            0,
-            "a lease row outlived its process"
-        );
-    }
 }
 
 /// Install, then steps one at a time (single transaction, per step, a step without a
@@ -137,105 +116,16 @@ fn failures_through_pgbouncer_leave_nothing_held() {
     assert_nothing_held(&project);
 }
 
-/// The manifest of round `round`: a slow step up to 1.ROUND.0, each appending one row.
-fn racing_manifest(rounds: usize) -> String {
-    let mut steps = String::new();
-    for round in 1..=rounds {
-        steps.push_str(&format!(
-            "  <step name=\"r{round}\" from=\"1.{}.0\" to=\"1.{round}.0\">\n    \
-             <sql>INSERT INTO rounds VALUES ({round}); {}</sql>\n  </step>\n",
-            round - 1,
-            slow_sql(Backend::Postgres, 0.3)
-        ));
-    }
-    format!("<upgrade project=\"test\" initial-version=\"1.0.0\">\n{steps}</upgrade>\n")
-}
-
-fn spawn(host: &TestProject, args: &[&str]) -> Child {
-    host.command(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// 16 processes from 4 copies of a project (4 application servers, 4 workers each) race
-/// to upgrade one database through the pool, round after round, half of them per step:
-/// exactly one upgrades, the others wait or see an upgrade in progress (never an error),
-/// and afterwards everyone sees the database current and nothing is held.
+/// The race of `concurrency.rs` through the pool: 32 processes (runs and web gates of 4
+/// copies of the project) per round, exactly one upgrade each round, and after each
+/// round nothing held on the server.
 #[test]
-fn sixteen_processes_from_four_copies_upgrade_once_per_round() {
-    const ROUNDS: usize = 3;
-    let manifest = racing_manifest(ROUNDS);
-    let first = pooled("1.0.0", &manifest);
-    first.sql("CREATE TABLE rounds (round INTEGER)");
-    first
-        .run(&["--no-backup", "run"])
-        .assert_code(0)
-        .assert_stdout("recorded");
-    let mut hosts = vec![first];
-    for _ in 1..4 {
-        let mut host = TestProject::new("1.0.0", "");
-        host.share_database_of(&hosts[0]);
-        hosts.push(host);
-    }
-    for round in 1..=ROUNDS {
-        let version = format!("1.{round}.0\n");
-        for host in &hosts {
-            host.write("VERSION", &version);
-        }
-        let children: Vec<Child> = (0..16)
-            .map(|index| {
-                let mode = if index % 2 == 0 { "single" } else { "per-step" };
-                spawn(
-                    &hosts[index % 4],
-                    &["--no-backup", "run", "--transaction", mode],
-                )
-            })
-            .collect();
-        let mut upgraded = 0;
-        for child in children {
-            let output = child.wait_with_output().unwrap();
-            let code = output.status.code().unwrap_or(-1);
-            let stdout = String::from_utf8_lossy(&output.stdout);
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            assert!(
-                code == 0 || (code == 4 && stderr.contains("upgrade in progress")),
-                "round {round}: exit {code}\nstdout:\n{stdout}\nstderr:\n{stderr}"
-            );
-            if stdout.contains("upgraded test") {
-                upgraded += 1;
-            }
-        }
-        assert_eq!(upgraded, 1, "round {round}: exactly one process upgrades");
-        assert_eq!(
-            hosts[0].query_i64("SELECT count(*) FROM rounds"),
-            round as i64,
-            "round {round}: each step ran once"
-        );
-        assert_nothing_held(&hosts[0]);
-        // Everyone, all at once again: current, exit 0.
-        let children: Vec<Child> = (0..16)
-            .map(|index| spawn(&hosts[index % 4], &["--no-backup", "run"]))
-            .collect();
-        for child in children {
-            let output = child.wait_with_output().unwrap();
-            assert_eq!(
-                output.status.code(),
-                Some(0),
-                "round {round}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            assert!(String::from_utf8_lossy(&output.stdout).contains("current"));
-        }
-        for host in &hosts {
-            assert!(!host.lock_path().exists(), "a lock file stayed");
-            host.run(&["check"]).assert_code(0);
-            let status = host.run(&["status", "--json"]).json();
-            assert_eq!(status["state"], "current");
-        }
-        assert_nothing_held(&hosts[0]);
-    }
+fn thirty_two_processes_from_four_copies_upgrade_once_per_round() {
+    let summary =
+        crate::concurrency::race(pooled("1.0.0", ""), true, &|host| assert_nothing_held(host));
+    crate::util::report(&format!(
+        "race: postgres through pgbouncer x 32 processes: {summary}"
+    ));
 }
 
 fn project_with_slow_step(seconds: f64) -> TestProject {

@@ -4,60 +4,11 @@
 //! report the installable ones (exit 6).
 
 use std::io::Write;
-use std::path::Path;
 
 use sha2::Digest;
 
+use crate::update_packages::*;
 use crate::util::TestProject;
-
-const MANIFEST: &str = r#"<upgrade project="shop" initial-version="1.0.0">
-  <install><sql>CREATE TABLE t (id INTEGER PRIMARY KEY);</sql></install>
-</upgrade>
-"#;
-
-/// The manifest a 1.1.0 package carries: one more step.
-const MANIFEST_1_1: &str = r#"<upgrade project="shop" initial-version="1.0.0">
-  <install><sql>CREATE TABLE t (id INTEGER PRIMARY KEY);</sql></install>
-  <step name="add-orders" from="1.0.0" to="1.1.0"><sql>CREATE TABLE orders (id INTEGER);</sql></step>
-</upgrade>
-"#;
-
-/// An entry of a test zip: a regular file, or a symbolic link to a target.
-enum Entry<'a> {
-    File(&'a str, &'a str),
-    Link(&'a str, &'a str),
-}
-
-fn write_zip(path: &Path, entries: &[Entry<'_>]) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
-    // Stored: the tests' packages need no compression, and are made faster without.
-    let options =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    for entry in entries {
-        match entry {
-            Entry::File(name, text) => {
-                zip.start_file(*name, options).unwrap();
-                zip.write_all(text.as_bytes()).unwrap();
-            }
-            Entry::Link(name, target) => zip.add_symlink(*name, *target, options).unwrap(),
-        }
-    }
-    zip.finish().unwrap();
-}
-
-fn update_xml(project: &str, version: &str, requires: &str) -> String {
-    format!(
-        "<update project=\"{project}\" version=\"{version}\" requires=\"{requires}\">\n  <notes>Version {version}</notes>\n</update>\n"
-    )
-}
-
-const UPDATE_1_1: &str =
-    "<update project=\"shop\" version=\"1.1.0\" requires=\"1.0.0\"><notes>n</notes></update>\n";
-
-fn pending(project: &TestProject, name: &str) -> std::path::PathBuf {
-    project.path().join("updates/Updates_Pending").join(name)
-}
 
 #[test]
 fn list_shows_packages_in_version_order_with_their_steps_and_problems() {
@@ -255,69 +206,6 @@ fn without_packages_nothing_is_pending() {
 
 /// The project's own files (not upgrader's: updates/, the lock, the database) and their
 /// contents.
-fn code_tree(project: &TestProject) -> std::collections::BTreeMap<String, Vec<u8>> {
-    crate::util::file_tree(project.path())
-        .into_iter()
-        .filter(|(relative, _)| !relative.starts_with("updates/") && relative != "upgrade.lock")
-        .collect()
-}
-
-fn files_in(project: &TestProject, folder: &str) -> Vec<String> {
-    crate::util::names_in(&project.path().join("updates").join(folder))
-}
-
-const MANIFEST_1_2: &str = r#"<upgrade project="shop" initial-version="1.0.0">
-  <install><sql>CREATE TABLE t (id INTEGER PRIMARY KEY);</sql></install>
-  <step name="add-orders" from="1.0.0" to="1.1.0"><sql>CREATE TABLE orders (id INTEGER);</sql></step>
-  <step name="add-docs" from="1.1.0" to="1.2.0"><sql>CREATE TABLE docs (id INTEGER);</sql></step>
-</upgrade>
-"#;
-
-/// A project at 1.0.0 with a few files, and two chained packages pending.
-fn project_with_two_packages() -> TestProject {
-    let project = TestProject::new("1.0.0", MANIFEST);
-    project.write("index.php", "v1");
-    project.write("lib/old.php", "old");
-    project.write("scripts/keep.sql", "SELECT 1;");
-    project.run(&["--no-backup", "run"]).assert_code(0);
-    write_zip(
-        &pending(&project, "shop-1.1.0.zip"),
-        &[
-            Entry::File(
-                "update.xml",
-                "<update project=\"shop\" version=\"1.1.0\" requires=\"1.0.0\">\n  <notes>Orders</notes>\n  <remove path=\"lib/old.php\"/>\n</update>\n",
-            ),
-            Entry::File("files/VERSION", "1.1.0\n"),
-            Entry::File("files/index.php", "v1.1"),
-            Entry::File("files/lib/new.php", "new"),
-            Entry::File("files/upgrade.xml", MANIFEST_1_1),
-        ],
-    );
-    write_zip(
-        &pending(&project, "shop-1.2.0.zip"),
-        &[
-            Entry::File("update.xml", &update_xml("shop", "1.2.0", "1.1.0")),
-            Entry::File("files/docs/readme.txt", "docs"),
-            Entry::File("files/upgrade.xml", MANIFEST_1_2),
-        ],
-    );
-    project
-}
-
-/// What the two packages make of the project's files.
-fn expected_new_tree(
-    old: &std::collections::BTreeMap<String, Vec<u8>>,
-) -> std::collections::BTreeMap<String, Vec<u8>> {
-    let mut new = old.clone();
-    new.remove("lib/old.php");
-    new.insert("index.php".into(), b"v1.1".to_vec());
-    new.insert("lib/new.php".into(), b"new".to_vec());
-    new.insert("docs/readme.txt".into(), b"docs".to_vec());
-    new.insert("upgrade.xml".into(), MANIFEST_1_2.as_bytes().to_vec());
-    new.insert("VERSION".into(), b"1.2.0\n".to_vec());
-    new
-}
-
 /// Two chained packages install in version order into exactly the expected tree; the app
 /// backup holds the old tree; Pending is empty and Installed holds both, stamped; the
 /// database upgrade is then pending and `run` applies the packages' steps; `rollback`
@@ -575,64 +463,6 @@ fn refused_packages_change_nothing() {
     assert_eq!(code_tree(&project), old);
 }
 
-/// Killed at every change of an install (and of its finishing), the next command finds
-/// the tree exactly old or exactly new, never a mix, and no lock left; installing again
-/// then completes it.
-#[test]
-fn an_install_killed_at_any_change_leaves_the_old_or_the_new_tree() {
-    let mut point = 1;
-    let mut saw_old = false;
-    let mut saw_new = false;
-    loop {
-        let project = project_with_two_packages();
-        let old = code_tree(&project);
-        let new = expected_new_tree(&old);
-        let mut command = project.command(&["updates", "install"]);
-        command.env("UPGRADER_TEST_ONLY_INSTALL_CRASH_AT", point.to_string());
-        let killed = crate::util::run_within(command, std::time::Duration::from_secs(60));
-        if killed.code == 0 {
-            // Past the last change: every point was tried.
-            assert_eq!(code_tree(&project), new);
-            break;
-        }
-        assert!(
-            project.lock_path().exists(),
-            "the killed install left its lock"
-        );
-        // The recovery itself killed part-way (at its second move, when it has one):
-        // recovering again still ends in one tree.
-        let mut again = project.command(&["status"]);
-        again.env("UPGRADER_TEST_ONLY_INSTALL_CRASH_AT", "2");
-        let _ = crate::util::run_within(again, std::time::Duration::from_secs(60));
-        // Any command first finishes or undoes the install.
-        project.run(&["status"]).assert_code(0);
-        let after = code_tree(&project);
-        assert!(
-            after == old || after == new,
-            "a mix after a crash at change {point}"
-        );
-        saw_old |= after == old;
-        saw_new |= after == new;
-        assert!(
-            !project.lock_path().exists(),
-            "change {point}: the lock is gone"
-        );
-        assert!(!project.path().join("updates/.install").exists());
-        if after == old {
-            assert_eq!(files_in(&project, "Updates_Pending").len(), 2);
-            project.run(&["updates", "install"]).assert_code(0);
-        }
-        assert_eq!(code_tree(&project), new, "change {point}: completed");
-        assert!(files_in(&project, "Updates_Pending").is_empty());
-        point += 1;
-        assert!(point < 100, "the install never completed");
-    }
-    assert!(
-        saw_old && saw_new,
-        "crashes before and after the point of no return"
-    );
-}
-
 /// SIGKILL at many moments of a 2,000-file install (staging, backup, the moves,
 /// finishing): after the next command the tree is exactly the old one or exactly the new
 /// one, every time, and installing again completes.
@@ -742,40 +572,4 @@ fn an_install_of_2000_files_killed_at_many_moments() {
         "old tree {} times, new tree {} times",
         outcomes.0, outcomes.1
     );
-}
-
-/// While a live process installs, other commands do not read the changing files: they
-/// halt (exit 4, saying a code update is being installed), but a run waits for it and
-/// then upgrades the database to the code it installed.
-#[test]
-fn commands_halt_and_runs_wait_while_an_install_is_under_way() {
-    let project = project_with_two_packages();
-    let mut command = project.command(&["updates", "install"]);
-    command
-        .env("UPGRADER_TEST_ONLY_INSTALL_PAUSE_MS", "300")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut child = command.spawn().unwrap();
-    let journal = project.path().join("updates/.install/journal");
-    crate::util::wait_for(
-        std::time::Duration::from_secs(60),
-        "the moves to start",
-        || std::fs::read_to_string(&journal).is_ok_and(|text| text.contains(" applying ")),
-    );
-    project
-        .run(&["status"])
-        .assert_code(4)
-        .assert_stderr("a code update is being installed");
-    let run = project
-        .run(&["run"])
-        .assert_code(0)
-        .assert_stderr("waiting for it to finish")
-        .assert_stdout("1.2.0")
-        .stdout
-        .clone();
-    assert!(child.wait().unwrap().success(), "{run}");
-    assert_eq!(project.version_of("shop").as_deref(), Some("1.2.0"));
-    let status = project.run(&["status", "--json"]);
-    status.assert_code(0);
-    assert_eq!(status.json()["code_version"], "1.2.0");
 }

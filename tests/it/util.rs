@@ -495,6 +495,35 @@ impl TestProject {
     }
 }
 
+/// No advisory lock on the project's PostgreSQL database and no lease row: nothing a
+/// process took outlived it (PgBouncer keeps server connections past their clients).
+#[track_caller]
+pub fn assert_nothing_held(project: &TestProject) {
+    assert_eq!(
+        project.query_i64(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ),
+        0,
+        "an advisory lock outlived its process"
+    );
+    if project.query_i64("SELECT count(*) FROM pg_class WHERE relname = 'upgrader_lock'") > 0 {
+        assert_eq!(
+            project.query_i64("SELECT count(*) FROM upgrader_lock"),
+            0,
+            "a lease row outlived its process"
+        );
+    }
+}
+
+/// Prints a line past the test harness's output capture (which takes only `print!` and
+/// `eprint!`): the long suites (the crash matrix, the races) report their size and time
+/// even when they pass.
+pub fn report(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 /// Waits until `condition` holds, failing the test after `limit`.
 #[track_caller]
 pub fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
