@@ -5,6 +5,7 @@
 mod checksum;
 mod prepare;
 mod project;
+mod record;
 mod report;
 mod runner;
 mod session;
@@ -753,6 +754,7 @@ impl Engine {
             prepared
         };
         let committed: Vec<Option<Version>> = facts.into_iter().map(|f| f.version).collect();
+        let schemas = record::SchemaWatch::start(session.db(), self.app.projects.len())?;
         let (db, guard) = session.parts();
         let mut runner = Runner {
             engine: self,
@@ -780,6 +782,7 @@ impl Engine {
             committed_alone: None,
             implicit_commit: None,
             committed_before_install: None,
+            schemas,
         };
         runner.execute(&app_plan.targets(), &prepared)?;
         let mut applied = std::mem::take(&mut runner.applied);

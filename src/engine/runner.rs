@@ -28,6 +28,8 @@ pub(super) struct Sending {
     pub(super) alone: bool,
     pub(super) install: bool,
     pub(super) transaction: StepTransaction,
+    /// The item's project (index into the application's projects).
+    pub(super) package: usize,
 }
 
 /// At most this many characters of a database's error message are quoted (it may quote
@@ -73,6 +75,8 @@ pub(super) struct Runner<'a> {
     /// The project whose install, not the run's first item, was preceded by a commit
     /// (MySQL commits an install's DDL), if one was.
     pub(super) committed_before_install: Option<String>,
+    /// What may have changed schemas since they were last recorded (see `record`).
+    pub(super) schemas: super::record::SchemaWatch,
 }
 
 /// What a failure's history row says about the item that failed.
@@ -334,6 +338,7 @@ impl Runner<'_> {
                 alone,
                 install: item.kind == ItemKind::Install,
                 transaction: entry.transaction,
+                package,
             };
             let mut sent = 0;
             for work in &entry.work {
@@ -351,6 +356,7 @@ impl Runner<'_> {
                             alone,
                             tables: &self.tables,
                         };
+                        self.schemas.opaque(package);
                         match plugin::host::call(&call.step, self.db, &rules) {
                             plugin::host::Outcome::Done { statements } => {
                                 sent += statements;
@@ -509,6 +515,7 @@ impl Runner<'_> {
             state::insert_history_rows(self.db, rows)?;
         }
         self.unrecorded.clear();
+        self.record_schemas()?;
         Ok(())
     }
 
@@ -554,6 +561,8 @@ impl Runner<'_> {
         self.db
             .execute(&statement.text)
             .map_err(|e| e.to_string())?;
+        self.schemas
+            .sent(sending.package, statement, sending.dialect);
         if sending.ddl_commits && guard::commits_implicitly(statement, sending.dialect) {
             self.db
                 .resume_after_implicit_commit()

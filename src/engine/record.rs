@@ -1,0 +1,192 @@
+//! Schema records written by a run: just before a commit that makes a version durable,
+//! one `upgrader_schema` row per project table whose normalized text is new or changed
+//! (none for a dropped table), in the same transaction.
+//!
+//! Which tables are a project's: those it has records for (the newest with text), plus
+//! the tables that appeared during the run (absent when it started or at its last
+//! recording) given to the project whose statements created them (`CREATE TABLE` names,
+//! read by the SQL lexer), else to the first project that ran anything since the last
+//! recording (a plugin's table, a rename). A root project with no records yet (a database
+//! adopted at its initial version, or recorded before this existed) also takes every
+//! table no other project has: what was there before upgrader. Tables nobody claims are
+//! left alone.
+//!
+//! Cost: the catalog is read only at a commit that follows something that can change a
+//! schema (DDL, an install, a plugin, a script too large to keep) or at a run's first
+//! commit, so a run of data-only steps reads it once, and per-step runs once per step
+//! that changed the schema.
+
+use std::collections::{BTreeMap, HashSet};
+
+use super::now;
+use super::runner::Runner;
+use crate::db::state::{self, SchemaRow};
+use crate::db::{Backend, DbError};
+use crate::schema::{self, Recorded, TableSchema};
+use crate::sql::{self, Statement};
+use crate::version::Version;
+
+/// What a run has seen since it last recorded schemas.
+#[derive(Debug, Default)]
+pub(super) struct SchemaWatch {
+    /// Whether something since the last recording may have changed a schema.
+    pub(super) dirty: bool,
+    /// The tables that existed at the start or at the last recording (lower-cased).
+    pub(super) known: HashSet<String>,
+    /// Per project: tables its statements created since the last recording (lower-cased).
+    pub(super) created: Vec<HashSet<String>>,
+    /// Per project: whether it applied anything since the last recording.
+    pub(super) touched: Vec<bool>,
+}
+
+impl SchemaWatch {
+    /// At the start of a run of `projects` projects on `db`: the tables that exist now.
+    pub(super) fn start(db: &mut dyn Backend, projects: usize) -> Result<SchemaWatch, DbError> {
+        Ok(SchemaWatch {
+            dirty: true,
+            known: db
+                .table_names()?
+                .into_iter()
+                .map(|name| name.to_lowercase())
+                .collect(),
+            created: vec![HashSet::new(); projects],
+            touched: vec![false; projects],
+        })
+    }
+
+    /// A statement of `project` was sent: DDL makes the next commit record schemas.
+    pub(super) fn sent(&mut self, project: usize, statement: &Statement, dialect: sql::Dialect) {
+        self.touched[project] = true;
+        let first = statement.keywords.split(' ').next().unwrap_or_default();
+        if !["CREATE", "ALTER", "DROP", "RENAME"].contains(&first) {
+            return;
+        }
+        self.dirty = true;
+        if first == "CREATE" {
+            if let Some(table) = sql::created_table(&statement.text, dialect) {
+                self.created[project].insert(table.to_lowercase());
+            }
+        }
+    }
+
+    /// `project` ran something whose statements upgrader does not see one by one (a
+    /// plugin): the next commit records schemas.
+    pub(super) fn opaque(&mut self, project: usize) {
+        self.touched[project] = true;
+        self.dirty = true;
+    }
+}
+
+/// The record that holds at `version`: the newest at or below it.
+fn holding<'r>(records: &[&'r Recorded], table: &str, version: &Version) -> Option<&'r Recorded> {
+    records
+        .iter()
+        .filter(|r| r.table == table && r.version <= *version)
+        .max_by(|a, b| a.version.cmp(&b.version))
+        .copied()
+}
+
+impl Runner<'_> {
+    /// Records the schema of every project's tables that changed, at the version each
+    /// project has reached in the open transaction (see the module's documentation).
+    pub(super) fn record_schemas(&mut self) -> Result<(), DbError> {
+        if !self.schemas.dirty {
+            return Ok(());
+        }
+        let dialect = self.db.dialect();
+        let live: Vec<TableSchema> = self
+            .db
+            .table_schemas()?
+            .iter()
+            .map(|facts| schema::schema_of(dialect, facts))
+            .collect();
+        let projects = &self.engine.app.projects;
+        let names: Vec<&str> = projects.iter().map(|p| p.name.as_str()).collect();
+        let all = state::read_schema_records(self.db, &names)?;
+        let mut records: Vec<Vec<&Recorded>> = vec![Vec::new(); projects.len()];
+        for (project, record) in &all {
+            if let Some(index) = names.iter().position(|n| n == project) {
+                records[index].push(record);
+            }
+        }
+        // Owner of each table: the project whose newest record of it has text.
+        let mut owner: BTreeMap<String, usize> = BTreeMap::new();
+        for (index, list) in records.iter().enumerate() {
+            let mut newest: BTreeMap<&str, &Recorded> = BTreeMap::new();
+            for record in list {
+                let entry = newest.entry(record.table.as_str()).or_insert(record);
+                if record.version > entry.version {
+                    *entry = record;
+                }
+            }
+            for (table, record) in newest {
+                if record.text.is_some() {
+                    owner.entry(table.to_lowercase()).or_insert(index);
+                }
+            }
+        }
+        let watch = &self.schemas;
+        let fallback = watch.touched.iter().position(|t| *t);
+        for table in &live {
+            let key = table.name.to_lowercase();
+            if owner.contains_key(&key) || watch.known.contains(&key) {
+                continue;
+            }
+            let by_create = watch.created.iter().position(|c| c.contains(&key));
+            if let Some(index) = by_create.or(fallback) {
+                owner.insert(key, index);
+            }
+        }
+        if records[0].is_empty() {
+            for table in &live {
+                owner.entry(table.name.to_lowercase()).or_insert(0);
+            }
+        }
+        let now = now();
+        for (index, list) in records.iter().enumerate() {
+            let Some(version) = self.current[index].clone() else {
+                continue;
+            };
+            let mut rows = Vec::new();
+            for table in &live {
+                if owner.get(&table.name.to_lowercase()) != Some(&index) {
+                    continue;
+                }
+                let recorded = holding(list, &table.name, &version).and_then(|r| r.text.as_deref());
+                if recorded != Some(table.text.as_str()) {
+                    rows.push(SchemaRow {
+                        table: table.name.clone(),
+                        text: Some(table.text.clone()),
+                        fingerprint: Some(table.fingerprint.clone()),
+                    });
+                }
+            }
+            // Recorded with text, gone now: dropped (or renamed) by this run.
+            let mut gone: Vec<&str> = list
+                .iter()
+                .map(|r| r.table.as_str())
+                .filter(|t| !live.iter().any(|l| l.name == *t))
+                .collect();
+            gone.sort_unstable();
+            gone.dedup();
+            for table in gone {
+                if holding(list, table, &version).is_some_and(|r| r.text.is_some()) {
+                    rows.push(SchemaRow {
+                        table: table.to_string(),
+                        text: None,
+                        fingerprint: None,
+                    });
+                }
+            }
+            if !rows.is_empty() {
+                state::write_schema_rows(self.db, &names[index], &version.as_str(), &rows, &now)?;
+            }
+        }
+        let watch = &mut self.schemas;
+        watch.known = live.iter().map(|t| t.name.to_lowercase()).collect();
+        watch.created.iter_mut().for_each(HashSet::clear);
+        watch.touched.iter_mut().for_each(|t| *t = false);
+        watch.dirty = false;
+        Ok(())
+    }
+}
