@@ -512,6 +512,7 @@ impl State {
                 pid: row[10].as_int().unwrap_or(0),
                 success: row[11].as_int().unwrap_or(0) != 0,
                 error: text(&row[12]),
+                reason: None,
             };
             self.next_id += 1;
             self.data.history.push(row);

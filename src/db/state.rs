@@ -248,7 +248,7 @@ pub struct HistoryRow {
     pub id: Option<i64>,
     /// The project upgraded.
     pub project: String,
-    /// `install`, `step` or `version-only`.
+    /// `install`, `step`, `version-only` or `accept`.
     pub kind: String,
     /// Step name (`install` for the install, `version-only` for a bump).
     pub name: String,
@@ -270,8 +270,11 @@ pub struct HistoryRow {
     pub pid: i64,
     /// Whether it was applied.
     pub success: bool,
-    /// The error, for a failed run.
+    /// The error, for a failed run; for an `accept` row, the reason given.
     pub error: Option<String>,
+    /// For an `accept` row: the reason given (the `error` column, named for what it is).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Appends a history row.
@@ -393,6 +396,10 @@ pub fn read_histories(db: &mut dyn Backend, projects: &[&str]) -> Result<Vec<His
             pid: row[11].as_int().unwrap_or(0),
             success: row[12].as_int().unwrap_or(0) != 0,
             error: text(&row[13]),
+            reason: match text(&row[2]).as_deref() {
+                Some("accept") => text(&row[13]),
+                _ => None,
+            },
         })
         .collect())
 }

@@ -11,6 +11,7 @@ mod runner;
 mod session;
 #[cfg(test)]
 mod tests;
+mod verify;
 
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
@@ -33,6 +34,7 @@ pub use report::{
 };
 use runner::Runner;
 use session::Session;
+pub use verify::{Accepted, StepCheck, StepState, VerifyReport};
 
 /// How the run uses transactions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -792,6 +792,7 @@ impl Runner<'_> {
             pid: i64::from(std::process::id()),
             success: false,
             error: Some(message.clone()),
+            reason: None,
         };
         let recorded = self.db.begin().map_err(Error::from).and_then(|()| {
             state::ensure_in_transaction(self.db, &now())?;
@@ -840,5 +841,6 @@ pub(super) fn history_row(
         pid: i64::from(std::process::id()),
         success: true,
         error: None,
+        reason: None,
     }
 }
