@@ -79,11 +79,9 @@ pub(crate) fn sqlite(db: &mut dyn Backend) -> Result<Vec<TableFacts>, DbError> {
         tables.add(at(&row, 0)).definition = opt(&row, 1);
     }
     let columns = db.query(
-        &format!(
-            "SELECT m.name, p.name, p.type, p.\"notnull\", p.dflt_value, p.pk, p.hidden \
-             FROM sqlite_schema m JOIN pragma_table_xinfo(m.name) p \
-             WHERE m.type = 'table' ORDER BY m.name, p.cid"
-        ),
+        "SELECT m.name, p.name, p.type, p.\"notnull\", p.dflt_value, p.pk, p.hidden \
+         FROM sqlite_schema m JOIN pragma_table_xinfo(m.name) p \
+         WHERE m.type = 'table' ORDER BY m.name, p.cid",
         &[],
     )?;
     let mut primary: BTreeMap<String, Vec<(i64, String)>> = BTreeMap::new();

@@ -873,7 +873,40 @@ mod tests {
             pid: 1,
             success: true,
             error: None,
+            reason: None,
         }
+    }
+
+    #[test]
+    fn keeps_schema_rows_as_state_writes_them() {
+        let fake = Fake::new(Dialect::Sqlite).with_version("app", "1.0.0");
+        let mut db = fake.backend();
+        let db = db.as_mut();
+        db.lock(LockSpan::Transaction).unwrap();
+        let row = |table: &str, text: Option<&str>| state::SchemaRow {
+            table: table.into(),
+            text: text.map(Into::into),
+            fingerprint: text.map(crate::schema::fingerprint),
+        };
+        state::write_schema_rows(
+            db,
+            "app",
+            "1.0.0",
+            &[row("a", Some("x")), row("b", None)],
+            "t",
+        )
+        .unwrap();
+        // Written again at the same version: replaced, not added.
+        state::write_schema_rows(db, "app", "1.0.0", &[row("a", Some("y"))], "t").unwrap();
+        let records = state::read_schema_records(db, &["app"]).unwrap();
+        let seen: Vec<(&str, Option<&str>)> = records
+            .iter()
+            .map(|(_, r)| (r.table.as_str(), r.text.as_deref()))
+            .collect();
+        assert_eq!(seen, [("b", None), ("a", Some("y"))]);
+        assert!(state::read_schema_records(db, &["other"])
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

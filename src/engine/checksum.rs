@@ -163,7 +163,7 @@ mod tests {
         // Recorded in databases: this value must never change.
         let mut legacy = LegacyChecksum::default();
         legacy.begin_sql();
-        for piece in [&b"UPDATE t SET a = 1;"[..]] {
+        for piece in [&b"UPDATE t "[..], b"SET a = 1;"] {
             legacy.sql_text(piece);
         }
         legacy.end_sql();

@@ -179,7 +179,7 @@ impl Runner<'_> {
                 }
             }
             if !rows.is_empty() {
-                state::write_schema_rows(self.db, &names[index], &version.as_str(), &rows, &now)?;
+                state::write_schema_rows(self.db, names[index], &version.as_str(), &rows, &now)?;
             }
         }
         let watch = &mut self.schemas;
