@@ -22,3 +22,4 @@ mod updates;
 mod updates_fetch;
 mod urls;
 mod util;
+mod verify;
