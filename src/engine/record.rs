@@ -11,10 +11,13 @@
 //! table no other project has: what was there before upgrader. Tables nobody claims are
 //! left alone.
 //!
-//! Cost: the catalog is read only at a commit that follows something that can change a
-//! schema (DDL, an install, a plugin, a script too large to keep) or at a run's first
-//! commit, so a run of data-only steps reads it once, and per-step runs once per step
-//! that changed the schema.
+//! When: with the run's last commit, once per run, whatever the transaction mode (the
+//! catalog of every table is read once, not per step). A run that commits along the way
+//! (`--transaction per-step`, `transaction="none"` steps) and then fails records what
+//! stayed committed in a transaction of its own after its failure row; a run killed
+//! between two commits leaves those tables to the next run's recording. A run of
+//! data-only steps after its first recording skips the catalog read altogether (nothing
+//! sent could change a schema: no DDL, install or plugin).
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -37,6 +40,16 @@ pub(super) struct SchemaWatch {
     pub(super) created: Vec<HashSet<String>>,
     /// Per project: whether it applied anything since the last recording.
     pub(super) touched: Vec<bool>,
+    /// Tables named by DDL the run sent (lower-cased): only these (and tables new, gone or
+    /// adopted) are recorded anew, so that a run never records a hand-made change to a
+    /// table it did not touch as its own (`verify` goes on reporting it).
+    pub(super) altered: HashSet<String>,
+    /// Whether the run may have changed any table (a plugin ran, an install, DDL whose
+    /// tables could not be read).
+    pub(super) altered_all: bool,
+    /// Set for the run's last commit (or the record of a failure after commits): schemas
+    /// are recorded then only.
+    pub(super) at_end: bool,
 }
 
 impl SchemaWatch {
@@ -51,6 +64,9 @@ impl SchemaWatch {
                 .collect(),
             created: vec![HashSet::new(); projects],
             touched: vec![false; projects],
+            altered: HashSet::new(),
+            altered_all: false,
+            at_end: false,
         })
     }
 
@@ -65,7 +81,18 @@ impl SchemaWatch {
         if first == "CREATE" {
             if let Some(table) = sql::created_table(&statement.text, dialect) {
                 self.created[project].insert(table.to_lowercase());
+                return;
             }
+        }
+        match sql::relations(&statement.text, dialect) {
+            Some(relations) if !relations.is_empty() => {
+                for name in relations {
+                    if let Some(table) = name.last() {
+                        self.altered.insert(table.to_lowercase());
+                    }
+                }
+            }
+            _ => self.altered_all = true,
         }
     }
 
@@ -74,6 +101,7 @@ impl SchemaWatch {
     pub(super) fn opaque(&mut self, project: usize) {
         self.touched[project] = true;
         self.dirty = true;
+        self.altered_all = true;
     }
 }
 
@@ -137,7 +165,8 @@ impl Runner<'_> {
                 owner.insert(key, index);
             }
         }
-        if records[0].is_empty() {
+        let adopting = records[0].is_empty();
+        if adopting {
             for table in &live {
                 owner.entry(table.name.to_lowercase()).or_insert(0);
             }
@@ -152,7 +181,18 @@ impl Runner<'_> {
                 if owner.get(&table.name.to_lowercase()) != Some(&index) {
                     continue;
                 }
-                let recorded = holding(list, &table.name, &version).and_then(|r| r.text.as_deref());
+                let holds = holding(list, &table.name, &version);
+                let recorded = holds.and_then(|r| r.text.as_deref());
+                let key = table.name.to_lowercase();
+                // A recorded table this run did not alter keeps its record, however it
+                // looks now: a change made by hand stays drift.
+                let altered = watch.altered_all
+                    || watch.altered.contains(&key)
+                    || watch.created.iter().any(|c| c.contains(&key))
+                    || (index == 0 && adopting);
+                if recorded.is_some() && !altered {
+                    continue;
+                }
                 if recorded != Some(table.text.as_str()) {
                     rows.push(SchemaRow {
                         table: table.name.clone(),
@@ -170,7 +210,9 @@ impl Runner<'_> {
             gone.sort_unstable();
             gone.dedup();
             for table in gone {
-                if holding(list, table, &version).is_some_and(|r| r.text.is_some()) {
+                let key = table.to_lowercase();
+                let altered = watch.altered_all || watch.altered.contains(&key);
+                if altered && holding(list, table, &version).is_some_and(|r| r.text.is_some()) {
                     rows.push(SchemaRow {
                         table: table.to_string(),
                         text: None,
@@ -186,6 +228,8 @@ impl Runner<'_> {
         watch.known = live.iter().map(|t| t.name.to_lowercase()).collect();
         watch.created.iter_mut().for_each(HashSet::clear);
         watch.touched.iter_mut().for_each(|t| *t = false);
+        watch.altered.clear();
+        watch.altered_all = false;
         watch.dirty = false;
         Ok(())
     }

@@ -451,7 +451,13 @@ impl Runner<'_> {
         // Every item is done: a failure from here on (recording, the final commit) is
         // the run's, reported from the versions the database holds, not the last item's.
         self.in_flight = None;
-        if !self.in_transaction && self.unrecorded.is_empty() && self.committed == self.current {
+        // Schemas are recorded with the run's last commit (see `record`).
+        self.schemas.at_end = true;
+        if !self.in_transaction
+            && self.unrecorded.is_empty()
+            && self.committed == self.current
+            && !self.schemas.dirty
+        {
             // The last step's commit recorded the targets already.
             return Ok(());
         }
@@ -515,7 +521,9 @@ impl Runner<'_> {
             state::insert_history_rows(self.db, rows)?;
         }
         self.unrecorded.clear();
-        self.record_schemas()?;
+        if self.schemas.at_end {
+            self.record_schemas()?;
+        }
         Ok(())
     }
 
@@ -802,6 +810,21 @@ impl Runner<'_> {
         if let Err(error) = recorded {
             let _ = self.db.rollback();
             log::error!("could not record the failure in upgrader_history: {error}");
+        }
+        if !self.done.is_empty() {
+            // What committed before the failure (per-step, `transaction="none"`) changed
+            // schemas the run would have recorded at its end: recorded now, at the
+            // versions that stay, in a transaction of their own.
+            self.current.clone_from(&self.committed);
+            self.schemas.at_end = true;
+            let recorded = self.db.begin().map_err(Error::from).and_then(|()| {
+                self.record_schemas()?;
+                Ok(self.db.commit()?)
+            });
+            if let Err(error) = recorded {
+                let _ = self.db.rollback();
+                log::error!("could not record the schemas of what stayed committed: {error}");
+            }
         }
         Error::StepFailed {
             project: project.clone(),

@@ -32,14 +32,17 @@ const ADD_ORDERS: &str = "CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_
     CREATE INDEX orders_customer ON orders (customer_id);\n\
     CREATE INDEX orders_total ON orders (total);\n";
 
-/// The shop installed at 1.0.0, then upgraded by its three steps to 1.3.0.
+/// The shop installed at 1.0.0, then deployed at 1.1.0, 1.2.0 and 1.3.0, a run each (so
+/// that each version's schemas are recorded).
 fn shop(backend: Backend) -> TestProject {
     let project = TestProject::on(backend, "1.0.0", MANIFEST);
     project.write("scripts/install.sql", INSTALL);
     project.write("scripts/add-orders.sql", ADD_ORDERS);
     project.run(&["--no-backup", "run"]).assert_code(0);
-    project.write("VERSION", "1.3.0\n");
-    project.run(&["--no-backup", "run"]).assert_code(0);
+    for version in ["1.1.0", "1.2.0", "1.3.0"] {
+        project.write("VERSION", &format!("{version}\n"));
+        project.run(&["--no-backup", "run"]).assert_code(0);
+    }
     project
 }
 
@@ -77,14 +80,15 @@ fn no_false_positive_after_install_runs_and_row_changes(backend: Backend) {
     project.run(&["--no-backup", "run"]).assert_code(0);
     let (code, report) = verify(&project);
     assert_eq!(code, 0, "{report:#}");
-    assert_eq!(table(&report, "orders")["recorded_version"], "1.2.0");
+    // Recorded at the version the run reached.
+    assert_eq!(table(&report, "orders")["recorded_version"], "1.3.0");
     assert_eq!(report["steps"].as_array().unwrap().len(), 3, "{report:#}");
     // One row per table whose schema is new or changed, at the version reached.
     assert_eq!(
         project.query_i64(
             "SELECT count(*) FROM upgrader_schema WHERE project = 'shop' AND table_name = 'orders'"
         ),
-        2
+        1
     );
     assert_eq!(
         project.query_i64(
@@ -408,7 +412,50 @@ fn launch_stops_on_drift_unless_told_not_to(backend: Backend) {
         .assert_code(0);
 }
 
+fn a_run_records_what_it_changed_and_never_a_change_made_by_hand(backend: Backend) {
+    let project = shop(backend);
+    project.sql("CREATE INDEX customers_name ON customers (name)");
+    project.write(
+        "upgrade.xml",
+        &MANIFEST.replace(
+            "</upgrade>",
+            "  <step name=\"extra\" from=\"1.3.0\" to=\"1.4.0\" transaction=\"none\">\n    \
+             <sql>ALTER TABLE orders ADD COLUMN extra INTEGER</sql>\n  </step>\n</upgrade>",
+        ),
+    );
+    project.write("VERSION", "1.4.0\n");
+    project.run(&["--no-backup", "run"]).assert_code(0);
+    let (code, report) = verify(&project);
+    assert_eq!(code, 5, "{report:#}");
+    assert_eq!(table(&report, "orders")["state"], "unchanged");
+    assert_eq!(table(&report, "orders")["recorded_version"], "1.4.0");
+    assert_eq!(table(&report, "customers")["state"], "changed");
+    assert_eq!(table(&report, "customers")["recorded_version"], "1.0.0");
+}
+
+fn a_per_step_run_that_fails_records_what_stayed_committed(backend: Backend) {
+    let project = TestProject::on(backend, "1.0.0", MANIFEST);
+    project.write("scripts/install.sql", INSTALL);
+    project.write("scripts/add-orders.sql", ADD_ORDERS);
+    project.run(&["--no-backup", "run"]).assert_code(0);
+    project.write(
+        "upgrade.xml",
+        &MANIFEST.replace("UPDATE customers SET", "UPDATE no_such_table SET"),
+    );
+    project.write("VERSION", "1.3.0\n");
+    project
+        .run(&["--no-backup", "--transaction", "per-step", "run"])
+        .assert_code(1);
+    assert_eq!(project.version_of("shop").as_deref(), Some("1.2.0"));
+    project.run(&["unlock"]).assert_code(0);
+    let (code, report) = verify(&project);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(table(&report, "orders")["recorded_version"], "1.2.0");
+}
+
 on_every_backend!(
+    a_run_records_what_it_changed_and_never_a_change_made_by_hand,
+    a_per_step_run_that_fails_records_what_stayed_committed,
     no_false_positive_after_install_runs_and_row_changes,
     finds_each_hand_made_drift_with_a_readable_diff,
     recognises_an_older_version_and_repairs_it_or_says_why_not,
