@@ -434,6 +434,10 @@ impl Runner<'_> {
                     ),
                 )
             };
+            if index + 1 == prepared.len() {
+                // This item's commit, if it commits, is the run's last (see `record`).
+                self.schemas.at_end = true;
+            }
             if !alone && self.mode == TransactionMode::PerStep && next_shares {
                 self.commit_at_and_chain().map_err(not_committed)?;
             } else if alone || self.mode == TransactionMode::PerStep {
@@ -802,29 +806,23 @@ impl Runner<'_> {
             error: Some(message.clone()),
             reason: None,
         };
-        let recorded = self.db.begin().map_err(Error::from).and_then(|()| {
-            state::ensure_in_transaction(self.db, &now())?;
-            state::insert_history(self.db, &failed_row)?;
-            Ok(self.db.commit()?)
-        });
+        // What committed before the failure (per-step, `transaction="none"`) changed
+        // schemas the run would have recorded at its end: recorded with the failure row,
+        // at the versions that stay; if that cannot be done, the row goes alone.
+        let with_schemas = !self.done.is_empty();
+        if with_schemas {
+            self.current.clone_from(&self.committed);
+            self.schemas.at_end = true;
+        }
+        let mut recorded = self.write_failure(&failed_row, with_schemas);
+        if with_schemas && recorded.is_err() {
+            let _ = self.db.rollback();
+            log::error!("could not record the schemas of what stayed committed");
+            recorded = self.write_failure(&failed_row, false);
+        }
         if let Err(error) = recorded {
             let _ = self.db.rollback();
             log::error!("could not record the failure in upgrader_history: {error}");
-        }
-        if !self.done.is_empty() {
-            // What committed before the failure (per-step, `transaction="none"`) changed
-            // schemas the run would have recorded at its end: recorded now, at the
-            // versions that stay, in a transaction of their own.
-            self.current.clone_from(&self.committed);
-            self.schemas.at_end = true;
-            let recorded = self.db.begin().map_err(Error::from).and_then(|()| {
-                self.record_schemas()?;
-                Ok(self.db.commit()?)
-            });
-            if let Err(error) = recorded {
-                let _ = self.db.rollback();
-                log::error!("could not record the schemas of what stayed committed: {error}");
-            }
         }
         Error::StepFailed {
             project: project.clone(),
@@ -832,6 +830,20 @@ impl Runner<'_> {
             message,
             committed: std::mem::take(&mut self.done),
         }
+    }
+}
+
+impl Runner<'_> {
+    /// Writes a failure's history row in a transaction of its own (with the schemas of
+    /// what stayed committed, when `with_schemas`).
+    fn write_failure(&mut self, row: &state::HistoryRow, with_schemas: bool) -> Result<(), Error> {
+        self.db.begin()?;
+        state::ensure_in_transaction(self.db, &now())?;
+        if with_schemas {
+            self.record_schemas()?;
+        }
+        state::insert_history(self.db, row)?;
+        Ok(self.db.commit()?)
     }
 }
 
