@@ -12,6 +12,7 @@ mod session;
 #[cfg(test)]
 mod tests;
 mod verify;
+mod verify_text;
 
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};

@@ -453,7 +453,79 @@ fn a_per_step_run_that_fails_records_what_stayed_committed(backend: Backend) {
     assert_eq!(table(&report, "orders")["recorded_version"], "1.2.0");
 }
 
+/// Each package's tables are its own: recorded under its project, reported in `packages`.
+fn verifies_every_package_of_the_application(backend: Backend) {
+    let root = r#"<upgrade project="core" initial-version="1.0.0">
+  <package dir="modules/blog"/>
+  <install><sql>CREATE TABLE core_items (id INTEGER PRIMARY KEY)</sql></install>
+</upgrade>
+"#;
+    let project = TestProject::on(backend, "1.0.0", root);
+    project.write("modules/blog/VERSION", "1.0.0\n");
+    project.write(
+        "modules/blog/upgrade.xml",
+        r#"<upgrade project="blog" initial-version="1.0.0">
+  <install><sql>CREATE TABLE posts (id INTEGER PRIMARY KEY, title VARCHAR(40))</sql></install>
+</upgrade>
+"#,
+    );
+    project.run(&["--no-backup", "run"]).assert_code(0);
+    let (code, report) = verify(&project);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["project"], "core");
+    let blog = &report["packages"][0];
+    assert_eq!(blog["project"], "blog");
+    assert_eq!(table(blog, "posts")["state"], "unchanged");
+    assert!(report["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["table"] != "posts"));
+    project.sql("ALTER TABLE posts ADD COLUMN body TEXT");
+    let (code, report) = verify(&project);
+    assert_eq!(code, 5, "{report:#}");
+    assert_eq!(report["drift"], false);
+    assert_eq!(report["packages"][0]["drift"], true);
+    assert_eq!(table(&report["packages"][0], "posts")["state"], "changed");
+}
+
+/// With `verify_at_start`, the web gate halts on drift, the diff in its reason.
+#[test]
+fn the_gate_can_halt_on_drift_at_start() {
+    use std::time::Duration;
+    use upgrader::gate::{Answer, Gate, GateOptions};
+    let project = shop(Backend::Sqlite);
+    project.sql("ALTER TABLE orders ADD COLUMN coupon VARCHAR(10)");
+    let gate = |verify_at_start| {
+        Gate::new(
+            project.path(),
+            None,
+            GateOptions {
+                recheck_interval: Duration::from_millis(50),
+                verify_at_start,
+                ..GateOptions::default()
+            },
+        )
+    };
+    let ignoring = gate(false);
+    crate::util::wait_for(Duration::from_secs(10), "the gate to serve", || {
+        ignoring.check() == Answer::Ready
+    });
+    let verifying = gate(true);
+    let mut answer = verifying.check();
+    crate::util::wait_for(Duration::from_secs(10), "the gate to halt", || {
+        answer = verifying.check();
+        matches!(answer, Answer::Halted { .. })
+    });
+    let Answer::Halted { reason } = answer else {
+        unreachable!()
+    };
+    assert!(reason.contains("schema drift"), "{reason}");
+    assert!(reason.contains("+  column coupon VARCHAR(10)"), "{reason}");
+}
+
 on_every_backend!(
+    verifies_every_package_of_the_application,
     a_run_records_what_it_changed_and_never_a_change_made_by_hand,
     a_per_step_run_that_fails_records_what_stayed_committed,
     no_false_positive_after_install_runs_and_row_changes,
