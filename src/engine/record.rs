@@ -19,7 +19,7 @@
 //! data-only steps after its first recording skips the catalog read altogether (nothing
 //! sent could change a schema: no DDL, install or plugin).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::now;
 use super::runner::Runner;
@@ -74,6 +74,13 @@ impl SchemaWatch {
     pub(super) fn sent(&mut self, project: usize, statement: &Statement, dialect: sql::Dialect) {
         self.touched[project] = true;
         let first = statement.keywords.split(' ').next().unwrap_or_default();
+        // Code that may run DDL of its own (a PostgreSQL `DO` block, a procedure, dynamic
+        // SQL): any table may have changed.
+        if ["DO", "CALL", "EXECUTE"].contains(&first) {
+            self.dirty = true;
+            self.altered_all = true;
+            return;
+        }
         if !["CREATE", "ALTER", "DROP", "RENAME"].contains(&first) {
             return;
         }
@@ -105,11 +112,15 @@ impl SchemaWatch {
     }
 }
 
-/// The record that holds at `version`: the newest at or below it.
-fn holding<'r>(records: &[&'r Recorded], table: &str, version: &Version) -> Option<&'r Recorded> {
+/// A project's records by table.
+type ByTable<'r> = HashMap<&'r str, Vec<&'r Recorded>>;
+
+/// The record of `table` that holds at `version`: the newest at or below it.
+fn holding<'r>(records: &ByTable<'r>, table: &str, version: &Version) -> Option<&'r Recorded> {
     records
+        .get(table)?
         .iter()
-        .filter(|r| r.table == table && r.version <= *version)
+        .filter(|r| r.version <= *version)
         .max_by(|a, b| a.version.cmp(&b.version))
         .copied()
 }
@@ -131,24 +142,21 @@ impl Runner<'_> {
         let projects = &self.engine.app.projects;
         let names: Vec<&str> = projects.iter().map(|p| p.name.as_str()).collect();
         let all = state::read_schema_records(self.db, &names)?;
-        let mut records: Vec<Vec<&Recorded>> = vec![Vec::new(); projects.len()];
+        let mut records: Vec<ByTable> = vec![HashMap::new(); projects.len()];
         for (project, record) in &all {
             if let Some(index) = names.iter().position(|n| n == project) {
-                records[index].push(record);
+                records[index]
+                    .entry(record.table.as_str())
+                    .or_default()
+                    .push(record);
             }
         }
         // Owner of each table: the project whose newest record of it has text.
         let mut owner: BTreeMap<String, usize> = BTreeMap::new();
-        for (index, list) in records.iter().enumerate() {
-            let mut newest: BTreeMap<&str, &Recorded> = BTreeMap::new();
-            for record in list {
-                let entry = newest.entry(record.table.as_str()).or_insert(record);
-                if record.version > entry.version {
-                    *entry = record;
-                }
-            }
-            for (table, record) in newest {
-                if record.text.is_some() {
+        for (index, tables) in records.iter().enumerate() {
+            for (table, list) in tables {
+                let newest = list.iter().max_by(|a, b| a.version.cmp(&b.version));
+                if newest.is_some_and(|r| r.text.is_some()) {
                     owner.entry(table.to_lowercase()).or_insert(index);
                 }
             }
@@ -172,6 +180,7 @@ impl Runner<'_> {
             }
         }
         let now = now();
+        let live_names: HashSet<&str> = live.iter().map(|t| t.name.as_str()).collect();
         for (index, list) in records.iter().enumerate() {
             let Some(version) = self.current[index].clone() else {
                 continue;
@@ -203,12 +212,11 @@ impl Runner<'_> {
             }
             // Recorded with text, gone now: dropped (or renamed) by this run.
             let mut gone: Vec<&str> = list
-                .iter()
-                .map(|r| r.table.as_str())
-                .filter(|t| !live.iter().any(|l| l.name == *t))
+                .keys()
+                .copied()
+                .filter(|t| !live_names.contains(t))
                 .collect();
             gone.sort_unstable();
-            gone.dedup();
             for table in gone {
                 let key = table.to_lowercase();
                 let altered = watch.altered_all || watch.altered.contains(&key);
