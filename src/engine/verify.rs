@@ -123,8 +123,8 @@ impl Engine {
             }
         }
         let dialect = db.dialect();
-        let live = db
-            .table_schemas()?
+        let facts = db.table_schemas()?;
+        let live = facts
             .iter()
             .map(|facts| schema::schema_of(dialect, facts))
             .collect();

@@ -1,10 +1,11 @@
 //! PostgreSQL's facts cleaned: the server's own texts (`format_type`, `pg_get_expr`,
 //! `pg_get_constraintdef`, `pg_get_indexdef`, `pg_get_triggerdef`) are already canonical;
 //! constraints are described by their definition, never by their (generated) names, and
-//! an index by its name and what follows `USING` (its method, keys and predicate), not by
-//! the schema-qualified table its definition repeats.
+//! an index by its name, uniqueness, method, key columns (with `DESC`, `NULLS FIRST`,
+//! `INCLUDE`) and predicate; an expression index by what follows `USING` in its definition
+//! (not the schema-qualified table the definition repeats).
 
-use super::{column_line, squeeze, Cleaned, TableFacts};
+use super::{column_line, index_line, squeeze, Cleaned, TableFacts};
 
 pub(super) fn clean(facts: &TableFacts) -> Cleaned {
     let columns = facts
@@ -29,17 +30,16 @@ pub(super) fn clean(facts: &TableFacts) -> Cleaned {
         .indexes
         .iter()
         .filter(|index| !index.backs_constraint)
-        .map(|index| {
-            let definition = index.definition.as_deref().unwrap_or_default();
-            let unique = if definition.starts_with("CREATE UNIQUE") {
-                " unique"
-            } else {
-                ""
-            };
-            match definition.find(" USING ") {
-                Some(at) => format!("{}{unique} {}", index.name, &definition[at + 1..]),
-                None => format!("{}{unique} {definition}", index.name),
+        .map(|index| match index.definition.as_deref() {
+            // An expression index: the server's definition from `USING` on.
+            Some(definition) => {
+                let unique = if index.unique { " unique" } else { "" };
+                match definition.find(" USING ") {
+                    Some(at) => format!("{}{unique} {}", index.name, &definition[at + 1..]),
+                    None => format!("{}{unique} {definition}", index.name),
+                }
             }
+            None => index_line(index, index.method.as_deref(), index.predicate.as_deref()),
         })
         .collect();
     let triggers = facts

@@ -91,13 +91,25 @@ fn postgres_text_uses_definitions_without_names_or_schema() {
         IndexFacts {
             name: "orders_pkey".into(),
             backs_constraint: true,
-            definition: Some("CREATE UNIQUE INDEX orders_pkey ON public.orders USING btree (id)".into()),
+            definition: Some(
+                "CREATE UNIQUE INDEX orders_pkey ON public.orders USING btree (id)".into(),
+            ),
             ..IndexFacts::default()
         },
         IndexFacts {
             name: "orders_recent".into(),
+            unique: true,
+            method: Some("btree".into()),
+            columns: vec!["total DESC".into()],
+            predicate: Some("(total > (0)::numeric)".into()),
+            ..IndexFacts::default()
+        },
+        IndexFacts {
+            name: "orders_lower".into(),
+            unique: true,
             definition: Some(
-                "CREATE UNIQUE INDEX orders_recent ON public.orders USING btree (total DESC) WHERE (total > (0)::numeric)".into(),
+                "CREATE UNIQUE INDEX orders_lower ON public.orders USING btree (lower(note))"
+                    .into(),
             ),
             ..IndexFacts::default()
         },
@@ -115,8 +127,12 @@ fn postgres_text_uses_definitions_without_names_or_schema() {
     );
     assert!(
         text.contains(
-            "  index orders_recent unique USING btree (total DESC) WHERE (total > (0)::numeric)\n"
+            "  index orders_recent unique btree (total DESC) where (total > (0)::numeric)\n"
         ),
+        "{text}"
+    );
+    assert!(
+        text.contains("  index orders_lower unique USING btree (lower(note))\n"),
         "{text}"
     );
     assert!(!text.contains("orders_pkey"), "{text}");
