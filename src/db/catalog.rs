@@ -251,7 +251,8 @@ pub(crate) fn postgres(db: &mut dyn Backend) -> Result<Vec<TableFacts>, DbError>
                CASE WHEN a.attgenerated <> '' THEN 'GENERATED ALWAYS AS (' \
                  || pg_get_expr(d.adbin, d.adrelid) || ')' END, \
                CASE WHEN a.attcollation <> t.typcollation THEN 'COLLATE ' \
-                 || quote_ident(co.collname) END) \
+                 || quote_ident(co.collname) END), \
+             a.attnum \
              FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid \
              AND a.attnum > 0 AND NOT a.attisdropped \
              JOIN pg_type t ON t.oid = a.atttypid \
@@ -261,8 +262,13 @@ pub(crate) fn postgres(db: &mut dyn Backend) -> Result<Vec<TableFacts>, DbError>
         ),
         &[],
     )?;
+    // Column names by table and number, for the keys of primary keys and unique
+    // constraints (named here rather than deparsed by the server, one call each).
+    let mut numbered: std::collections::HashMap<(String, String), String> =
+        std::collections::HashMap::with_capacity(columns.len());
     for row in &columns {
         if let Some(table) = tables.get(&at(row, 0)) {
+            numbered.insert((at(row, 0), at(row, 6)), at(row, 1));
             table.columns.push(ColumnFacts {
                 name: at(row, 1),
                 data_type: at(row, 2),
@@ -274,14 +280,28 @@ pub(crate) fn postgres(db: &mut dyn Backend) -> Result<Vec<TableFacts>, DbError>
     }
     let constraints = db.query(
         &format!(
-            "SELECT c.relname::text, k.contype::text, pg_get_constraintdef(k.oid) \
+            "SELECT c.relname::text, k.contype::text, \
+             CASE WHEN k.contype IN ('p', 'u') AND NOT k.condeferrable THEN NULL \
+               ELSE pg_get_constraintdef(k.oid) END, \
+             array_to_string(k.conkey, ',') \
              FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid {IN_SCHEMA} \
              AND k.contype IN ('p', 'u', 'c', 'f', 'x')"
         ),
         &[],
     )?;
     for row in &constraints {
-        if let Some(table) = tables.get(&at(row, 0)) {
+        let table_name = at(row, 0);
+        let columns: Vec<String> = at(row, 3)
+            .split(',')
+            .filter(|n| !n.is_empty())
+            .map(|number| {
+                numbered
+                    .get(&(table_name.clone(), number.to_string()))
+                    .cloned()
+                    .unwrap_or_else(|| format!("#{number}"))
+            })
+            .collect();
+        if let Some(table) = tables.get(&table_name) {
             let kind = match at(row, 1).as_str() {
                 "p" => ConstraintKind::PrimaryKey,
                 "u" => ConstraintKind::Unique,
@@ -291,7 +311,7 @@ pub(crate) fn postgres(db: &mut dyn Backend) -> Result<Vec<TableFacts>, DbError>
             };
             table.constraints.push(ConstraintFacts {
                 definition: opt(row, 2),
-                ..ConstraintFacts::new(kind, Vec::new())
+                ..ConstraintFacts::new(kind, columns)
             });
         }
     }

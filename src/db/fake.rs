@@ -894,10 +894,11 @@ mod tests {
             "1.0.0",
             &[row("a", Some("x")), row("b", None)],
             "t",
+            false,
         )
         .unwrap();
         // Written again at the same version: replaced, not added.
-        state::write_schema_rows(db, "app", "1.0.0", &[row("a", Some("y"))], "t").unwrap();
+        state::write_schema_rows(db, "app", "1.0.0", &[row("a", Some("y"))], "t", true).unwrap();
         let records = state::read_schema_records(db, &["app"]).unwrap();
         let seen: Vec<(&str, Option<&str>)> = records
             .iter()

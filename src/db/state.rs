@@ -460,30 +460,34 @@ pub fn read_schema_records(
     Ok(records)
 }
 
-/// How many schema rows one INSERT carries (6 parameters each).
-const SCHEMA_ROWS_PER_INSERT: usize = 100;
+/// How many schema rows one INSERT carries (6 parameters each: far below every
+/// backend's limit on bound parameters).
+const SCHEMA_ROWS_PER_INSERT: usize = 1000;
 
-/// Writes `rows` for `project` at `version`, replacing what was recorded for those tables
-/// at that version (a version reached again after `verify --repair-version`, or a table
-/// accepted as it is), in a few statements whatever their number.
+/// Writes `rows` for `project` at `version`, in a few statements whatever their number;
+/// `replacing`: first deletes what was recorded for those tables at that version (a
+/// version reached again after `verify --repair-version`, a table accepted as it is).
 pub fn write_schema_rows(
     db: &mut dyn Backend,
     project: &str,
     version: &str,
     rows: &[SchemaRow],
     now: &str,
+    replacing: bool,
 ) -> Result<(), DbError> {
     for chunk in rows.chunks(SCHEMA_ROWS_PER_INSERT) {
-        let mut params: Vec<Value> = vec![project.into(), version.into()];
-        params.extend(chunk.iter().map(|row| Value::from(row.table.as_str())));
-        db.execute_params(
-            &format!(
-                "DELETE FROM upgrader_schema WHERE project = ? AND table_version = ? \
-                 AND table_name IN ({})",
-                vec!["?"; chunk.len()].join(", ")
-            ),
-            &params,
-        )?;
+        if replacing {
+            let mut params: Vec<Value> = vec![project.into(), version.into()];
+            params.extend(chunk.iter().map(|row| Value::from(row.table.as_str())));
+            db.execute_params(
+                &format!(
+                    "DELETE FROM upgrader_schema WHERE project = ? AND table_version = ? \
+                     AND table_name IN ({})",
+                    vec!["?"; chunk.len()].join(", ")
+                ),
+                &params,
+            )?;
+        }
         let mut sql = String::from(
             "INSERT INTO upgrader_schema (project, table_name, table_version, schema_text, \
              fingerprint, recorded_at) VALUES ",

@@ -229,7 +229,19 @@ impl Runner<'_> {
                 }
             }
             if !rows.is_empty() {
-                state::write_schema_rows(self.db, names[index], &version.as_str(), &rows, &now)?;
+                // Rows already recorded at this very version are replaced.
+                let replacing = rows.iter().any(|row| {
+                    list.get(row.table.as_str())
+                        .is_some_and(|l| l.iter().any(|r| r.version == version))
+                });
+                state::write_schema_rows(
+                    self.db,
+                    names[index],
+                    &version.as_str(),
+                    &rows,
+                    &now,
+                    replacing,
+                )?;
             }
         }
         let watch = &mut self.schemas;

@@ -411,7 +411,14 @@ impl Engine {
                 .as_ref()
                 .map(ToString::to_string)
                 .unwrap_or_default();
-            state::write_schema_rows(db, &self.app.projects[index].name, &version, &[row], &stamp)?;
+            state::write_schema_rows(
+                db,
+                &self.app.projects[index].name,
+                &version,
+                &[row],
+                &stamp,
+                true,
+            )?;
         }
         state::insert_history_rows(db, &rows)?;
         db.commit()?;

@@ -1,11 +1,12 @@
 //! PostgreSQL's facts cleaned: the server's own texts (`format_type`, `pg_get_expr`,
 //! `pg_get_constraintdef`, `pg_get_indexdef`, `pg_get_triggerdef`) are already canonical;
-//! constraints are described by their definition, never by their (generated) names, and
+//! constraints are described by their definition (a plain primary key or unique one by
+//! its columns), never by their (generated) names, and
 //! an index by its name, uniqueness, method, key columns (with `DESC`, `NULLS FIRST`,
 //! `INCLUDE`) and predicate; an expression index by what follows `USING` in its definition
 //! (not the schema-qualified table the definition repeats).
 
-use super::{column_line, index_line, squeeze, Cleaned, TableFacts};
+use super::{column_line, constraint_line, index_line, squeeze, Cleaned, TableFacts};
 
 pub(super) fn clean(facts: &TableFacts) -> Cleaned {
     let columns = facts
@@ -24,7 +25,11 @@ pub(super) fn clean(facts: &TableFacts) -> Cleaned {
     let constraints = facts
         .constraints
         .iter()
-        .map(|constraint| squeeze(constraint.definition.as_deref().unwrap_or_default()))
+        .map(|constraint| match &constraint.definition {
+            Some(definition) => squeeze(definition),
+            // A plain primary key or unique constraint, named by its columns.
+            None => constraint_line(constraint),
+        })
         .collect();
     let indexes = facts
         .indexes
