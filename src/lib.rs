@@ -47,6 +47,8 @@ pub mod plan;
 #[doc(hidden)]
 pub mod plugin;
 #[doc(hidden)]
+pub mod schema;
+#[doc(hidden)]
 pub mod sql;
 #[doc(hidden)]
 pub mod version;

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+
+#[path = "cli/verify.rs"]
+mod verify_output;
 use upgrader::engine::{LintFinding, PlanReport, ReportItem, RunResult};
 use upgrader::error::Exit;
 use upgrader::lock::LockState;
@@ -95,7 +98,8 @@ enum Command {
     Updates(UpdatesCommand),
     /// The start-up policy for any application, then `exec` of CMD (same PID): update
     /// packages pending exit 6 unless --install-updates or --ignore-updates; a database
-    /// upgrade pending exits 3 unless --upgrade-database; a lock that halts exits 4.
+    /// upgrade pending exits 3 unless --upgrade-database; a lock that halts exits 4; drift
+    /// (see `verify`) exits 5 unless --no-verify.
     /// Reports go to stderr; stdout is CMD's.
     Launch {
         /// Install pending update packages first.
@@ -107,14 +111,29 @@ enum Command {
         /// Run a pending database upgrade first (with its backup).
         #[arg(long)]
         upgrade_database: bool,
-        /// Start without the drift check. Accepted so that start-up scripts written to
-        /// DESIGN.md need no change; this upgrader has no drift check yet (`verify`), so
-        /// it changes nothing.
+        /// Start without the drift check (`verify`), which otherwise exits 5 when a
+        /// table's schema or an applied step differs from what was recorded.
         #[arg(long)]
         no_verify: bool,
         /// The application's command and its arguments (after `--`).
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<std::ffi::OsString>,
+    },
+    /// Compare the recorded table schemas and applied steps' checksums with the database
+    /// and the manifest; exits 5 on any difference. Read-only, unless --accept or
+    /// --repair-version (which take the upgrade lock and record an `accept` history row).
+    Verify {
+        /// Record these tables' live schemas, or these steps' checksums as the manifest
+        /// has them now, as accepted (needs --reason).
+        #[arg(long, num_args = 1.., value_name = "NAME", requires = "reason", conflicts_with = "repair_version")]
+        accept: Vec<String>,
+        /// When every table of a project matches one earlier recorded version, record
+        /// that version, so that the next run upgrades from it (needs --reason).
+        #[arg(long, requires = "reason")]
+        repair_version: bool,
+        /// Why the change is accepted: kept in the history.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
     },
     /// Static checks of the manifest's SQL, touching no database: every statement the
     /// guard would refuse on the target backend. Exits 1 when there is any.
@@ -228,7 +247,7 @@ fn execute(cli: &Cli, config: Config) -> Result<u8, Error> {
         install_updates,
         ignore_updates,
         upgrade_database,
-        no_verify: _,
+        no_verify,
         ref command,
     } = cli.command
     {
@@ -236,6 +255,7 @@ fn execute(cli: &Cli, config: Config) -> Result<u8, Error> {
             install_updates,
             ignore_updates,
             upgrade_database,
+            verify: !no_verify,
         };
         return launch(config, policy, command);
     }
@@ -453,6 +473,41 @@ fn execute(cli: &Cli, config: Config) -> Result<u8, Error> {
             0
         }
         Command::Launch { .. } => unreachable!("launch opens its own engines"),
+        Command::Verify {
+            ref accept,
+            repair_version,
+            ref reason,
+        } => {
+            let reason = reason.as_deref().unwrap_or_default();
+            if !accept.is_empty() || repair_version {
+                let accepted = if repair_version {
+                    engine.repair_version(reason)?
+                } else {
+                    engine.accept(accept, reason)?
+                };
+                if json {
+                    print_json(&mut out, &accepted);
+                } else {
+                    verify_output::print_accepted(&mut out, &accepted);
+                }
+                0
+            } else if !reason.is_empty() {
+                return Err(Error::Config(
+                    "--reason goes with --accept NAME… or --repair-version".into(),
+                ));
+            } else {
+                let report = engine.verify()?;
+                if json {
+                    print_json(&mut out, &report);
+                } else {
+                    verify_output::print_verify(&mut out, &report);
+                }
+                match report.any_drift() {
+                    true => Exit::Drift.code(),
+                    false => 0,
+                }
+            }
+        }
         Command::History => {
             let rows = engine.history()?;
             if json {
@@ -928,6 +983,8 @@ struct LaunchPolicy {
     install_updates: bool,
     ignore_updates: bool,
     upgrade_database: bool,
+    /// Step 3: drift (`verify`) exits 5.
+    verify: bool,
 }
 
 /// DESIGN.md "Startup policy": update packages, then the database, then `exec` of the
@@ -999,6 +1056,17 @@ fn launch(
             return Ok(Exit::Pending.code());
         }
         _ => {}
+    }
+    if policy.verify {
+        let report = engine.verify()?;
+        if report.any_drift() {
+            verify_output::print_verify(&mut err, &report);
+            let _ = writeln!(
+                err,
+                "upgrader: the database differs from what was recorded; start with --no-verify to start anyway"
+            );
+            return Ok(Exit::Drift.code());
+        }
     }
     let _ = err.flush();
     drop(err);

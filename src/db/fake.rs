@@ -94,6 +94,8 @@ pub(crate) struct Data {
     pub(crate) history: Vec<HistoryRow>,
     /// Every user statement that took effect, in order.
     pub(crate) applied: Vec<String>,
+    /// `upgrader_schema`: (project, table, version, text).
+    pub(crate) schema: Vec<(String, String, String, Option<String>)>,
 }
 
 /// Where the fake fails on purpose.
@@ -145,6 +147,16 @@ const INSERT_VERSION: &str =
 const INSERT_HISTORY: &str = "INSERT INTO upgrader_history (";
 const WITH_HISTORY: &str = "WITH recorded AS (INSERT INTO upgrader_history (";
 const CREATE_OWN: &str = "CREATE TABLE IF NOT EXISTS upgrader_";
+const DROP_OWN: &str = "DROP TABLE IF EXISTS upgrader_";
+const SELECT_SCHEMA: &str =
+    "SELECT project, table_name, table_version, schema_text FROM upgrader_schema";
+const DELETE_SCHEMA: &str = "DELETE FROM upgrader_schema ";
+const INSERT_SCHEMA: &str = "INSERT INTO upgrader_schema (";
+
+/// Whether a statement is upgrader's own DDL (creating or re-creating its tables).
+pub(crate) fn is_own_ddl(sql: &str) -> bool {
+    sql.starts_with(CREATE_OWN) || sql.starts_with(DROP_OWN)
+}
 
 impl Fake {
     /// An empty database (no table at all) of `dialect`. MySQL and PostgreSQL behave as
@@ -284,7 +296,7 @@ impl Fake {
                 Call::ImplicitCommit => "implicit-commit".into(),
                 Call::ResumeAfterImplicitCommit { opened: true } => "resume".into(),
                 Call::DropObjects => "drop".into(),
-                Call::Execute { sql, .. } if !sql.starts_with(CREATE_OWN) => label(sql),
+                Call::Execute { sql, .. } if !is_own_ddl(sql) => label(sql),
                 Call::ExecuteParams {
                     sql,
                     params,
@@ -458,6 +470,23 @@ impl State {
         } else if sql.starts_with(SELECT_HISTORY) {
             self.own_table(HISTORY_TABLE)?;
             Ok(self.history_rows(params))
+        } else if sql.starts_with(SELECT_SCHEMA) {
+            self.own_table("upgrader_schema")?;
+            let projects: Vec<&str> = params.iter().filter_map(Value::as_text).collect();
+            Ok(self
+                .data
+                .schema
+                .iter()
+                .filter(|row| projects.contains(&row.0.as_str()))
+                .map(|(project, table, version, text)| {
+                    vec![
+                        project.as_str().into(),
+                        table.as_str().into(),
+                        version.as_str().into(),
+                        text.clone().into(),
+                    ]
+                })
+                .collect())
         } else {
             Err(self.fail(format!("the fake backend does not know this query: {sql}")))
         }
@@ -483,6 +512,7 @@ impl State {
                 pid: row[10].as_int().unwrap_or(0),
                 success: row[11].as_int().unwrap_or(0) != 0,
                 error: text(&row[12]),
+                reason: None,
             };
             self.next_id += 1;
             self.data.history.push(row);
@@ -527,6 +557,28 @@ impl State {
             let (rows, update) = params.split_at(params.len() - 3);
             self.insert_history(rows)?;
             self.update_version(update)
+        } else if sql.starts_with(DELETE_SCHEMA) {
+            self.own_table("upgrader_schema")?;
+            let text = |value: &Value| value.as_text().unwrap_or_default().to_string();
+            let (project, version) = (text(&params[0]), text(&params[1]));
+            let tables: Vec<String> = params[2..].iter().map(text).collect();
+            let before = self.data.schema.len();
+            self.data
+                .schema
+                .retain(|row| !(row.0 == project && row.2 == version && tables.contains(&row.1)));
+            Ok((before - self.data.schema.len()) as u64)
+        } else if sql.starts_with(INSERT_SCHEMA) {
+            self.own_table("upgrader_schema")?;
+            let text = |value: &Value| value.as_text().map(str::to_string);
+            for row in params.chunks(6) {
+                self.data.schema.push((
+                    text(&row[0]).unwrap_or_default(),
+                    text(&row[1]).unwrap_or_default(),
+                    text(&row[2]).unwrap_or_default(),
+                    text(&row[3]),
+                ));
+            }
+            Ok((params.len() / 6) as u64)
         } else {
             Err(self.fail(format!(
                 "the fake backend does not know this statement: {sql}"
@@ -539,6 +591,12 @@ impl State {
         if let Some(rest) = sql.strip_prefix(CREATE_OWN) {
             let name = rest.split_whitespace().next().unwrap_or_default();
             self.data.own_tables.insert(format!("upgrader_{name}"));
+            return;
+        }
+        if let Some(rest) = sql.strip_prefix(DROP_OWN) {
+            let name = rest.split_whitespace().next().unwrap_or_default();
+            self.data.own_tables.remove(&format!("upgrader_{name}"));
+            self.data.schema.clear();
             return;
         }
         let words: Vec<&str> = sql.split_whitespace().collect();
@@ -815,7 +873,41 @@ mod tests {
             pid: 1,
             success: true,
             error: None,
+            reason: None,
         }
+    }
+
+    #[test]
+    fn keeps_schema_rows_as_state_writes_them() {
+        let fake = Fake::new(Dialect::Sqlite).with_version("app", "1.0.0");
+        let mut db = fake.backend();
+        let db = db.as_mut();
+        db.lock(LockSpan::Transaction).unwrap();
+        let row = |table: &str, text: Option<&str>| state::SchemaRow {
+            table: table.into(),
+            text: text.map(Into::into),
+            fingerprint: text.map(crate::schema::fingerprint),
+        };
+        state::write_schema_rows(
+            db,
+            "app",
+            "1.0.0",
+            &[row("a", Some("x")), row("b", None)],
+            "t",
+            false,
+        )
+        .unwrap();
+        // Written again at the same version: replaced, not added.
+        state::write_schema_rows(db, "app", "1.0.0", &[row("a", Some("y"))], "t", true).unwrap();
+        let records = state::read_schema_records(db, &["app"]).unwrap();
+        let seen: Vec<(&str, Option<&str>)> = records
+            .iter()
+            .map(|(_, r)| (r.table.as_str(), r.text.as_deref()))
+            .collect();
+        assert_eq!(seen, [("b", None), ("a", Some("y"))]);
+        assert!(state::read_schema_records(db, &["other"])
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

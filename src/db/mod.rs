@@ -1,6 +1,7 @@
 //! Database access: the small [`Backend`] trait every server implements, URL parsing, and
 //! (in [`state`]) upgrader's own tables. Only this module knows SQL dialects.
 
+pub(crate) mod catalog;
 #[cfg(test)]
 pub(crate) mod fake;
 pub mod mysql;
@@ -210,6 +211,18 @@ pub trait Backend {
 
     /// How many tables exist that are not upgrader's own.
     fn user_table_count(&mut self) -> Result<u64, DbError>;
+
+    /// The catalog facts of every table but upgrader's own, read in a few queries
+    /// whatever their number (schema records and `verify`); none where the backend
+    /// cannot tell.
+    fn table_schemas(&mut self) -> Result<Vec<crate::schema::TableFacts>, DbError> {
+        Ok(Vec::new())
+    }
+
+    /// The names of every table but upgrader's own, in one query.
+    fn table_names(&mut self) -> Result<Vec<String>, DbError> {
+        Ok(Vec::new())
+    }
 
     /// Opens the run's transaction again after a statement committed it implicitly
     /// (MySQL DDL in `<install>`), keeping the database-level lock.

@@ -242,6 +242,13 @@ impl Backend for Sqlite {
         Ok(Some(STATEMENT_LIMIT))
     }
 
+    fn table_schemas(&mut self) -> Result<Vec<crate::schema::TableFacts>, DbError> {
+        super::catalog::sqlite(self)
+    }
+
+    fn table_names(&mut self) -> Result<Vec<String>, DbError> {
+        super::catalog::table_names(self)
+    }
     fn user_table_count(&mut self) -> Result<u64, DbError> {
         let rows = self.query(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' \

@@ -17,10 +17,16 @@ struct OwnStep {
 }
 
 /// upgrader's own upgrades, oldest first; a later release appends, never edits.
-const OWN_STEPS: &[OwnStep] = &[OwnStep {
-    to: "1.0.0",
-    statements: schema_v1,
-}];
+const OWN_STEPS: &[OwnStep] = &[
+    OwnStep {
+        to: "1.0.0",
+        statements: schema_v1,
+    },
+    OwnStep {
+        to: "1.1.0",
+        statements: schema_v1_1,
+    },
+];
 
 /// Column types that differ between dialects.
 struct Types {
@@ -88,13 +94,40 @@ fn schema_v1(dialect: Dialect) -> Vec<String> {
     ]
 }
 
+/// `upgrader_schema` as 1.1.0 has it: a dropped table's row has no text (and so no
+/// fingerprint), and MySQL keeps texts of up to 16 MiB. Made again rather than altered:
+/// 1.0.0 created it but never wrote to it, and SQLite cannot drop a NOT NULL.
+fn schema_table(dialect: Dialect) -> String {
+    let Types { key, .. } = types(dialect);
+    let (long_text, engine) = match dialect {
+        Dialect::MySql => ("MEDIUMTEXT", " ENGINE=InnoDB"),
+        _ => ("TEXT", ""),
+    };
+    format!(
+        "CREATE TABLE IF NOT EXISTS upgrader_schema (project {key} NOT NULL, \
+         table_name {key} NOT NULL, table_version {key} NOT NULL, schema_text {long_text}, \
+         fingerprint {key}, recorded_at {key} NOT NULL, \
+         PRIMARY KEY (project, table_name, table_version)){engine}"
+    )
+}
+
+fn schema_v1_1(dialect: Dialect) -> Vec<String> {
+    vec![
+        "DROP TABLE IF EXISTS upgrader_schema".to_string(),
+        schema_table(dialect),
+    ]
+}
+
 /// upgrader's own tables, all of which the newest schema has.
 const OWN_TABLES: [&str; 3] = ["upgrader_version", "upgrader_history", "upgrader_schema"];
 
 /// `CREATE TABLE IF NOT EXISTS` statements of the newest shape of every own table: a
 /// release that changes one must change this too (OWN_STEPS bring older databases there).
 fn latest_schema(dialect: Dialect) -> Vec<String> {
-    schema_v1(dialect)
+    let mut statements = schema_v1(dialect);
+    statements.truncate(2);
+    statements.push(schema_table(dialect));
+    statements
 }
 
 /// The newest version of upgrader's own tables this build knows.
@@ -215,7 +248,7 @@ pub struct HistoryRow {
     pub id: Option<i64>,
     /// The project upgraded.
     pub project: String,
-    /// `install`, `step` or `version-only`.
+    /// `install`, `step`, `version-only` or `accept`.
     pub kind: String,
     /// Step name (`install` for the install, `version-only` for a bump).
     pub name: String,
@@ -237,8 +270,11 @@ pub struct HistoryRow {
     pub pid: i64,
     /// Whether it was applied.
     pub success: bool,
-    /// The error, for a failed run.
+    /// The error, for a failed run; for an `accept` row, the reason given.
     pub error: Option<String>,
+    /// For an `accept` row: the reason given (the `error` column, named for what it is).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Appends a history row.
@@ -360,6 +396,118 @@ pub fn read_histories(db: &mut dyn Backend, projects: &[&str]) -> Result<Vec<His
             pid: row[11].as_int().unwrap_or(0),
             success: row[12].as_int().unwrap_or(0) != 0,
             error: text(&row[13]),
+            reason: match text(&row[2]).as_deref() {
+                Some("accept") => text(&row[13]),
+                _ => None,
+            },
         })
         .collect())
+}
+
+/// One row of `upgrader_schema` to write: a table's text at the version its project
+/// reached (`None`: the table was dropped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaRow {
+    /// The table.
+    pub table: String,
+    /// Its normalized text; `None` for a dropped table.
+    pub text: Option<String>,
+    /// SHA-256 of the text.
+    pub fingerprint: Option<String>,
+}
+
+/// Every schema record of these projects, as `(project, record)`; none when the table
+/// does not exist (a database no run has recorded yet).
+pub fn read_schema_records(
+    db: &mut dyn Backend,
+    projects: &[&str],
+) -> Result<Vec<(String, crate::schema::Recorded)>, DbError> {
+    let placeholders = vec!["?"; projects.len()].join(", ");
+    let params: Vec<Value> = projects.iter().map(|p| Value::from(*p)).collect();
+    let Some(rows) = db.query_own_table(
+        "upgrader_schema",
+        &format!(
+            "SELECT project, table_name, table_version, schema_text FROM upgrader_schema \
+             WHERE project IN ({placeholders})"
+        ),
+        &params,
+    )?
+    else {
+        return Ok(Vec::new());
+    };
+    let mut records = Vec::with_capacity(rows.len());
+    for row in rows {
+        let text = |index: usize| row.get(index).and_then(Value::as_text);
+        let (Some(project), Some(table), Some(version)) = (text(0), text(1), text(2)) else {
+            return Err(DbError::new(
+                "upgrader_schema has a row without its project, table or version",
+            ));
+        };
+        let version = crate::version::Version::parse(version).map_err(|e| {
+            DbError::new(format!(
+                "upgrader_schema records {table} of {project} at {version}: {e}"
+            ))
+        })?;
+        records.push((
+            project.to_string(),
+            crate::schema::Recorded {
+                table: table.to_string(),
+                version,
+                text: text(3).map(str::to_string),
+            },
+        ));
+    }
+    Ok(records)
+}
+
+/// How many schema rows one INSERT carries (6 parameters each: far below every
+/// backend's limit on bound parameters).
+const SCHEMA_ROWS_PER_INSERT: usize = 1000;
+
+/// Writes `rows` for `project` at `version`, in a few statements whatever their number;
+/// `replacing`: first deletes what was recorded for those tables at that version (a
+/// version reached again after `verify --repair-version`, a table accepted as it is).
+pub fn write_schema_rows(
+    db: &mut dyn Backend,
+    project: &str,
+    version: &str,
+    rows: &[SchemaRow],
+    now: &str,
+    replacing: bool,
+) -> Result<(), DbError> {
+    for chunk in rows.chunks(SCHEMA_ROWS_PER_INSERT) {
+        if replacing {
+            let mut params: Vec<Value> = vec![project.into(), version.into()];
+            params.extend(chunk.iter().map(|row| Value::from(row.table.as_str())));
+            db.execute_params(
+                &format!(
+                    "DELETE FROM upgrader_schema WHERE project = ? AND table_version = ? \
+                     AND table_name IN ({})",
+                    vec!["?"; chunk.len()].join(", ")
+                ),
+                &params,
+            )?;
+        }
+        let mut sql = String::from(
+            "INSERT INTO upgrader_schema (project, table_name, table_version, schema_text, \
+             fingerprint, recorded_at) VALUES ",
+        );
+        let mut values = Vec::with_capacity(chunk.len() * 6);
+        for (index, row) in chunk.iter().enumerate() {
+            if index > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str("(?, ?, ?, ?, ?, ?)");
+            values.extend([
+                project.into(),
+                row.table.as_str().into(),
+                version.into(),
+                row.text.clone().into(),
+                row.fingerprint.clone().into(),
+                now.into(),
+            ]);
+        }
+        db.execute_params(&sql, &values)?;
+    }
+    Ok(())
 }

@@ -1,19 +1,72 @@
-//! A step's checksum, recorded in `upgrader_history.checksum`: SHA-256 over its actions in
-//! order, each framed so that no two different steps hash alike (`sql\0<text>\0`,
-//! `plugin\0<library>\0<method>\0`). Pure: it sees only what it is fed, and a script too
-//! large to keep is fed as it is read.
+//! A step's checksum, recorded in `upgrader_history.checksum` and compared by `verify`:
+//! SHA-256 over the step's name and range and then, in order, the tokens of its
+//! statements (as the SQL lexer reads them, so whitespace and comments never count) and
+//! its plugin calls (library and method). Every field is tagged and length-prefixed, so
+//! no two different steps hash alike. Pure: it sees only what it is fed.
+//!
+//! Databases recorded before checksums were token-based hold [`legacy_checksum`]s (over
+//! the raw text): `verify` accepts a step whose recorded checksum is either.
 
 use sha2::{Digest, Sha256};
 
-/// Builds one step's checksum, action by action.
-#[derive(Default)]
+use crate::sql::{self, Dialect};
+
+/// Builds one step's checksum: [`StepChecksum::new`], then its statements and plugin
+/// calls in order.
 pub(crate) struct StepChecksum {
     hasher: Sha256,
 }
 
 impl StepChecksum {
-    /// Starts an SQL action; its text follows through [`StepChecksum::sql_text`] (once or
-    /// in pieces), then [`StepChecksum::end_sql`].
+    /// A step's checksum, starting from its name and its `from`/`to` range (none for an
+    /// install, whose range is only the code version it installs).
+    pub(crate) fn new(name: &str, range: Option<(&str, &str)>) -> StepChecksum {
+        let mut checksum = StepChecksum {
+            hasher: Sha256::new(),
+        };
+        checksum.field(b'n', name.as_bytes());
+        if let Some((from, to)) = range {
+            checksum.field(b'f', from.as_bytes());
+            checksum.field(b't', to.as_bytes());
+        }
+        checksum
+    }
+
+    fn field(&mut self, tag: u8, bytes: &[u8]) {
+        self.hasher.update([tag]);
+        self.hasher.update((bytes.len() as u64).to_le_bytes());
+        self.hasher.update(bytes);
+    }
+
+    /// One statement of an SQL action: its tokens.
+    pub(crate) fn statement(&mut self, text: &str, dialect: Dialect) {
+        for token in sql::significant_tokens(text, dialect) {
+            self.field(b'k', token.as_bytes());
+        }
+        self.hasher.update([b';']);
+    }
+
+    /// A plugin action.
+    pub(crate) fn plugin(&mut self, library: &str, method: &str) {
+        self.field(b'l', library.as_bytes());
+        self.field(b'm', method.as_bytes());
+    }
+
+    /// The checksum, as lower-case hex.
+    pub(crate) fn finish(self) -> String {
+        hex(&self.hasher.finalize())
+    }
+}
+
+/// The checksum earlier databases recorded: SHA-256 over the actions' raw text
+/// (`sql\0<text>\0`, `plugin\0<library>\0<method>\0`).
+#[derive(Default)]
+pub(crate) struct LegacyChecksum {
+    hasher: Sha256,
+}
+
+impl LegacyChecksum {
+    /// Starts an SQL action; its text follows through [`LegacyChecksum::sql_text`].
     pub(crate) fn begin_sql(&mut self) {
         self.hasher.update(b"sql\0");
     }
@@ -43,45 +96,6 @@ impl StepChecksum {
     }
 }
 
-/// The checksum of a step whose actions are all known: SQL texts and plugin calls (what
-/// `verify` will compare a recorded checksum with).
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "verify (issue 13) is its first caller")
-)]
-pub(crate) fn step_checksum<'a>(actions: impl IntoIterator<Item = Part<'a>>) -> String {
-    let mut checksum = StepChecksum::default();
-    for action in actions {
-        match action {
-            Part::Sql(text) => {
-                checksum.begin_sql();
-                checksum.sql_text(text);
-                checksum.end_sql();
-            }
-            Part::Plugin { library, method } => checksum.plugin(library, method),
-        }
-    }
-    checksum.finish()
-}
-
-/// One action as the checksum sees it.
-#[derive(Debug, Clone, Copy)]
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "verify (issue 13) is its first user")
-)]
-pub(crate) enum Part<'a> {
-    /// An SQL action's whole text (a file's bytes, or the inline text).
-    Sql(&'a [u8]),
-    /// A plugin call.
-    Plugin {
-        /// The library's bare name.
-        library: &'a str,
-        /// The step's name in it.
-        method: &'a str,
-    },
-}
-
 /// Lower-case hex of bytes.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
@@ -97,39 +111,69 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    fn of(name: &str, range: Option<(&str, &str)>, script: &str, plugin: bool) -> String {
+        let mut checksum = StepChecksum::new(name, range);
+        for statement in sql::split(script, Dialect::Postgres).unwrap() {
+            checksum.statement(&statement.text, Dialect::Postgres);
+        }
+        if plugin {
+            checksum.plugin("steps", "fill");
+        }
+        checksum.finish()
+    }
+
     #[test]
-    fn checksums_are_stable_and_framed() {
-        // Recorded in databases: this value must never change.
-        assert_eq!(
-            step_checksum([Part::Sql(b"SELECT 1;")]),
-            hex(&Sha256::digest(b"sql\0SELECT 1;\0"))
+    fn whitespace_and_comments_do_not_count_but_everything_else_does() {
+        let range = Some(("1.0.0", "1.1.0"));
+        let base = of("add", range, "UPDATE t SET a = 1;\nSELECT 'x  y';", false);
+        assert_eq!(base.len(), 64);
+        for same in [
+            "UPDATE t SET a = 1;\nSELECT 'x  y';\n\n",
+            "-- a comment\nUPDATE  t\n  SET a=1 ; /* why */ SELECT 'x  y'",
+            "UPDATE t SET a = 1;SELECT 'x  y';",
+        ] {
+            assert_eq!(of("add", range, same, false), base, "{same:?}");
+        }
+        for different in [
+            "UPDATE t SET a = 2;\nSELECT 'x  y';",
+            "UPDATE t SET a = 1;\nSELECT 'x y';",
+            "update t SET a = 1;\nSELECT 'x  y';",
+            "UPDATE t SET a = 1 SELECT 'x  y';",
+        ] {
+            assert_ne!(of("add", range, different, false), base, "{different:?}");
+        }
+        let script = "UPDATE t SET a = 1;\nSELECT 'x  y';";
+        assert_ne!(of("other", range, script, false), base, "the name counts");
+        assert_ne!(
+            of("add", Some(("1.0.0", "1.2.0")), script, false),
+            base,
+            "the range counts"
         );
-        let both = step_checksum([
-            Part::Sql(b"UPDATE t SET a = 1;"),
-            Part::Plugin {
-                library: "steps",
-                method: "fill",
-            },
-        ]);
+        assert_ne!(of("add", None, script, false), base);
+        assert_ne!(of("add", range, script, true), base, "a plugin call counts");
+        // Tokens are framed: moving characters from one token to the next counts.
+        assert_ne!(
+            of("s", None, "SELECT ab, c", false),
+            of("s", None, "SELECT a, bc", false)
+        );
+    }
+
+    #[test]
+    fn legacy_checksums_are_the_ones_recorded_before() {
+        // Recorded in databases: this value must never change.
+        let mut legacy = LegacyChecksum::default();
+        legacy.begin_sql();
+        for piece in [&b"UPDATE t "[..], b"SET a = 1;"] {
+            legacy.sql_text(piece);
+        }
+        legacy.end_sql();
+        legacy.plugin("steps", "fill");
         assert_eq!(
-            both,
+            legacy.finish(),
             hex(&Sha256::digest(
                 b"sql\0UPDATE t SET a = 1;\0plugin\0steps\0fill\0"
             ))
         );
-        // Framing: moving bytes from one action to the next changes the checksum.
-        assert_ne!(
-            step_checksum([Part::Sql(b"ab"), Part::Sql(b"c")]),
-            step_checksum([Part::Sql(b"a"), Part::Sql(b"bc")])
-        );
-        // Fed in pieces, the same as fed whole.
-        let mut pieces = StepChecksum::default();
-        pieces.begin_sql();
-        for piece in [&b"SELECT"[..], b" 1", b";"] {
-            pieces.sql_text(piece);
-        }
-        pieces.end_sql();
-        assert_eq!(pieces.finish(), step_checksum([Part::Sql(b"SELECT 1;")]));
         assert_eq!(hex(&[0, 15, 255]), "000fff");
     }
 }

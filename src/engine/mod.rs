@@ -5,11 +5,14 @@
 mod checksum;
 mod prepare;
 mod project;
+mod record;
 mod report;
 mod runner;
 mod session;
 #[cfg(test)]
 mod tests;
+mod verify;
+mod verify_text;
 
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
@@ -33,6 +36,7 @@ pub use report::{
 };
 use runner::Runner;
 use session::Session;
+pub use verify::{Accepted, StepCheck, StepState, VerifyReport};
 
 /// How the run uses transactions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -755,6 +759,7 @@ impl Engine {
             prepared
         };
         let committed: Vec<Option<Version>> = facts.into_iter().map(|f| f.version).collect();
+        let schemas = record::SchemaWatch::start(session.db(), self.app.projects.len())?;
         let (db, guard) = session.parts();
         let mut runner = Runner {
             engine: self,
@@ -782,6 +787,7 @@ impl Engine {
             committed_alone: None,
             implicit_commit: None,
             committed_before_install: None,
+            schemas,
         };
         runner.execute(&app_plan.targets(), &prepared)?;
         let mut applied = std::mem::take(&mut runner.applied);

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
-use super::checksum::StepChecksum;
+use super::checksum::{LegacyChecksum, StepChecksum};
 use super::{AppPlan, Engine, LintFinding, Project};
 use crate::db::StatementLimit;
 use crate::error::Error;
@@ -83,6 +83,17 @@ pub(super) struct Preparing {
     pub(super) resolved: ResolvedSteps,
     /// Bytes of script kept in memory so far.
     pub(super) kept: u64,
+    /// Whether plugin steps are resolved (loading their libraries); `verify` only needs
+    /// their checksums.
+    pub(super) resolve_plugins: bool,
+}
+
+/// A step's checksums: the one runs record now, and the one earlier runs recorded (see
+/// [`super::checksum`]).
+#[derive(Debug, Clone)]
+pub(super) struct Checksums {
+    pub(super) tokens: String,
+    pub(super) legacy: String,
 }
 
 impl Preparing {
@@ -92,6 +103,7 @@ impl Preparing {
             limit,
             resolved: ResolvedSteps::new(),
             kept: 0,
+            resolve_plugins: true,
         }
     }
 
@@ -113,8 +125,8 @@ pub(super) struct Hashing<'h, R> {
     pub(super) inner: R,
     /// The script's own SHA-256 (to notice it changed before it runs).
     pub(super) own: &'h mut Sha256,
-    /// The step's checksum, when it is being computed.
-    pub(super) step: Option<&'h mut StepChecksum>,
+    /// The step's legacy checksum, when it is being computed.
+    pub(super) step: Option<&'h mut LegacyChecksum>,
 }
 
 impl<R: std::io::Read> std::io::Read for Hashing<'_, R> {
@@ -212,12 +224,15 @@ impl Engine {
     pub(super) fn work_of(
         project: &Project,
         name: &str,
+        range: Option<(&str, &str)>,
         actions: &[Action],
         preparing: &mut Preparing,
         judge: &mut dyn FnMut(&Prepared),
-    ) -> Result<(Vec<Work>, String), Error> {
+    ) -> Result<(Vec<Work>, Checksums), Error> {
         let manifest = &project.manifest;
-        let mut checksum = StepChecksum::default();
+        let dialect = preparing.dialect;
+        let mut checksum = LegacyChecksum::default();
+        let mut tokens = StepChecksum::new(name, range);
         let mut work = Vec::new();
         for action in actions {
             match action {
@@ -282,6 +297,7 @@ impl Engine {
                                 };
                                 for statement in preparing.statements(reader) {
                                     let statement = statement.map_err(split_error)?;
+                                    tokens.statement(&statement.text, dialect);
                                     judge(&Prepared {
                                         origin: place(statement.line, statement.column),
                                         statement,
@@ -301,6 +317,7 @@ impl Engine {
                     if let Some(text) = text {
                         for statement in preparing.statements(text.as_bytes()) {
                             let statement = statement.map_err(split_error)?;
+                            tokens.statement(&statement.text, dialect);
                             let prepared = Prepared {
                                 origin: place(statement.line, statement.column),
                                 statement,
@@ -316,6 +333,10 @@ impl Engine {
                     pos,
                 } => {
                     checksum.plugin(library, method);
+                    tokens.plugin(library, method);
+                    if !preparing.resolve_plugins {
+                        continue;
+                    }
                     let origin = format!("{}:{}:{}", manifest.path.display(), pos.line, pos.column);
                     let key = (library.clone(), method.clone());
                     let step = match preparing.resolved.get(&key) {
@@ -333,7 +354,13 @@ impl Engine {
                 }
             }
         }
-        Ok((work, checksum.finish()))
+        Ok((
+            work,
+            Checksums {
+                tokens: tokens.finish(),
+                legacy: checksum.finish(),
+            },
+        ))
     }
 
     /// Reads every script of the plan, splits it, guards each statement and computes each
@@ -364,9 +391,18 @@ impl Engine {
             // Judged now, acted on once the run holds the lock (see `Runner::refuse_prepared`).
             let mut refusal = None;
             let install = item.kind == ItemKind::Install;
+            let (from, to) = (
+                item.from.as_ref().map(ToString::to_string),
+                item.to.to_string(),
+            );
+            let range = match (install, &from) {
+                (false, Some(from)) => Some((from.as_str(), to.as_str())),
+                _ => None,
+            };
             let (work, checksum) = Self::work_of(
                 project,
                 &item.name,
+                range,
                 actions,
                 &mut preparing,
                 &mut |statement| {
@@ -387,7 +423,7 @@ impl Engine {
                 package,
                 item: item.clone(),
                 work,
-                checksum: Some(checksum),
+                checksum: Some(checksum.tokens),
                 transaction,
                 refusal,
             });
@@ -427,16 +463,23 @@ impl Engine {
                 .collect();
             let mut preparing = Preparing::new(dialect, None);
             let mut found = Vec::new();
-            let read = Self::work_of(project, name, &sql, &mut preparing, &mut |statement| {
-                found.extend(guard_finding(
-                    &project.name,
-                    name,
-                    is_install,
-                    transaction,
-                    statement,
-                    dialect,
-                ))
-            });
+            let read = Self::work_of(
+                project,
+                name,
+                None,
+                &sql,
+                &mut preparing,
+                &mut |statement| {
+                    found.extend(guard_finding(
+                        &project.name,
+                        name,
+                        is_install,
+                        transaction,
+                        statement,
+                        dialect,
+                    ))
+                },
+            );
             findings.append(&mut found);
             match read {
                 Ok(_) => {}

@@ -29,6 +29,8 @@ pub(super) struct Sending {
     pub(super) alone: bool,
     pub(super) install: bool,
     pub(super) transaction: StepTransaction,
+    /// The item's project (index into the application's projects).
+    pub(super) package: usize,
 }
 
 /// At most this many characters of a database's error message are quoted (it may quote
@@ -74,6 +76,8 @@ pub(super) struct Runner<'a> {
     /// The project whose install, not the run's first item, was preceded by a commit
     /// (MySQL commits an install's DDL), if one was.
     pub(super) committed_before_install: Option<String>,
+    /// What may have changed schemas since they were last recorded (see `record`).
+    pub(super) schemas: super::record::SchemaWatch,
 }
 
 /// What a failure's history row says about the item that failed.
@@ -341,6 +345,7 @@ impl Runner<'_> {
                 alone,
                 install: item.kind == ItemKind::Install,
                 transaction: entry.transaction,
+                package,
             };
             let mut sent = 0;
             for work in &entry.work {
@@ -358,6 +363,7 @@ impl Runner<'_> {
                             alone,
                             tables: &self.tables,
                         };
+                        self.schemas.opaque(package);
                         match plugin::host::call(&call.step, self.db, &rules) {
                             plugin::host::Outcome::Done { statements } => {
                                 sent += statements;
@@ -435,6 +441,10 @@ impl Runner<'_> {
                     ),
                 )
             };
+            if index + 1 == prepared.len() {
+                // This item's commit, if it commits, is the run's last (see `record`).
+                self.schemas.at_end = true;
+            }
             if !alone && self.mode == TransactionMode::PerStep && next_shares {
                 self.commit_at_and_chain().map_err(not_committed)?;
             } else if alone || self.mode == TransactionMode::PerStep {
@@ -453,7 +463,13 @@ impl Runner<'_> {
         // Every item is done: a failure from here on (recording, the final commit) is
         // the run's, reported from the versions the database holds, not the last item's.
         self.in_flight = None;
-        if !self.in_transaction && self.unrecorded.is_empty() && self.committed == self.current {
+        // Schemas are recorded with the run's last commit (see `record`).
+        self.schemas.at_end = true;
+        if !self.in_transaction
+            && self.unrecorded.is_empty()
+            && self.committed == self.current
+            && !self.schemas.dirty
+        {
             // The last step's commit recorded the targets already.
             return Ok(());
         }
@@ -519,6 +535,9 @@ impl Runner<'_> {
             state::insert_history_rows(self.db, rows)?;
         }
         self.unrecorded.clear();
+        if self.schemas.at_end {
+            self.record_schemas()?;
+        }
         Ok(())
     }
 
@@ -566,6 +585,8 @@ impl Runner<'_> {
             .execute(&statement.text)
             .map_err(|e| e.to_string())?;
         failpoint!("after-statement", |m| m);
+        self.schemas
+            .sent(sending.package, statement, sending.dialect);
         if sending.ddl_commits && guard::commits_implicitly(statement, sending.dialect) {
             self.db
                 .resume_after_implicit_commit()
@@ -816,12 +837,22 @@ impl Runner<'_> {
             pid: i64::from(std::process::id()),
             success: false,
             error: Some(message.clone()),
+            reason: None,
         };
-        let recorded = self.db.begin().map_err(Error::from).and_then(|()| {
-            state::ensure_in_transaction(self.db, &now())?;
-            state::insert_history(self.db, &failed_row)?;
-            Ok(self.db.commit()?)
-        });
+        // What committed before the failure (per-step, `transaction="none"`) changed
+        // schemas the run would have recorded at its end: recorded with the failure row,
+        // at the versions that stay; if that cannot be done, the row goes alone.
+        let with_schemas = !self.done.is_empty();
+        if with_schemas {
+            self.current.clone_from(&self.committed);
+            self.schemas.at_end = true;
+        }
+        let mut recorded = self.write_failure(&failed_row, with_schemas);
+        if with_schemas && recorded.is_err() {
+            let _ = self.db.rollback();
+            log::error!("could not record the schemas of what stayed committed");
+            recorded = self.write_failure(&failed_row, false);
+        }
         if let Err(error) = recorded {
             let _ = self.db.rollback();
             log::error!("could not record the failure in upgrader_history: {error}");
@@ -832,6 +863,20 @@ impl Runner<'_> {
             message,
             committed: std::mem::take(&mut self.done),
         }
+    }
+}
+
+impl Runner<'_> {
+    /// Writes a failure's history row in a transaction of its own (with the schemas of
+    /// what stayed committed, when `with_schemas`).
+    fn write_failure(&mut self, row: &state::HistoryRow, with_schemas: bool) -> Result<(), Error> {
+        self.db.begin()?;
+        state::ensure_in_transaction(self.db, &now())?;
+        if with_schemas {
+            self.record_schemas()?;
+        }
+        state::insert_history(self.db, row)?;
+        Ok(self.db.commit()?)
     }
 }
 
@@ -864,5 +909,6 @@ pub(super) fn history_row(
         pid: i64::from(std::process::id()),
         success: true,
         error: None,
+        reason: None,
     }
 }

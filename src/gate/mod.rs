@@ -64,6 +64,12 @@ pub struct GateOptions {
     pub program: Option<PathBuf>,
     /// Arguments before upgrader's own (`--project DIR run`).
     pub args: Vec<OsString>,
+    /// Whether each look at a current database (at start, and after a deploy) also runs
+    /// `verify`, halting on drift with the report (and its diffs) as the reason, which an
+    /// admin page shows. Off by default. Once halted so, the gate looks again when the
+    /// deployed files change (or the application restarts), e.g. after `upgrader verify
+    /// --accept`.
+    pub verify_at_start: bool,
 }
 
 impl Default for GateOptions {
@@ -73,6 +79,7 @@ impl Default for GateOptions {
             retry_after: Duration::from_secs(2),
             program: None,
             args: Vec::new(),
+            verify_at_start: false,
         }
     }
 }
@@ -375,10 +382,27 @@ impl Inner {
         }
         // Only a database upgrade is the gate's business (update packages are not).
         if report.exit() == Exit::Pending {
-            Verdict::Upgrade
-        } else {
-            Verdict::Ready
+            return Verdict::Upgrade;
         }
+        if self.options.verify_at_start {
+            match engine.verify() {
+                Ok(drift) if drift.any_drift() => {
+                    return Verdict::Halted {
+                        reason: format!(
+                            "schema drift: the database differs from what upgrader recorded\n{}",
+                            drift.text()
+                        ),
+                        by_lock: false,
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    log::warn!("upgrader gate: cannot verify the database: {error}");
+                    return Verdict::Wait;
+                }
+            }
+        }
+        Verdict::Ready
     }
 
     /// Runs in the background: looks, upgrades in a child process when needed, and

@@ -971,3 +971,22 @@ mod differential {
         }
     }
 }
+
+/// The significant tokens of a complete statement as written, whitespace and comments
+/// left out: what a checksum or a schema text compares, so that layout never counts.
+/// Stops at a token that cannot be read (never for a statement the splitter produced).
+pub fn significant_tokens(text: &str, dialect: Dialect) -> impl Iterator<Item = &str> {
+    tokens(text, dialect).map(|(_, token)| token)
+}
+
+/// The statement's tokens joined by single spaces (see [`significant_tokens`]).
+pub fn token_text(text: &str, dialect: Dialect) -> String {
+    let mut out = String::with_capacity(text.len());
+    for token in significant_tokens(text, dialect) {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(token);
+    }
+    out
+}

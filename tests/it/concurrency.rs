@@ -375,6 +375,7 @@ fn gate_until_settled(host: &TestProject, no_backup: bool) -> (Answer, u64) {
         } else {
             Vec::new()
         },
+        verify_at_start: false,
     };
     let gate = Gate::new(host.path(), host.url.clone(), options);
     let started = std::time::Instant::now();

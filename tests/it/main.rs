@@ -23,3 +23,4 @@ mod updates;
 mod updates_fetch;
 mod urls;
 mod util;
+mod verify;

@@ -189,7 +189,7 @@ export_steps!(
 
 /// A project whose steps are `sql`, then the plugin `method`, then `sql` again, with the
 /// test plugin in its plugins/ directory and an `items` table holding row 1.
-fn project(backend: Backend, method: &str) -> TestProject {
+pub(crate) fn project(backend: Backend, method: &str) -> TestProject {
     let manifest = format!(
         r#"<upgrade project="test" initial-version="1.0.0">
   <step name="before" from="1.0.0" to="1.1.0">

@@ -37,7 +37,7 @@ struct App {
 }
 
 fn usage(message: &str) -> ! {
-    eprintln!("webapp: {message}\nusage: webapp --token SECRET [--project DIR] [--database URL] [--listen ADDR]");
+    eprintln!("webapp: {message}\nusage: webapp --token SECRET [--project DIR] [--database URL] [--listen ADDR] [--verify]");
     std::process::exit(2);
 }
 
@@ -50,6 +50,8 @@ async fn main() {
     let mut token = std::env::var("ADMIN_TOKEN").ok();
     // For the benchmark that prices the layer: the same routes without it.
     let mut gated = true;
+    // Halt on schema drift at start (the admin page shows the diff).
+    let mut verify_at_start = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || {
@@ -66,13 +68,21 @@ async fn main() {
             }
             "--token" => token = Some(value()),
             "--no-gate" => gated = false,
+            "--verify" => verify_at_start = true,
             other => usage(&format!("unknown argument {other}")),
         }
     }
     let token = token
         .filter(|t| !t.is_empty())
         .unwrap_or_else(|| usage("an admin token is required (--token or $ADMIN_TOKEN)"));
-    let gate = Gate::new(&project, database, GateOptions::default());
+    let gate = Gate::new(
+        &project,
+        database,
+        GateOptions {
+            verify_at_start,
+            ..GateOptions::default()
+        },
+    );
     let app = Arc::new(App {
         gate: gate.clone(),
         token_digest: Sha256::digest(token.as_bytes()).into(),
@@ -298,9 +308,10 @@ fn render(state: &serde_json::Value) -> String {
         text(&status["db_version"]),
         text(&status["state"]),
         text(&state["gate"]["state"]),
+        // A drift report keeps its lines: a diff per table.
         state["gate"]["reason"]
             .as_str()
-            .map(escape)
+            .map(|reason| format!("<code id=\"gate-reason\">{}</code>", escape(reason)))
             .unwrap_or_default(),
         text(&lock["state"]),
         lock["step"]

@@ -1,0 +1,256 @@
+//! Schema records written by a run: just before a commit that makes a version durable,
+//! one `upgrader_schema` row per project table whose normalized text is new or changed
+//! (none for a dropped table), in the same transaction.
+//!
+//! Which tables are a project's: those it has records for (the newest with text), plus
+//! the tables that appeared during the run (absent when it started or at its last
+//! recording) given to the project whose statements created them (`CREATE TABLE` names,
+//! read by the SQL lexer), else to the first project that ran anything since the last
+//! recording (a plugin's table, a rename). A root project with no records yet (a database
+//! adopted at its initial version, or recorded before this existed) also takes every
+//! table no other project has: what was there before upgrader. Tables nobody claims are
+//! left alone.
+//!
+//! When: with the run's last commit, once per run, whatever the transaction mode (the
+//! catalog of every table is read once, not per step). A run that commits along the way
+//! (`--transaction per-step`, `transaction="none"` steps) and then fails records what
+//! stayed committed in a transaction of its own after its failure row; a run killed
+//! between two commits leaves those tables to the next run's recording. A run of
+//! data-only steps after its first recording skips the catalog read altogether (nothing
+//! sent could change a schema: no DDL, install or plugin).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use super::now;
+use super::runner::Runner;
+use crate::db::state::{self, SchemaRow};
+use crate::db::{Backend, DbError};
+use crate::schema::{self, Recorded, TableSchema};
+use crate::sql::{self, Statement};
+use crate::version::Version;
+
+/// What a run has seen since it last recorded schemas.
+#[derive(Debug, Default)]
+pub(super) struct SchemaWatch {
+    /// Whether something since the last recording may have changed a schema.
+    pub(super) dirty: bool,
+    /// The tables that existed at the start or at the last recording (lower-cased).
+    pub(super) known: HashSet<String>,
+    /// Per project: tables its statements created since the last recording (lower-cased).
+    pub(super) created: Vec<HashSet<String>>,
+    /// Per project: whether it applied anything since the last recording.
+    pub(super) touched: Vec<bool>,
+    /// Tables named by DDL the run sent (lower-cased): only these (and tables new, gone or
+    /// adopted) are recorded anew, so that a run never records a hand-made change to a
+    /// table it did not touch as its own (`verify` goes on reporting it).
+    pub(super) altered: HashSet<String>,
+    /// Whether the run may have changed any table (a plugin ran, an install, DDL whose
+    /// tables could not be read).
+    pub(super) altered_all: bool,
+    /// Set for the run's last commit (or the record of a failure after commits): schemas
+    /// are recorded then only.
+    pub(super) at_end: bool,
+}
+
+impl SchemaWatch {
+    /// At the start of a run of `projects` projects on `db`: the tables that exist now.
+    pub(super) fn start(db: &mut dyn Backend, projects: usize) -> Result<SchemaWatch, DbError> {
+        Ok(SchemaWatch {
+            dirty: true,
+            known: db
+                .table_names()?
+                .into_iter()
+                .map(|name| name.to_lowercase())
+                .collect(),
+            created: vec![HashSet::new(); projects],
+            touched: vec![false; projects],
+            altered: HashSet::new(),
+            altered_all: false,
+            at_end: false,
+        })
+    }
+
+    /// A statement of `project` was sent: DDL makes the next commit record schemas.
+    pub(super) fn sent(&mut self, project: usize, statement: &Statement, dialect: sql::Dialect) {
+        self.touched[project] = true;
+        let first = statement.keywords.split(' ').next().unwrap_or_default();
+        // Code that may run DDL of its own (a PostgreSQL `DO` block, a procedure, dynamic
+        // SQL): any table may have changed.
+        if ["DO", "CALL", "EXECUTE"].contains(&first) {
+            self.dirty = true;
+            self.altered_all = true;
+            return;
+        }
+        if !["CREATE", "ALTER", "DROP", "RENAME"].contains(&first) {
+            return;
+        }
+        self.dirty = true;
+        if first == "CREATE" {
+            if let Some(table) = sql::created_table(&statement.text, dialect) {
+                self.created[project].insert(table.to_lowercase());
+                return;
+            }
+        }
+        match sql::relations(&statement.text, dialect) {
+            Some(relations) if !relations.is_empty() => {
+                for name in relations {
+                    if let Some(table) = name.last() {
+                        self.altered.insert(table.to_lowercase());
+                    }
+                }
+            }
+            _ => self.altered_all = true,
+        }
+    }
+
+    /// `project` ran something whose statements upgrader does not see one by one (a
+    /// plugin): the next commit records schemas.
+    pub(super) fn opaque(&mut self, project: usize) {
+        self.touched[project] = true;
+        self.dirty = true;
+        self.altered_all = true;
+    }
+}
+
+/// A project's records by table.
+type ByTable<'r> = HashMap<&'r str, Vec<&'r Recorded>>;
+
+/// The record of `table` that holds at `version`: the newest at or below it.
+fn holding<'r>(records: &ByTable<'r>, table: &str, version: &Version) -> Option<&'r Recorded> {
+    records
+        .get(table)?
+        .iter()
+        .filter(|r| r.version <= *version)
+        .max_by(|a, b| a.version.cmp(&b.version))
+        .copied()
+}
+
+impl Runner<'_> {
+    /// Records the schema of every project's tables that changed, at the version each
+    /// project has reached in the open transaction (see the module's documentation).
+    pub(super) fn record_schemas(&mut self) -> Result<(), DbError> {
+        if !self.schemas.dirty {
+            return Ok(());
+        }
+        let dialect = self.db.dialect();
+        let live: Vec<TableSchema> = self
+            .db
+            .table_schemas()?
+            .iter()
+            .map(|facts| schema::schema_of(dialect, facts))
+            .collect();
+        let projects = &self.engine.app.projects;
+        let names: Vec<&str> = projects.iter().map(|p| p.name.as_str()).collect();
+        let all = state::read_schema_records(self.db, &names)?;
+        let mut records: Vec<ByTable> = vec![HashMap::new(); projects.len()];
+        for (project, record) in &all {
+            if let Some(index) = names.iter().position(|n| n == project) {
+                records[index]
+                    .entry(record.table.as_str())
+                    .or_default()
+                    .push(record);
+            }
+        }
+        // Owner of each table: the project whose newest record of it has text.
+        let mut owner: BTreeMap<String, usize> = BTreeMap::new();
+        for (index, tables) in records.iter().enumerate() {
+            for (table, list) in tables {
+                let newest = list.iter().max_by(|a, b| a.version.cmp(&b.version));
+                if newest.is_some_and(|r| r.text.is_some()) {
+                    owner.entry(table.to_lowercase()).or_insert(index);
+                }
+            }
+        }
+        let watch = &self.schemas;
+        let fallback = watch.touched.iter().position(|t| *t);
+        for table in &live {
+            let key = table.name.to_lowercase();
+            if owner.contains_key(&key) || watch.known.contains(&key) {
+                continue;
+            }
+            let by_create = watch.created.iter().position(|c| c.contains(&key));
+            if let Some(index) = by_create.or(fallback) {
+                owner.insert(key, index);
+            }
+        }
+        let adopting = records[0].is_empty();
+        if adopting {
+            for table in &live {
+                owner.entry(table.name.to_lowercase()).or_insert(0);
+            }
+        }
+        let now = now();
+        let live_names: HashSet<&str> = live.iter().map(|t| t.name.as_str()).collect();
+        for (index, list) in records.iter().enumerate() {
+            let Some(version) = self.current[index].clone() else {
+                continue;
+            };
+            let mut rows = Vec::new();
+            for table in &live {
+                if owner.get(&table.name.to_lowercase()) != Some(&index) {
+                    continue;
+                }
+                let holds = holding(list, &table.name, &version);
+                let recorded = holds.and_then(|r| r.text.as_deref());
+                let key = table.name.to_lowercase();
+                // A recorded table this run did not alter keeps its record, however it
+                // looks now: a change made by hand stays drift.
+                let altered = watch.altered_all
+                    || watch.altered.contains(&key)
+                    || watch.created.iter().any(|c| c.contains(&key))
+                    || (index == 0 && adopting);
+                if recorded.is_some() && !altered {
+                    continue;
+                }
+                if recorded != Some(table.text.as_str()) {
+                    rows.push(SchemaRow {
+                        table: table.name.clone(),
+                        text: Some(table.text.clone()),
+                        fingerprint: Some(table.fingerprint.clone()),
+                    });
+                }
+            }
+            // Recorded with text, gone now: dropped (or renamed) by this run.
+            let mut gone: Vec<&str> = list
+                .keys()
+                .copied()
+                .filter(|t| !live_names.contains(t))
+                .collect();
+            gone.sort_unstable();
+            for table in gone {
+                let key = table.to_lowercase();
+                let altered = watch.altered_all || watch.altered.contains(&key);
+                if altered && holding(list, table, &version).is_some_and(|r| r.text.is_some()) {
+                    rows.push(SchemaRow {
+                        table: table.to_string(),
+                        text: None,
+                        fingerprint: None,
+                    });
+                }
+            }
+            if !rows.is_empty() {
+                // Rows already recorded at this very version are replaced.
+                let replacing = rows.iter().any(|row| {
+                    list.get(row.table.as_str())
+                        .is_some_and(|l| l.iter().any(|r| r.version == version))
+                });
+                state::write_schema_rows(
+                    self.db,
+                    names[index],
+                    &version.as_str(),
+                    &rows,
+                    &now,
+                    replacing,
+                )?;
+            }
+        }
+        let watch = &mut self.schemas;
+        watch.known = live.iter().map(|t| t.name.to_lowercase()).collect();
+        watch.created.iter_mut().for_each(HashSet::clear);
+        watch.touched.iter_mut().for_each(|t| *t = false);
+        watch.altered.clear();
+        watch.altered_all = false;
+        watch.dirty = false;
+        Ok(())
+    }
+}
