@@ -78,6 +78,8 @@ pub enum Operation {
     Install,
     /// `upgrader updates rollback`.
     Rollback,
+    /// `upgrader run --rehearse`.
+    Rehearse,
     /// `upgrader verify --accept` or `--repair-version`.
     Verify,
     /// Anything a later upgrader does under the lock that this one does not know.

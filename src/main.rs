@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+#[path = "cli/rehearse.rs"]
+mod rehearse_output;
 #[path = "cli/verify.rs"]
 mod verify_output;
 use upgrader::engine::{LintFinding, PlanReport, ReportItem, RunResult};
@@ -77,7 +79,14 @@ enum Command {
     /// The exact steps `run` would execute, executing nothing.
     Plan,
     /// Perform the upgrade.
-    Run,
+    Run {
+        /// Run the whole plan (install, steps, plugins) in one transaction, report what it
+        /// did (statements and rows per step; rows and schema per table), then roll it
+        /// back: the database, its history and the lock stay as they were. Exits 0 when
+        /// the plan would pass, 1 naming the step that would fail.
+        #[arg(long)]
+        rehearse: bool,
+    },
     /// Clear a failed or stale lock (refused while a live process holds it).
     Unlock,
     /// The applied steps.
@@ -229,7 +238,8 @@ fn open_engine(cli: &Cli, config: &Config) -> Result<Engine, Error> {
     loop {
         match Engine::open(config.clone()) {
             Err(Error::Installing(why))
-                if matches!(cli.command, Command::Run) && started.elapsed() < INSTALL_WAIT =>
+                if matches!(cli.command, Command::Run { rehearse: false })
+                    && started.elapsed() < INSTALL_WAIT =>
             {
                 if !said {
                     eprintln!("upgrader: {why}; waiting for it to finish");
@@ -286,7 +296,22 @@ fn execute(cli: &Cli, config: Config) -> Result<u8, Error> {
             }
             0
         }
-        Command::Run => {
+        Command::Run { rehearse: true } => {
+            let report = engine.rehearse()?;
+            if json {
+                print_json(&mut out, &report);
+            } else {
+                rehearse_output::print_rehearsal(&mut out, &report);
+            }
+            if let Some(failed) = &report.failed {
+                // The step and its error on stderr too, as a failed run reports them.
+                eprintln!("error: rehearsal: {}", failed.error);
+                1
+            } else {
+                0
+            }
+        }
+        Command::Run { rehearse: false } => {
             let outcome = engine.run()?;
             if json {
                 print_json(&mut out, &outcome);

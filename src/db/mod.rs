@@ -95,10 +95,21 @@ impl<T: Into<Value>> From<Option<T>> for Value {
 }
 
 /// The first column of the first row as a count (0 when there is none).
+/// `name` quoted as an identifier of `dialect` (its quote character doubled inside).
+pub(crate) fn quote_identifier(dialect: Dialect, name: &str) -> String {
+    match dialect {
+        Dialect::MySql => format!("`{}`", name.replace('`', "``")),
+        Dialect::Sqlite | Dialect::Postgres => format!("\"{}\"", name.replace('"', "\"\"")),
+    }
+}
+
 /// Whether a statement is a plain `SELECT`, whose count (PostgreSQL's command tag,
 /// MySQL's affected rows) is of the rows it returned, not of rows it changed.
 fn is_select(sql: &str) -> bool {
-    let first_word = sql.trim_start().split(|c: char| !c.is_ascii_alphabetic()).next();
+    let first_word = sql
+        .trim_start()
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next();
     first_word.is_some_and(|word| word.eq_ignore_ascii_case("select"))
 }
 
@@ -217,6 +228,33 @@ pub trait Backend {
     /// cannot tell.
     fn table_schemas(&mut self) -> Result<Vec<crate::schema::TableFacts>, DbError> {
         Ok(Vec::new())
+    }
+
+    /// The number of rows in each of `tables` (names as [`Backend::table_names`] gives
+    /// them), a hundred tables to a query.
+    fn count_rows(&mut self, tables: &[String]) -> Result<Vec<u64>, DbError> {
+        let dialect = self.dialect();
+        let mut counts = Vec::with_capacity(tables.len());
+        for batch in tables.chunks(100) {
+            let sql = batch
+                .iter()
+                .enumerate()
+                .map(|(index, table)| {
+                    format!(
+                        "SELECT {index}, COUNT(*) FROM {}",
+                        quote_identifier(dialect, table)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" UNION ALL ");
+            let mut rows = self.query(&sql, &[])?;
+            rows.sort_by_key(|row| row.first().and_then(Value::as_int));
+            counts.extend(
+                rows.iter()
+                    .map(|row| row.get(1).and_then(Value::as_int).unwrap_or(0) as u64),
+            );
+        }
+        Ok(counts)
     }
 
     /// The names of every table but upgrader's own, in one query.

@@ -6,6 +6,7 @@ mod checksum;
 mod prepare;
 mod project;
 mod record;
+mod rehearse;
 mod report;
 mod runner;
 mod session;
@@ -24,12 +25,13 @@ use crate::layout::Layout;
 use crate::lock::{self, LockRecord, LockState};
 use crate::manifest::StepTransaction;
 use crate::plan::{self, DbFacts, ItemKind, Plan, PlanItem};
-use crate::sql::{guard, Dialect};
+use crate::sql::Dialect;
 use crate::version::Version;
 
 use prepare::install_tables;
 use prepare::PreparedItem;
 pub use project::{Application, Project};
+pub use rehearse::{Rehearsal, RehearsalFailure, RehearsalResult, RehearsedStep, RehearsedTable};
 pub use report::{
     Applied, LintFinding, LockReport, OrderedItem, PlanReport, Report, ReportItem, RunOutcome,
     RunResult, Status,
@@ -761,34 +763,7 @@ impl Engine {
         let committed: Vec<Option<Version>> = facts.into_iter().map(|f| f.version).collect();
         let schemas = record::SchemaWatch::start(session.db(), self.app.projects.len())?;
         let (db, guard) = session.parts();
-        let mut runner = Runner {
-            engine: self,
-            db,
-            guard,
-            mode: self.config.transaction,
-            in_transaction: true,
-            current: app_plan
-                .plans
-                .iter()
-                .map(|plan| match plan.items.is_empty() {
-                    true => None,
-                    false => plan.start.clone(),
-                })
-                .collect(),
-            committed,
-            applied: vec![Vec::new(); self.app.projects.len()],
-            since_commit: Vec::new(),
-            done: Vec::new(),
-            overtaken: None,
-            in_flight: None,
-            unrecorded: Vec::new(),
-            install_objects: None,
-            tables: guard::TableGuard::default(),
-            committed_alone: None,
-            implicit_commit: None,
-            committed_before_install: None,
-            schemas,
-        };
+        let mut runner = Runner::new(self, db, guard, &app_plan, committed, schemas);
         runner.execute(&app_plan.targets(), &prepared)?;
         let mut applied = std::mem::take(&mut runner.applied);
         let duration_ms = run_started.elapsed().as_millis() as u64;

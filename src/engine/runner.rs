@@ -78,6 +78,14 @@ pub(super) struct Runner<'a> {
     pub(super) committed_before_install: Option<String>,
     /// What may have changed schemas since they were last recorded (see `record`).
     pub(super) schemas: super::record::SchemaWatch,
+    /// `run --rehearse`: one transaction whatever the steps say, rows counted, and the
+    /// end left open for the caller to measure and roll back (never committed).
+    pub(super) rehearsing: bool,
+    /// Rehearsing: the rows the current item's statements changed so far (none when a
+    /// backend or a plugin cannot tell).
+    pub(super) rows: Option<u64>,
+    /// Rehearsing: the rows each applied item changed, in run order.
+    pub(super) item_rows: Vec<Option<u64>>,
 }
 
 /// What a failure's history row says about the item that failed.
@@ -100,7 +108,50 @@ pub(super) struct Failure {
     pub(super) non_transactional: bool,
 }
 
-impl Runner<'_> {
+impl<'a> Runner<'a> {
+    /// A runner for `app_plan` on `db` (a transaction open), the lock record `guard` at
+    /// hand; `committed`: each project's version as the database records it.
+    pub(super) fn new(
+        engine: &'a Engine,
+        db: &'a mut dyn Backend,
+        guard: &'a mut LockGuard,
+        app_plan: &super::AppPlan,
+        committed: Vec<Option<Version>>,
+        schemas: super::record::SchemaWatch,
+    ) -> Runner<'a> {
+        Runner {
+            engine,
+            db,
+            guard,
+            mode: engine.config.transaction,
+            in_transaction: true,
+            current: app_plan
+                .plans
+                .iter()
+                .map(|plan| match plan.items.is_empty() {
+                    true => None,
+                    false => plan.start.clone(),
+                })
+                .collect(),
+            committed,
+            applied: vec![Vec::new(); engine.app.projects.len()],
+            since_commit: Vec::new(),
+            done: Vec::new(),
+            overtaken: None,
+            in_flight: None,
+            unrecorded: Vec::new(),
+            install_objects: None,
+            tables: guard::TableGuard::default(),
+            committed_alone: None,
+            implicit_commit: None,
+            committed_before_install: None,
+            schemas,
+            rehearsing: false,
+            rows: None,
+            item_rows: Vec::new(),
+        }
+    }
+
     pub(super) fn begin(&mut self) -> Result<(), Error> {
         self.db.begin()?;
         self.in_transaction = true;
@@ -291,7 +342,9 @@ impl Runner<'_> {
             let item = &entry.item;
             let package = entry.package;
             let project = &self.engine.app.projects[package].name;
-            let alone = entry.transaction == StepTransaction::NoneUnsafe;
+            // A rehearsal runs every step in its one transaction (MySQL, where that cannot
+            // hold, refuses such a plan before it starts).
+            let alone = entry.transaction == StepTransaction::NoneUnsafe && !self.rehearsing;
             let ddl_commits =
                 item.kind == ItemKind::Install && dialect == crate::sql::Dialect::MySql;
             // From here a failure is this item's, even before its first statement (the
@@ -348,6 +401,7 @@ impl Runner<'_> {
                 package,
             };
             let mut sent = 0;
+            self.rows = Some(0);
             for work in &entry.work {
                 let outcome = match work {
                     Work::Sql(prepared) => {
@@ -367,6 +421,10 @@ impl Runner<'_> {
                         match plugin::host::call(&call.step, self.db, &rules) {
                             plugin::host::Outcome::Done { statements } => {
                                 sent += statements;
+                                if statements > 0 {
+                                    // The host does not count a plugin's changed rows.
+                                    self.rows = None;
+                                }
                                 self.still_open_after(&call.origin, alone)
                             }
                             plugin::host::Outcome::Failed(message) => Err(message),
@@ -428,6 +486,9 @@ impl Runner<'_> {
                 to: applied.to.clone(),
             });
             self.applied[package].push(applied);
+            if self.rehearsing {
+                self.item_rows.push(self.rows);
+            }
             let next_shares = prepared
                 .get(index + 1)
                 .is_some_and(|next| next.transaction == StepTransaction::Shared);
@@ -463,6 +524,10 @@ impl Runner<'_> {
         // Every item is done: a failure from here on (recording, the final commit) is
         // the run's, reported from the versions the database holds, not the last item's.
         self.in_flight = None;
+        if self.rehearsing {
+            // Left open: the rehearsal measures what the plan did, then rolls it back.
+            return Ok(());
+        }
         // Schemas are recorded with the run's last commit (see `record`).
         self.schemas.at_end = true;
         if !self.in_transaction
@@ -581,9 +646,17 @@ impl Runner<'_> {
     ) -> Result<(), String> {
         log::debug!("{origin}: {}", statement.text);
         failpoint!("before-statement", |m| m);
-        self.db
-            .execute(&statement.text)
-            .map_err(|e| e.to_string())?;
+        if self.rehearsing {
+            let changed = self
+                .db
+                .execute_counted(&statement.text)
+                .map_err(|e| e.to_string())?;
+            self.rows = self.rows.zip(changed).map(|(sum, rows)| sum + rows);
+        } else {
+            self.db
+                .execute(&statement.text)
+                .map_err(|e| e.to_string())?;
+        }
         failpoint!("after-statement", |m| m);
         self.schemas
             .sent(sending.package, statement, sending.dialect);

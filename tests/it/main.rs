@@ -16,6 +16,7 @@ mod packages;
 mod pgbouncer;
 mod plugin_files;
 mod plugins;
+mod rehearse;
 mod run;
 mod servers;
 mod update_packages;
