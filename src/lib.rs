@@ -46,6 +46,7 @@ pub mod manifest;
 pub mod plan;
 #[doc(hidden)]
 pub mod plugin;
+mod run_info;
 #[doc(hidden)]
 pub mod schema;
 #[doc(hidden)]

@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::db::{Backend, DatabaseUrl};
 use crate::error::Error;
+use crate::run_info::{is_stamp, stamp};
 use progress::Progress;
 
 /// One backup file as `upgrader backups` lists it.
@@ -127,13 +128,6 @@ fn backend_of(name: &str) -> Option<(&str, &'static str)> {
     ]
     .into_iter()
     .find_map(|(extension, backend)| Some((name.strip_suffix(extension)?, backend)))
-}
-
-/// `20261202T045722Z`: sortable, and a valid file name everywhere.
-fn stamp(now: std::time::SystemTime) -> String {
-    humantime::format_rfc3339_seconds(now)
-        .to_string()
-        .replace(['-', ':'], "")
 }
 
 /// Backs the database up into `dir` before a run; `None` when this connection cannot be
@@ -333,17 +327,6 @@ fn parse_name(name: &str) -> Option<((String, String, String), &'static str)> {
         &stamp[13..15]
     );
     Some(((project, version, created), backend))
-}
-
-pub(crate) fn is_stamp(part: &str) -> bool {
-    let bytes = part.as_bytes();
-    bytes.len() == 16
-        && bytes[8] == b'T'
-        && bytes[15] == b'Z'
-        && bytes[..8]
-            .iter()
-            .chain(&bytes[9..15])
-            .all(u8::is_ascii_digit)
 }
 
 #[cfg(test)]

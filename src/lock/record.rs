@@ -34,6 +34,20 @@ pub struct LockRecord {
     pub operation: Operation,
 }
 
+impl LockRecord {
+    /// The record of `operation` begun now by this process on this host (state
+    /// `running`; `from`, `to` and the rest for the caller to fill in).
+    pub fn by_this_process(operation: Operation) -> LockRecord {
+        LockRecord {
+            pid: std::process::id(),
+            host: crate::run_info::host(),
+            started_at: crate::run_info::now(),
+            operation,
+            ..LockRecord::default()
+        }
+    }
+}
+
 /// The `state` of a lock record.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -8,9 +8,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{fail, io_fail, now, tree::walk, work_dir, Project};
+use super::{fail, io_fail, tree::walk, work_dir, Project};
 use crate::error::Error;
 use crate::failpoint::failpoint;
+use crate::run_info::now;
 
 /// What the install or rollback changes in the project directory, and what finishing it
 /// takes: written to `ops.json` before the first change.

@@ -102,25 +102,16 @@ pub(crate) fn work_dir(project_dir: &Path) -> PathBuf {
 /// The lock record of a code install or rollback by this process.
 fn record(operation: Operation, from: Option<String>, to: String) -> LockRecord {
     LockRecord {
-        pid: std::process::id(),
-        host: gethostname::gethostname().to_string_lossy().into_owned(),
-        started_at: now(),
         from,
         to,
         state: RecordState::Installing,
-        operation,
-        ..LockRecord::default()
+        ..LockRecord::by_this_process(operation)
     }
 }
 
+/// The stamp of the files an install or rollback names now.
 fn stamp() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-        .to_string()
-        .replace(['-', ':'], "")
-}
-
-fn now() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+    crate::run_info::stamp(std::time::SystemTime::now())
 }
 
 fn fail(what: impl std::fmt::Display) -> Error {

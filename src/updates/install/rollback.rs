@@ -44,7 +44,7 @@ pub(crate) fn rollback(project: &Project<'_>, lock_path: &Path) -> Result<Rolled
             let stem = n.strip_suffix(".zip")?;
             let (rest, stamp) = stem.rsplit_once('-')?;
             // Only the backups installs make (not the copies rollbacks keep).
-            if !crate::backup::is_stamp(stamp) {
+            if !crate::run_info::is_stamp(stamp) {
                 return None;
             }
             let version = rest.strip_prefix(&prefix)?.to_string();
