@@ -129,8 +129,9 @@ pub(crate) fn list(
         let Some(update) = package.update.clone() else {
             continue;
         };
-        if update.version <= current {
-            package.problems.insert(
+        match follows(&current, &update) {
+            Ok(()) => {}
+            Err(ChainBreak::NotNewer) => package.problems.insert(
                 0,
                 match current == *installed.version {
                     true => format!("not newer than the installed version {current}"),
@@ -138,18 +139,83 @@ pub(crate) fn list(
                         format!("not newer than {current}, which the packages before it install")
                     }
                 },
-            );
-        } else if let Some(requires) = update.requires.as_ref().filter(|r| **r > current) {
-            package.problems.insert(
+            ),
+            Err(ChainBreak::Requires(requires)) => package.problems.insert(
                 0,
                 format!("it requires version {requires} installed first, and {current} would be"),
-            );
+            ),
         }
         if package.problems.is_empty() {
             current = update.version;
         }
     }
     packages
+}
+
+/// Why a package cannot be installed next, over the code version the installed code or
+/// the packages before it leave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainBreak {
+    /// It installs that version or an older one.
+    NotNewer,
+    /// It requires this version installed first, newer than that one.
+    Requires(Version),
+}
+
+/// Whether `update` can be installed over the code version `current` (the installed
+/// one, or the one the packages installed before it in the same go leave): newer than
+/// it, with its `requires` met. The one rule for both the listing and an install's
+/// choice of packages.
+pub fn follows(current: &Version, update: &UpdateXml) -> Result<(), ChainBreak> {
+    if update.version <= *current {
+        return Err(ChainBreak::NotNewer);
+    }
+    match &update.requires {
+        Some(requires) if requires > current => Err(ChainBreak::Requires(requires.clone())),
+        _ => Ok(()),
+    }
+}
+
+/// The packages an install was asked for (each already listed as installable), in
+/// version order, each one's `requires` met by the code `installed` or the ones before
+/// it; else a refusal naming the first that is not (nothing was installed).
+///
+/// The check `Engine::install_updates` makes for packages named on the command line, in
+/// one place with [`list`]'s: the engine can call it in place of its own loop.
+pub fn install_order<'a>(
+    installed: &Version,
+    mut chosen: Vec<&'a PendingPackage>,
+) -> Result<Vec<&'a PendingPackage>, crate::error::Error> {
+    chosen.sort_by(|a, b| {
+        let version = |p: &PendingPackage| p.update.as_ref().map(|u| u.version.clone());
+        version(a).cmp(&version(b))
+    });
+    let mut current = installed.clone();
+    for package in &chosen {
+        let Some(update) = package.update.as_ref() else {
+            return Err(crate::error::Error::Refused(format!(
+                "{} cannot be read; nothing was installed",
+                package.file
+            )));
+        };
+        let why = match follows(&current, update) {
+            Ok(()) => {
+                current = update.version.clone();
+                continue;
+            }
+            Err(ChainBreak::Requires(requires)) => format!(
+                "requires version {requires} installed first; install the packages before it too"
+            ),
+            Err(ChainBreak::NotNewer) => format!(
+                "is not newer than {current}, which the installed code or the packages before it leave"
+            ),
+        };
+        return Err(crate::error::Error::Refused(format!(
+            "{} {why}; nothing was installed",
+            package.file
+        )));
+    }
+    Ok(chosen)
 }
 
 fn describe(
@@ -278,4 +344,80 @@ fn sha256_of(path: &Path) -> std::io::Result<String> {
         hasher.update(&buffer[..n]);
     }
     Ok(signature::hex(&hasher.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(text: &str) -> Version {
+        text.parse().unwrap()
+    }
+
+    fn update(version: &str, requires: Option<&str>) -> UpdateXml {
+        UpdateXml {
+            project: "shop".into(),
+            version: v(version),
+            requires: requires.map(v),
+            notes: None,
+            removes: Vec::new(),
+        }
+    }
+
+    fn pending(file: &str, version: &str, requires: Option<&str>) -> PendingPackage {
+        PendingPackage {
+            file: file.into(),
+            project: Some("shop".into()),
+            version: Some(version.into()),
+            requires: requires.map(Into::into),
+            notes: None,
+            signed: false,
+            sha256: None,
+            database_steps: Vec::new(),
+            problems: Vec::new(),
+            incomplete: false,
+            update: Some(update(version, requires)),
+        }
+    }
+
+    #[test]
+    fn a_package_follows_an_older_version_that_meets_its_requires() {
+        let current = v("1.1.0");
+        assert_eq!(follows(&current, &update("1.2.0", None)), Ok(()));
+        assert_eq!(follows(&current, &update("1.2.0", Some("1.1.0"))), Ok(()));
+        assert_eq!(follows(&current, &update("1.2.0", Some("1.0.0"))), Ok(()));
+        assert_eq!(
+            follows(&current, &update("1.2.0", Some("1.1.5"))),
+            Err(ChainBreak::Requires(v("1.1.5")))
+        );
+        assert_eq!(
+            follows(&current, &update("1.1.0", None)),
+            Err(ChainBreak::NotNewer)
+        );
+        assert_eq!(
+            follows(&current, &update("1.0.9", Some("1.5.0"))),
+            Err(ChainBreak::NotNewer)
+        );
+    }
+
+    #[test]
+    fn chosen_packages_are_put_in_version_order_each_requires_met_by_those_before() {
+        let (a, b, c) = (
+            pending("a.zip", "1.1.0", Some("1.0.0")),
+            pending("b.zip", "1.2.0", Some("1.1.0")),
+            pending("c.zip", "1.3.0", Some("1.2.0")),
+        );
+        let ordered = install_order(&v("1.0.0"), vec![&c, &a, &b]).unwrap();
+        let files: Vec<&str> = ordered.iter().map(|p| p.file.as_str()).collect();
+        assert_eq!(files, ["a.zip", "b.zip", "c.zip"]);
+
+        // Without b, c's requires is not met: refused, naming c.
+        let error = install_order(&v("1.0.0"), vec![&c, &a]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "c.zip requires version 1.2.0 installed first; install the packages before it too; nothing was installed"
+        );
+        // Nothing to install is no error.
+        assert!(install_order(&v("1.0.0"), Vec::new()).unwrap().is_empty());
+    }
 }
