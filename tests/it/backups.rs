@@ -415,6 +415,7 @@ mod servers {
 /// files, damaged backups refused, and a client that fails.
 mod mariadb_only {
     use super::*;
+    use crate::util::{mariadb_table, mariadb_tables};
     use mysql::prelude::Queryable;
     use std::io::{Read, Write};
 
@@ -445,26 +446,9 @@ mod mariadb_only {
     fn state(project: &TestProject) -> String {
         let mut out = catalog(project).join("\n");
         let mut conn = project.my();
-        let tables: Vec<String> = conn
-            .query(
-                "SELECT table_name FROM information_schema.tables \
-                 WHERE table_schema = DATABASE() AND table_type = 'BASE TABLE' ORDER BY 1",
-            )
-            .unwrap();
-        for name in tables {
-            let (_, create): (String, String) = conn
-                .query_first(format!("SHOW CREATE TABLE `{name}`"))
-                .unwrap()
-                .unwrap();
-            out.push_str(&format!("\n{create}\n"));
-            let rows: Vec<mysql::Row> = conn
-                .query(format!("SELECT * FROM `{name}` ORDER BY 1"))
-                .unwrap();
-            for row in rows {
-                let values: Vec<String> =
-                    row.unwrap().into_iter().map(|v| v.as_sql(true)).collect();
-                out.push_str(&format!("  {}\n", values.join(" | ")));
-            }
+        for name in mariadb_tables(&mut conn, "table_type = 'BASE TABLE'") {
+            let (create, rows) = mariadb_table(&mut conn, &name);
+            out.push_str(&format!("\n{create}\n{rows}"));
         }
         out
     }
@@ -827,16 +811,11 @@ mod mariadb_only {
     }
 }
 
-/// On a terminal a backup and a restore show their progress (bytes); with stderr not a
-/// terminal nothing extra is printed.
-#[test]
-fn progress_shows_on_a_terminal_only() {
-    let project = TestProject::new("1.0.0", &manifest(1));
-    project.run(&["--no-backup", "run"]).assert_code(0);
-    project.write("VERSION", "1.1.0\n");
-    // `script` gives the command a pseudo-terminal and copies what it draws.
+/// `upgrader --project DIR ARGS` (`args`: words for the shell) run on a pseudo-terminal
+/// by `script`: how it ended, and what it drew.
+fn on_a_terminal(project: &TestProject, args: &str) -> (std::process::ExitStatus, String) {
     let line = format!(
-        "{} --project {} run",
+        "{} --project {} {args}",
         crate::util::bin(),
         project.path().display()
     );
@@ -847,23 +826,22 @@ fn progress_shows_on_a_terminal_only() {
         .stdin(std::process::Stdio::null())
         .output()
         .expect("script (util-linux) runs the command on a pseudo-terminal");
-    let drawn = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{drawn}");
+    let drawn = String::from_utf8_lossy(&output.stdout).into_owned();
+    (output.status, drawn)
+}
+
+/// On a terminal a backup and a restore show their progress (bytes); with stderr not a
+/// terminal nothing extra is printed.
+#[test]
+fn progress_shows_on_a_terminal_only() {
+    let project = TestProject::new("1.0.0", &manifest(1));
+    project.run(&["--no-backup", "run"]).assert_code(0);
+    project.write("VERSION", "1.1.0\n");
+    let (status, drawn) = on_a_terminal(&project, "run");
+    assert!(status.success(), "{drawn}");
     assert!(drawn.contains("backing up the database"), "{drawn}");
     let file = backup_files(&project).pop().unwrap();
-    let line = format!(
-        "{} --project {} restore {file} --yes",
-        crate::util::bin(),
-        project.path().display()
-    );
-    let output = std::process::Command::new("script")
-        .args(["-qec", &line, "/dev/null"])
-        .env("UPGRADER_TEST_ONLY_PROGRESS_AT_ONCE", "1")
-        .env_remove("DATABASE_URL")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let drawn = String::from_utf8_lossy(&output.stdout);
+    let (_, drawn) = on_a_terminal(&project, &format!("restore {file} --yes"));
     assert!(drawn.contains("restoring the database"), "{drawn}");
     // Not a terminal: the same commands print no progress.
     project.write("VERSION", "1.1.0\n");

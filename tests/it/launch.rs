@@ -1,36 +1,20 @@
 //! `upgrader launch`: the start-up policy (update packages, then the database), then
 //! `exec` of the application in the same process.
 
-use std::io::Write;
 use std::process::Stdio;
 
+use crate::update_packages::{pending, write_zip, Entry, MANIFEST, MANIFEST_1_1, UPDATE_1_1};
 use crate::util::TestProject;
-
-const MANIFEST: &str = r#"<upgrade project="shop" initial-version="1.0.0">
-  <install><sql>CREATE TABLE t (id INTEGER PRIMARY KEY);</sql></install>
-</upgrade>
-"#;
-
-const MANIFEST_1_1: &str = r#"<upgrade project="shop" initial-version="1.0.0">
-  <install><sql>CREATE TABLE t (id INTEGER PRIMARY KEY);</sql></install>
-  <step name="add-orders" from="1.0.0" to="1.1.0"><sql>CREATE TABLE orders (id INTEGER);</sql></step>
-</upgrade>
-"#;
 
 /// A package that takes the project to 1.1.0 (one more database step).
 fn pending_package(project: &TestProject) {
-    let path = project
-        .path()
-        .join("updates/Updates_Pending/shop-1.1.0.zip");
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
-    let options = zip::write::SimpleFileOptions::default();
-    zip.start_file("update.xml", options).unwrap();
-    zip.write_all(b"<update project=\"shop\" version=\"1.1.0\" requires=\"1.0.0\"/>")
-        .unwrap();
-    zip.start_file("files/upgrade.xml", options).unwrap();
-    zip.write_all(MANIFEST_1_1.as_bytes()).unwrap();
-    zip.finish().unwrap();
+    write_zip(
+        &pending(project, "shop-1.1.0.zip"),
+        &[
+            Entry::File("update.xml", UPDATE_1_1),
+            Entry::File("files/upgrade.xml", MANIFEST_1_1),
+        ],
+    );
 }
 
 /// `launch [policy…] -- sh -c 'echo $$ > started; exit 7'`: the exit code, and the PID

@@ -1,6 +1,6 @@
 //! Code update packages for the tests: zips written from a list of entries, the
 //! `update.xml` they carry, and a project at 1.0.0 with two chained packages pending
-//! (shared by `updates.rs` and the crash target's install matrix).
+//! (shared by `updates.rs`, `launch.rs` and the crash target's install matrix).
 
 use std::io::Write;
 use std::path::Path;

@@ -442,17 +442,8 @@ impl TestProject {
     fn mariadb_snapshot(&self, filter: &str) -> String {
         let mut conn = self.my();
         let mut out = String::new();
-        let tables: Vec<String> = conn
-            .query(format!(
-                "SELECT table_name FROM information_schema.tables \
-                 WHERE table_schema = DATABASE() AND {filter} ORDER BY 1"
-            ))
-            .unwrap();
-        for name in tables {
-            let (_, create): (String, String) = conn
-                .query_first(format!("SHOW CREATE TABLE `{name}`"))
-                .unwrap()
-                .unwrap();
+        for name in mariadb_tables(&mut conn, filter) {
+            let (create, rows) = mariadb_table(&mut conn, &name);
             // AUTO_INCREMENT counters move on even when a transaction rolls back.
             let create: String = create
                 .split_whitespace()
@@ -470,14 +461,7 @@ impl TestProject {
                 "{create}\n  rows: {count}, checksum: {:?}\n",
                 checksum.and_then(|c| c.1)
             ));
-            let rows: Vec<mysql::Row> = conn
-                .query(format!("SELECT * FROM `{name}` ORDER BY 1"))
-                .unwrap();
-            for row in rows {
-                let values: Vec<String> =
-                    row.unwrap().into_iter().map(|v| v.as_sql(true)).collect();
-                out.push_str(&format!("  {}\n", values.join(" | ")));
-            }
+            out.push_str(&rows);
         }
         out
     }
@@ -493,6 +477,34 @@ impl TestProject {
         let text = std::fs::read_to_string(self.lock_path()).ok()?;
         serde_json::from_str(&text).ok()
     }
+}
+
+/// The MariaDB schema's tables that `filter` (SQL over `information_schema.tables`)
+/// keeps, by name.
+pub fn mariadb_tables(conn: &mut mysql::Conn, filter: &str) -> Vec<String> {
+    conn.query(format!(
+        "SELECT table_name FROM information_schema.tables \
+         WHERE table_schema = DATABASE() AND {filter} ORDER BY 1"
+    ))
+    .unwrap()
+}
+
+/// A MariaDB table's `SHOW CREATE TABLE`, and its rows ordered by the first column, a
+/// line each (`  a | b`), the values as SQL literals.
+pub fn mariadb_table(conn: &mut mysql::Conn, name: &str) -> (String, String) {
+    let (_, create): (String, String) = conn
+        .query_first(format!("SHOW CREATE TABLE `{name}`"))
+        .unwrap()
+        .unwrap();
+    let rows: Vec<mysql::Row> = conn
+        .query(format!("SELECT * FROM `{name}` ORDER BY 1"))
+        .unwrap();
+    let mut out = String::new();
+    for row in rows {
+        let values: Vec<String> = row.unwrap().into_iter().map(|v| v.as_sql(true)).collect();
+        out.push_str(&format!("  {}\n", values.join(" | ")));
+    }
+    (create, out)
 }
 
 /// No advisory lock on the project's PostgreSQL database and no lease row: nothing a
