@@ -115,12 +115,7 @@ impl LockGuard {
             let interrupted_install = take_over_install
                 && parse_record(&bytes).is_some_and(|r| r.state == RecordState::Installing);
             if !bytes.trim_ascii().is_empty() && !interrupted_install {
-                let state = match parse_record(&bytes) {
-                    Some(record) if record.state == RecordState::Failed => {
-                        LockState::Failed(record)
-                    }
-                    other => LockState::Stale(other),
-                };
+                let state = LockState::unheld(parse_record(&bytes));
                 let _ = file.unlock();
                 // Leave the file exactly as it was for the developer to read.
                 return Err(LockError::Halted(state.explain(path).unwrap_or_default()));

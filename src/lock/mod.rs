@@ -139,10 +139,10 @@ fn state_of(file: &mut File, path: &Path, held: bool) -> Result<LockState, LockE
         // A runner that died between creating the file and writing it had touched nothing.
         return Ok(LockState::Free);
     }
-    Ok(match (held, parse_record(&bytes)) {
-        (true, record) => LockState::Held(record),
-        (false, Some(record)) if record.state == RecordState::Failed => LockState::Failed(record),
-        (false, record) => LockState::Stale(record),
+    let record = parse_record(&bytes);
+    Ok(match held {
+        true => LockState::Held(record),
+        false => LockState::unheld(record),
     })
 }
 
@@ -188,10 +188,7 @@ fn unlock_with(
         let record = read_bounded(&mut file, path)
             .ok()
             .and_then(|bytes| parse_record(&bytes));
-        let state = match record {
-            Some(record) if record.state == RecordState::Failed => LockState::Failed(record),
-            other => LockState::Stale(other),
-        };
+        let state = LockState::unheld(record);
         crate::failpoint::failpoint!("unlock-before-remove", LockError::Halted);
         std::fs::remove_file(path).map_err(io(path))?;
         crate::failpoint::failpoint!("unlock-after-remove", LockError::Halted);

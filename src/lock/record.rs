@@ -148,6 +148,15 @@ impl LockState {
         self.kind().name()
     }
 
+    /// The state of a lock file nobody holds whose record is `record`: failed when it says
+    /// so, else stale (its holder died).
+    pub(super) fn unheld(record: Option<LockRecord>) -> LockState {
+        match record {
+            Some(record) if record.state == RecordState::Failed => LockState::Failed(record),
+            other => LockState::Stale(other),
+        }
+    }
+
     /// The record in the file, when it could be read.
     pub fn record(&self) -> Option<&LockRecord> {
         match self {

@@ -67,6 +67,23 @@ pub struct PendingPackage {
 }
 
 impl PendingPackage {
+    /// The package in `file`, before anything of it is read.
+    fn unread(file: String) -> PendingPackage {
+        PendingPackage {
+            file,
+            project: None,
+            version: None,
+            requires: None,
+            notes: None,
+            signed: false,
+            sha256: None,
+            database_steps: Vec::new(),
+            problems: Vec::new(),
+            incomplete: false,
+            update: None,
+        }
+    }
+
     /// Whether it can be installed now.
     pub fn installable(&self) -> bool {
         self.problems.is_empty()
@@ -228,19 +245,7 @@ fn describe(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut listed = PendingPackage {
-        file,
-        project: None,
-        version: None,
-        requires: None,
-        notes: None,
-        signed: false,
-        sha256: None,
-        database_steps: Vec::new(),
-        problems: Vec::new(),
-        incomplete: false,
-        update: None,
-    };
+    let mut listed = PendingPackage::unread(file);
     // The signature is checked before anything else reads the zip, and in the same pass
     // as the hash: one read of every byte.
     let mut signature_problem = None;
@@ -366,17 +371,8 @@ mod tests {
 
     fn pending(file: &str, version: &str, requires: Option<&str>) -> PendingPackage {
         PendingPackage {
-            file: file.into(),
-            project: Some("shop".into()),
-            version: Some(version.into()),
-            requires: requires.map(Into::into),
-            notes: None,
-            signed: false,
-            sha256: None,
-            database_steps: Vec::new(),
-            problems: Vec::new(),
-            incomplete: false,
             update: Some(update(version, requires)),
+            ..PendingPackage::unread(file.into())
         }
     }
 
