@@ -197,8 +197,9 @@ pub fn follows(current: &Version, update: &UpdateXml) -> Result<(), ChainBreak> 
 /// version order, each one's `requires` met by the code `installed` or the ones before
 /// it; else a refusal naming the first that is not (nothing was installed).
 ///
-/// The check `Engine::install_updates` makes for packages named on the command line, in
-/// one place with [`list`]'s: the engine can call it in place of its own loop.
+/// The check `Engine::install_updates` makes for packages named on the command line,
+/// built on the listing's rule ([`follows`]): the engine can call it in place of its own
+/// loop.
 pub fn install_order<'a>(
     installed: &Version,
     mut chosen: Vec<&'a PendingPackage>,
