@@ -16,7 +16,7 @@ mod verify;
 mod verify_text;
 
 use std::path::PathBuf;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use crate::db::{state, Backend, DatabaseUrl, LockSpan, StatementLimit};
 use crate::error::Error;
@@ -436,28 +436,7 @@ impl Engine {
                 chosen.push(package);
             }
             // Each one's `requires` met by the ones chosen before it.
-            chosen.sort_by(|a, b| {
-                a.update
-                    .as_ref()
-                    .map(|u| &u.version)
-                    .cmp(&b.update.as_ref().map(|u| &u.version))
-            });
-            let mut current = self.project().code_version.clone();
-            for package in &chosen {
-                let update = package
-                    .update
-                    .as_ref()
-                    .expect("installable packages were read");
-                if update.requires.as_ref().is_some_and(|r| *r > current) {
-                    return Err(Error::Refused(format!(
-                        "{} requires version {} installed first; install the packages before it too; nothing was installed",
-                        package.file,
-                        update.requires.as_ref().expect("just looked")
-                    )));
-                }
-                current = update.version.clone();
-            }
-            chosen
+            crate::updates::install_order(&self.project().code_version, chosen)?
         };
         if chosen.is_empty() {
             return Ok(None);
@@ -596,13 +575,7 @@ impl Engine {
         if let Some(message) = lock::inspect(&lock_path)?.explain(&lock_path) {
             return Err(Error::Halted(message));
         }
-        let record = LockRecord {
-            pid: std::process::id(),
-            host: host(),
-            started_at: now(),
-            operation: lock::Operation::Restore,
-            ..LockRecord::default()
-        };
+        let record = LockRecord::by_this_process(lock::Operation::Restore);
         let db = self.url.connect()?;
         let mut session = Session::begin(&lock_path, record, db, LockSpan::Session)?;
         if let Err((error, partial)) = crate::backup::restore(&self.url, session.db(), &path) {
@@ -661,12 +634,9 @@ impl Engine {
 
         let root_plan = &app_plan.plans[0];
         let record = LockRecord {
-            pid: std::process::id(),
-            host: host(),
-            started_at: now(),
             from: root_plan.start.as_ref().map(ToString::to_string),
             to: root_plan.target.to_string(),
-            ..LockRecord::default()
+            ..LockRecord::by_this_process(lock::Operation::Run)
         };
         let db = match kept {
             Some(db) => db,
@@ -875,12 +845,4 @@ fn nest<T>(mut reports: Vec<T>, set: impl FnOnce(&mut T, Vec<T>)) -> T {
 }
 
 /// The current time, RFC 3339 in UTC with milliseconds.
-pub(crate) fn now() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
-}
-
-fn host() -> String {
-    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HOST.get_or_init(|| gethostname::gethostname().to_string_lossy().into_owned())
-        .clone()
-}
+pub(crate) use crate::run_info::{host, now};

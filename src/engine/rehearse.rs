@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::record::SchemaWatch;
 use super::runner::Runner;
 use super::session::Session;
-use super::{host, now, Engine};
+use super::{now, Engine};
 use crate::db::{state, Backend, DatabaseUrl, DbObject, LockSpan};
 use crate::error::Error;
 use crate::lock::{self, LockRecord, Operation};
@@ -205,13 +205,9 @@ impl Engine {
             refuse_unrehearsable(&prepared)?;
         }
         let record = LockRecord {
-            pid: std::process::id(),
-            host: host(),
-            started_at: now(),
             from: report.from.clone(),
             to: report.to.clone(),
-            operation: Operation::Rehearse,
-            ..LockRecord::default()
+            ..LockRecord::by_this_process(Operation::Rehearse)
         };
         // MySQL commits DDL, upgrader's own tables' included: what the rehearsal
         // creates for good is listed now and dropped at the end.

@@ -198,8 +198,7 @@ pub fn follows(current: &Version, update: &UpdateXml) -> Result<(), ChainBreak> 
 /// it; else a refusal naming the first that is not (nothing was installed).
 ///
 /// The check `Engine::install_updates` makes for packages named on the command line,
-/// built on the listing's rule ([`follows`]): the engine can call it in place of its own
-/// loop.
+/// built on the listing's rule ([`follows`]).
 pub fn install_order<'a>(
     installed: &Version,
     mut chosen: Vec<&'a PendingPackage>,
