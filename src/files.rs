@@ -127,11 +127,7 @@ pub fn check(project_dir: &Path, path: &Path) -> Result<PathBuf, FileError> {
     // is inside it whatever the directory's own path resolves to: no need to resolve
     // every component of both paths (a readlink each), which dominates reading a small
     // file. `open` still refuses a link put there meanwhile (O_NOFOLLOW).
-    let direct_child = path.parent() == Some(project_dir)
-        && path
-            .file_name()
-            .is_some_and(|name| name != "." && name != "..");
-    if direct_child {
+    if is_direct_child(project_dir, path) {
         let metadata = std::fs::symlink_metadata(path).map_err(io)?;
         if metadata.is_file() {
             return Ok(path.to_path_buf());
@@ -176,22 +172,47 @@ pub(crate) fn check_resolved(canonical_dir: &Path, path: &Path) -> Result<PathBu
 /// a FIFO, and the open handle must be a regular file. Returns the file and its length;
 /// large files (scripts) are meant to be streamed from it.
 pub fn open(project_dir: &Path, path: &Path) -> Result<(File, u64), FileError> {
-    let resolved = check(project_dir, path)?;
     let io = |source| FileError::Io {
         path: path.to_path_buf(),
         source,
     };
+    // A file directly in the project directory (VERSION, upgrade.xml) is opened at once:
+    // O_NOFOLLOW refuses a link (which then goes the long way: it may still lead inside),
+    // O_NONBLOCK keeps a FIFO from hanging the open, and the handle is checked below. A
+    // command reading an application of many packages spares a `stat` per file.
+    let resolved = if is_direct_child(project_dir, path) {
+        match open_handle(path) {
+            Ok(file) => return checked(file, path),
+            Err(error) if error.raw_os_error() == Some(libc::ELOOP) => check(project_dir, path)?,
+            Err(error) => return Err(io(error)),
+        }
+    } else {
+        check(project_dir, path)?
+    };
+    let file = open_handle(&resolved).map_err(io)?;
+    checked(file, path)
+}
+
+/// `path` opened for reading without following a link at its end and without blocking.
+fn open_handle(path: &Path) -> std::io::Result<File> {
     let mut options = std::fs::OpenOptions::new();
     options.read(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        // O_NONBLOCK only matters for the FIFO or device refused below; reads of a
-        // regular file ignore it, so it need not be cleared.
+        // O_NONBLOCK only matters for the FIFO or device refused by `checked`; reads of
+        // a regular file ignore it, so it need not be cleared.
         options.custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY);
     }
-    let file = options.open(&resolved).map_err(io)?;
-    let metadata = file.metadata().map_err(io)?;
+    options.open(path)
+}
+
+/// `file` with its length when the open handle is a regular file.
+fn checked(file: File, path: &Path) -> Result<(File, u64), FileError> {
+    let metadata = file.metadata().map_err(|source| FileError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     if !metadata.is_file() {
         return Err(FileError::NotRegular {
             path: path.to_path_buf(),
@@ -199,6 +220,14 @@ pub fn open(project_dir: &Path, path: &Path) -> Result<(File, u64), FileError> {
         });
     }
     Ok((file, metadata.len()))
+}
+
+/// Whether `path` names an entry of `project_dir` itself (not `.` or `..`).
+fn is_direct_child(project_dir: &Path, path: &Path) -> bool {
+    path.parent() == Some(project_dir)
+        && path
+            .file_name()
+            .is_some_and(|name| name != "." && name != "..")
 }
 
 /// Reads a whole project file of at most `limit` bytes, opened as [`open`] does.
@@ -211,14 +240,25 @@ pub fn read(project_dir: &Path, path: &Path, limit: u64) -> Result<Vec<u8>, File
     if len > limit {
         return Err(too_large());
     }
-    let mut bytes = Vec::with_capacity(len as usize);
+    let io = |source| FileError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     // Never more than limit + 1 bytes, even if the length reported lies.
-    file.take(limit.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(|source| FileError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    let mut reader = file.take(limit.saturating_add(1));
+    // One read into room for a byte more than the file holds: a regular file that
+    // fills it short by exactly that byte has been read to its end, which spares the
+    // second read that would find nothing. Anything else reads on to the end.
+    let mut bytes = vec![0; len as usize + 1];
+    let first = match reader.read(&mut bytes) {
+        Ok(read) => read,
+        Err(error) if error.kind() == std::io::ErrorKind::Interrupted => 0,
+        Err(error) => return Err(io(error)),
+    };
+    bytes.truncate(first);
+    if first as u64 != len {
+        reader.read_to_end(&mut bytes).map_err(io)?;
+    }
     if bytes.len() as u64 > limit {
         return Err(too_large());
     }
