@@ -17,7 +17,6 @@ mod tests;
 
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use file::{io, open_lock, read_bounded, same_file, Access};
 use record::parse_record;
@@ -85,7 +84,7 @@ fn test_only_pause() {
     if let Some(ms) = std::env::var_os("UPGRADER_TEST_ONLY_LOCK_PAUSE_MS")
         .and_then(|v| v.to_str().and_then(|v| v.parse::<u64>().ok()))
     {
-        std::thread::sleep(Duration::from_millis(ms));
+        std::thread::sleep(std::time::Duration::from_millis(ms));
     }
 }
 
