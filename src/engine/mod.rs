@@ -570,11 +570,7 @@ impl Engine {
         };
         let kind = crate::backup::kind_of(&self.url);
         crate::backup::check_file(&path, kind)?;
-        self.url.ensure_writable()?;
-        let lock_path = self.lock_path();
-        if let Some(message) = lock::inspect(&lock_path)?.explain(&lock_path) {
-            return Err(Error::Halted(message));
-        }
+        let lock_path = self.writable_and_free()?;
         let record = LockRecord::by_this_process(lock::Operation::Restore);
         let db = self.url.connect()?;
         let mut session = Session::begin(&lock_path, record, db, LockSpan::Session)?;
@@ -593,6 +589,18 @@ impl Engine {
         })
     }
 
+    /// Before an operation that writes under the lock: the database may be written (an
+    /// SQLite URL opened `?mode=ro` is refused) and the lock is free (else `Halted`, which
+    /// says why). Returns the lock file's path.
+    pub(crate) fn writable_and_free(&self) -> Result<PathBuf, Error> {
+        self.url.ensure_writable()?;
+        let lock_path = self.lock_path();
+        if let Some(message) = lock::inspect(&lock_path)?.explain(&lock_path) {
+            return Err(Error::Halted(message));
+        }
+        Ok(lock_path)
+    }
+
     /// Performs the upgrade of every project: lock, steps in a transaction, record,
     /// unlock.
     pub fn run(&self) -> Result<RunOutcome, Error> {
@@ -604,11 +612,7 @@ impl Engine {
     pub(crate) fn run_on(&self, given: Option<Box<dyn Backend>>) -> Result<RunOutcome, Error> {
         let run_started = Instant::now();
         // A database opened read-only (`?mode=ro`) is refused before the lock is taken.
-        self.url.ensure_writable()?;
-        let lock_path = self.lock_path();
-        if let Some(message) = lock::inspect(&lock_path)?.explain(&lock_path) {
-            return Err(Error::Halted(message));
-        }
+        let lock_path = self.writable_and_free()?;
         // A server connection made for this first look is kept for the run: a
         // PostgreSQL or MySQL connection costs a server process or thread and a login.
         // An SQLite file is only opened read-only here, so that a look creates nothing.

@@ -15,7 +15,7 @@ use super::session::Session;
 use super::{now, Engine};
 use crate::db::{state, Backend, DatabaseUrl, DbObject, LockSpan};
 use crate::error::Error;
-use crate::lock::{self, LockRecord, Operation};
+use crate::lock::{LockRecord, Operation};
 use crate::manifest::StepTransaction;
 use crate::plan::ItemKind;
 use crate::schema;
@@ -168,11 +168,7 @@ impl Engine {
     /// a plan that cannot be made or prepared, MySQL work that cannot be rolled back).
     pub fn rehearse(&self) -> Result<Rehearsal, Error> {
         let started = Instant::now();
-        self.url.ensure_writable()?;
-        let lock_path = self.lock_path();
-        if let Some(message) = lock::inspect(&lock_path)?.explain(&lock_path) {
-            return Err(Error::Halted(message));
-        }
+        let lock_path = self.writable_and_free()?;
         // A rehearsal on an SQLite file that does not exist yet leaves none behind.
         let created_file = match &self.url {
             DatabaseUrl::Sqlite(sqlite) if !sqlite.path.exists() => Some(sqlite.path.clone()),
