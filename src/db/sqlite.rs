@@ -234,8 +234,11 @@ impl Backend for Sqlite {
         Ok(Some(STATEMENT_LIMIT))
     }
 
-    fn table_schemas(&mut self) -> Result<Vec<crate::schema::TableFacts>, DbError> {
-        super::catalog::sqlite(self)
+    fn table_schemas(
+        &mut self,
+        only: Option<&[String]>,
+    ) -> Result<Vec<crate::schema::TableFacts>, DbError> {
+        super::catalog::sqlite(self, only)
     }
 
     fn table_names(&mut self) -> Result<Vec<String>, DbError> {

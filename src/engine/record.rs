@@ -133,12 +133,6 @@ impl Runner<'_> {
             return Ok(());
         }
         let dialect = self.db.dialect();
-        let live: Vec<TableSchema> = self
-            .db
-            .table_schemas()?
-            .iter()
-            .map(|facts| schema::schema_of(dialect, facts))
-            .collect();
         let projects = &self.engine.app.projects;
         let names: Vec<&str> = projects.iter().map(|p| p.name.as_str()).collect();
         let all = state::read_schema_records(self.db, &names)?;
@@ -161,7 +155,42 @@ impl Runner<'_> {
                 }
             }
         }
+        let adopting = records[0].is_empty();
         let watch = &self.schemas;
+        // The catalog is read only for the tables that may get a row: those that appeared,
+        // and those the run created or altered (every table when adopting, or after
+        // something that may have changed any).
+        let (present, live) = if adopting || watch.altered_all {
+            let live: Vec<TableSchema> = self
+                .db
+                .table_schemas(None)?
+                .iter()
+                .map(|facts| schema::schema_of(dialect, facts))
+                .collect();
+            (live.iter().map(|t| t.name.clone()).collect(), live)
+        } else {
+            let present = self.db.table_names()?;
+            let wanted: Vec<String> = present
+                .iter()
+                .filter(|name| {
+                    let key = name.to_lowercase();
+                    !watch.known.contains(&key)
+                        || watch.altered.contains(&key)
+                        || watch.created.iter().any(|c| c.contains(&key))
+                })
+                .cloned()
+                .collect();
+            let live = match wanted.is_empty() {
+                true => Vec::new(),
+                false => self
+                    .db
+                    .table_schemas(Some(&wanted))?
+                    .iter()
+                    .map(|facts| schema::schema_of(dialect, facts))
+                    .collect(),
+            };
+            (present, live)
+        };
         let fallback = watch.touched.iter().position(|t| *t);
         for table in &live {
             let key = table.name.to_lowercase();
@@ -173,14 +202,13 @@ impl Runner<'_> {
                 owner.insert(key, index);
             }
         }
-        let adopting = records[0].is_empty();
         if adopting {
             for table in &live {
                 owner.entry(table.name.to_lowercase()).or_insert(0);
             }
         }
         let now = now();
-        let live_names: HashSet<&str> = live.iter().map(|t| t.name.as_str()).collect();
+        let live_names: HashSet<&str> = present.iter().map(String::as_str).collect();
         for (index, list) in records.iter().enumerate() {
             let Some(version) = self.current[index].clone() else {
                 continue;
@@ -245,7 +273,7 @@ impl Runner<'_> {
             }
         }
         let watch = &mut self.schemas;
-        watch.known = live.iter().map(|t| t.name.to_lowercase()).collect();
+        watch.known = present.iter().map(|name| name.to_lowercase()).collect();
         watch.created.iter_mut().for_each(HashSet::clear);
         watch.touched.iter_mut().for_each(|t| *t = false);
         watch.altered.clear();

@@ -123,7 +123,7 @@ impl Engine {
             }
         }
         let dialect = db.dialect();
-        let facts = db.table_schemas()?;
+        let facts = db.table_schemas(None)?;
         let live = facts
             .iter()
             .map(|facts| schema::schema_of(dialect, facts))

@@ -725,8 +725,11 @@ impl Backend for Postgres {
         }))
     }
 
-    fn table_schemas(&mut self) -> Result<Vec<crate::schema::TableFacts>, DbError> {
-        crate::db::catalog::postgres(self)
+    fn table_schemas(
+        &mut self,
+        only: Option<&[String]>,
+    ) -> Result<Vec<crate::schema::TableFacts>, DbError> {
+        crate::db::catalog::postgres(self, only)
     }
 
     fn table_names(&mut self) -> Result<Vec<String>, DbError> {
