@@ -416,19 +416,23 @@ pub struct SchemaRow {
     pub fingerprint: Option<String>,
 }
 
-/// Every schema record of these projects, as `(project, record)`; none when the table
-/// does not exist (a database no run has recorded yet).
+/// Every schema record of these projects, as `(project, record)`, with their texts when
+/// `texts` (a run compares fingerprints only: a thousand texts cost more to read than
+/// the rest of its recording); none when the table does not exist (a database no run
+/// has recorded yet).
 pub fn read_schema_records(
     db: &mut dyn Backend,
     projects: &[&str],
+    texts: bool,
 ) -> Result<Vec<(String, crate::schema::Recorded)>, DbError> {
     let placeholders = vec!["?"; projects.len()].join(", ");
     let params: Vec<Value> = projects.iter().map(|p| Value::from(*p)).collect();
     let Some(rows) = db.query_own_table(
         "upgrader_schema",
         &format!(
-            "SELECT project, table_name, table_version, schema_text FROM upgrader_schema \
-             WHERE project IN ({placeholders})"
+            "SELECT project, table_name, table_version, fingerprint{} FROM upgrader_schema \
+             WHERE project IN ({placeholders})",
+            if texts { ", schema_text" } else { "" }
         ),
         &params,
     )?
@@ -453,7 +457,8 @@ pub fn read_schema_records(
             crate::schema::Recorded {
                 table: table.to_string(),
                 version,
-                text: text(3).map(str::to_string),
+                fingerprint: text(3).map(str::to_string),
+                text: text(4).map(str::to_string),
             },
         ));
     }

@@ -135,7 +135,7 @@ impl Runner<'_> {
         let dialect = self.db.dialect();
         let projects = &self.engine.app.projects;
         let names: Vec<&str> = projects.iter().map(|p| p.name.as_str()).collect();
-        let all = state::read_schema_records(self.db, &names)?;
+        let all = state::read_schema_records(self.db, &names, false)?;
         let mut records: Vec<ByTable> = vec![HashMap::new(); projects.len()];
         for (project, record) in &all {
             if let Some(index) = names.iter().position(|n| n == project) {
@@ -150,7 +150,7 @@ impl Runner<'_> {
         for (index, tables) in records.iter().enumerate() {
             for (table, list) in tables {
                 let newest = list.iter().max_by(|a, b| a.version.cmp(&b.version));
-                if newest.is_some_and(|r| r.text.is_some()) {
+                if newest.is_some_and(|r| r.fingerprint.is_some()) {
                     owner.entry(table.to_lowercase()).or_insert(index);
                 }
             }
@@ -219,7 +219,7 @@ impl Runner<'_> {
                     continue;
                 }
                 let holds = holding(list, &table.name, &version);
-                let recorded = holds.and_then(|r| r.text.as_deref());
+                let recorded = holds.and_then(|r| r.fingerprint.as_deref());
                 let key = table.name.to_lowercase();
                 // A recorded table this run did not alter keeps its record, however it
                 // looks now: a change made by hand stays drift.
@@ -230,7 +230,7 @@ impl Runner<'_> {
                 if recorded.is_some() && !altered {
                     continue;
                 }
-                if recorded != Some(table.text.as_str()) {
+                if recorded != Some(table.fingerprint.as_str()) {
                     rows.push(SchemaRow {
                         table: table.name.clone(),
                         text: Some(table.text.clone()),
@@ -248,7 +248,9 @@ impl Runner<'_> {
             for table in gone {
                 let key = table.to_lowercase();
                 let altered = watch.altered_all || watch.altered.contains(&key);
-                if altered && holding(list, table, &version).is_some_and(|r| r.text.is_some()) {
+                if altered
+                    && holding(list, table, &version).is_some_and(|r| r.fingerprint.is_some())
+                {
                     rows.push(SchemaRow {
                         table: table.to_string(),
                         text: None,

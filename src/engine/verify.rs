@@ -117,7 +117,7 @@ impl Engine {
             });
         }
         let mut records = vec![Vec::new(); names.len()];
-        for (project, record) in state::read_schema_records(db, &names)? {
+        for (project, record) in state::read_schema_records(db, &names, true)? {
             if let Some(index) = names.iter().position(|n| *n == project) {
                 records[index].push(record);
             }
