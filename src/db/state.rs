@@ -465,6 +465,18 @@ pub fn read_schema_records(
     Ok(records)
 }
 
+/// Whether any schema of `project` is recorded (one short query).
+pub fn has_schema_records(db: &mut dyn Backend, project: &str) -> Result<bool, DbError> {
+    Ok(db
+        .query_own_table(
+            "upgrader_schema",
+            "SELECT project, table_name, table_version, fingerprint FROM upgrader_schema \
+             WHERE project IN (?) LIMIT 1",
+            &[project.into()],
+        )?
+        .is_some_and(|rows| !rows.is_empty()))
+}
+
 /// How many schema rows one INSERT carries (6 parameters each: far below every
 /// backend's limit on bound parameters).
 const SCHEMA_ROWS_PER_INSERT: usize = 1000;

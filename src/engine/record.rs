@@ -134,6 +134,17 @@ impl Runner<'_> {
         if !self.schemas.dirty {
             return Ok(());
         }
+        let watch = &self.schemas;
+        let nothing_made = !watch.altered_all
+            && watch.altered.is_empty()
+            && watch.created.iter().all(HashSet::is_empty);
+        if nothing_made && state::has_schema_records(self.db, &self.engine.app.projects[0].name)? {
+            // No table can have changed but by hand (which must stay drift), and there is
+            // nothing to adopt.
+            self.schemas.touched.iter_mut().for_each(|t| *t = false);
+            self.schemas.dirty = false;
+            return Ok(());
+        }
         let dialect = self.db.dialect();
         let projects = &self.engine.app.projects;
         let names: Vec<&str> = projects.iter().map(|p| p.name.as_str()).collect();
