@@ -9,7 +9,6 @@ use super::{Backend, DbError, Value};
 use crate::schema::{
     ColumnFacts, ConstraintFacts, ConstraintKind, IndexFacts, TableFacts, TriggerFacts,
 };
-use crate::sql::Dialect;
 
 /// The text of a value (numbers and booleans spelled out); `None` for NULL.
 fn text(value: &Value) -> Option<String> {
@@ -52,15 +51,19 @@ fn flag(row: &[Value], index: usize) -> bool {
 struct Only<'a>(Option<&'a [String]>);
 
 impl Only<'_> {
-    /// ` AND column IN (?, …)` with its values; nothing when every table is read.
+    /// ` AND lower(column) IN (?, …)` with its values (names match in any case); nothing
+    /// when every table is read.
     fn clause(self, column: &str) -> (String, Vec<Value>) {
         match self.0 {
             None => (String::new(), Vec::new()),
             Some(names) => (
-                format!(" AND {column} IN ({})", vec!["?"; names.len()].join(", ")),
+                format!(
+                    " AND lower({column}) IN ({})",
+                    vec!["?"; names.len()].join(", ")
+                ),
                 names
                     .iter()
-                    .map(|name| Value::from(name.as_str()))
+                    .map(|name| Value::from(name.to_lowercase()))
                     .collect(),
             ),
         }
@@ -266,7 +269,7 @@ pub(crate) fn postgres(
     const IN_SCHEMA: &str = "JOIN pg_namespace n ON n.oid = c.relnamespace \
         WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') \
         AND c.relname NOT LIKE 'upgrader\\_%'";
-    let (only, names) = Only(only).clause("c.relname");
+    let (only, names) = Only(only).clause("c.relname::text");
     let mut tables = Tables::default();
     for row in db.query(
         &format!("SELECT c.relname::text FROM pg_class c {IN_SCHEMA}{only}"),
@@ -567,24 +570,4 @@ pub(crate) fn mysql(
         }
     }
     Ok(tables.done())
-}
-
-/// The names of every table but upgrader's own, in one query.
-pub(crate) fn table_names(db: &mut dyn Backend) -> Result<Vec<String>, DbError> {
-    let sql = match db.dialect() {
-        Dialect::Sqlite => {
-            "SELECT name FROM sqlite_schema WHERE type = 'table' \
-             AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE 'upgrader\\_%' ESCAPE '\\'"
-        }
-        Dialect::Postgres => {
-            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') \
-             AND c.relname NOT LIKE 'upgrader\\_%'"
-        }
-        Dialect::MySql => {
-            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() \
-             AND TABLE_TYPE = 'BASE TABLE' AND TABLE_NAME NOT LIKE 'upgrader\\_%'"
-        }
-    };
-    Ok(db.query(sql, &[])?.iter().map(|row| at(row, 0)).collect())
 }

@@ -902,13 +902,13 @@ mod tests {
         .unwrap();
         // Written again at the same version: replaced, not added.
         state::write_schema_rows(db, "app", "1.0.0", &[row("a", Some("y"))], "t", true).unwrap();
-        let records = state::read_schema_records(db, &["app"], true).unwrap();
+        let records = state::read_schema_records(db, &["app"], true, None).unwrap();
         let seen: Vec<(&str, Option<&str>)> = records
             .iter()
             .map(|(_, r)| (r.table.as_str(), r.text.as_deref()))
             .collect();
         assert_eq!(seen, [("b", None), ("a", Some("y"))]);
-        assert!(state::read_schema_records(db, &["other"], false)
+        assert!(state::read_schema_records(db, &["other"], false, None)
             .unwrap()
             .is_empty());
     }

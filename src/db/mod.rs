@@ -210,11 +210,6 @@ pub trait Backend {
         Ok(Vec::new())
     }
 
-    /// The names of every table but upgrader's own, in one query.
-    fn table_names(&mut self) -> Result<Vec<String>, DbError> {
-        Ok(Vec::new())
-    }
-
     /// Opens the run's transaction again after a statement committed it implicitly
     /// (MySQL DDL in `<install>`), keeping the database-level lock.
     fn resume_after_implicit_commit(&mut self) -> Result<(), DbError> {

@@ -370,10 +370,6 @@ impl Backend for MySql {
     ) -> Result<Vec<crate::schema::TableFacts>, DbError> {
         super::catalog::mysql(self, only)
     }
-
-    fn table_names(&mut self) -> Result<Vec<String>, DbError> {
-        super::catalog::table_names(self)
-    }
     fn user_table_count(&mut self) -> Result<u64, DbError> {
         let rows = self.query(
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = DATABASE() \

@@ -240,10 +240,6 @@ impl Backend for Sqlite {
     ) -> Result<Vec<crate::schema::TableFacts>, DbError> {
         super::catalog::sqlite(self, only)
     }
-
-    fn table_names(&mut self) -> Result<Vec<String>, DbError> {
-        super::catalog::table_names(self)
-    }
     fn user_table_count(&mut self) -> Result<u64, DbError> {
         let rows = self.query(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' \

@@ -416,7 +416,8 @@ pub struct SchemaRow {
     pub fingerprint: Option<String>,
 }
 
-/// Every schema record of these projects, as `(project, record)`, with their texts when
+/// Every schema record of these projects (`tables`: of those tables only, named in any
+/// case), as `(project, record)`, with their texts when
 /// `texts` (a run compares fingerprints only: a thousand texts cost more to read than
 /// the rest of its recording); none when the table does not exist (a database no run
 /// has recorded yet).
@@ -424,14 +425,25 @@ pub fn read_schema_records(
     db: &mut dyn Backend,
     projects: &[&str],
     texts: bool,
+    tables: Option<&[String]>,
 ) -> Result<Vec<(String, crate::schema::Recorded)>, DbError> {
     let placeholders = vec!["?"; projects.len()].join(", ");
-    let params: Vec<Value> = projects.iter().map(|p| Value::from(*p)).collect();
+    let mut params: Vec<Value> = projects.iter().map(|p| Value::from(*p)).collect();
+    let only = match tables {
+        None => String::new(),
+        Some(tables) => {
+            params.extend(tables.iter().map(|t| Value::from(t.to_lowercase())));
+            format!(
+                " AND lower(table_name) IN ({})",
+                vec!["?"; tables.len()].join(", ")
+            )
+        }
+    };
     let Some(rows) = db.query_own_table(
         "upgrader_schema",
         &format!(
             "SELECT project, table_name, table_version, fingerprint{} FROM upgrader_schema \
-             WHERE project IN ({placeholders})",
+             WHERE project IN ({placeholders}){only}",
             if texts { ", schema_text" } else { "" }
         ),
         &params,

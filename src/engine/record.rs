@@ -135,20 +135,33 @@ impl Runner<'_> {
             return Ok(());
         }
         let watch = &self.schemas;
-        let nothing_made = !watch.altered_all
-            && watch.altered.is_empty()
-            && watch.created.iter().all(HashSet::is_empty);
-        if nothing_made && state::has_schema_records(self.db, &self.engine.app.projects[0].name)? {
+        // The tables this run made or named by their DDL (lower-cased).
+        let mut named: Vec<String> = watch
+            .altered
+            .iter()
+            .chain(watch.created.iter().flatten())
+            .cloned()
+            .collect();
+        named.sort_unstable();
+        named.dedup();
+        let adopting = !state::has_schema_records(self.db, &self.engine.app.projects[0].name)?;
+        if named.is_empty() && !watch.altered_all && !adopting {
             // No table can have changed but by hand (which must stay drift), and there is
             // nothing to adopt.
             self.schemas.touched.iter_mut().for_each(|t| *t = false);
             self.schemas.dirty = false;
             return Ok(());
         }
+        // Every table is read when adopting or after something that may have changed
+        // any; else only the tables named.
+        let only = match adopting || watch.altered_all {
+            true => None,
+            false => Some(named.as_slice()),
+        };
         let dialect = self.db.dialect();
         let projects = &self.engine.app.projects;
         let names: Vec<&str> = projects.iter().map(|p| p.name.as_str()).collect();
-        let all = state::read_schema_records(self.db, &names, false)?;
+        let all = state::read_schema_records(self.db, &names, false, only)?;
         let mut records: Vec<ByTable> = vec![HashMap::new(); projects.len()];
         for (project, record) in &all {
             if let Some(index) = names.iter().position(|n| n == project) {
@@ -168,40 +181,14 @@ impl Runner<'_> {
                 }
             }
         }
-        let adopting = records[0].is_empty();
         let watch = &self.schemas;
-        // The catalog is read only for the tables that may get a row: those that appeared,
-        // and those the run created or altered (every table when adopting, or after
-        // something that may have changed any).
-        let (present, live) = if adopting || watch.altered_all {
-            let live: Vec<TableSchema> = self
-                .db
-                .table_schemas(None)?
-                .iter()
-                .map(|facts| schema::schema_of(dialect, facts))
-                .collect();
-            (live.iter().map(|t| t.name.clone()).collect(), live)
-        } else {
-            let present = self.db.table_names()?;
-            let wanted: Vec<String> = present
-                .iter()
-                .filter(|name| {
-                    let key = name.to_lowercase();
-                    watch.altered.contains(&key) || watch.created.iter().any(|c| c.contains(&key))
-                })
-                .cloned()
-                .collect();
-            let live = match wanted.is_empty() {
-                true => Vec::new(),
-                false => self
-                    .db
-                    .table_schemas(Some(&wanted))?
-                    .iter()
-                    .map(|facts| schema::schema_of(dialect, facts))
-                    .collect(),
-            };
-            (present, live)
-        };
+        let live: Vec<TableSchema> = self
+            .db
+            .table_schemas(only)?
+            .iter()
+            .map(|facts| schema::schema_of(dialect, facts))
+            .collect();
+        let present: HashSet<String> = live.iter().map(|t| t.name.to_lowercase()).collect();
         let fallback = watch.touched.iter().position(|t| *t);
         for table in &live {
             let key = table.name.to_lowercase();
@@ -223,7 +210,6 @@ impl Runner<'_> {
             }
         }
         let now = now();
-        let live_names: HashSet<&str> = present.iter().map(String::as_str).collect();
         for (index, list) in records.iter().enumerate() {
             let Some(version) = self.current[index].clone() else {
                 continue;
@@ -257,7 +243,7 @@ impl Runner<'_> {
             let mut gone: Vec<&str> = list
                 .keys()
                 .copied()
-                .filter(|t| !live_names.contains(t))
+                .filter(|t| !present.contains(&t.to_lowercase()))
                 .collect();
             gone.sort_unstable();
             for table in gone {

@@ -117,7 +117,7 @@ impl Engine {
             });
         }
         let mut records = vec![Vec::new(); names.len()];
-        for (project, record) in state::read_schema_records(db, &names, true)? {
+        for (project, record) in state::read_schema_records(db, &names, true, None)? {
             if let Some(index) = names.iter().position(|n| *n == project) {
                 records[index].push(record);
             }

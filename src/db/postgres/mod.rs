@@ -731,10 +731,6 @@ impl Backend for Postgres {
     ) -> Result<Vec<crate::schema::TableFacts>, DbError> {
         crate::db::catalog::postgres(self, only)
     }
-
-    fn table_names(&mut self) -> Result<Vec<String>, DbError> {
-        crate::db::catalog::table_names(self)
-    }
     fn user_table_count(&mut self) -> Result<u64, DbError> {
         // The relation kinds information_schema.tables lists: tables, partitioned
         // tables, views, foreign tables.
