@@ -9,7 +9,6 @@ use super::{Backend, DbError, Value};
 use crate::schema::{
     ColumnFacts, ConstraintFacts, ConstraintKind, IndexFacts, TableFacts, TriggerFacts,
 };
-use crate::sql::Dialect;
 
 /// The text of a value (numbers and booleans spelled out); `None` for NULL.
 fn text(value: &Value) -> Option<String> {
@@ -47,6 +46,30 @@ fn flag(row: &[Value], index: usize) -> bool {
     }
 }
 
+/// Which tables to read: all (`None`), or only those named.
+#[derive(Clone, Copy)]
+struct Only<'a>(Option<&'a [String]>);
+
+impl Only<'_> {
+    /// ` AND lower(column) IN (?, …)` with its values (names match in any case); nothing
+    /// when every table is read.
+    fn clause(self, column: &str) -> (String, Vec<Value>) {
+        match self.0 {
+            None => (String::new(), Vec::new()),
+            Some(names) => (
+                format!(
+                    " AND lower({column}) IN ({})",
+                    vec!["?"; names.len()].join(", ")
+                ),
+                names
+                    .iter()
+                    .map(|name| Value::from(name.to_lowercase()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
 /// Tables by name, as the queries fill them in.
 #[derive(Default)]
 struct Tables(BTreeMap<String, TableFacts>);
@@ -71,18 +94,24 @@ impl Tables {
 }
 
 /// SQLite: `sqlite_schema`, joined with the table-valued pragmas.
-pub(crate) fn sqlite(db: &mut dyn Backend) -> Result<Vec<TableFacts>, DbError> {
+pub(crate) fn sqlite(
+    db: &mut dyn Backend,
+    only: Option<&[String]>,
+) -> Result<Vec<TableFacts>, DbError> {
     const TABLES: &str = "FROM sqlite_schema m WHERE m.type = 'table' \
         AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND m.name NOT LIKE 'upgrader\\_%' ESCAPE '\\'";
+    let (only, names) = Only(only).clause("m.name");
     let mut tables = Tables::default();
-    for row in db.query(&format!("SELECT m.name, m.sql {TABLES}"), &[])? {
+    for row in db.query(&format!("SELECT m.name, m.sql {TABLES}{only}"), &names)? {
         tables.add(at(&row, 0)).definition = opt(&row, 1);
     }
     let columns = db.query(
-        "SELECT m.name, p.name, p.type, p.\"notnull\", p.dflt_value, p.pk, p.hidden \
-         FROM sqlite_schema m JOIN pragma_table_xinfo(m.name) p \
-         WHERE m.type = 'table' ORDER BY m.name, p.cid",
-        &[],
+        &format!(
+            "SELECT m.name, p.name, p.type, p.\"notnull\", p.dflt_value, p.pk, p.hidden \
+             FROM sqlite_schema m JOIN pragma_table_xinfo(m.name) p \
+             WHERE m.type = 'table'{only} ORDER BY m.name, p.cid"
+        ),
+        &names,
     )?;
     let mut primary: BTreeMap<String, Vec<(i64, String)>> = BTreeMap::new();
     for row in &columns {
@@ -123,13 +152,15 @@ pub(crate) fn sqlite(db: &mut dyn Backend) -> Result<Vec<TableFacts>, DbError> {
         }
     }
     let indexes = db.query(
-        "SELECT m.name, il.name, il.\"unique\", il.origin, s.sql, ii.name, ii.\"desc\", ii.coll \
-         FROM sqlite_schema m JOIN pragma_index_list(m.name) il \
-         JOIN pragma_index_xinfo(il.name) ii \
-         LEFT JOIN sqlite_schema s ON s.type = 'index' AND s.name = il.name \
-         WHERE m.type = 'table' AND ii.key = 1 \
-         ORDER BY m.name, il.name, ii.seqno",
-        &[],
+        &format!(
+            "SELECT m.name, il.name, il.\"unique\", il.origin, s.sql, ii.name, ii.\"desc\", ii.coll \
+             FROM sqlite_schema m JOIN pragma_index_list(m.name) il \
+             JOIN pragma_index_xinfo(il.name) ii \
+             LEFT JOIN sqlite_schema s ON s.type = 'index' AND s.name = il.name \
+             WHERE m.type = 'table' AND ii.key = 1{only} \
+             ORDER BY m.name, il.name, ii.seqno"
+        ),
+        &names,
     )?;
     let mut current: Option<(String, String)> = None;
     for row in &indexes {
@@ -181,10 +212,12 @@ pub(crate) fn sqlite(db: &mut dyn Backend) -> Result<Vec<TableFacts>, DbError> {
         }
     }
     let keys = db.query(
-        "SELECT m.name, f.id, f.\"table\", f.\"from\", f.\"to\", f.on_update, f.on_delete \
-         FROM sqlite_schema m JOIN pragma_foreign_key_list(m.name) f \
-         WHERE m.type = 'table' ORDER BY m.name, f.id, f.seq",
-        &[],
+        &format!(
+            "SELECT m.name, f.id, f.\"table\", f.\"from\", f.\"to\", f.on_update, f.on_delete \
+             FROM sqlite_schema m JOIN pragma_foreign_key_list(m.name) f \
+             WHERE m.type = 'table'{only} ORDER BY m.name, f.id, f.seq"
+        ),
+        &names,
     )?;
     let mut current: Option<(String, String)> = None;
     for row in &keys {
@@ -229,14 +262,18 @@ pub(crate) fn sqlite(db: &mut dyn Backend) -> Result<Vec<TableFacts>, DbError> {
 /// functions where only deparsing will do (defaults, checks, foreign keys, triggers,
 /// expression indexes). A default cannot refer to a column, so it is deparsed without the
 /// table's context, which halves what the columns cost the server.
-pub(crate) fn postgres(db: &mut dyn Backend) -> Result<Vec<TableFacts>, DbError> {
+pub(crate) fn postgres(
+    db: &mut dyn Backend,
+    only: Option<&[String]>,
+) -> Result<Vec<TableFacts>, DbError> {
     const IN_SCHEMA: &str = "JOIN pg_namespace n ON n.oid = c.relnamespace \
         WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') \
         AND c.relname NOT LIKE 'upgrader\\_%'";
+    let (only, names) = Only(only).clause("c.relname::text");
     let mut tables = Tables::default();
     for row in db.query(
-        &format!("SELECT c.relname::text FROM pg_class c {IN_SCHEMA}"),
-        &[],
+        &format!("SELECT c.relname::text FROM pg_class c {IN_SCHEMA}{only}"),
+        &names,
     )? {
         tables.add(at(&row, 0));
     }
@@ -258,9 +295,9 @@ pub(crate) fn postgres(db: &mut dyn Backend) -> Result<Vec<TableFacts>, DbError>
              JOIN pg_type t ON t.oid = a.atttypid \
              LEFT JOIN pg_collation co ON co.oid = a.attcollation \
              LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum \
-             {IN_SCHEMA} ORDER BY c.relname, a.attnum"
+             {IN_SCHEMA}{only} ORDER BY c.relname, a.attnum"
         ),
-        &[],
+        &names,
     )?;
     // Column names by table and number, for the keys of primary keys and unique
     // constraints (named here rather than deparsed by the server, one call each).
@@ -284,10 +321,10 @@ pub(crate) fn postgres(db: &mut dyn Backend) -> Result<Vec<TableFacts>, DbError>
              CASE WHEN k.contype IN ('p', 'u') AND NOT k.condeferrable THEN NULL \
                ELSE pg_get_constraintdef(k.oid) END, \
              array_to_string(k.conkey, ',') \
-             FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid {IN_SCHEMA} \
+             FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid {IN_SCHEMA}{only} \
              AND k.contype IN ('p', 'u', 'c', 'f', 'x')"
         ),
-        &[],
+        &names,
     )?;
     for row in &constraints {
         let table_name = at(row, 0);
@@ -333,9 +370,9 @@ pub(crate) fn postgres(db: &mut dyn Backend) -> Result<Vec<TableFacts>, DbError>
              JOIN pg_am am ON am.oid = i.relam JOIN pg_class c ON c.oid = x.indrelid \
              LEFT JOIN pg_constraint k ON k.conindid = x.indexrelid \
                AND k.conrelid = x.indrelid AND k.contype IN ('p', 'u', 'x') \
-             {IN_SCHEMA} AND k.oid IS NULL"
+             {IN_SCHEMA}{only} AND k.oid IS NULL"
         ),
-        &[],
+        &names,
     )?;
     for row in &indexes {
         if let Some(table) = tables.get(&at(row, 0)) {
@@ -353,10 +390,10 @@ pub(crate) fn postgres(db: &mut dyn Backend) -> Result<Vec<TableFacts>, DbError>
     let triggers = db.query(
         &format!(
             "SELECT c.relname::text, t.tgname::text, pg_get_triggerdef(t.oid) \
-             FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid {IN_SCHEMA} \
+             FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid {IN_SCHEMA}{only} \
              AND NOT t.tgisinternal"
         ),
-        &[],
+        &names,
     )?;
     for row in &triggers {
         if let Some(table) = tables.get(&at(row, 0)) {
@@ -370,13 +407,19 @@ pub(crate) fn postgres(db: &mut dyn Backend) -> Result<Vec<TableFacts>, DbError>
 }
 
 /// MySQL and MariaDB: `information_schema` of the connection's database.
-pub(crate) fn mysql(db: &mut dyn Backend) -> Result<Vec<TableFacts>, DbError> {
+pub(crate) fn mysql(
+    db: &mut dyn Backend,
+    only: Option<&[String]>,
+) -> Result<Vec<TableFacts>, DbError> {
+    let (only, names) = Only(only).clause("TABLE_NAME");
     let mut tables = Tables::default();
     for row in db.query(
-        "SELECT TABLE_NAME, ENGINE FROM information_schema.TABLES \
-         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE' \
-         AND TABLE_NAME NOT LIKE 'upgrader\\_%'",
-        &[],
+        &format!(
+            "SELECT TABLE_NAME, ENGINE FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE' \
+             AND TABLE_NAME NOT LIKE 'upgrader\\_%'{only}"
+        ),
+        &names,
     )? {
         let table = tables.add(at(&row, 0));
         if let Some(engine) = opt(&row, 1) {
@@ -384,10 +427,12 @@ pub(crate) fn mysql(db: &mut dyn Backend) -> Result<Vec<TableFacts>, DbError> {
         }
     }
     for row in db.query(
-        "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLUMN_DEFAULT, EXTRA, \
-         GENERATION_EXPRESSION FROM information_schema.COLUMNS \
-         WHERE TABLE_SCHEMA = DATABASE() ORDER BY TABLE_NAME, ORDINAL_POSITION",
-        &[],
+        &format!(
+            "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLUMN_DEFAULT, EXTRA, \
+             GENERATION_EXPRESSION FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = DATABASE(){only} ORDER BY TABLE_NAME, ORDINAL_POSITION"
+        ),
+        &names,
     )? {
         if let Some(table) = tables.get(&at(&row, 0)) {
             let extra = match (opt(&row, 5), opt(&row, 6).filter(|g| !g.is_empty())) {
@@ -407,10 +452,12 @@ pub(crate) fn mysql(db: &mut dyn Backend) -> Result<Vec<TableFacts>, DbError> {
     }
     let mut current: Option<(String, String)> = None;
     for row in db.query(
-        "SELECT TABLE_NAME, INDEX_NAME, NON_UNIQUE, COLUMN_NAME, SUB_PART, INDEX_TYPE, COLLATION \
-         FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() \
-         ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX",
-        &[],
+        &format!(
+            "SELECT TABLE_NAME, INDEX_NAME, NON_UNIQUE, COLUMN_NAME, SUB_PART, INDEX_TYPE, \
+             COLLATION FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE(){only} \
+             ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX"
+        ),
+        &names,
     )? {
         let (table_name, index_name) = (at(&row, 0), at(&row, 1));
         let Some(table) = tables.get(&table_name) else {
@@ -523,24 +570,4 @@ pub(crate) fn mysql(db: &mut dyn Backend) -> Result<Vec<TableFacts>, DbError> {
         }
     }
     Ok(tables.done())
-}
-
-/// The names of every table but upgrader's own, in one query.
-pub(crate) fn table_names(db: &mut dyn Backend) -> Result<Vec<String>, DbError> {
-    let sql = match db.dialect() {
-        Dialect::Sqlite => {
-            "SELECT name FROM sqlite_schema WHERE type = 'table' \
-             AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE 'upgrader\\_%' ESCAPE '\\'"
-        }
-        Dialect::Postgres => {
-            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') \
-             AND c.relname NOT LIKE 'upgrader\\_%'"
-        }
-        Dialect::MySql => {
-            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() \
-             AND TABLE_TYPE = 'BASE TABLE' AND TABLE_NAME NOT LIKE 'upgrader\\_%'"
-        }
-    };
-    Ok(db.query(sql, &[])?.iter().map(|row| at(row, 0)).collect())
 }

@@ -148,8 +148,7 @@ const INSERT_HISTORY: &str = "INSERT INTO upgrader_history (";
 const WITH_HISTORY: &str = "WITH recorded AS (INSERT INTO upgrader_history (";
 const CREATE_OWN: &str = "CREATE TABLE IF NOT EXISTS upgrader_";
 const DROP_OWN: &str = "DROP TABLE IF EXISTS upgrader_";
-const SELECT_SCHEMA: &str =
-    "SELECT project, table_name, table_version, schema_text FROM upgrader_schema";
+const SELECT_SCHEMA: &str = "SELECT project, table_name, table_version, fingerprint";
 const DELETE_SCHEMA: &str = "DELETE FROM upgrader_schema ";
 const INSERT_SCHEMA: &str = "INSERT INTO upgrader_schema (";
 
@@ -479,12 +478,16 @@ impl State {
                 .iter()
                 .filter(|row| projects.contains(&row.0.as_str()))
                 .map(|(project, table, version, text)| {
-                    vec![
+                    let mut row = vec![
                         project.as_str().into(),
                         table.as_str().into(),
                         version.as_str().into(),
-                        text.clone().into(),
-                    ]
+                        text.as_deref().map(crate::schema::fingerprint).into(),
+                    ];
+                    if sql.contains("schema_text") {
+                        row.push(text.clone().into());
+                    }
+                    row
                 })
                 .collect())
         } else {
@@ -899,13 +902,13 @@ mod tests {
         .unwrap();
         // Written again at the same version: replaced, not added.
         state::write_schema_rows(db, "app", "1.0.0", &[row("a", Some("y"))], "t", true).unwrap();
-        let records = state::read_schema_records(db, &["app"]).unwrap();
+        let records = state::read_schema_records(db, &["app"], true, None).unwrap();
         let seen: Vec<(&str, Option<&str>)> = records
             .iter()
             .map(|(_, r)| (r.table.as_str(), r.text.as_deref()))
             .collect();
         assert_eq!(seen, [("b", None), ("a", Some("y"))]);
-        assert!(state::read_schema_records(db, &["other"])
+        assert!(state::read_schema_records(db, &["other"], false, None)
             .unwrap()
             .is_empty());
     }

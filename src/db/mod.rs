@@ -223,14 +223,18 @@ pub trait Backend {
     /// How many tables exist that are not upgrader's own.
     fn user_table_count(&mut self) -> Result<u64, DbError>;
 
-    /// The catalog facts of every table but upgrader's own, read in a few queries
-    /// whatever their number (schema records and `verify`); none where the backend
-    /// cannot tell.
-    fn table_schemas(&mut self) -> Result<Vec<crate::schema::TableFacts>, DbError> {
+    /// The catalog facts of every table but upgrader's own (`only`: of those named), read
+    /// in a few queries whatever their number (schema records and `verify`); none where
+    /// the backend cannot tell.
+    fn table_schemas(
+        &mut self,
+        only: Option<&[String]>,
+    ) -> Result<Vec<crate::schema::TableFacts>, DbError> {
+        let _ = only;
         Ok(Vec::new())
     }
 
-    /// The number of rows in each of `tables` (names as [`Backend::table_names`] gives
+    /// The number of rows in each of `tables` (names as [`Backend::table_schemas`] gives
     /// them), a hundred tables to a query.
     fn count_rows(&mut self, tables: &[String]) -> Result<Vec<u64>, DbError> {
         let dialect = self.dialect();
@@ -255,11 +259,6 @@ pub trait Backend {
             );
         }
         Ok(counts)
-    }
-
-    /// The names of every table but upgrader's own, in one query.
-    fn table_names(&mut self) -> Result<Vec<String>, DbError> {
-        Ok(Vec::new())
     }
 
     /// Opens the run's transaction again after a statement committed it implicitly

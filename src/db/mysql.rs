@@ -372,12 +372,11 @@ impl Backend for MySql {
         Ok(!rows.is_empty())
     }
 
-    fn table_schemas(&mut self) -> Result<Vec<crate::schema::TableFacts>, DbError> {
-        super::catalog::mysql(self)
-    }
-
-    fn table_names(&mut self) -> Result<Vec<String>, DbError> {
-        super::catalog::table_names(self)
+    fn table_schemas(
+        &mut self,
+        only: Option<&[String]>,
+    ) -> Result<Vec<crate::schema::TableFacts>, DbError> {
+        super::catalog::mysql(self, only)
     }
     fn user_table_count(&mut self) -> Result<u64, DbError> {
         let rows = self.query(

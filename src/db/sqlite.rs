@@ -242,12 +242,11 @@ impl Backend for Sqlite {
         Ok(Some(STATEMENT_LIMIT))
     }
 
-    fn table_schemas(&mut self) -> Result<Vec<crate::schema::TableFacts>, DbError> {
-        super::catalog::sqlite(self)
-    }
-
-    fn table_names(&mut self) -> Result<Vec<String>, DbError> {
-        super::catalog::table_names(self)
+    fn table_schemas(
+        &mut self,
+        only: Option<&[String]>,
+    ) -> Result<Vec<crate::schema::TableFacts>, DbError> {
+        super::catalog::sqlite(self, only)
     }
     fn user_table_count(&mut self) -> Result<u64, DbError> {
         let rows = self.query(

@@ -416,19 +416,35 @@ pub struct SchemaRow {
     pub fingerprint: Option<String>,
 }
 
-/// Every schema record of these projects, as `(project, record)`; none when the table
-/// does not exist (a database no run has recorded yet).
+/// Every schema record of these projects (`tables`: of those tables only, named in any
+/// case), as `(project, record)`, with their texts when
+/// `texts` (a run compares fingerprints only: a thousand texts cost more to read than
+/// the rest of its recording); none when the table does not exist (a database no run
+/// has recorded yet).
 pub fn read_schema_records(
     db: &mut dyn Backend,
     projects: &[&str],
+    texts: bool,
+    tables: Option<&[String]>,
 ) -> Result<Vec<(String, crate::schema::Recorded)>, DbError> {
     let placeholders = vec!["?"; projects.len()].join(", ");
-    let params: Vec<Value> = projects.iter().map(|p| Value::from(*p)).collect();
+    let mut params: Vec<Value> = projects.iter().map(|p| Value::from(*p)).collect();
+    let only = match tables {
+        None => String::new(),
+        Some(tables) => {
+            params.extend(tables.iter().map(|t| Value::from(t.to_lowercase())));
+            format!(
+                " AND lower(table_name) IN ({})",
+                vec!["?"; tables.len()].join(", ")
+            )
+        }
+    };
     let Some(rows) = db.query_own_table(
         "upgrader_schema",
         &format!(
-            "SELECT project, table_name, table_version, schema_text FROM upgrader_schema \
-             WHERE project IN ({placeholders})"
+            "SELECT project, table_name, table_version, fingerprint{} FROM upgrader_schema \
+             WHERE project IN ({placeholders}){only}",
+            if texts { ", schema_text" } else { "" }
         ),
         &params,
     )?
@@ -453,11 +469,24 @@ pub fn read_schema_records(
             crate::schema::Recorded {
                 table: table.to_string(),
                 version,
-                text: text(3).map(str::to_string),
+                fingerprint: text(3).map(str::to_string),
+                text: text(4).map(str::to_string),
             },
         ));
     }
     Ok(records)
+}
+
+/// Whether any schema of `project` is recorded (one short query).
+pub fn has_schema_records(db: &mut dyn Backend, project: &str) -> Result<bool, DbError> {
+    Ok(db
+        .query_own_table(
+            "upgrader_schema",
+            "SELECT project, table_name, table_version, fingerprint FROM upgrader_schema \
+             WHERE project IN (?) LIMIT 1",
+            &[project.into()],
+        )?
+        .is_some_and(|rows| !rows.is_empty()))
 }
 
 /// How many schema rows one INSERT carries (6 parameters each: far below every

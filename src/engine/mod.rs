@@ -735,7 +735,7 @@ impl Engine {
             prepared
         };
         let committed: Vec<Option<Version>> = facts.into_iter().map(|f| f.version).collect();
-        let schemas = record::SchemaWatch::start(session.db(), self.app.projects.len())?;
+        let schemas = record::SchemaWatch::start(self.app.projects.len());
         let (db, guard) = session.parts();
         let mut runner = Runner::new(self, db, guard, &app_plan, committed, schemas);
         runner.execute(&app_plan.targets(), &prepared)?;

@@ -1,30 +1,32 @@
 //! Schema records written by a run: just before a commit that makes a version durable,
 //! one `upgrader_schema` row per project table whose normalized text is new or changed
-//! (none for a dropped table), in the same transaction.
+//! (a row without text for a dropped table), in the same transaction.
 //!
 //! Which tables are a project's: those it has records for (the newest with text), plus
-//! the tables that appeared during the run (absent when it started or at its last
-//! recording) given to the project whose statements created them (`CREATE TABLE` names,
-//! read by the SQL lexer), else to the first project that ran anything since the last
-//! recording (a plugin's table, a rename). A root project with no records yet (a database
-//! adopted at its initial version, or recorded before this existed) also takes every
-//! table no other project has: what was there before upgrader. Tables nobody claims are
-//! left alone.
+//! the tables nobody owns that the run made: given to the project whose `CREATE TABLE`
+//! named them (read by the SQL lexer), else, for a table the run's DDL named or after a
+//! plugin (a rename's new name, a plugin's table), to the first project that ran
+//! anything. A root project with no records yet (a database adopted at its initial
+//! version, or recorded before this existed) also takes every table no other project
+//! has: what was there before upgrader. Tables nobody claims (made by hand) are left
+//! alone.
 //!
-//! When: with the run's last commit, once per run, whatever the transaction mode (the
-//! catalog of every table is read once, not per step). A run that commits along the way
-//! (`--transaction per-step`, `transaction="none"` steps) and then fails records what
-//! stayed committed in a transaction of its own after its failure row; a run killed
-//! between two commits leaves those tables to the next run's recording. A run of
-//! data-only steps after its first recording skips the catalog read altogether (nothing
-//! sent could change a schema: no DDL, install or plugin).
+//! When: with the run's last commit, once per run, whatever the transaction mode. A run
+//! that commits along the way (`--transaction per-step`, `transaction="none"` steps) and
+//! then fails records what stayed committed with its failure row; a run killed between
+//! two commits leaves those tables to the next run's recording.
+//!
+//! Cost: the records' fingerprints and the tables' names are read, and the catalog only
+//! of the tables that can get a row (those the run created or whose DDL named them;
+//! every table when adopting, or after a plugin or a `DO` block): a run that alters one
+//! table of a thousand reads one table's catalog, a run of data-only steps none.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::now;
 use super::runner::Runner;
 use crate::db::state::{self, SchemaRow};
-use crate::db::{Backend, DbError};
+use crate::db::DbError;
 use crate::schema::{self, Recorded, TableSchema};
 use crate::sql::{self, Statement};
 use crate::version::Version;
@@ -34,8 +36,6 @@ use crate::version::Version;
 pub(super) struct SchemaWatch {
     /// Whether something since the last recording may have changed a schema.
     pub(super) dirty: bool,
-    /// The tables that existed at the start or at the last recording (lower-cased).
-    pub(super) known: HashSet<String>,
     /// Per project: tables its statements created since the last recording (lower-cased).
     pub(super) created: Vec<HashSet<String>>,
     /// Per project: whether it applied anything since the last recording.
@@ -53,21 +53,18 @@ pub(super) struct SchemaWatch {
 }
 
 impl SchemaWatch {
-    /// At the start of a run of `projects` projects on `db`: the tables that exist now.
-    pub(super) fn start(db: &mut dyn Backend, projects: usize) -> Result<SchemaWatch, DbError> {
-        Ok(SchemaWatch {
+    /// At the start of a run of `projects` projects. Nothing is read: the catalog is
+    /// read once, when the run records (a first look at a server's catalog costs it as
+    /// much as the rest of the recording).
+    pub(super) fn start(projects: usize) -> SchemaWatch {
+        SchemaWatch {
             dirty: true,
-            known: db
-                .table_names()?
-                .into_iter()
-                .map(|name| name.to_lowercase())
-                .collect(),
             created: vec![HashSet::new(); projects],
             touched: vec![false; projects],
             altered: HashSet::new(),
             altered_all: false,
             at_end: false,
-        })
+        }
     }
 
     /// A statement of `project` was sent: DDL makes the next commit record schemas.
@@ -91,8 +88,13 @@ impl SchemaWatch {
                 return;
             }
         }
+        // A rename's new name may not be among the relations the parser reports.
+        let renames = sql::find_word(&statement.text, dialect, |word| {
+            word.eq_ignore_ascii_case("RENAME").then_some(())
+        })
+        .is_some();
         match sql::relations(&statement.text, dialect) {
-            Some(relations) if !relations.is_empty() => {
+            Some(relations) if !relations.is_empty() && !renames => {
                 for name in relations {
                     if let Some(table) = name.last() {
                         self.altered.insert(table.to_lowercase());
@@ -132,16 +134,34 @@ impl Runner<'_> {
         if !self.schemas.dirty {
             return Ok(());
         }
-        let dialect = self.db.dialect();
-        let live: Vec<TableSchema> = self
-            .db
-            .table_schemas()?
+        let watch = &self.schemas;
+        // The tables this run made or named by their DDL (lower-cased).
+        let mut named: Vec<String> = watch
+            .altered
             .iter()
-            .map(|facts| schema::schema_of(dialect, facts))
+            .chain(watch.created.iter().flatten())
+            .cloned()
             .collect();
+        named.sort_unstable();
+        named.dedup();
+        let adopting = !state::has_schema_records(self.db, &self.engine.app.projects[0].name)?;
+        if named.is_empty() && !watch.altered_all && !adopting {
+            // No table can have changed but by hand (which must stay drift), and there is
+            // nothing to adopt.
+            self.schemas.touched.iter_mut().for_each(|t| *t = false);
+            self.schemas.dirty = false;
+            return Ok(());
+        }
+        // Every table is read when adopting or after something that may have changed
+        // any; else only the tables named.
+        let only = match adopting || watch.altered_all {
+            true => None,
+            false => Some(named.as_slice()),
+        };
+        let dialect = self.db.dialect();
         let projects = &self.engine.app.projects;
         let names: Vec<&str> = projects.iter().map(|p| p.name.as_str()).collect();
-        let all = state::read_schema_records(self.db, &names)?;
+        let all = state::read_schema_records(self.db, &names, false, only)?;
         let mut records: Vec<ByTable> = vec![HashMap::new(); projects.len()];
         for (project, record) in &all {
             if let Some(index) = names.iter().position(|n| n == project) {
@@ -156,31 +176,40 @@ impl Runner<'_> {
         for (index, tables) in records.iter().enumerate() {
             for (table, list) in tables {
                 let newest = list.iter().max_by(|a, b| a.version.cmp(&b.version));
-                if newest.is_some_and(|r| r.text.is_some()) {
+                if newest.is_some_and(|r| r.fingerprint.is_some()) {
                     owner.entry(table.to_lowercase()).or_insert(index);
                 }
             }
         }
         let watch = &self.schemas;
+        let live: Vec<TableSchema> = self
+            .db
+            .table_schemas(only)?
+            .iter()
+            .map(|facts| schema::schema_of(dialect, facts))
+            .collect();
+        let present: HashSet<String> = live.iter().map(|t| t.name.to_lowercase()).collect();
         let fallback = watch.touched.iter().position(|t| *t);
         for table in &live {
             let key = table.name.to_lowercase();
-            if owner.contains_key(&key) || watch.known.contains(&key) {
+            if owner.contains_key(&key) {
                 continue;
             }
+            // A table nobody owns that this run made or named: created by a project's
+            // statement, else the first project that ran anything (a plugin's table, a
+            // rename's new name).
             let by_create = watch.created.iter().position(|c| c.contains(&key));
-            if let Some(index) = by_create.or(fallback) {
+            let named = watch.altered_all || watch.altered.contains(&key);
+            if let Some(index) = by_create.or(fallback.filter(|_| named)) {
                 owner.insert(key, index);
             }
         }
-        let adopting = records[0].is_empty();
         if adopting {
             for table in &live {
                 owner.entry(table.name.to_lowercase()).or_insert(0);
             }
         }
         let now = now();
-        let live_names: HashSet<&str> = live.iter().map(|t| t.name.as_str()).collect();
         for (index, list) in records.iter().enumerate() {
             let Some(version) = self.current[index].clone() else {
                 continue;
@@ -191,7 +220,7 @@ impl Runner<'_> {
                     continue;
                 }
                 let holds = holding(list, &table.name, &version);
-                let recorded = holds.and_then(|r| r.text.as_deref());
+                let recorded = holds.and_then(|r| r.fingerprint.as_deref());
                 let key = table.name.to_lowercase();
                 // A recorded table this run did not alter keeps its record, however it
                 // looks now: a change made by hand stays drift.
@@ -202,7 +231,7 @@ impl Runner<'_> {
                 if recorded.is_some() && !altered {
                     continue;
                 }
-                if recorded != Some(table.text.as_str()) {
+                if recorded != Some(table.fingerprint.as_str()) {
                     rows.push(SchemaRow {
                         table: table.name.clone(),
                         text: Some(table.text.clone()),
@@ -214,13 +243,15 @@ impl Runner<'_> {
             let mut gone: Vec<&str> = list
                 .keys()
                 .copied()
-                .filter(|t| !live_names.contains(t))
+                .filter(|t| !present.contains(&t.to_lowercase()))
                 .collect();
             gone.sort_unstable();
             for table in gone {
                 let key = table.to_lowercase();
                 let altered = watch.altered_all || watch.altered.contains(&key);
-                if altered && holding(list, table, &version).is_some_and(|r| r.text.is_some()) {
+                if altered
+                    && holding(list, table, &version).is_some_and(|r| r.fingerprint.is_some())
+                {
                     rows.push(SchemaRow {
                         table: table.to_string(),
                         text: None,
@@ -245,7 +276,6 @@ impl Runner<'_> {
             }
         }
         let watch = &mut self.schemas;
-        watch.known = live.iter().map(|t| t.name.to_lowercase()).collect();
         watch.created.iter_mut().for_each(HashSet::clear);
         watch.touched.iter_mut().for_each(|t| *t = false);
         watch.altered.clear();

@@ -111,7 +111,7 @@ pub struct RehearsalFailure {
 type Measure = BTreeMap<String, (u64, String)>;
 
 fn measure(db: &mut dyn Backend, dialect: Dialect) -> Result<Measure, Error> {
-    let facts = db.table_schemas()?;
+    let facts = db.table_schemas(None)?;
     let names: Vec<String> = facts.iter().map(|f| f.name.clone()).collect();
     let counts = db.count_rows(&names)?;
     Ok(facts
@@ -266,7 +266,7 @@ impl Engine {
         }
         let before = measure(session.db(), dialect)?;
         let committed = facts.into_iter().map(|f| f.version).collect();
-        let schemas = SchemaWatch::start(session.db(), self.app.projects.len())?;
+        let schemas = SchemaWatch::start(self.app.projects.len());
         let (db, guard) = session.parts();
         let mut runner = Runner::new(self, db, guard, app_plan, committed, schemas);
         runner.rehearsing = true;

@@ -117,13 +117,13 @@ impl Engine {
             });
         }
         let mut records = vec![Vec::new(); names.len()];
-        for (project, record) in state::read_schema_records(db, &names)? {
+        for (project, record) in state::read_schema_records(db, &names, true, None)? {
             if let Some(index) = names.iter().position(|n| *n == project) {
                 records[index].push(record);
             }
         }
         let dialect = db.dialect();
-        let facts = db.table_schemas()?;
+        let facts = db.table_schemas(None)?;
         let live = facts
             .iter()
             .map(|facts| schema::schema_of(dialect, facts))

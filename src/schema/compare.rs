@@ -17,7 +17,9 @@ pub struct Recorded {
     pub table: String,
     /// The version it was recorded at.
     pub version: Version,
-    /// Its normalized text; `None` when it was dropped.
+    /// SHA-256 of its text; `None` when it was dropped.
+    pub fingerprint: Option<String>,
+    /// Its normalized text (when read with the texts); `None` when it was dropped.
     pub text: Option<String>,
 }
 

@@ -185,6 +185,7 @@ fn record(table: &str, version: &str, text: Option<&str>) -> Recorded {
     Recorded {
         table: table.into(),
         version: v(version),
+        fingerprint: text.map(fingerprint),
         text: text.map(Into::into),
     }
 }

@@ -741,12 +741,11 @@ impl Backend for Postgres {
         }))
     }
 
-    fn table_schemas(&mut self) -> Result<Vec<crate::schema::TableFacts>, DbError> {
-        crate::db::catalog::postgres(self)
-    }
-
-    fn table_names(&mut self) -> Result<Vec<String>, DbError> {
-        crate::db::catalog::table_names(self)
+    fn table_schemas(
+        &mut self,
+        only: Option<&[String]>,
+    ) -> Result<Vec<crate::schema::TableFacts>, DbError> {
+        crate::db::catalog::postgres(self, only)
     }
     fn user_table_count(&mut self) -> Result<u64, DbError> {
         // The relation kinds information_schema.tables lists: tables, partitioned
