@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Times the whole upgrader CLI against psql on a throwaway PostgreSQL server, in the same run.
 
-1. `upgrader run` applying N small steps (one SQL file each) to a fresh database, versus
+1. `upgrader run --no-backup` applying N small steps (one SQL file each) to a fresh database, versus
    `psql -1 -f` of the same SQL concatenated, on another fresh database; and the peak
    memory (max RSS) of the upgrader process during the run.
 2. `upgrader check` and a no-op `upgrader run` against an up-to-date database with N
@@ -95,8 +95,10 @@ def apply_bench(args, server, directory, sql):
     # drifts between rounds, and a pair sees the same drift.
     for round_index in range(args.rounds):
         pair = [
+            # --no-backup: psql makes no backup either; the pg_dump before a run is timed
+            # by benches/backup_postgres.py.
             lambda: ours.append(timed([BINARY, "--project", directory, "--database",
-                                       server.url(server.fresh()), "run"])),
+                                       server.url(server.fresh()), "run", "--no-backup"])),
             lambda: theirs.append(timed(server.psql_command(server.fresh(),
                                                             ["-1", "-f", sql]))),
         ]
@@ -105,7 +107,7 @@ def apply_bench(args, server, directory, sql):
     name = server.fresh()
     measured = subprocess.run(
         ["/usr/bin/time", "-f", "%M", BINARY, "--project", directory, "--database",
-         server.url(name), "run"], check=True, stdout=subprocess.DEVNULL,
+         server.url(name), "run", "--no-backup"], check=True, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, text=True)
     peaks.append(int(measured.stderr.strip().splitlines()[-1]))
     ours_ms, theirs_ms = statistics.median(ours) * 1000, statistics.median(theirs) * 1000
