@@ -6,10 +6,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+#[path = "cli/launch.rs"]
+mod launch;
 #[path = "cli/rehearse.rs"]
 mod rehearse_output;
 #[path = "cli/verify.rs"]
 mod verify_output;
+
+use launch::{launch, LaunchPolicy};
 use upgrader::engine::{LintFinding, PlanReport, ReportItem, RunResult};
 use upgrader::error::Exit;
 use upgrader::lock::LockState;
@@ -1001,105 +1005,4 @@ fn print_package(out: &mut impl Write, package: &upgrader::updates::PendingPacka
     for problem in &package.problems {
         let _ = writeln!(out, "  problem: {problem}");
     }
-}
-
-/// What `launch` may do before starting the application.
-struct LaunchPolicy {
-    install_updates: bool,
-    ignore_updates: bool,
-    upgrade_database: bool,
-    /// Step 3: drift (`verify`) exits 5.
-    verify: bool,
-}
-
-/// DESIGN.md "Startup policy": update packages, then the database, then `exec` of the
-/// application in this process. Returns only when the application is not started.
-fn launch(
-    config: Config,
-    policy: LaunchPolicy,
-    command: &[std::ffi::OsString],
-) -> Result<u8, Error> {
-    use std::os::unix::process::CommandExt;
-    let mut err = std::io::stderr().lock();
-    let mut engine = Engine::open(config.clone())?;
-    let report = engine.status()?;
-    if let Some(message) = &report
-        .lock
-        .message
-        .as_ref()
-        .filter(|_| report.exit() == Exit::Halted)
-    {
-        let _ = writeln!(err, "upgrader: halted: {message}");
-        return Ok(Exit::Halted.code());
-    }
-    if !report.updates_pending.is_empty() {
-        let names = report.updates_pending.join(", ");
-        if policy.install_updates {
-            if let Some(installed) = engine.install_updates(&[])? {
-                let _ = writeln!(
-                    err,
-                    "upgrader: installed {names}: code {} -> {} (backup updates/Updates_Backups/{})",
-                    installed.from, installed.to, installed.backup
-                );
-            }
-            // The code changed under the engine: read it again.
-            engine = Engine::open(config)?;
-        } else if policy.ignore_updates {
-            let _ = writeln!(
-                err,
-                "upgrader: update packages pending ({names}); starting without them"
-            );
-        } else {
-            let _ = writeln!(
-                err,
-                "upgrader: update packages pending: {names}; start with --install-updates to install them or --ignore-updates to go on without them"
-            );
-            return Ok(Exit::UpdatesPending.code());
-        }
-    }
-    let report = engine.status()?;
-    match report.exit() {
-        Exit::Halted => {
-            let message = report.lock.message.clone().unwrap_or_default();
-            let _ = writeln!(err, "upgrader: halted: {message}");
-            return Ok(Exit::Halted.code());
-        }
-        Exit::Error => {
-            print_report(&mut err, &report);
-            return Ok(Exit::Error.code());
-        }
-        Exit::Pending if policy.upgrade_database => {
-            let outcome = engine.run()?;
-            print_outcome(&mut err, &outcome);
-        }
-        Exit::Pending => {
-            print_report(&mut err, &report);
-            let _ = writeln!(
-                err,
-                "upgrader: a database upgrade is pending; start with --upgrade-database to run it"
-            );
-            return Ok(Exit::Pending.code());
-        }
-        _ => {}
-    }
-    if policy.verify {
-        let report = engine.verify()?;
-        if report.any_drift() {
-            verify_output::print_verify(&mut err, &report);
-            let _ = writeln!(
-                err,
-                "upgrader: the database differs from what was recorded; start with --no-verify to start anyway"
-            );
-            return Ok(Exit::Drift.code());
-        }
-    }
-    let _ = err.flush();
-    drop(err);
-    let error = std::process::Command::new(&command[0])
-        .args(&command[1..])
-        .exec();
-    Err(Error::Refused(format!(
-        "cannot start {}: {error}",
-        command[0].to_string_lossy()
-    )))
 }

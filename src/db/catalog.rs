@@ -93,7 +93,11 @@ impl Tables {
     }
 }
 
-/// SQLite: `sqlite_schema`, joined with the table-valued pragmas.
+/// SQLite: `sqlite_schema`, joined with the table-valued pragmas: a table's columns come
+/// in their order without sorting; the index and foreign key pragmas are asked only of
+/// tables that have an index (every index, automatic ones included, is in
+/// `sqlite_schema`) or whose definition says `REFERENCES` (SQLite keeps foreign keys
+/// nowhere else).
 pub(crate) fn sqlite(
     db: &mut dyn Backend,
     only: Option<&[String]>,
@@ -109,7 +113,7 @@ pub(crate) fn sqlite(
         &format!(
             "SELECT m.name, p.name, p.type, p.\"notnull\", p.dflt_value, p.pk, p.hidden \
              FROM sqlite_schema m JOIN pragma_table_xinfo(m.name) p \
-             WHERE m.type = 'table'{only} ORDER BY m.name, p.cid"
+             WHERE m.type = 'table'{only}"
         ),
         &names,
     )?;
@@ -158,6 +162,7 @@ pub(crate) fn sqlite(
              JOIN pragma_index_xinfo(il.name) ii \
              LEFT JOIN sqlite_schema s ON s.type = 'index' AND s.name = il.name \
              WHERE m.type = 'table' AND ii.key = 1{only} \
+             AND EXISTS (SELECT 1 FROM sqlite_schema x WHERE x.type = 'index' AND x.tbl_name = m.name) \
              ORDER BY m.name, il.name, ii.seqno"
         ),
         &names,
@@ -215,7 +220,8 @@ pub(crate) fn sqlite(
         &format!(
             "SELECT m.name, f.id, f.\"table\", f.\"from\", f.\"to\", f.on_update, f.on_delete \
              FROM sqlite_schema m JOIN pragma_foreign_key_list(m.name) f \
-             WHERE m.type = 'table'{only} ORDER BY m.name, f.id, f.seq"
+             WHERE m.type = 'table'{only} AND m.sql LIKE '%references%' \
+             ORDER BY m.name, f.id, f.seq"
         ),
         &names,
     )?;
