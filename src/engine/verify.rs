@@ -274,18 +274,8 @@ impl Engine {
     /// Takes the upgrade lock for `verify --accept`/`--repair-version` (refused while it
     /// is not free) and opens a transaction with upgrader's tables in it.
     fn accept_session(&self) -> Result<Session, Error> {
-        self.url.ensure_writable()?;
-        let lock_path = self.lock_path();
-        if let Some(message) = lock::inspect(&lock_path)?.explain(&lock_path) {
-            return Err(Error::Halted(message));
-        }
-        let record = LockRecord {
-            pid: std::process::id(),
-            host: host(),
-            started_at: now(),
-            operation: lock::Operation::Verify,
-            ..LockRecord::default()
-        };
+        let lock_path = self.writable_and_free()?;
+        let record = LockRecord::by_this_process(lock::Operation::Verify);
         let mut session = Session::begin(
             &lock_path,
             record,
