@@ -256,3 +256,23 @@ mod plugin {
         a_plugin_that_writes_rows_is_rolled_back(Backend::MariaDb);
     }
 }
+
+/// A rehearsal on an SQLite database that does not exist yet leaves no file behind.
+#[test]
+fn sqlite_rehearsal_of_a_new_database_creates_no_file() {
+    let project = TestProject::new(
+        "1.0.0",
+        "<upgrade project=\"test\">\n  <install><sql>CREATE TABLE items (id INTEGER PRIMARY KEY);</sql></install>\n</upgrade>\n",
+    );
+    assert!(!project.db_path().exists());
+    let run = project.run(&["--json", "run", "--rehearse"]);
+    run.assert_code(0);
+    assert_eq!(run.json()["result"], "passed");
+    assert_eq!(table(&run.json(), "items")["schema"], "created");
+    assert!(
+        !project.db_path().exists(),
+        "the rehearsal left a database file"
+    );
+    assert!(!project.lock_path().exists());
+    project.run(&["check"]).assert_code(3);
+}
