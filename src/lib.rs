@@ -38,6 +38,7 @@ pub mod db;
 pub mod failpoint;
 #[doc(hidden)]
 pub mod files;
+mod hex;
 #[doc(hidden)]
 pub mod lock;
 #[doc(hidden)]

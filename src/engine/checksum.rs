@@ -96,16 +96,7 @@ impl LegacyChecksum {
     }
 }
 
-/// Lower-case hex of bytes.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
-            let _ = write!(out, "{byte:02x}");
-            out
-        })
-}
+use crate::hex::hex;
 
 #[cfg(test)]
 mod tests {

@@ -163,13 +163,7 @@ pub fn schema_of(dialect: Dialect, facts: &TableFacts) -> TableSchema {
 /// SHA-256 of a schema text, as lower-case hex.
 pub fn fingerprint(text: &str) -> String {
     use sha2::Digest;
-    use std::fmt::Write;
-    sha2::Sha256::digest(text.as_bytes())
-        .iter()
-        .fold(String::with_capacity(64), |mut out, byte| {
-            let _ = write!(out, "{byte:02x}");
-            out
-        })
+    crate::hex::hex(&sha2::Sha256::digest(text.as_bytes()))
 }
 
 /// Whether a table is one of upgrader's own, which are never recorded or compared.

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-use super::{package, signature};
+use super::package;
 use crate::backup::progress::Progress;
 use crate::error::Error;
 use crate::version::Version;
@@ -453,7 +453,7 @@ fn download(
         )));
     }
     part.sync()?;
-    Ok(signature::hex(&hasher.finalize()))
+    Ok(crate::hex::hex(&hasher.finalize()))
 }
 
 /// Why a small download is not here.

@@ -348,7 +348,7 @@ fn sha256_of(path: &Path) -> std::io::Result<String> {
         }
         hasher.update(&buffer[..n]);
     }
-    Ok(signature::hex(&hasher.finalize()))
+    Ok(crate::hex::hex(&hasher.finalize()))
 }
 
 #[cfg(test)]

@@ -153,9 +153,7 @@ fn stream_through(file: &mut File, mut sink: impl FnMut(&[u8])) -> std::io::Resu
     }
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
+use crate::hex::hex;
 
 /// A key or signature file, refused past [`MAX_KEY_FILE_BYTES`] (it is a few lines).
 fn read_small(path: &Path) -> std::io::Result<String> {
