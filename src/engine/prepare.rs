@@ -107,9 +107,14 @@ impl Preparing {
         }
     }
 
-    /// Statements of a script, refusing any longer than the database accepts.
-    pub(super) fn statements<R: std::io::Read>(&self, reader: R) -> sql::Statements<R> {
-        let statements = sql::Statements::new(reader, self.dialect);
+    /// Statements of a script about `length` bytes long, refusing any longer than the
+    /// database accepts.
+    pub(super) fn statements<R: std::io::Read>(
+        &self,
+        reader: R,
+        length: u64,
+    ) -> sql::Statements<R> {
+        let statements = sql::Statements::new(reader, self.dialect).size_hint(length);
         match &self.limit {
             Some(limit) => statements.max_statement(
                 usize::try_from(limit.bytes).unwrap_or(usize::MAX),
@@ -295,7 +300,7 @@ impl Engine {
                                     own: &mut own,
                                     step: Some(&mut checksum),
                                 };
-                                for statement in preparing.statements(reader) {
+                                for statement in preparing.statements(reader, length) {
                                     let statement = statement.map_err(split_error)?;
                                     tokens.statement(&statement.text, dialect);
                                     judge(&Prepared {
@@ -315,7 +320,7 @@ impl Engine {
                     };
                     checksum.end_sql();
                     if let Some(text) = text {
-                        for statement in preparing.statements(text.as_bytes()) {
+                        for statement in preparing.statements(text.as_bytes(), text.len() as u64) {
                             let statement = statement.map_err(split_error)?;
                             tokens.statement(&statement.text, dialect);
                             let prepared = Prepared {
@@ -520,7 +525,7 @@ pub(super) fn install_tables(project: &Project, dialect: Dialect) -> Vec<String>
                 }
             }
         };
-        for statement in sql::Statements::new(text.as_bytes(), dialect).map_while(Result::ok) {
+        for statement in sql::Statements::from_str(&text, dialect).map_while(Result::ok) {
             if let Some(table) = sql::created_table(&statement.text, dialect) {
                 tables.push(table);
             }
