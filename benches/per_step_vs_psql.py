@@ -39,7 +39,7 @@ def main():
                 pair = [
                     lambda: ours.append(timed([BINARY, "--project", directory, "--database",
                                                server.url(server.fresh()), "run",
-                                               "--transaction", "per-step"])),
+                                               "--no-backup", "--transaction", "per-step"])),
                     lambda: theirs.append(timed(server.psql_command(server.fresh(),
                                                                     ["-f", sql]))),
                 ]
