@@ -322,12 +322,7 @@ impl Engine {
     /// each with an `accept` history row keeping the reason. Under the lock, in one
     /// transaction; a NAME that is neither refuses the whole and changes nothing.
     pub fn accept(&self, names: &[String], reason: &str) -> Result<Accepted, Error> {
-        let reason = reason.trim();
-        if reason.is_empty() {
-            return Err(Error::Config(
-                "--reason must say why the change is accepted".into(),
-            ));
-        }
+        let reason = given_reason(reason, "the change is accepted")?;
         let mut session = self.accept_session()?;
         let db = session.db();
         let observed = self.observe(db)?;
@@ -426,12 +421,7 @@ impl Engine {
     /// when no project can be repaired (its tables disagree, or match no recorded
     /// version); then nothing changes.
     pub fn repair_version(&self, reason: &str) -> Result<Accepted, Error> {
-        let reason = reason.trim();
-        if reason.is_empty() {
-            return Err(Error::Config(
-                "--reason must say why the version is corrected".into(),
-            ));
-        }
+        let reason = given_reason(reason, "the version is corrected")?;
         let mut session = self.accept_session()?;
         let db = session.db();
         let observed = self.observe(db)?;
@@ -480,4 +470,14 @@ impl Engine {
             reason: reason.to_string(),
         })
     }
+}
+
+/// `--reason` trimmed, refused when empty: `accept` and `repair_version` keep it in the
+/// history, so it must say why `what`.
+fn given_reason<'r>(reason: &'r str, what: &str) -> Result<&'r str, Error> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(Error::Config(format!("--reason must say why {what}")));
+    }
+    Ok(reason)
 }
