@@ -145,6 +145,8 @@ const UPDATE_VERSION: &str =
 const INSERT_VERSION: &str =
     "INSERT INTO upgrader_version (project, version, updated_at) VALUES (?, ?, ?)";
 const INSERT_HISTORY: &str = "INSERT INTO upgrader_history (";
+/// What follows [`INSERT_VERSION`] in an upsert (PostgreSQL, MySQL).
+const UPSERT: [&str; 2] = [" ON CONFLICT (project)", " ON DUPLICATE KEY UPDATE"];
 const WITH_HISTORY: &str = "WITH recorded AS (INSERT INTO upgrader_history (";
 const CREATE_OWN: &str = "CREATE TABLE IF NOT EXISTS upgrader_";
 const DROP_OWN: &str = "DROP TABLE IF EXISTS upgrader_";
@@ -355,11 +357,12 @@ fn bookkeeping_label(sql: &str, params: &[Value], changed: u64) -> Option<String
     } else if sql.starts_with(INSERT_HISTORY) {
         Some(format!("history({})", params.len() / 13))
     } else if sql.starts_with(WITH_HISTORY) {
+        // History rows, then the upsert's (project, version, now).
         let rows = (params.len() - 3) / 13;
         let tail = &params[params.len() - 3..];
         let version = match changed {
             0 => String::new(),
-            _ => format!("+{}={}", text(tail.get(2)), text(tail.first())),
+            _ => format!("+{}={}", text(tail.first()), text(tail.get(1))),
         };
         Some(format!("history({rows}){version}"))
     } else {
@@ -523,6 +526,22 @@ impl State {
         Ok(())
     }
 
+    /// `INSERT INTO upgrader_version …` with (project, version, …): an upsert replaces
+    /// the row, a plain insert of a project already there fails.
+    fn insert_version(&mut self, params: &[Value], upsert: bool) -> Result<u64, DbError> {
+        self.own_table(VERSION_TABLE)?;
+        let (Some(project), Some(version)) = (params[0].as_text(), params[1].as_text()) else {
+            return Err(self.fail("version and project must be text".into()));
+        };
+        if !upsert && self.data.versions.contains_key(project) {
+            return Err(self.fail(format!(
+                "duplicate key: upgrader_version already has {project}"
+            )));
+        }
+        self.data.versions.insert(project.into(), version.into());
+        Ok(1)
+    }
+
     /// `UPDATE upgrader_version …` with (version, now, project): rows changed.
     fn update_version(&mut self, values: &[Value]) -> Result<u64, DbError> {
         self.own_table(VERSION_TABLE)?;
@@ -541,25 +560,16 @@ impl State {
     fn bookkeeping(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
         if sql.starts_with(UPDATE_VERSION) {
             self.update_version(params)
-        } else if sql.starts_with(INSERT_VERSION) {
-            self.own_table(VERSION_TABLE)?;
-            let (Some(project), Some(version)) = (params[0].as_text(), params[1].as_text()) else {
-                return Err(self.fail("version and project must be text".into()));
-            };
-            if self.data.versions.contains_key(project) {
-                return Err(self.fail(format!(
-                    "duplicate key: upgrader_version already has {project}"
-                )));
-            }
-            self.data.versions.insert(project.into(), version.into());
-            Ok(1)
+        } else if let Some(rest) = sql.strip_prefix(INSERT_VERSION) {
+            let upsert = UPSERT.iter().any(|clause| rest.starts_with(clause));
+            self.insert_version(params, upsert)
         } else if sql.starts_with(INSERT_HISTORY) {
             self.insert_history(params)?;
             Ok((params.len() / 13) as u64)
         } else if sql.starts_with(WITH_HISTORY) {
-            let (rows, update) = params.split_at(params.len() - 3);
+            let (rows, version) = params.split_at(params.len() - 3);
             self.insert_history(rows)?;
-            self.update_version(update)
+            self.insert_version(version, true)
         } else if sql.starts_with(DELETE_SCHEMA) {
             self.own_table("upgrader_schema")?;
             let text = |value: &Value| value.as_text().unwrap_or_default().to_string();

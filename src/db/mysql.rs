@@ -49,7 +49,17 @@ pub struct MySql {
     tracking: Option<bool>,
     /// The transaction state the server last reported.
     server_in_transaction: bool,
+    /// `begin` was asked for but `START TRANSACTION` not sent yet: it goes with the
+    /// next statement, or with the commit and what [`MySql::held`] holds.
+    begin_held: bool,
+    /// Bookkeeping writes held back for the commit (see [`Backend::write_with_commit`]),
+    /// each followed by `"; "`.
+    held: String,
 }
+
+/// The most bookkeeping text held back for one commit: well below any
+/// `max_allowed_packet` (1 MiB at the least, 16 MiB by default in MariaDB).
+const HELD_BYTES: usize = 512 * 1024;
 
 /// The driver's options for a URL (`mysql://` or `mariadb://`); errors never show a
 /// password.
@@ -109,7 +119,48 @@ impl MySql {
             max_allowed_packet,
             tracking: None,
             server_in_transaction: false,
+            begin_held: false,
+            held: String::new(),
         })
+    }
+
+    /// Sends what [`Backend::begin`] and [`Backend::write_with_commit`] held back: before
+    /// any other statement, so that the server sees everything in the order it was asked.
+    fn send_held(&mut self) -> Result<(), DbError> {
+        if std::mem::take(&mut self.begin_held) {
+            self.start_transaction()?;
+        }
+        if !self.held.is_empty() {
+            let held = std::mem::take(&mut self.held);
+            run_batch(&mut self.conn, &held).map_err(db_error)?;
+            self.observe();
+        }
+        Ok(())
+    }
+
+    /// Ends the transaction with `end` (`COMMIT` or `COMMIT AND CHAIN`), sent in one round
+    /// trip with the `START TRANSACTION` and the bookkeeping held back for it. When any of
+    /// it fails, the transaction is rolled back (the server may still be in it).
+    fn finish(&mut self, end: &str) -> Result<(), DbError> {
+        let begin = std::mem::take(&mut self.begin_held);
+        let held = std::mem::take(&mut self.held);
+        self.in_transaction = false;
+        let batch = match (begin, held.is_empty()) {
+            // Nothing was sent in it: nothing to commit.
+            (true, true) => return Ok(()),
+            (true, false) => format!("START TRANSACTION; {held}{end}"),
+            (false, false) => format!("{held}{end}"),
+            (false, true) => end.to_string(),
+        };
+        if let Err(error) = run_batch(&mut self.conn, &batch) {
+            if let Err(rollback) = self.conn.query_drop("ROLLBACK") {
+                log::debug!("rollback after a failed commit: {rollback}");
+            }
+            self.observe();
+            return Err(db_error(error));
+        }
+        self.observe();
+        Ok(())
     }
 
     /// Reads the transaction state the last OK packet reports, if it reports one: whether
@@ -210,8 +261,10 @@ impl Backend for MySql {
     }
 
     fn execute(&mut self, sql: &str) -> Result<(), DbError> {
-        // The text protocol runs any statement; result sets are read and dropped.
-        self.conn.query_drop(sql).map_err(db_error)?;
+        self.send_held()?;
+        // The text protocol runs any statement; result sets are read and dropped, and an
+        // error in a later one (a procedure that fails after a SELECT) is the statement's.
+        run_batch(&mut self.conn, sql).map_err(db_error)?;
         self.observe();
         Ok(())
     }
@@ -225,18 +278,37 @@ impl Backend for MySql {
     }
 
     fn execute_params(&mut self, sql: &str, values: &[Value]) -> Result<u64, DbError> {
+        self.send_held()?;
         self.conn.exec_drop(sql, params(values)).map_err(db_error)?;
         self.observe();
         Ok(self.conn.affected_rows())
     }
 
     fn query(&mut self, sql: &str, values: &[Value]) -> Result<Vec<Vec<Value>>, DbError> {
+        self.send_held()?;
         let rows: Vec<mysql::Row> = self.conn.exec(sql, params(values)).map_err(db_error)?;
         self.observe();
         Ok(rows
             .into_iter()
             .map(|row| row.unwrap().into_iter().map(from_mysql).collect())
             .collect())
+    }
+
+    fn write_with_commit(&mut self, sql: &str, values: &[Value]) -> Result<(), DbError> {
+        let inlined = self
+            .in_transaction
+            .then(|| super::inline_values(sql, values, literal))
+            .flatten()
+            .filter(|text| text.len() <= HELD_BYTES);
+        let Some(text) = inlined else {
+            return self.execute_params(sql, values).map(drop);
+        };
+        if self.held.len() + text.len() > HELD_BYTES {
+            self.send_held()?;
+        }
+        self.held.push_str(&text);
+        self.held.push_str("; ");
+        Ok(())
     }
 
     fn lock(&mut self, _span: LockSpan) -> Result<(), DbError> {
@@ -270,6 +342,7 @@ impl Backend for MySql {
     }
 
     fn unlock(&mut self) -> Result<(), DbError> {
+        self.send_held()?;
         if self.lock_held {
             self.conn
                 .query_drop(format!("DO RELEASE_LOCK({LOCK_NAME})"))
@@ -281,14 +354,16 @@ impl Backend for MySql {
     }
 
     fn begin(&mut self) -> Result<(), DbError> {
-        self.start_transaction()
+        // Sent with the next statement's round trip, or with the commit's (a transaction
+        // of bookkeeping alone then costs one round trip, not four).
+        self.send_held()?;
+        self.begin_held = true;
+        self.in_transaction = true;
+        Ok(())
     }
 
     fn commit(&mut self) -> Result<(), DbError> {
-        self.in_transaction = false;
-        self.conn.query_drop("COMMIT").map_err(db_error)?;
-        self.observe();
-        Ok(())
+        self.finish("COMMIT")
     }
 
     fn lock_outlives_commit(&self) -> bool {
@@ -298,27 +373,34 @@ impl Backend for MySql {
 
     fn commit_and_chain(&mut self) -> Result<bool, DbError> {
         // GET_LOCK is a session lock: the chained transaction still holds it.
-        self.in_transaction = false;
-        self.conn.query_drop("COMMIT AND CHAIN").map_err(db_error)?;
+        if self.begin_held && self.held.is_empty() {
+            // Nothing sent since the begin: the transaction it opens is the next one.
+            return Ok(true);
+        }
+        self.finish("COMMIT AND CHAIN")?;
         self.in_transaction = true;
-        self.observe();
         Ok(true)
     }
 
     fn rollback(&mut self) -> Result<(), DbError> {
+        self.held.clear();
         if self.in_transaction {
             self.in_transaction = false;
-            self.conn.query_drop("ROLLBACK").map_err(db_error)?;
-            self.observe();
+            if !std::mem::take(&mut self.begin_held) {
+                self.conn.query_drop("ROLLBACK").map_err(db_error)?;
+                self.observe();
+            }
         }
         Ok(())
     }
 
     fn resume_after_implicit_commit(&mut self) -> Result<(), DbError> {
+        self.send_held()?;
         self.start_transaction()
     }
 
     fn still_in_transaction(&mut self) -> Result<bool, DbError> {
+        self.send_held()?;
         if self.tracking == Some(true) {
             // The OK packet of the last statement said so: no round trip.
             return Ok(self.server_in_transaction);
@@ -353,6 +435,7 @@ impl Backend for MySql {
     ) -> Result<Option<Vec<Vec<Value>>>, DbError> {
         // A failed query does not end a MySQL transaction: one round trip, whose
         // "no such table" answer means there is none.
+        self.send_held()?;
         match self.conn.exec::<mysql::Row, _, _>(sql, params(values)) {
             Ok(rows) => Ok(Some(
                 rows.into_iter()
@@ -449,6 +532,40 @@ impl Backend for MySql {
         self.execute("SET SESSION foreign_key_checks = 1")?;
         result
     }
+}
+
+/// Runs `sql` (one statement or several) over the text protocol, reading every result
+/// set: the driver's `query_drop` would drop an error that comes after the first.
+fn run_batch(conn: &mut Conn, sql: &str) -> Result<(), mysql::Error> {
+    let mut result = conn.query_iter(sql)?;
+    while let Some(set) = result.iter() {
+        for row in set {
+            row?;
+        }
+    }
+    Ok(())
+}
+
+/// A value as a MySQL literal: strings in hexadecimal, which no `sql_mode` or character
+/// set reads differently; `false` for a float (no exact literal).
+fn literal(value: &Value, out: &mut String) -> bool {
+    match value {
+        Value::Null => out.push_str("NULL"),
+        Value::Bool(v) => out.push_str(if *v { "1" } else { "0" }),
+        Value::Int(v) => out.push_str(&v.to_string()),
+        Value::Float(_) => return false,
+        Value::Text(text) => {
+            out.push_str("_utf8mb4 X'");
+            crate::hex::push(out, text.as_bytes());
+            out.push('\'');
+        }
+        Value::Blob(bytes) => {
+            out.push_str("X'");
+            crate::hex::push(out, bytes);
+            out.push('\'');
+        }
+    }
+    true
 }
 
 /// The server's message with its error code, not the driver's wrapper text.

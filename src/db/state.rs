@@ -296,9 +296,10 @@ pub fn insert_history_rows(db: &mut dyn Backend, rows: &[HistoryRow]) -> Result<
     Ok(())
 }
 
-/// Appends history rows and records a project's version, as one statement where the
-/// dialect allows it (PostgreSQL: a data-modifying `WITH`), so that committing a step
-/// costs one round trip of bookkeeping rather than two.
+/// Appends history rows and records a project's version, in the open transaction. On
+/// the server backends this costs no round trip of its own: the writes go with the
+/// commit's (see [`Backend::write_with_commit`]), so that recording a step of a long
+/// per-step or `transaction="none"` run adds server work but no waiting.
 pub fn record(
     db: &mut dyn Backend,
     rows: &[HistoryRow],
@@ -306,23 +307,50 @@ pub fn record(
     version: &str,
     now: &str,
 ) -> Result<(), DbError> {
-    if db.dialect() != Dialect::Postgres || rows.is_empty() || rows.len() > ROWS_PER_INSERT {
+    let dialect = db.dialect();
+    if dialect == Dialect::Sqlite {
         insert_history_rows(db, rows)?;
         return write_version(db, project, version, now);
     }
-    let (insert, mut values) = history_insert(rows);
-    let sql = format!(
-        "WITH recorded AS ({insert}) \
-         UPDATE upgrader_version SET version = ?, updated_at = ? WHERE project = ?"
-    );
-    values.extend([version.into(), now.into(), project.into()]);
-    if db.execute_params(&sql, &values)? == 0 {
-        db.execute_params(
-            "INSERT INTO upgrader_version (project, version, updated_at) VALUES (?, ?, ?)",
-            &[project.into(), version.into(), now.into()],
-        )?;
+    let (upsert, mut values): (&str, Vec<Value>) = match dialect {
+        Dialect::MySql => (
+            "INSERT INTO upgrader_version (project, version, updated_at) VALUES (?, ?, ?) \
+             ON DUPLICATE KEY UPDATE version = ?, updated_at = ?",
+            vec![
+                project.into(),
+                version.into(),
+                now.into(),
+                version.into(),
+                now.into(),
+            ],
+        ),
+        _ => (
+            "INSERT INTO upgrader_version (project, version, updated_at) VALUES (?, ?, ?) \
+             ON CONFLICT (project) DO UPDATE SET version = EXCLUDED.version, \
+             updated_at = EXCLUDED.updated_at",
+            vec![project.into(), version.into(), now.into()],
+        ),
+    };
+    let mut chunks = rows.chunks(ROWS_PER_INSERT);
+    let last = chunks.next_back();
+    for chunk in chunks {
+        let (sql, values) = history_insert(chunk);
+        db.write_with_commit(&sql, &values)?;
     }
-    Ok(())
+    match last {
+        // PostgreSQL: one statement for both (a data-modifying `WITH`).
+        Some(chunk) if dialect == Dialect::Postgres => {
+            let (insert, mut first) = history_insert(chunk);
+            first.append(&mut values);
+            db.write_with_commit(&format!("WITH recorded AS ({insert}) {upsert}"), &first)
+        }
+        Some(chunk) => {
+            let (sql, history) = history_insert(chunk);
+            db.write_with_commit(&sql, &history)?;
+            db.write_with_commit(upsert, &values)
+        }
+        None => db.write_with_commit(upsert, &values),
+    }
 }
 
 /// One multi-row INSERT of history rows (at most [`ROWS_PER_INSERT`]) and its values.

@@ -275,3 +275,38 @@ fn mariadb_reports_a_commit_it_could_not_foresee() {
     assert_eq!(lock["state"], "failed");
     project.run(&["check"]).assert_code(4);
 }
+
+/// A procedure that returns rows and then fails: the failure comes in the second
+/// result of the statement, which must fail the step and roll the run back, not be
+/// dropped with the rows.
+#[test]
+fn mariadb_a_procedure_that_fails_after_returning_rows_fails_the_step() {
+    let project = adopted_mariadb();
+    mysql::prelude::Queryable::query_drop(
+        &mut project.my(),
+        "CREATE PROCEDURE rows_then_boom() BEGIN SELECT id FROM accounts; \
+         SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'boom after rows'; END",
+    )
+    .unwrap();
+    project.write(
+        "scripts/move.sql",
+        "UPDATE accounts SET balance = balance + 1;\n\
+         CALL rows_then_boom();\n\
+         INSERT INTO audit VALUES (2, 'after the call');\n",
+    );
+    let run = project.run(&["run"]);
+    run.assert_code(1)
+        .assert_stderr("scripts/move.sql:2:1")
+        .assert_stderr("boom after rows");
+    assert_eq!(
+        project.query_i64("SELECT sum(balance) FROM accounts"),
+        150,
+        "the run was rolled back"
+    );
+    assert_eq!(project.query_i64("SELECT count(*) FROM audit"), 1);
+    assert_eq!(project.recorded_version().as_deref(), Some("1.0.0"));
+    assert_eq!(
+        project.lock_json().expect("the lock stays")["state"],
+        "failed"
+    );
+}

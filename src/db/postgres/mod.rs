@@ -52,7 +52,13 @@ pub struct Postgres {
     /// Whether the connection goes through a transaction-pooling pooler (it refused the
     /// startup options, as PgBouncer does).
     pooled: bool,
+    /// Bookkeeping writes held back for the commit's round trip (see
+    /// [`Backend::write_with_commit`]), each followed by `"; "`.
+    held: String,
 }
+
+/// The most bookkeeping text held back for one commit.
+const HELD_BYTES: usize = 512 * 1024;
 
 /// A statement's placeholders numbered for PostgreSQL and the types the server inferred
 /// for them.
@@ -159,11 +165,23 @@ impl Postgres {
             lease_table: false,
             client_check,
             pooled,
+            held: String::new(),
         })
     }
 }
 
 impl Postgres {
+    /// Sends the bookkeeping writes held back for the commit, before anything else is
+    /// sent: the server sees everything in the order it was asked. A failure aborts the
+    /// open transaction, which the caller's failure path rolls back.
+    fn send_held(&mut self) -> Result<(), DbError> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let held = std::mem::take(&mut self.held);
+        self.client.batch_execute(&held).map_err(db_error)
+    }
+
     /// The parameter types the server infers for a statement, asked once per connection:
     /// a plugin that runs the same UPDATE for every row pays the round trip once. The
     /// statement is prepared and closed inside one transaction, so that behind a pooler
@@ -208,6 +226,7 @@ impl Postgres {
             &[(&(dyn ToSql + Sync), Type)],
         ) -> Result<T, postgres::Error>,
     ) -> Result<T, DbError> {
+        self.send_held()?;
         if values.is_empty() && !has_placeholder(sql) {
             return send(&mut self.client, sql, &[]).map_err(db_error);
         }
@@ -436,6 +455,7 @@ impl Backend for Postgres {
     }
 
     fn execute(&mut self, sql: &str) -> Result<(), DbError> {
+        self.send_held()?;
         // The simple protocol runs any statement, including those that return rows.
         self.client.batch_execute(sql).map_err(db_error)
     }
@@ -443,6 +463,7 @@ impl Backend for Postgres {
     fn execute_counted(&mut self, sql: &str) -> Result<Option<u64>, DbError> {
         // The simple protocol's command tags carry the counts (rows a statement returns
         // are held until it ends: a rehearsal's statements rarely return many).
+        self.send_held()?;
         let messages = self.client.simple_query(sql).map_err(db_error)?;
         if super::is_select(sql) {
             return Ok(Some(0));
@@ -471,7 +492,25 @@ impl Backend for Postgres {
             .collect()
     }
 
+    fn write_with_commit(&mut self, sql: &str, values: &[Value]) -> Result<(), DbError> {
+        let inlined = self
+            .in_transaction
+            .then(|| super::inline_values(sql, values, literal))
+            .flatten()
+            .filter(|text| text.len() <= HELD_BYTES);
+        let Some(text) = inlined else {
+            return self.execute_params(sql, values).map(drop);
+        };
+        if self.held.len() + text.len() > HELD_BYTES {
+            self.send_held()?;
+        }
+        self.held.push_str(&text);
+        self.held.push_str("; ");
+        Ok(())
+    }
+
     fn lock(&mut self, span: LockSpan) -> Result<(), DbError> {
+        self.send_held()?;
         match (self.span, span) {
             (Some(LockSpan::Session), _) | (Some(LockSpan::Transaction), LockSpan::Transaction) => {
                 return Ok(())
@@ -546,6 +585,7 @@ impl Backend for Postgres {
     }
 
     fn unlock(&mut self) -> Result<(), DbError> {
+        self.send_held()?;
         self.span = None;
         let Some(mut lease) = self.lease.take() else {
             return Ok(());
@@ -565,6 +605,7 @@ impl Backend for Postgres {
     }
 
     fn begin(&mut self) -> Result<(), DbError> {
+        self.send_held()?;
         let Some(span) = self.span else {
             self.in_transaction = true;
             return self.client.batch_execute("BEGIN").map_err(db_error);
@@ -621,7 +662,20 @@ impl Backend for Postgres {
             return Err(error);
         }
         self.in_transaction = false;
-        if let Err(error) = self.client.batch_execute("COMMIT") {
+        // The held bookkeeping goes in the commit's round trip.
+        let held = std::mem::take(&mut self.held);
+        let sent = if held.is_empty() {
+            self.client.batch_execute("COMMIT")
+        } else {
+            self.client.batch_execute(&format!("{held}COMMIT"))
+        };
+        if let Err(error) = sent {
+            if !held.is_empty() {
+                // A held write failed: the transaction is aborted but still open.
+                if let Err(rollback) = self.client.batch_execute("ROLLBACK") {
+                    log::debug!("rollback after a failed commit: {rollback}");
+                }
+            }
             // A lease row the transaction wrote did not commit with it.
             if let Some(lease) = self.lease.as_mut() {
                 if lease.state == LeaseState::Pending {
@@ -650,14 +704,18 @@ impl Backend for Postgres {
         // The lease keeps other holders out between the two transactions; the chained
         // one takes the transaction-level lock again, in the same round trip.
         let check = self.client_check.sql();
+        // A held write that fails leaves the transaction open (aborted): the caller's
+        // failure path rolls it back.
+        let held = std::mem::take(&mut self.held);
         self.client
-            .batch_execute(&format!("COMMIT AND CHAIN; {check}{XACT_LOCK}"))
+            .batch_execute(&format!("{held}COMMIT AND CHAIN; {check}{XACT_LOCK}"))
             .map_err(db_error)?;
         self.in_transaction = true;
         Ok(true)
     }
 
     fn rollback(&mut self) -> Result<(), DbError> {
+        self.held.clear();
         if !self.in_transaction {
             return Ok(());
         }
@@ -667,6 +725,7 @@ impl Backend for Postgres {
     fn table_exists(&mut self, name: &str) -> Result<bool, DbError> {
         // A catalog look-up by name: its cost does not grow with the number of tables, as
         // information_schema's does. One round trip: no separate prepare.
+        self.send_held()?;
         let rows = self
             .client
             .query_typed(
@@ -696,6 +755,7 @@ impl Backend for Postgres {
         // Outside a transaction a failed query costs nothing: one round trip, whose
         // "undefined table" answer means there is none. Typed text parameters spare the
         // prepare round trip of a statement sent once per process.
+        self.send_held()?;
         let texts: Vec<Option<&str>> = params
             .iter()
             .map(|value| match value {
@@ -763,6 +823,30 @@ impl Backend for Postgres {
 
 /// The server's own message (with detail and position when it gives them), not the
 /// driver's generic "db error".
+/// A value as a PostgreSQL literal: strings as escape strings (`E'…'`, read the same
+/// whatever `standard_conforming_strings` says); `false` for what has no exact literal
+/// here (floats, bytes).
+fn literal(value: &Value, out: &mut String) -> bool {
+    match value {
+        Value::Null => out.push_str("NULL"),
+        Value::Bool(v) => out.push_str(if *v { "TRUE" } else { "FALSE" }),
+        Value::Int(v) => out.push_str(&v.to_string()),
+        Value::Float(_) | Value::Blob(_) => return false,
+        Value::Text(text) => {
+            out.push_str("E'");
+            for c in text.chars() {
+                match c {
+                    '\'' => out.push_str("''"),
+                    '\\' => out.push_str("\\\\"),
+                    c => out.push(c),
+                }
+            }
+            out.push('\'');
+        }
+    }
+    true
+}
+
 fn db_error(error: postgres::Error) -> DbError {
     match error.as_db_error() {
         Some(db) => {
