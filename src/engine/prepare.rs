@@ -284,12 +284,16 @@ impl Engine {
                             if length <= KEEP_SCRIPT_BYTES
                                 && preparing.kept + length <= KEEP_TOTAL_BYTES
                             {
-                                let mut text = String::new();
-                                std::io::Read::read_to_string(
-                                    &mut std::io::Read::take(handle, KEEP_SCRIPT_BYTES),
-                                    &mut text,
+                                let bytes = crate::files::read_opened(
+                                    handle,
+                                    length,
+                                    &full,
+                                    KEEP_SCRIPT_BYTES,
                                 )
-                                .map_err(|e| unreadable(e.to_string()))?;
+                                .map_err(|e| unreadable(e.reason()))?;
+                                let text = String::from_utf8(bytes).map_err(|e| {
+                                    unreadable(format!("not UTF-8 text: {}", e.utf8_error()))
+                                })?;
                                 preparing.kept += text.len() as u64;
                                 checksum.sql_text(text.as_bytes());
                                 Some(text)

@@ -240,3 +240,22 @@ fn deeply_nested_manifest_is_refused_without_overflowing() {
     let project = TestProject::new("1.1.0", &text[..text.len() / 2]);
     refused_everywhere(&project, "is nested more than 32 elements deep");
 }
+
+/// A script that is not UTF-8 text (a Latin-1 file, say) is refused before anything
+/// runs, naming the file and what is wrong, with no lock left and nothing applied.
+#[test]
+fn a_script_that_is_not_utf8_is_refused_before_anything_runs() {
+    let project = evil_script_project(Backend::Sqlite);
+    std::fs::write(
+        project.path().join("scripts/evil.sql"),
+        b"INSERT INTO kept VALUES (1); -- caf\xe9\n",
+    )
+    .unwrap();
+    let before = project.snapshot();
+    let run = run_quickly(&project, &["run"]);
+    run.assert_code(1)
+        .assert_stderr("scripts/evil.sql")
+        .assert_stderr("not UTF-8");
+    assert!(!project.lock_path().exists(), "a lock file was left");
+    assert_eq!(project.snapshot(), before, "the database changed");
+}
