@@ -49,6 +49,19 @@ pub(crate) use failpoint;
 #[cfg(feature = "failpoints")]
 pub use enabled::{hit, NAMES};
 
+/// Whether any failpoint is set: the crash tests count statements, so a run under them
+/// sends each statement on its own.
+#[cfg(feature = "failpoints")]
+pub(crate) fn armed() -> bool {
+    enabled::armed()
+}
+
+/// Without the `failpoints` feature, no failpoint is ever set.
+#[cfg(not(feature = "failpoints"))]
+pub(crate) fn armed() -> bool {
+    false
+}
+
 /// The error a failpoint returns where the database would have failed.
 #[cfg(feature = "failpoints")]
 pub(crate) fn db_error(message: String) -> crate::error::Error {
@@ -96,6 +109,10 @@ mod enabled {
         rules: Vec<Rule>,
         /// How often each point of [`NAMES`] was reached.
         hits: Vec<AtomicU64>,
+    }
+
+    pub fn armed() -> bool {
+        !points().rules.is_empty()
     }
 
     fn points() -> &'static Points {

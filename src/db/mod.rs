@@ -207,6 +207,23 @@ pub trait Backend {
     /// Runs a query with bound parameters (`?` placeholders) and returns all its rows.
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, DbError>;
 
+    /// Sends the statements of a step that runs alone (`transaction="none"`), in order,
+    /// stopping at the first that fails: `Err((its index, the error))`. A backend may send
+    /// them in one round trip; the caller asks only for statements that return one result
+    /// each and hold no `;` (no compound bodies).
+    fn execute_alone(&mut self, statements: &[&str]) -> Result<(), (usize, DbError)> {
+        for (index, sql) in statements.iter().enumerate() {
+            self.execute(sql).map_err(|error| (index, error))?;
+        }
+        Ok(())
+    }
+
+    /// Whether [`Backend::execute_alone`] sends several statements in one round trip
+    /// (else the caller sends them one at a time, as any other step's).
+    fn sends_together(&self) -> bool {
+        false
+    }
+
     /// One of upgrader's own bookkeeping writes (`?` placeholders, none inside its
     /// literals) in the open transaction. A backend may hold it back and send it with the
     /// commit, in one round trip (MySQL: a run of `transaction="none"` steps spent four

@@ -294,6 +294,28 @@ impl Backend for MySql {
             .collect())
     }
 
+    fn execute_alone(&mut self, statements: &[&str]) -> Result<(), (usize, DbError)> {
+        self.send_held().map_err(|error| (0, error))?;
+        // A new line before each `;`: a statement may end in a line comment.
+        let joined = statements.join("\n;\n");
+        let fits = self
+            .max_allowed_packet
+            .is_some_and(|packet| (joined.len() as u64) < packet);
+        if !fits {
+            for (index, sql) in statements.iter().enumerate() {
+                self.execute(sql).map_err(|error| (index, error))?;
+            }
+            return Ok(());
+        }
+        let outcome = run_counted(&mut self.conn, &joined);
+        self.observe();
+        outcome.map_err(|(index, error)| (index, db_error(error)))
+    }
+
+    fn sends_together(&self) -> bool {
+        true
+    }
+
     fn write_with_commit(&mut self, sql: &str, values: &[Value]) -> Result<(), DbError> {
         let inlined = self
             .in_transaction
@@ -542,6 +564,20 @@ fn run_batch(conn: &mut Conn, sql: &str) -> Result<(), mysql::Error> {
         for row in set {
             row?;
         }
+    }
+    Ok(())
+}
+
+/// Runs several statements in one round trip, one result each, reading every result:
+/// `Err((index, error))` for the first that fails (the server runs none after it).
+fn run_counted(conn: &mut Conn, sql: &str) -> Result<(), (usize, mysql::Error)> {
+    let mut result = conn.query_iter(sql).map_err(|error| (0, error))?;
+    let mut index = 0;
+    while let Some(set) = result.iter() {
+        for row in set {
+            row.map_err(|error| (index, error))?;
+        }
+        index += 1;
     }
     Ok(())
 }
