@@ -12,6 +12,7 @@ mod runner;
 mod session;
 #[cfg(test)]
 mod tests;
+mod together;
 mod verify;
 mod verify_text;
 

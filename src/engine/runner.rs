@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::prepare::{judge, Hashing, Prepared, PreparedItem, Streamed, Work};
+use super::prepare::{judge, Hashing, PreparedItem, Streamed, Work};
 use super::Applied;
 use super::{host, now, Engine, LintFinding, TransactionMode};
 use crate::db::{state, Backend, DbObject};
@@ -685,66 +685,6 @@ impl<'a> Runner<'a> {
         self.still_open_after(origin, sending.alone)
     }
 
-    /// The statements of a step that runs alone, when they can go to the server in one
-    /// round trip (MySQL; a step of several plain DDL and DML statements): a run of
-    /// `transaction="none"` steps then waits on the server once per step for them, as the
-    /// `mysql` client does, not once per statement. Not under failpoints (the crash tests
-    /// stop between statements) nor for a rehearsal or an install.
-    fn together<'p>(
-        &self,
-        entry: &'p PreparedItem,
-        sending: &Sending,
-    ) -> Option<Vec<&'p Prepared>> {
-        if !sending.alone
-            || sending.install
-            || self.rehearsing
-            || entry.work.len() < 2
-            || !self.db.sends_together()
-            || crate::failpoint::armed()
-        {
-            return None;
-        }
-        entry
-            .work
-            .iter()
-            .map(|work| {
-                work.sql()
-                    .filter(|p| one_result(&p.statement.text, sending.dialect))
-            })
-            .collect()
-    }
-
-    /// Sends [`Runner::together`]'s statements; `Err((origin, error))` names the one that
-    /// failed (those before it ran, as they would have one at a time).
-    fn send_together(
-        &mut self,
-        statements: &[&Prepared],
-        sending: &Sending,
-        sent: &mut usize,
-    ) -> Result<(), (String, String)> {
-        for prepared in statements {
-            log::debug!("{}: {}", prepared.origin, prepared.statement.text);
-        }
-        let texts: Vec<&str> = statements
-            .iter()
-            .map(|prepared| prepared.statement.text.as_str())
-            .collect();
-        let outcome = self.db.execute_alone(&texts);
-        let done = match &outcome {
-            Ok(()) => statements.len(),
-            Err((index, _)) => *index,
-        };
-        *sent += statements.len().min(done + 1);
-        for prepared in &statements[..done] {
-            self.schemas
-                .sent(sending.package, &prepared.statement, sending.dialect);
-        }
-        outcome.map_err(|(index, error)| (statements[index].origin.clone(), error.to_string()))
-    }
-
-    /// A statement of a step that runs alone may go in one round trip with others only
-    /// when it starts with a plain DDL or DML keyword (one result, never a procedure's
-    /// several) and holds no `;` (no compound body for the server to split differently).
     /// A statement the guard did not foresee may still have committed (MySQL commits
     /// implicitly): the session is asked, which costs no round trip, so that a failure
     /// never claims to have rolled back what committed.
@@ -1061,19 +1001,4 @@ pub(super) fn history_row(
         error: None,
         reason: None,
     }
-}
-
-/// Whether a statement may share a round trip with others (see [`Runner::together`]):
-/// its first word is a plain DDL or DML keyword, so it gives one result (never a
-/// procedure's several), and no `;` stands between its tokens (no compound body the
-/// server would read differently from the splitter).
-fn one_result(text: &str, dialect: Dialect) -> bool {
-    const PLAIN: [&str; 9] = [
-        "CREATE", "ALTER", "DROP", "RENAME", "TRUNCATE", "INSERT", "UPDATE", "DELETE", "REPLACE",
-    ];
-    let mut tokens = sql::significant_tokens(text, dialect);
-    tokens
-        .next()
-        .is_some_and(|first| PLAIN.iter().any(|word| first.eq_ignore_ascii_case(word)))
-        && tokens.all(|token| token != ";")
 }

@@ -1,0 +1,105 @@
+//! Sending a `transaction="none"` step's statements together: on MySQL, where a run of
+//! such steps otherwise waits on the server once per statement, its plain statements go
+//! in one multi-statement round trip, and the first that fails is still named.
+
+use super::prepare::{Prepared, PreparedItem};
+use super::runner::{Runner, Sending};
+use crate::sql::{self, Dialect};
+
+impl Runner<'_> {
+    /// The statements of a step that runs alone, when they can go to the server in one
+    /// round trip (MySQL; a step of several plain DDL and DML statements): a run of
+    /// `transaction="none"` steps then waits on the server once per step for them, as the
+    /// `mysql` client does, not once per statement. Not under failpoints (the crash tests
+    /// stop between statements) nor for a rehearsal or an install.
+    pub(super) fn together<'p>(
+        &self,
+        entry: &'p PreparedItem,
+        sending: &Sending,
+    ) -> Option<Vec<&'p Prepared>> {
+        if !sending.alone
+            || sending.install
+            || self.rehearsing
+            || entry.work.len() < 2
+            || !self.db.sends_together()
+            || crate::failpoint::armed()
+        {
+            return None;
+        }
+        entry
+            .work
+            .iter()
+            .map(|work| {
+                work.sql()
+                    .filter(|p| one_result(&p.statement.text, sending.dialect))
+            })
+            .collect()
+    }
+
+    /// Sends [`Runner::together`]'s statements; `Err((origin, error))` names the one that
+    /// failed (those before it ran, as they would have one at a time).
+    pub(super) fn send_together(
+        &mut self,
+        statements: &[&Prepared],
+        sending: &Sending,
+        sent: &mut usize,
+    ) -> Result<(), (String, String)> {
+        for prepared in statements {
+            log::debug!("{}: {}", prepared.origin, prepared.statement.text);
+        }
+        let texts: Vec<&str> = statements
+            .iter()
+            .map(|prepared| prepared.statement.text.as_str())
+            .collect();
+        let outcome = self.db.execute_alone(&texts);
+        let done = match &outcome {
+            Ok(()) => statements.len(),
+            Err((index, _)) => *index,
+        };
+        *sent += statements.len().min(done + 1);
+        for prepared in &statements[..done] {
+            self.schemas
+                .sent(sending.package, &prepared.statement, sending.dialect);
+        }
+        outcome.map_err(|(index, error)| (statements[index].origin.clone(), error.to_string()))
+    }
+}
+
+/// Whether a statement may share a round trip with others (see [`Runner::together`]):
+/// its first word is a plain DDL or DML keyword, so it gives one result (never a
+/// procedure's several), and no `;` stands between its tokens (no compound body the
+/// server would read differently from the splitter).
+fn one_result(text: &str, dialect: Dialect) -> bool {
+    const PLAIN: [&str; 9] = [
+        "CREATE", "ALTER", "DROP", "RENAME", "TRUNCATE", "INSERT", "UPDATE", "DELETE", "REPLACE",
+    ];
+    let mut tokens = sql::significant_tokens(text, dialect);
+    tokens
+        .next()
+        .is_some_and(|first| PLAIN.iter().any(|word| first.eq_ignore_ascii_case(word)))
+        && tokens.all(|token| token != ";")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_result;
+    use crate::sql::Dialect::MySql;
+
+    #[test]
+    fn only_plain_statements_of_one_result_go_together() {
+        assert!(one_result("CREATE TABLE t (id INT)", MySql));
+        assert!(one_result("insert into t values ('a; b')", MySql));
+        assert!(one_result(
+            "-- a note; with a semicolon\nALTER TABLE t ADD c INT",
+            MySql
+        ));
+        assert!(!one_result("CALL fill()", MySql));
+        assert!(!one_result("SELECT 1", MySql));
+        assert!(!one_result("EXECUTE s", MySql));
+        assert!(!one_result(
+            "CREATE PROCEDURE p() BEGIN SELECT 1; SELECT 2; END",
+            MySql
+        ));
+        assert!(!one_result("", MySql));
+    }
+}
