@@ -555,11 +555,29 @@ fn counters_moving_are_not_drift(backend: Backend) {
     assert_eq!(table_state(&report, "events"), "unchanged");
 }
 
+/// A foreign key is part of the recorded schema, with its action: dropping it by hand
+/// is drift.
+fn records_foreign_keys_with_their_actions(backend: Backend) {
+    let project = shop(backend);
+    let count = |condition: &str| {
+        project.query_i64(&format!(
+            "SELECT count(*) FROM upgrader_schema WHERE table_name = 'orders' AND {condition}"
+        ))
+    };
+    assert!(count("schema_text LIKE '%customer_id%CASCADE%'") > 0);
+    assert_eq!(
+        count("schema_text IS NOT NULL AND schema_text NOT LIKE '%customer_id%CASCADE%'"),
+        0,
+        "every orders schema records its foreign key and its ON DELETE action"
+    );
+}
+
 fn table_state(report: &serde_json::Value, name: &str) -> String {
     table(report, name)["state"].as_str().unwrap().to_string()
 }
 
 on_every_backend!(
+    records_foreign_keys_with_their_actions,
     counters_moving_are_not_drift,
     verifies_every_package_of_the_application,
     a_run_records_what_it_changed_and_never_a_change_made_by_hand,
