@@ -113,6 +113,44 @@ fn is_select(sql: &str) -> bool {
     first_word.is_some_and(|word| word.eq_ignore_ascii_case("select"))
 }
 
+/// The most bookkeeping text a backend holds back for one commit: far below any server's
+/// limit on a statement.
+const HELD_BYTES: usize = 512 * 1024;
+
+/// What a backend does with a [`Backend::write_with_commit`].
+enum Holding {
+    /// Send it now, with its values bound (outside a transaction, or no literal for a
+    /// value).
+    Now,
+    /// Append this text (values inlined, `"; "` after) to what is held.
+    Append(String),
+    /// Send what is held first (it would grow too large), then hold this text.
+    AfterSending(String),
+}
+
+/// Decides [`Holding`] for a write of `sql` with `values`, given the text held already.
+fn holding(
+    held: &str,
+    in_transaction: bool,
+    sql: &str,
+    values: &[Value],
+    literal: impl Fn(&Value, &mut String) -> bool,
+) -> Holding {
+    let Some(mut text) = in_transaction
+        .then(|| inline_values(sql, values, literal))
+        .flatten()
+        .filter(|text| text.len() < HELD_BYTES)
+    else {
+        return Holding::Now;
+    };
+    text.push_str("; ");
+    if held.len() + text.len() > HELD_BYTES {
+        Holding::AfterSending(text)
+    } else {
+        Holding::Append(text)
+    }
+}
+
 /// `sql` with each `?` replaced by its value as a literal, written by `literal` (which
 /// says `false` for a value it has no exact literal for): a bookkeeping write held back
 /// to go with a commit's round trip (see [`Backend::write_with_commit`]) is sent as text.

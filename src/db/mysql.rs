@@ -57,10 +57,6 @@ pub struct MySql {
     held: String,
 }
 
-/// The most bookkeeping text held back for one commit: well below any
-/// `max_allowed_packet` (1 MiB at the least, 16 MiB by default in MariaDB).
-const HELD_BYTES: usize = 512 * 1024;
-
 /// The driver's options for a URL (`mysql://` or `mariadb://`); errors never show a
 /// password.
 pub(crate) fn opts(url: &ServerUrl) -> Result<(Opts, bool), String> {
@@ -317,20 +313,18 @@ impl Backend for MySql {
     }
 
     fn write_with_commit(&mut self, sql: &str, values: &[Value]) -> Result<(), DbError> {
-        let inlined = self
-            .in_transaction
-            .then(|| super::inline_values(sql, values, literal))
-            .flatten()
-            .filter(|text| text.len() <= HELD_BYTES);
-        let Some(text) = inlined else {
-            return self.execute_params(sql, values).map(drop);
-        };
-        if self.held.len() + text.len() > HELD_BYTES {
-            self.send_held()?;
+        match super::holding(&self.held, self.in_transaction, sql, values, literal) {
+            super::Holding::Now => self.execute_params(sql, values).map(drop),
+            super::Holding::AfterSending(text) => {
+                self.send_held()?;
+                self.held = text;
+                Ok(())
+            }
+            super::Holding::Append(text) => {
+                self.held.push_str(&text);
+                Ok(())
+            }
         }
-        self.held.push_str(&text);
-        self.held.push_str("; ");
-        Ok(())
     }
 
     fn lock(&mut self, _span: LockSpan) -> Result<(), DbError> {

@@ -402,21 +402,22 @@ impl<'a> Runner<'a> {
             };
             let mut sent = 0;
             self.rows = Some(0);
+            let failed_at = |origin: String, error: String| Failure {
+                item: item.name.clone(),
+                message: format!(
+                    "{} '{}' failed at {}: {}",
+                    item.kind.name(),
+                    item.name,
+                    origin,
+                    // A database's message may quote the whole statement.
+                    sql::clip(&error, QUOTED_MESSAGE_CHARS)
+                ),
+                non_transactional: alone,
+            };
             let together = self.together(entry, &sending);
             if let Some(statements) = &together {
-                if let Err((origin, error)) = self.send_together(statements, &sending, &mut sent) {
-                    return Err(Failure {
-                        item: item.name.clone(),
-                        message: format!(
-                            "{} '{}' failed at {}: {}",
-                            item.kind.name(),
-                            item.name,
-                            origin,
-                            sql::clip(&error, QUOTED_MESSAGE_CHARS)
-                        ),
-                        non_transactional: alone,
-                    });
-                }
+                self.send_together(statements, &sending, &mut sent)
+                    .map_err(|(origin, error)| failed_at(origin, error))?;
             }
             let works: &[Work] = if together.is_some() { &[] } else { &entry.work };
             for work in works {
@@ -450,18 +451,7 @@ impl<'a> Runner<'a> {
                     }
                 };
                 if let Err((origin, error)) = outcome {
-                    return Err(Failure {
-                        item: item.name.clone(),
-                        message: format!(
-                            "{} '{}' failed at {}: {}",
-                            item.kind.name(),
-                            item.name,
-                            origin,
-                            // A database's message may quote the whole statement.
-                            sql::clip(&error, QUOTED_MESSAGE_CHARS)
-                        ),
-                        non_transactional: alone,
-                    });
+                    return Err(failed_at(origin, error));
                 }
             }
             let duration = started.elapsed();

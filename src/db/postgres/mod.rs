@@ -57,9 +57,6 @@ pub struct Postgres {
     held: String,
 }
 
-/// The most bookkeeping text held back for one commit.
-const HELD_BYTES: usize = 512 * 1024;
-
 /// A statement's placeholders numbered for PostgreSQL and the types the server inferred
 /// for them.
 struct Described {
@@ -493,20 +490,18 @@ impl Backend for Postgres {
     }
 
     fn write_with_commit(&mut self, sql: &str, values: &[Value]) -> Result<(), DbError> {
-        let inlined = self
-            .in_transaction
-            .then(|| super::inline_values(sql, values, literal))
-            .flatten()
-            .filter(|text| text.len() <= HELD_BYTES);
-        let Some(text) = inlined else {
-            return self.execute_params(sql, values).map(drop);
-        };
-        if self.held.len() + text.len() > HELD_BYTES {
-            self.send_held()?;
+        match super::holding(&self.held, self.in_transaction, sql, values, literal) {
+            super::Holding::Now => self.execute_params(sql, values).map(drop),
+            super::Holding::AfterSending(text) => {
+                self.send_held()?;
+                self.held = text;
+                Ok(())
+            }
+            super::Holding::Append(text) => {
+                self.held.push_str(&text);
+                Ok(())
+            }
         }
-        self.held.push_str(&text);
-        self.held.push_str("; ");
-        Ok(())
     }
 
     fn lock(&mut self, span: LockSpan) -> Result<(), DbError> {
