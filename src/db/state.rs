@@ -483,10 +483,12 @@ pub fn read_run_records(
     let mut params: Vec<Value> = projects.iter().map(|p| Value::from(*p)).collect();
     if let Some(tables) = tables {
         // PostgreSQL keeps names as written (or folded to lower case): an exact match
-        // uses the primary key. Elsewhere names match in any case.
+        // uses the primary key. Elsewhere names match in any case (SQLite's in ASCII, as
+        // SQLite matches them).
         let (column, names): (&str, Vec<String>) = match db.dialect() {
             Dialect::Postgres => ("table_name", tables.to_vec()),
-            _ => {
+            Dialect::Sqlite => ("table_name COLLATE NOCASE", tables.to_vec()),
+            Dialect::MySql => {
                 let mut lower: Vec<String> = tables.iter().map(|t| t.to_lowercase()).collect();
                 lower.sort_unstable();
                 lower.dedup();

@@ -19,10 +19,10 @@
 //! Cost: one query reads the records' fingerprints of the tables that can get a row
 //! (those the run created or whose DDL named them; every table when adopting, or after a
 //! plugin or a `DO` block) and whether the root has any; then the catalog of those
-//! tables only, a hundred at a time (read, normalized, written, dropped), so that a run
+//! tables only, a batch at a time (read, normalized, written, dropped), so that a run
 //! that alters one table of a thousand reads one table's catalog in one statement, a run
-//! of data-only steps none, and a run that made a thousand tables never holds more than
-//! a hundred tables' facts.
+//! of data-only steps none, and a run that made a thousand tables on a server never
+//! holds more than a hundred tables' facts.
 
 use std::collections::{HashMap, HashSet};
 
@@ -31,7 +31,7 @@ use super::runner::Runner;
 use crate::db::state::{self, SchemaRow};
 use crate::db::DbError;
 use crate::schema::{self, Recorded, TableSchema};
-use crate::sql::{self, Statement};
+use crate::sql::{self, Dialect, Statement};
 use crate::version::Version;
 
 /// What a run has seen since it last recorded schemas.
@@ -139,9 +139,20 @@ fn holding<'r>(records: &ByTable<'r>, table: &str, version: &Version) -> Option<
 
 /// How many tables' facts a run reads, normalizes and writes at a time: their catalog
 /// rows and texts are what a run holds at its peak, and a batch keeps that small however
-/// many tables a run made (a hundred tables' catalog cost no more to read than a
-/// thousand, per table).
-const TABLES_PER_BATCH: usize = 100;
+/// many tables a run made (a server reads a hundred tables' catalog for no more per
+/// table than a thousand). SQLite's catalog is in the process, but each batch scans all
+/// of `sqlite_schema`: bigger batches.
+fn tables_per_batch(dialect: Dialect) -> usize {
+    match dialect {
+        Dialect::Sqlite => 1000,
+        Dialect::Postgres | Dialect::MySql => 100,
+    }
+}
+
+/// `names` in batches of `size` (`Some` each: those tables only).
+fn batches(names: Vec<String>, size: usize) -> Vec<Option<Vec<String>>> {
+    names.chunks(size).map(|c| Some(c.to_vec())).collect()
+}
 
 impl Runner<'_> {
     /// Records the schema of every project's tables that changed, at the version each
@@ -165,7 +176,11 @@ impl Runner<'_> {
         let projects = &self.engine.app.projects;
         let names: Vec<&str> = projects.iter().map(|p| p.name.as_str()).collect();
         let root = names[0];
-        let (mut all, mut adopting) = if watch.altered_all {
+        let dialect = self.db.dialect();
+        let batch = tables_per_batch(dialect);
+        // Every record when every table is read, or when the run named more tables than
+        // a batch (their names would cost more to send than the records to read).
+        let (mut all, mut adopting) = if watch.altered_all || named.len() >= batch {
             let (all, _) = state::read_run_records(self.db, &names, root, None)?;
             let adopting = !all.iter().any(|(project, _)| project == root);
             (all, adopting)
@@ -180,7 +195,7 @@ impl Runner<'_> {
             self.schemas.dirty = false;
             return Ok(());
         }
-        if adopting && !watch.altered_all {
+        if adopting && !watch.altered_all && named.len() < batch {
             // Adopting reads every table, and so every project's records (once per
             // database: from then on the root has records).
             all = state::read_run_records(self.db, &names, root, None)?.0;
@@ -206,19 +221,21 @@ impl Runner<'_> {
             }
         }
         // Every table is read when adopting or after something that may have changed
-        // any; else only the tables named.
-        let lookup = match adopting || watch.altered_all {
-            true => self.db.table_names()?,
-            false => named,
+        // any (SQLite's all at once: its catalog is in the process, and asking for a
+        // thousand names costs more than reading them), else only the tables named.
+        let every = adopting || watch.altered_all;
+        let lookup: Vec<Option<Vec<String>>> = match (every, dialect) {
+            (true, Dialect::Sqlite) => vec![None],
+            (true, _) => batches(self.db.table_names()?, batch),
+            (false, _) => batches(named, batch),
         };
-        let dialect = self.db.dialect();
         let now = now();
         let fallback = watch.touched.iter().position(|t| *t);
         // Tables found live (lower-cased), for the records of tables gone.
         let mut present: HashSet<String> = HashSet::new();
-        for batch in lookup.chunks(TABLES_PER_BATCH) {
+        for tables in lookup {
             let mut rows: Vec<Vec<SchemaRow>> = vec![Vec::new(); projects.len()];
-            for facts in self.db.table_schemas(Some(batch))? {
+            for facts in self.db.table_schemas(tables.as_deref())? {
                 let watch = &self.schemas;
                 let key = facts.name.to_lowercase();
                 // A table nobody owns that this run made or named: created by a
