@@ -154,6 +154,16 @@ pub fn ensure_in_transaction(db: &mut dyn Backend, now: &str) -> Result<(), DbEr
         }
         return Ok(());
     }
+    if current.is_none() && !db.table_exists("upgrader_schema")? {
+        // A database upgrader has not touched: its tables made as this release has them,
+        // not as 1.0.0 had them and then changed (each change is DDL a fresh database
+        // would pay for on its first run).
+        for statement in latest_schema(db.dialect()) {
+            db.execute(&statement)?;
+        }
+        db.resume_after_implicit_commit()?;
+        return write_version(db, OWN_PROJECT, own_version(), now);
+    }
     let current = current
         .as_deref()
         .and_then(|v| crate::version::Version::parse(v).ok());
