@@ -195,9 +195,10 @@ impl Runner<'_> {
             self.schemas.dirty = false;
             return Ok(());
         }
-        if adopting && !watch.altered_all && named.len() < batch {
+        if adopting && !watch.altered_all && named.len() < batch && names.len() > 1 {
             // Adopting reads every table, and so every project's records (once per
-            // database: from then on the root has records).
+            // database: from then on the root has records; a root alone, without any,
+            // has none to read).
             all = state::read_run_records(self.db, &names, root, None)?.0;
             adopting = !all.iter().any(|(project, _)| project == root);
         }
