@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 
 use super::{Backend, DbError, Value};
 use crate::schema::{
-    ColumnFacts, ConstraintFacts, ConstraintKind, IndexFacts, TableFacts, TriggerFacts,
+    self, ColumnFacts, ConstraintFacts, ConstraintKind, IndexFacts, TableFacts, TriggerFacts,
 };
+use crate::sql::Dialect;
 
 /// The text of a value (numbers and booleans spelled out); `None` for NULL.
 fn text(value: &Value) -> Option<String> {
@@ -30,6 +31,11 @@ fn at(row: &[Value], index: usize) -> String {
 /// Column `index` as text, `None` for NULL.
 fn opt(row: &[Value], index: usize) -> Option<String> {
     row.get(index).and_then(text)
+}
+
+/// Column `index` as borrowed text, where it is only compared.
+fn text_at(row: &[Value], index: usize) -> Option<&str> {
+    row.get(index).and_then(Value::as_text)
 }
 
 /// Column `index` as a flag (`1`, `true`, `YES`).
@@ -56,14 +62,34 @@ impl Only<'_> {
     fn clause(self, column: &str) -> (String, Vec<Value>) {
         match self.0 {
             None => (String::new(), Vec::new()),
+            Some(names) => {
+                let mut lower: Vec<String> = names.iter().map(|n| n.to_lowercase()).collect();
+                lower.sort_unstable();
+                lower.dedup();
+                (
+                    format!(
+                        " AND lower({column}) IN ({})",
+                        vec!["?"; lower.len()].join(", ")
+                    ),
+                    lower.into_iter().map(Value::from).collect(),
+                )
+            }
+        }
+    }
+
+    /// `column COLLATE NOCASE IN (?, …) AND ` with its values: SQLite's names match in
+    /// any case of ASCII letters, as SQLite matches them, and no name is lowered per row.
+    fn sqlite_clause(self, column: &str) -> (String, Vec<Value>) {
+        match self.0 {
+            None => (String::new(), Vec::new()),
             Some(names) => (
                 format!(
-                    " AND lower({column}) IN ({})",
+                    "{column} COLLATE NOCASE IN ({}) AND ",
                     vec!["?"; names.len()].join(", ")
                 ),
                 names
                     .iter()
-                    .map(|name| Value::from(name.to_lowercase()))
+                    .map(|name| Value::from(name.as_str()))
                     .collect(),
             ),
         }
@@ -93,82 +119,199 @@ impl Tables {
     }
 }
 
-/// SQLite: `sqlite_schema`, joined with the table-valued pragmas: a table's columns come
-/// in their order without sorting; the index and foreign key pragmas are asked only of
-/// tables that have an index (every index, automatic ones included, is in
-/// `sqlite_schema`) or whose definition says `REFERENCES` (SQLite keeps foreign keys
-/// nowhere else).
+/// The names of every table but upgrader's own (as the facts name them), for a caller
+/// that reads the facts of all of them a batch at a time.
+pub(crate) fn table_names<B: Backend + ?Sized>(db: &mut B) -> Result<Vec<String>, DbError> {
+    let sql = match db.dialect() {
+        Dialect::Sqlite => {
+            "SELECT name FROM sqlite_schema WHERE type = 'table' \
+             AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE 'upgrader\\_%' ESCAPE '\\'"
+        }
+        Dialect::Postgres => {
+            "SELECT c.relname::text FROM pg_class c \
+             WHERE c.relnamespace = to_regnamespace(quote_ident(current_schema())) \
+             AND c.relkind IN ('r', 'p') AND c.relname NOT LIKE 'upgrader\\_%'"
+        }
+        Dialect::MySql => {
+            "SELECT TABLE_NAME FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE' \
+             AND TABLE_NAME NOT LIKE 'upgrader\\_%'"
+        }
+    };
+    Ok(db.query(sql, &[])?.iter().map(|row| at(row, 0)).collect())
+}
+
+/// SQLite: one scan of `sqlite_schema` for the tables' definitions, their indexes and
+/// triggers; the columns read from each definition (`schema::defined_columns`, exactly
+/// as `pragma_table_xinfo` gives them, which SQLite would prepare a statement per table
+/// for), the pragma asked only where that reading gives up; the index and foreign key
+/// pragmas asked only of tables that have an index (every index, automatic ones
+/// included, is in `sqlite_schema`) or whose definition says `REFERENCES` (SQLite keeps
+/// foreign keys nowhere else).
 pub(crate) fn sqlite(
     db: &mut dyn Backend,
     only: Option<&[String]>,
 ) -> Result<Vec<TableFacts>, DbError> {
-    const TABLES: &str = "FROM sqlite_schema m WHERE m.type = 'table' \
-        AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND m.name NOT LIKE 'upgrader\\_%' ESCAPE '\\'";
-    let (only, names) = Only(only).clause("m.name");
-    let mut tables = Tables::default();
-    for row in db.query(&format!("SELECT m.name, m.sql {TABLES}{only}"), &names)? {
-        tables.add(at(&row, 0)).definition = opt(&row, 1);
-    }
-    let columns = db.query(
+    sqlite_read(db, only, true)
+}
+
+/// [`sqlite`], with the columns read from the definitions or (`read_definitions` false,
+/// for the tests that hold the two to each other) all asked of SQLite.
+fn sqlite_read(
+    db: &mut dyn Backend,
+    only: Option<&[String]>,
+    read_definitions: bool,
+) -> Result<Vec<TableFacts>, DbError> {
+    let (only, names) = Only(only).sqlite_clause("m.tbl_name");
+    let rows = db.query(
         &format!(
-            "SELECT m.name, p.name, p.type, p.\"notnull\", p.dflt_value, p.pk, p.hidden \
-             FROM sqlite_schema m JOIN pragma_table_xinfo(m.name) p \
-             WHERE m.type = 'table'{only}"
+            "SELECT m.type, m.name, m.tbl_name, m.sql FROM sqlite_schema m \
+             WHERE {only}m.type IN ('table', 'index', 'trigger') \
+             AND m.tbl_name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
+             AND m.tbl_name NOT LIKE 'upgrader\\_%' ESCAPE '\\'"
         ),
         &names,
     )?;
-    let mut primary: BTreeMap<String, Vec<(i64, String)>> = BTreeMap::new();
-    for row in &columns {
-        let Some(table) = tables.get(&at(row, 0)) else {
+    let mut tables = Tables::default();
+    let mut ask_columns = Vec::new();
+    let mut with_keys = Vec::new();
+    for row in rows.iter().filter(|row| text_at(row, 0) == Some("table")) {
+        let definition = opt(row, 3);
+        let table = tables.add(at(row, 1));
+        let defined = definition
+            .as_deref()
+            .filter(|_| read_definitions)
+            .and_then(schema::defined_columns);
+        match defined {
+            Some(columns) => {
+                let columns = columns.into_iter().map(|c| (c.key as i64, c.facts));
+                add_columns(table, columns);
+            }
+            None => ask_columns.push(Value::from(table.name.as_str())),
+        }
+        let says = |d: &str, word: &[u8]| {
+            d.as_bytes()
+                .windows(word.len())
+                .any(|w| w.eq_ignore_ascii_case(word))
+        };
+        if definition
+            .as_deref()
+            .is_some_and(|d| says(d, b"references"))
+        {
+            with_keys.push(Value::from(table.name.as_str()));
+        }
+        table.definition = definition;
+    }
+    let mut with_index = Vec::new();
+    for row in rows.iter().filter(|row| text_at(row, 0) != Some("table")) {
+        let Some(table) = tables.get(text_at(row, 2).unwrap_or_default()) else {
             continue;
         };
-        let hidden = row.get(6).and_then(Value::as_int).unwrap_or(0);
-        if hidden == 1 {
-            continue;
+        match text_at(row, 0).unwrap_or_default() {
+            "index" if with_index.last() != Some(&table.name) => {
+                with_index.push(table.name.clone());
+            }
+            "trigger" => table.triggers.push(TriggerFacts {
+                name: at(row, 1),
+                definition: at(row, 3),
+            }),
+            _ => {}
         }
-        let name = at(row, 1);
-        let position = row.get(5).and_then(Value::as_int).unwrap_or(0);
-        if position > 0 {
-            primary
-                .entry(table.name.clone())
-                .or_default()
-                .push((position, name.clone()));
-        }
-        table.columns.push(ColumnFacts {
-            name,
-            data_type: at(row, 2),
-            nullable: !flag(row, 3),
-            default: opt(row, 4),
-            extra: match hidden {
-                2 => Some("GENERATED VIRTUAL".into()),
-                3 => Some("GENERATED STORED".into()),
-                _ => None,
-            },
-        });
     }
-    for (name, mut keys) in primary {
-        keys.sort();
-        if let Some(table) = tables.get(&name) {
-            table.constraints.push(ConstraintFacts::new(
-                ConstraintKind::PrimaryKey,
-                keys.into_iter().map(|(_, column)| column).collect(),
+    with_index.dedup();
+    let in_list = |values: &[Value]| vec!["?"; values.len()].join(", ");
+    if !ask_columns.is_empty() {
+        let columns = db.query(
+            &format!(
+                "SELECT m.name, p.name, p.type, p.\"notnull\", p.dflt_value, p.pk, p.hidden \
+                 FROM sqlite_schema m JOIN pragma_table_xinfo(m.name) p \
+                 WHERE m.type = 'table' AND m.name IN ({})",
+                in_list(&ask_columns)
+            ),
+            &ask_columns,
+        )?;
+        let mut by_table: BTreeMap<String, Vec<(i64, ColumnFacts)>> = BTreeMap::new();
+        for row in &columns {
+            let hidden = row.get(6).and_then(Value::as_int).unwrap_or(0);
+            if hidden == 1 {
+                continue;
+            }
+            by_table.entry(at(row, 0)).or_default().push((
+                row.get(5).and_then(Value::as_int).unwrap_or(0),
+                ColumnFacts {
+                    name: at(row, 1),
+                    data_type: at(row, 2),
+                    nullable: !flag(row, 3),
+                    default: opt(row, 4),
+                    extra: match hidden {
+                        2 => Some("GENERATED VIRTUAL".into()),
+                        3 => Some("GENERATED STORED".into()),
+                        _ => None,
+                    },
+                },
             ));
         }
+        for (name, columns) in by_table {
+            if let Some(table) = tables.get(&name) {
+                add_columns(table, columns);
+            }
+        }
     }
-    let indexes = db.query(
-        &format!(
-            "SELECT m.name, il.name, il.\"unique\", il.origin, s.sql, ii.name, ii.\"desc\", ii.coll \
-             FROM sqlite_schema m JOIN pragma_index_list(m.name) il \
-             JOIN pragma_index_xinfo(il.name) ii \
-             LEFT JOIN sqlite_schema s ON s.type = 'index' AND s.name = il.name \
-             WHERE m.type = 'table' AND ii.key = 1{only} \
-             AND EXISTS (SELECT 1 FROM sqlite_schema x WHERE x.type = 'index' AND x.tbl_name = m.name) \
-             ORDER BY m.name, il.name, ii.seqno"
-        ),
-        &names,
-    )?;
+    if !with_index.is_empty() {
+        let with_index: Vec<Value> = with_index.into_iter().map(Value::from).collect();
+        let indexes = db.query(
+            &format!(
+                "SELECT m.name, il.name, il.\"unique\", il.origin, s.sql, ii.name, ii.\"desc\", ii.coll \
+                 FROM sqlite_schema m JOIN pragma_index_list(m.name) il \
+                 JOIN pragma_index_xinfo(il.name) ii \
+                 LEFT JOIN sqlite_schema s ON s.type = 'index' AND s.name = il.name \
+                 WHERE m.type = 'table' AND ii.key = 1 AND m.name IN ({}) \
+                 ORDER BY m.name, il.name, ii.seqno",
+                in_list(&with_index)
+            ),
+            &with_index,
+        )?;
+        sqlite_indexes(&mut tables, &indexes);
+    }
+    if !with_keys.is_empty() {
+        let keys = db.query(
+            &format!(
+                "SELECT m.name, f.id, f.\"table\", f.\"from\", f.\"to\", f.on_update, f.on_delete \
+                 FROM sqlite_schema m JOIN pragma_foreign_key_list(m.name) f \
+                 WHERE m.type = 'table' AND m.name IN ({}) ORDER BY m.name, f.id, f.seq",
+                in_list(&with_keys)
+            ),
+            &with_keys,
+        )?;
+        sqlite_keys(&mut tables, &keys);
+    }
+    Ok(tables.done())
+}
+
+/// A table's columns, given with their places in the primary key (0: not in it), and
+/// its primary key.
+fn add_columns(table: &mut TableFacts, columns: impl IntoIterator<Item = (i64, ColumnFacts)>) {
+    let mut keys = Vec::new();
+    for (place, column) in columns {
+        if place > 0 {
+            keys.push((place, column.name.clone()));
+        }
+        table.columns.push(column);
+    }
+    if !keys.is_empty() {
+        keys.sort();
+        table.constraints.push(ConstraintFacts::new(
+            ConstraintKind::PrimaryKey,
+            keys.into_iter().map(|(_, column)| column).collect(),
+        ));
+    }
+}
+
+/// SQLite's indexes from `pragma_index_list`/`index_xinfo` rows (table, index, unique,
+/// origin, definition, column, desc, collation; in index order).
+fn sqlite_indexes(tables: &mut Tables, indexes: &[Vec<Value>]) {
     let mut current: Option<(String, String)> = None;
-    for row in &indexes {
+    for row in indexes {
         let (table_name, index_name) = (at(row, 0), at(row, 1));
         let Some(table) = tables.get(&table_name) else {
             continue;
@@ -216,17 +359,13 @@ pub(crate) fn sqlite(
             }),
         }
     }
-    let keys = db.query(
-        &format!(
-            "SELECT m.name, f.id, f.\"table\", f.\"from\", f.\"to\", f.on_update, f.on_delete \
-             FROM sqlite_schema m JOIN pragma_foreign_key_list(m.name) f \
-             WHERE m.type = 'table'{only} AND m.sql LIKE '%references%' \
-             ORDER BY m.name, f.id, f.seq"
-        ),
-        &names,
-    )?;
+}
+
+/// SQLite's foreign keys from `pragma_foreign_key_list` rows (table, id, referenced
+/// table, from, to, on update, on delete; in key order).
+fn sqlite_keys(tables: &mut Tables, keys: &[Vec<Value>]) {
     let mut current: Option<(String, String)> = None;
-    for row in &keys {
+    for row in keys {
         let (table_name, id) = (at(row, 0), at(row, 1));
         let Some(table) = tables.get(&table_name) else {
             continue;
@@ -250,166 +389,229 @@ pub(crate) fn sqlite(
             ..ConstraintFacts::new(ConstraintKind::ForeignKey, vec![at(row, 3)])
         });
     }
-    for row in db.query(
-        "SELECT tbl_name, name, sql FROM sqlite_schema WHERE type = 'trigger' ORDER BY tbl_name, name",
-        &[],
-    )? {
-        if let Some(table) = tables.get(&at(&row, 0)) {
-            table.triggers.push(TriggerFacts {
-                name: at(&row, 1),
-                definition: at(&row, 2),
-            });
-        }
-    }
-    Ok(tables.done())
 }
 
-/// PostgreSQL: `pg_catalog` of the current schema, through the server's own `pg_get_*def`
-/// functions where only deparsing will do (defaults, checks, foreign keys, triggers,
-/// expression indexes). A default cannot refer to a column, so it is deparsed without the
-/// table's context, which halves what the columns cost the server.
+/// PostgreSQL: `pg_catalog` of the current schema, in one statement (one planning, one
+/// round trip: on a connection's first look at the catalog, planning costs the server
+/// more than reading), through the server's own `pg_get_*def` functions where only
+/// deparsing will do (defaults, checks, foreign keys, triggers, expression indexes).
+/// Tables named in `only` are found by exact name, through `pg_class`'s index: the
+/// caller passes each name as its DDL spelled it and in lower case (what PostgreSQL
+/// folds an unquoted name to). A default cannot refer to a column, so it is deparsed
+/// without the table's context, which halves what the columns cost the server.
 pub(crate) fn postgres(
     db: &mut dyn Backend,
     only: Option<&[String]>,
 ) -> Result<Vec<TableFacts>, DbError> {
-    const IN_SCHEMA: &str = "JOIN pg_namespace n ON n.oid = c.relnamespace \
-        WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') \
-        AND c.relname NOT LIKE 'upgrader\\_%'";
-    let (only, names) = Only(only).clause("c.relname::text");
-    let mut tables = Tables::default();
-    for row in db.query(
-        &format!("SELECT c.relname::text FROM pg_class c {IN_SCHEMA}{only}"),
-        &names,
-    )? {
-        tables.add(at(&row, 0));
-    }
-    let columns = db.query(
+    let (only, names) = match only {
+        None => (String::new(), Vec::new()),
+        Some(names) => (
+            format!(" AND c.relname IN ({})", vec!["?"; names.len()].join(", ")),
+            names
+                .iter()
+                .map(|name| Value::from(name.as_str()))
+                .collect(),
+        ),
+    };
+    // Every branch gives (table, kind, number, a, b, c, d, e, f) as text: a table
+    // (`t`), a column (`col`, by number), a constraint (its `contype`), an index (`i`),
+    // a trigger (`g`).
+    let rows = db.query(
         &format!(
-            "SELECT c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod), \
-             NOT a.attnotnull, \
+            "WITH t AS MATERIALIZED (SELECT c.oid, c.relname::text AS name FROM pg_class c \
+             WHERE c.relnamespace = to_regnamespace(quote_ident(current_schema())) \
+             AND c.relkind IN ('r', 'p') AND c.relname NOT LIKE 'upgrader\\_%'{only}) \
+             SELECT t.name, 't', 0, NULL, NULL, NULL, NULL, NULL, NULL FROM t \
+             UNION ALL SELECT t.name, 'col', a.attnum, a.attname::text, \
+             format_type(a.atttypid, a.atttypmod), (NOT a.attnotnull)::text, \
              CASE WHEN a.attgenerated = '' THEN pg_get_expr(d.adbin, 0) END, \
              concat_ws(' ', \
                CASE a.attidentity WHEN 'a' THEN 'GENERATED ALWAYS AS IDENTITY' \
                  WHEN 'd' THEN 'GENERATED BY DEFAULT AS IDENTITY' END, \
                CASE WHEN a.attgenerated <> '' THEN 'GENERATED ALWAYS AS (' \
                  || pg_get_expr(d.adbin, d.adrelid) || ')' END, \
-               CASE WHEN a.attcollation <> t.typcollation THEN 'COLLATE ' \
-                 || quote_ident(co.collname) END), \
-             a.attnum \
-             FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid \
-             AND a.attnum > 0 AND NOT a.attisdropped \
-             JOIN pg_type t ON t.oid = a.atttypid \
-             LEFT JOIN pg_collation co ON co.oid = a.attcollation \
-             LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum \
-             {IN_SCHEMA}{only} ORDER BY c.relname, a.attnum"
-        ),
-        &names,
-    )?;
-    // Column names by table and number, for the keys of primary keys and unique
-    // constraints (named here rather than deparsed by the server, one call each).
-    let mut numbered: std::collections::HashMap<(String, String), String> =
-        std::collections::HashMap::with_capacity(columns.len());
-    for row in &columns {
-        if let Some(table) = tables.get(&at(row, 0)) {
-            numbered.insert((at(row, 0), at(row, 6)), at(row, 1));
-            table.columns.push(ColumnFacts {
-                name: at(row, 1),
-                data_type: at(row, 2),
-                nullable: flag(row, 3),
-                default: opt(row, 4),
-                extra: opt(row, 5).filter(|e| !e.is_empty()),
-            });
-        }
-    }
-    let constraints = db.query(
-        &format!(
-            "SELECT c.relname::text, k.contype::text, \
+               CASE WHEN a.attcollation <> 0 AND a.attcollation <> \
+                 (SELECT y.typcollation FROM pg_type y WHERE y.oid = a.atttypid) \
+                 THEN 'COLLATE ' || a.attcollation::regcollation::text END), NULL \
+             FROM t JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 \
+             AND NOT a.attisdropped \
+             LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+             UNION ALL SELECT t.name, k.contype::text, 0, \
              CASE WHEN k.contype IN ('p', 'u') AND NOT k.condeferrable THEN NULL \
                ELSE pg_get_constraintdef(k.oid) END, \
-             array_to_string(k.conkey, ',') \
-             FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid {IN_SCHEMA}{only} \
-             AND k.contype IN ('p', 'u', 'c', 'f', 'x')"
+             array_to_string(k.conkey, ','), k.conindid::text, NULL, NULL, NULL \
+             FROM t JOIN pg_constraint k ON k.conrelid = t.oid \
+             AND k.contype IN ('p', 'u', 'c', 'f', 'x') \
+             UNION ALL SELECT t.name, 'i', 0, i.relname::text, x.indisunique::text, \
+             (SELECT am.amname::text FROM pg_am am WHERE am.oid = i.relam), \
+             CASE WHEN x.indexprs IS NOT NULL THEN pg_get_indexdef(x.indexrelid) END, \
+             concat_ws('/', x.indexrelid, x.indnkeyatts, x.indkey, x.indoption), \
+             pg_get_expr(x.indpred, x.indrelid) \
+             FROM t JOIN pg_index x ON x.indrelid = t.oid JOIN pg_class i ON i.oid = x.indexrelid \
+             UNION ALL SELECT t.name, 'g', 0, g.tgname::text, pg_get_triggerdef(g.oid), \
+             NULL, NULL, NULL, NULL \
+             FROM t JOIN pg_trigger g ON g.tgrelid = t.oid AND NOT g.tgisinternal"
         ),
         &names,
     )?;
-    for row in &constraints {
+    let mut tables = Tables::default();
+    for row in rows.iter().filter(|row| at(row, 1) == "t") {
+        tables.add(at(row, 0));
+    }
+    // Columns by number, put in order once all are in; constraints name their keys by
+    // these numbers (named here rather than deparsed by the server, one call each).
+    let mut columns: BTreeMap<String, Vec<(i64, ColumnFacts)>> = BTreeMap::new();
+    for row in rows.iter().filter(|row| at(row, 1) == "col") {
+        columns.entry(at(row, 0)).or_default().push((
+            row.get(2).and_then(Value::as_int).unwrap_or(0),
+            ColumnFacts {
+                name: at(row, 3),
+                data_type: at(row, 4),
+                nullable: flag(row, 5),
+                default: opt(row, 6),
+                extra: opt(row, 7).filter(|e| !e.is_empty()),
+            },
+        ));
+    }
+    // The indexes of constraints: described by their constraint.
+    let backing: std::collections::HashSet<String> = rows
+        .iter()
+        .filter(|row| ["p", "u", "x"].contains(&at(row, 1).as_str()))
+        .filter_map(|row| opt(row, 5))
+        .collect();
+    let mut numbered: BTreeMap<String, Vec<(i64, String)>> = BTreeMap::new();
+    for (name, mut list) in columns {
+        list.sort_by_key(|(number, _)| *number);
+        let Some(table) = tables.get(&name) else {
+            continue;
+        };
+        let names = numbered.entry(name).or_default();
+        for (number, column) in list {
+            names.push((number, column.name.clone()));
+            table.columns.push(column);
+        }
+    }
+    for row in &rows {
         let table_name = at(row, 0);
-        let columns: Vec<String> = at(row, 3)
+        let kind = match at(row, 1).as_str() {
+            "p" => ConstraintKind::PrimaryKey,
+            "u" => ConstraintKind::Unique,
+            "c" => ConstraintKind::Check,
+            "f" => ConstraintKind::ForeignKey,
+            "x" => ConstraintKind::Exclusion,
+            "i" => {
+                let keys = at(row, 7);
+                let mut keys = keys.split('/');
+                if keys.next().is_some_and(|oid| backing.contains(oid)) {
+                    continue;
+                }
+                let parts = index_parts(keys, numbered.get(&table_name));
+                if let Some(table) = tables.get(&table_name) {
+                    table.indexes.push(IndexFacts {
+                        name: at(row, 3),
+                        unique: flag(row, 4),
+                        method: opt(row, 5),
+                        definition: opt(row, 6),
+                        columns: parts.into_iter().collect(),
+                        predicate: opt(row, 8),
+                        backs_constraint: false,
+                    });
+                }
+                continue;
+            }
+            "g" => {
+                if let Some(table) = tables.get(&table_name) {
+                    table.triggers.push(TriggerFacts {
+                        name: at(row, 3),
+                        definition: at(row, 4),
+                    });
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        let names = numbered.get(&table_name);
+        let columns: Vec<String> = at(row, 4)
             .split(',')
             .filter(|n| !n.is_empty())
             .map(|number| {
-                numbered
-                    .get(&(table_name.clone(), number.to_string()))
-                    .cloned()
-                    .unwrap_or_else(|| format!("#{number}"))
+                let named = number.parse::<i64>().ok().and_then(|number| {
+                    let names = names?;
+                    let found = names.binary_search_by_key(&number, |(n, _)| *n).ok()?;
+                    Some(names[found].1.clone())
+                });
+                named.unwrap_or_else(|| format!("#{number}"))
             })
             .collect();
         if let Some(table) = tables.get(&table_name) {
-            let kind = match at(row, 1).as_str() {
-                "p" => ConstraintKind::PrimaryKey,
-                "u" => ConstraintKind::Unique,
-                "c" => ConstraintKind::Check,
-                "f" => ConstraintKind::ForeignKey,
-                _ => ConstraintKind::Exclusion,
-            };
             table.constraints.push(ConstraintFacts {
-                definition: opt(row, 2),
+                definition: opt(row, 3),
                 ..ConstraintFacts::new(kind, columns)
             });
         }
     }
-    // Indexes by their parts: deparsing each one (`pg_get_indexdef`) costs the server
-    // more than everything else here; only expression indexes need it.
-    let indexes = db.query(
-        &format!(
-            "SELECT c.relname::text, i.relname::text, x.indisunique, am.amname::text, \
-             CASE WHEN x.indexprs IS NOT NULL THEN pg_get_indexdef(x.indexrelid) END, \
-             (SELECT string_agg(quote_ident(a.attname) \
-               || CASE WHEN u.n > x.indnkeyatts THEN ' INCLUDE' ELSE '' END \
-               || CASE WHEN x.indoption[u.n - 1] & 1 = 1 THEN ' DESC' ELSE '' END \
-               || CASE WHEN x.indoption[u.n - 1] & 2 = 2 THEN ' NULLS FIRST' ELSE '' END, \
-               ', ' ORDER BY u.n) \
-              FROM unnest(x.indkey::int2[]) WITH ORDINALITY u(attnum, n) \
-              JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = u.attnum), \
-             pg_get_expr(x.indpred, x.indrelid) \
-             FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
-             JOIN pg_am am ON am.oid = i.relam JOIN pg_class c ON c.oid = x.indrelid \
-             LEFT JOIN pg_constraint k ON k.conindid = x.indexrelid \
-               AND k.conrelid = x.indrelid AND k.contype IN ('p', 'u', 'x') \
-             {IN_SCHEMA}{only} AND k.oid IS NULL"
-        ),
-        &names,
-    )?;
-    for row in &indexes {
-        if let Some(table) = tables.get(&at(row, 0)) {
-            table.indexes.push(IndexFacts {
-                name: at(row, 1),
-                unique: flag(row, 2),
-                method: opt(row, 3),
-                definition: opt(row, 4),
-                columns: opt(row, 5).map(|parts| vec![parts]).unwrap_or_default(),
-                predicate: opt(row, 6),
-                backs_constraint: false,
-            });
-        }
-    }
-    let triggers = db.query(
-        &format!(
-            "SELECT c.relname::text, t.tgname::text, pg_get_triggerdef(t.oid) \
-             FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid {IN_SCHEMA}{only} \
-             AND NOT t.tgisinternal"
-        ),
-        &names,
-    )?;
-    for row in &triggers {
-        if let Some(table) = tables.get(&at(row, 0)) {
-            table.triggers.push(TriggerFacts {
-                name: at(row, 1),
-                definition: at(row, 2),
-            });
-        }
-    }
     Ok(tables.done())
+}
+
+/// A PostgreSQL index's key columns, from `indnkeyatts/indkey/indoption` (numbers, the
+/// vectors space-separated) and the table's column names by number: `name [DESC] [NULLS
+/// FIRST]` for a key, `name INCLUDE` for an included column, joined by `, `;
+/// expressions are left out (their index is described by its definition). `None` when no
+/// part is a column.
+fn index_parts<'a>(
+    mut keys: impl Iterator<Item = &'a str>,
+    columns: Option<&Vec<(i64, String)>>,
+) -> Option<String> {
+    let key_count: usize = keys.next()?.parse().ok()?;
+    let numbers = keys.next()?.split(' ');
+    let options: Vec<i64> = keys
+        .next()
+        .unwrap_or_default()
+        .split(' ')
+        .filter_map(|o| o.parse().ok())
+        .collect();
+    let mut parts = Vec::new();
+    for (position, number) in numbers.enumerate() {
+        let Ok(number) = number.parse::<i64>() else {
+            continue;
+        };
+        let Some(name) = columns.and_then(|columns| {
+            let found = columns.binary_search_by_key(&number, |(n, _)| *n).ok()?;
+            Some(&columns[found].1)
+        }) else {
+            continue;
+        };
+        let mut part = quote_name(name);
+        if position >= key_count {
+            part.push_str(" INCLUDE");
+        }
+        let option = options.get(position).copied().unwrap_or(0);
+        if option & 1 == 1 {
+            part.push_str(" DESC");
+        }
+        if option & 2 == 2 {
+            part.push_str(" NULLS FIRST");
+        }
+        parts.push(part);
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// A PostgreSQL name as an index's parts show it: as it is when it is a plain lower-case
+/// identifier, else double-quoted (keywords are not quoted: in a list of column names
+/// they are not ambiguous).
+fn quote_name(name: &str) -> String {
+    let plain = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    match plain {
+        true => name.to_string(),
+        false => format!("\"{}\"", name.replace('"', "\"\"")),
+    }
 }
 
 /// MySQL and MariaDB: `information_schema` of the connection's database.
@@ -593,4 +795,216 @@ pub(crate) fn mysql(
         }
     }
     Ok(tables.done())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{index_parts, quote_name, sqlite_read};
+    use crate::db::sqlite::Sqlite;
+    use crate::db::{Backend, SqliteMode, SqliteUrl};
+    use crate::schema::{defined_columns, normalize};
+    use crate::sql::Dialect;
+    use proptest::prelude::*;
+
+    fn memory() -> Sqlite {
+        Sqlite::open(&SqliteUrl {
+            path: ":memory:".into(),
+            mode: SqliteMode::ReadWriteCreate,
+        })
+        .unwrap()
+    }
+
+    /// The normalized texts of every table, their columns read from the definitions and
+    /// asked of SQLite.
+    fn both_ways(db: &mut Sqlite) -> (Vec<String>, Vec<String>) {
+        let mut texts = |read| -> Vec<String> {
+            sqlite_read(db, None, read)
+                .unwrap()
+                .iter()
+                .map(|facts| normalize(Dialect::Sqlite, facts))
+                .collect()
+        };
+        let read = texts(true);
+        (read, texts(false))
+    }
+
+    /// Tables SQLite accepts, each read from its definition as SQLite reads it.
+    const TABLES: &[&str] = &[
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)",
+        "CREATE TABLE t (a, b)",
+        "CREATE TABLE IF NOT EXISTS main.\"T x\" (\"a\"\"b\" int, [c d] VARCHAR ( 40 ), `e` numeric(10, 2), 'f' TEXT)",
+        "CREATE TEMP TABLE t (a)",
+        "CREATE TABLE t (id integer primary key autoincrement, n int not null on conflict ignore unique)",
+        "CREATE TABLE t (a INTEGER PRIMARY KEY DESC, b DOUBLE PRECISION DEFAULT -1.5)",
+        "CREATE TABLE t (a DEFAULT 'it''s', b DEFAULT (1 + 2), c DEFAULT ( 'x' ), d DEFAULT CURRENT_TIMESTAMP)",
+        "CREATE TABLE t (a DEFAULT X'0F', b DEFAULT \"id\", c DEFAULT TRUE, d DEFAULT - 1, e DEFAULT +2)",
+        "CREATE TABLE t (a TEXT COLLATE NOCASE CHECK (length(a) > 0) CONSTRAINT x NOT NULL, b INT /* c */ (10))",
+        "CREATE TABLE p (id INTEGER PRIMARY KEY); CREATE TABLE t (a INT REFERENCES p (id) ON DELETE CASCADE ON UPDATE SET NULL MATCH FULL NOT DEFERRABLE INITIALLY IMMEDIATE, b REFERENCES p DEFERRABLE)",
+        "CREATE TABLE t (a INT, b INT GENERATED ALWAYS AS (a * 2) STORED, c AS (a + 1) VIRTUAL, d AS (3))",
+        "CREATE TABLE t (a, b, c, PRIMARY KEY (c, a DESC), UNIQUE (b) ON CONFLICT REPLACE CHECK (a > 0) CONSTRAINT k FOREIGN KEY (b) REFERENCES t (c))",
+        "CREATE TABLE t (a INT, b TEXT, CONSTRAINT pk PRIMARY KEY (b COLLATE NOCASE ASC))",
+        "CREATE TABLE t (a INT -- the key\n PRIMARY KEY, b TEXT) STRICT",
+        "CREATE TABLE t (a INTEGER NOT NULL PRIMARY KEY, b) WITHOUT ROWID",
+        "CREATE TABLE t (a TEXT PRIMARY KEY, b) WITHOUT ROWID",
+        "CREATE TABLE t (a \"INT\", b 'TEXT')",
+        "CREATE TABLE t (a INT GENERATED, b INT KEY, c DATETIME ALWAYS)",
+        "CREATE TABLE t (a INT); CREATE TABLE u AS SELECT a, a + 1 AS b, 'x' AS \"c d\" FROM t",
+        "CREATE TABLE t (a INT); ALTER TABLE t ADD COLUMN b TEXT DEFAULT 'x' NOT NULL; ALTER TABLE t RENAME TO \"u v\"",
+        "CREATE TABLE t (a INT); ALTER TABLE t RENAME COLUMN a TO \"b c\"",
+        "CREATE TABLE t (a TEXT DEFAULT 'x), (' /* ), ( */ CHECK (a <> ')'), -- ), b\n b INT DEFAULT 1e-3, c DEFAULT .5, d DEFAULT 0x1F)",
+        "CREATE TABLE \"a \"\"b\"\"\" ([c d] VARCHAR(1,2), `d``e` TEXT, \"é\" ñ)",
+        "CREATE VIRTUAL TABLE t USING fts4(a, b)",
+    ];
+
+    #[test]
+    fn sqlite_columns_read_from_definitions_as_sqlite_reads_them() {
+        let mut asked = Vec::new();
+        for sql in TABLES {
+            let mut db = memory();
+            for statement in sql.split("; ") {
+                db.execute(statement)
+                    .unwrap_or_else(|e| panic!("{statement}: {e}"));
+            }
+            let (read, asked_of_sqlite) = both_ways(&mut db);
+            assert_eq!(read, asked_of_sqlite, "{sql}");
+            let definitions = db
+                .query("SELECT sql FROM sqlite_schema WHERE type = 'table'", &[])
+                .unwrap();
+            asked.extend(
+                definitions
+                    .iter()
+                    .filter_map(|row| row[0].as_text())
+                    .filter(|sql| defined_columns(sql).is_none())
+                    .map(|sql| sql.to_string()),
+            );
+        }
+        // Left to SQLite: WITHOUT ROWID, STRICT, quoted types, GENERATED or ALWAYS in a
+        // type, a virtual table.
+        let markers = [
+            "WITHOUT ROWID",
+            "STRICT",
+            "\"INT\"",
+            "ALWAYS)",
+            "VIRTUAL TABLE",
+        ];
+        assert_eq!(asked.len(), 6, "{asked:#?}");
+        for sql in &asked {
+            assert!(markers.iter().any(|m| sql.contains(m)), "{sql}");
+        }
+    }
+
+    /// A column's type and constraints (its name is given by its place).
+    fn column_definition() -> impl Strategy<Value = String> {
+        let types = prop::sample::select(vec![
+            "",
+            "INTEGER",
+            "int",
+            "VARCHAR(40)",
+            "varchar ( 40 )",
+            "numeric(10, 2)",
+            "DOUBLE PRECISION",
+            "unsigned big int",
+            "TEXT /* c */",
+            "character varying(+5)",
+            "decimal(-1.5, 2)",
+            "\"INT\"",
+            "BLOB",
+            "real",
+        ]);
+        let constraints = prop::collection::vec(
+            prop::sample::select(vec![
+                "NOT NULL",
+                "NULL",
+                "PRIMARY KEY",
+                "PRIMARY KEY DESC",
+                "PRIMARY KEY ASC AUTOINCREMENT",
+                "UNIQUE",
+                "CHECK (1)",
+                "DEFAULT 0",
+                "DEFAULT -1",
+                "DEFAULT 'a''b'",
+                "DEFAULT (1 + 2)",
+                "DEFAULT ( 'x' )",
+                "DEFAULT CURRENT_TIMESTAMP",
+                "DEFAULT X'0F'",
+                "DEFAULT \"q\"",
+                "DEFAULT TRUE",
+                "COLLATE NOCASE",
+                "REFERENCES p (id) ON DELETE CASCADE",
+                "REFERENCES p",
+                "CONSTRAINT c1 NOT NULL",
+                "NOT NULL ON CONFLICT IGNORE",
+                "GENERATED ALWAYS AS (1) STORED",
+                "AS (2)",
+                "-- note\n",
+                "/* x */",
+                "DEFAULT 'x)('",
+                "CHECK ('(' <> ')')",
+                "/* ( */",
+                "DEFAULT 1e-3",
+            ]),
+            0..4,
+        );
+        (types, constraints)
+            .prop_map(|(kind, constraints)| format!("{kind} {}", constraints.join(" ")))
+    }
+
+    /// Column names, each spelled another way, given in this order.
+    const NAMES: [&str; 4] = ["a", "key", "\"Mixed\"", "[d e]"];
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 400,
+            max_global_rejects: 20_000,
+            ..ProptestConfig::default()
+        })]
+        #[test]
+        fn any_sqlite_table_reads_the_same_from_its_definition(
+            columns in prop::collection::vec(column_definition(), 1..=4),
+            constraint in prop::sample::select(vec![
+                "", ", PRIMARY KEY (a)", ", UNIQUE (a, key)", ", CHECK (1)",
+                ", FOREIGN KEY (a) REFERENCES p (id)", ", CONSTRAINT k PRIMARY KEY (key DESC) UNIQUE (a)",
+            ]),
+            options in prop::sample::select(vec!["", " STRICT", " WITHOUT ROWID"]),
+        ) {
+            let mut db = memory();
+            let columns: Vec<String> = columns
+                .iter()
+                .zip(NAMES)
+                .map(|(definition, name)| format!("{name} {definition}"))
+                .collect();
+            let sql = format!("CREATE TABLE t ({}{constraint}){options}", columns.join(", "));
+            // Whatever SQLite refuses is no table to read.
+            prop_assume!(db.execute(&sql).is_ok());
+            let (read, asked) = both_ways(&mut db);
+            prop_assert_eq!(read, asked, "{}", sql);
+        }
+    }
+
+    #[test]
+    fn postgres_index_parts_from_the_key_vectors() {
+        let columns = vec![
+            (1, "id".to_string()),
+            (2, "Name".to_string()),
+            (4, "note".into()),
+        ];
+        let parts = |keys: &str| index_parts(keys.split('/'), Some(&columns));
+        assert_eq!(
+            parts("2/2 1 4/3 0").as_deref(),
+            Some("\"Name\" DESC NULLS FIRST, id, note INCLUDE")
+        );
+        // An expression (0) is left out; an index of expressions only has no parts.
+        assert_eq!(parts("2/0 4/2 1").as_deref(), Some("note DESC"));
+        assert_eq!(parts("1/0/0"), None);
+        assert_eq!(index_parts("1/1/0".split('/'), None), None);
+    }
+
+    #[test]
+    fn names_quoted_unless_plain() {
+        assert_eq!(quote_name("order_id"), "order_id");
+        assert_eq!(quote_name("_x1"), "_x1");
+        assert_eq!(quote_name("1x"), "\"1x\"");
+        assert_eq!(quote_name("Mixed"), "\"Mixed\"");
+        assert_eq!(quote_name("a \"b\""), "\"a \"\"b\"\"\"");
+    }
 }

@@ -795,6 +795,17 @@ impl Backend for Fake {
         Ok(state.data.own_tables.contains(name) || state.data.user_tables.contains(name))
     }
 
+    fn table_names(&mut self) -> Result<Vec<String>, DbError> {
+        Ok(self
+            .state
+            .borrow()
+            .data
+            .user_tables
+            .iter()
+            .cloned()
+            .collect())
+    }
+
     fn user_table_count(&mut self) -> Result<u64, DbError> {
         let mut state = self.state.borrow_mut();
         state.log.push(Call::UserTableCount);

@@ -325,6 +325,12 @@ pub trait Backend {
         Ok(Vec::new())
     }
 
+    /// The names of every table but upgrader's own, as [`Backend::table_schemas`] gives
+    /// them: a run that records every table reads their facts a batch at a time.
+    fn table_names(&mut self) -> Result<Vec<String>, DbError> {
+        catalog::table_names(self)
+    }
+
     /// The number of rows in each of `tables` (names as [`Backend::table_schemas`] gives
     /// them), a hundred tables to a query.
     fn count_rows(&mut self, tables: &[String]) -> Result<Vec<u64>, DbError> {

@@ -154,6 +154,16 @@ pub fn ensure_in_transaction(db: &mut dyn Backend, now: &str) -> Result<(), DbEr
         }
         return Ok(());
     }
+    if current.is_none() && !db.table_exists("upgrader_schema")? {
+        // A database upgrader has not touched: its tables made as this release has them,
+        // not as 1.0.0 had them and then changed (each change is DDL a fresh database
+        // would pay for on its first run).
+        for statement in latest_schema(db.dialect()) {
+            db.execute(&statement)?;
+        }
+        db.resume_after_implicit_commit()?;
+        return write_version(db, OWN_PROJECT, own_version(), now);
+    }
     let current = current
         .as_deref()
         .and_then(|v| crate::version::Version::parse(v).ok());
@@ -479,47 +489,107 @@ pub fn read_schema_records(
     else {
         return Ok(Vec::new());
     };
+    rows.iter()
+        .map(|row| record_of(row, texts.then_some(4)))
+        .collect()
+}
+
+/// What a run reads of the records before it records schemas, in one query: the records
+/// (fingerprints, not texts) of these projects (`tables`: of those tables only, each
+/// named as the run's DDL spelled it and in lower case), and whether `root` has any
+/// record at all. Only inside the run's transaction, once upgrader's tables are ensured
+/// (`ensure_in_transaction`): it does not ask whether `upgrader_schema` exists.
+pub fn read_run_records(
+    db: &mut dyn Backend,
+    projects: &[&str],
+    root: &str,
+    tables: Option<&[String]>,
+) -> Result<(Vec<(String, crate::schema::Recorded)>, bool), DbError> {
+    if tables.is_some_and(<[String]>::is_empty) {
+        let any = db.query(
+            "SELECT project, table_name, table_version, fingerprint FROM upgrader_schema \
+             WHERE project IN (?) LIMIT 1",
+            &[root.into()],
+        )?;
+        return Ok((Vec::new(), !any.is_empty()));
+    }
+    let mut sql = format!(
+        "SELECT project, table_name, table_version, fingerprint FROM upgrader_schema \
+         WHERE project IN ({})",
+        vec!["?"; projects.len()].join(", ")
+    );
+    let mut params: Vec<Value> = projects.iter().map(|p| Value::from(*p)).collect();
+    if let Some(tables) = tables {
+        // PostgreSQL keeps names as written (or folded to lower case): an exact match
+        // uses the primary key. Elsewhere names match in any case (SQLite's in ASCII, as
+        // SQLite matches them).
+        let (column, names): (&str, Vec<String>) = match db.dialect() {
+            Dialect::Postgres => ("table_name", tables.to_vec()),
+            Dialect::Sqlite => ("table_name COLLATE NOCASE", tables.to_vec()),
+            Dialect::MySql => {
+                let mut lower: Vec<String> = tables.iter().map(|t| t.to_lowercase()).collect();
+                lower.sort_unstable();
+                lower.dedup();
+                ("lower(table_name)", lower)
+            }
+        };
+        sql.push_str(&format!(
+            " AND {column} IN ({})",
+            vec!["?"; names.len()].join(", ")
+        ));
+        params.extend(names.into_iter().map(Value::from));
+        // One row (without a table) when the root has records of other tables.
+        sql.push_str(
+            " UNION ALL SELECT project, NULL, NULL, NULL FROM \
+             (SELECT project FROM upgrader_schema WHERE project = ? LIMIT 1) root",
+        );
+        params.push(root.into());
+    }
+    let rows = db.query(&sql, &params)?;
+    let mut root_has = false;
     let mut records = Vec::with_capacity(rows.len());
     for row in rows {
         let text = |index: usize| row.get(index).and_then(Value::as_text);
-        let (Some(project), Some(table), Some(version)) = (text(0), text(1), text(2)) else {
-            return Err(DbError::new(
-                "upgrader_schema has a row without its project, table or version",
-            ));
-        };
-        let version = crate::version::Version::parse(version).map_err(|e| {
-            DbError::new(format!(
-                "upgrader_schema records {table} of {project} at {version}: {e}"
-            ))
-        })?;
-        records.push((
-            project.to_string(),
-            crate::schema::Recorded {
-                table: table.to_string(),
-                version,
-                fingerprint: text(3).map(str::to_string),
-                text: text(4).map(str::to_string),
-            },
-        ));
+        root_has |= text(0) == Some(root);
+        if text(1).is_none() {
+            continue;
+        }
+        records.push(record_of(&row, None)?);
     }
-    Ok(records)
+    Ok((records, root_has))
 }
 
-/// Whether any schema of `project` is recorded (one short query).
-pub fn has_schema_records(db: &mut dyn Backend, project: &str) -> Result<bool, DbError> {
-    Ok(db
-        .query_own_table(
-            "upgrader_schema",
-            "SELECT project, table_name, table_version, fingerprint FROM upgrader_schema \
-             WHERE project IN (?) LIMIT 1",
-            &[project.into()],
-        )?
-        .is_some_and(|rows| !rows.is_empty()))
+/// One `(project, record)` of a row `project, table_name, table_version, fingerprint`
+/// (and `schema_text` at `text`).
+fn record_of(
+    row: &[Value],
+    text_at: Option<usize>,
+) -> Result<(String, crate::schema::Recorded), DbError> {
+    let text = |index: usize| row.get(index).and_then(Value::as_text);
+    let (Some(project), Some(table), Some(version)) = (text(0), text(1), text(2)) else {
+        return Err(DbError::new(
+            "upgrader_schema has a row without its project, table or version",
+        ));
+    };
+    let version = crate::version::Version::parse(version).map_err(|e| {
+        DbError::new(format!(
+            "upgrader_schema records {table} of {project} at {version}: {e}"
+        ))
+    })?;
+    Ok((
+        project.to_string(),
+        crate::schema::Recorded {
+            table: table.to_string(),
+            version,
+            fingerprint: text(3).map(str::to_string),
+            text: text_at.and_then(text).map(str::to_string),
+        },
+    ))
 }
 
-/// How many schema rows one INSERT carries (6 parameters each: far below every
-/// backend's limit on bound parameters).
-const SCHEMA_ROWS_PER_INSERT: usize = 1000;
+/// How many schema rows one INSERT carries: a run records a hundred tables at a time,
+/// and a statement of a thousand rows' texts and values would be most of its memory.
+const SCHEMA_ROWS_PER_INSERT: usize = 100;
 
 /// Writes `rows` for `project` at `version`, in a few statements whatever their number;
 /// `replacing`: first deletes what was recorded for those tables at that version (a

@@ -16,19 +16,22 @@
 //! then fails records what stayed committed with its failure row; a run killed between
 //! two commits leaves those tables to the next run's recording.
 //!
-//! Cost: the records' fingerprints and the tables' names are read, and the catalog only
-//! of the tables that can get a row (those the run created or whose DDL named them;
-//! every table when adopting, or after a plugin or a `DO` block): a run that alters one
-//! table of a thousand reads one table's catalog, a run of data-only steps none.
+//! Cost: one query reads the records' fingerprints of the tables that can get a row
+//! (those the run created or whose DDL named them; every table when adopting, or after a
+//! plugin or a `DO` block) and whether the root has any; then the catalog of those
+//! tables only, a batch at a time (read, normalized, written, dropped), so that a run
+//! that alters one table of a thousand reads one table's catalog in one statement, a run
+//! of data-only steps none, and a run that made a thousand tables on a server never
+//! holds more than a hundred tables' facts.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use super::now;
 use super::runner::Runner;
 use crate::db::state::{self, SchemaRow};
 use crate::db::DbError;
 use crate::schema::{self, Recorded, TableSchema};
-use crate::sql::{self, Statement};
+use crate::sql::{self, Dialect, Statement};
 use crate::version::Version;
 
 /// What a run has seen since it last recorded schemas.
@@ -44,6 +47,10 @@ pub(super) struct SchemaWatch {
     /// adopted) are recorded anew, so that a run never records a hand-made change to a
     /// table it did not touch as its own (`verify` goes on reporting it).
     pub(super) altered: HashSet<String>,
+    /// The same tables' names as the DDL spelled them (unquoted, in their case):
+    /// PostgreSQL's catalog and records are searched by exact name, and a name is one of
+    /// these or its lower case.
+    pub(super) spelled: HashSet<String>,
     /// Whether the run may have changed any table (a plugin ran, an install, DDL whose
     /// tables could not be read).
     pub(super) altered_all: bool,
@@ -62,6 +69,7 @@ impl SchemaWatch {
             created: vec![HashSet::new(); projects],
             touched: vec![false; projects],
             altered: HashSet::new(),
+            spelled: HashSet::new(),
             altered_all: false,
             at_end: false,
         }
@@ -85,6 +93,7 @@ impl SchemaWatch {
         if first == "CREATE" {
             if let Some(table) = sql::created_table(&statement.text, dialect) {
                 self.created[project].insert(table.to_lowercase());
+                self.spelled.insert(table);
                 return;
             }
         }
@@ -98,6 +107,7 @@ impl SchemaWatch {
                 for name in relations {
                     if let Some(table) = name.last() {
                         self.altered.insert(table.to_lowercase());
+                        self.spelled.insert(table.clone());
                     }
                 }
             }
@@ -127,6 +137,23 @@ fn holding<'r>(records: &ByTable<'r>, table: &str, version: &Version) -> Option<
         .copied()
 }
 
+/// How many tables' facts a run reads, normalizes and writes at a time: their catalog
+/// rows and texts are what a run holds at its peak, and a batch keeps that small however
+/// many tables a run made (a server reads a hundred tables' catalog for no more per
+/// table than a thousand). SQLite's catalog is in the process, but each batch scans all
+/// of `sqlite_schema`: bigger batches.
+fn tables_per_batch(dialect: Dialect) -> usize {
+    match dialect {
+        Dialect::Sqlite => 1000,
+        Dialect::Postgres | Dialect::MySql => 100,
+    }
+}
+
+/// `names` in batches of `size` (`Some` each: those tables only).
+fn batches(names: Vec<String>, size: usize) -> Vec<Option<Vec<String>>> {
+    names.chunks(size).map(|c| Some(c.to_vec())).collect()
+}
+
 impl Runner<'_> {
     /// Records the schema of every project's tables that changed, at the version each
     /// project has reached in the open transaction (see the module's documentation).
@@ -135,16 +162,32 @@ impl Runner<'_> {
             return Ok(());
         }
         let watch = &self.schemas;
-        // The tables this run made or named by their DDL (lower-cased).
+        // The tables this run made or named by their DDL, as spelled and in lower case
+        // (what PostgreSQL folds an unquoted name to).
         let mut named: Vec<String> = watch
             .altered
             .iter()
             .chain(watch.created.iter().flatten())
+            .chain(&watch.spelled)
             .cloned()
             .collect();
         named.sort_unstable();
         named.dedup();
-        let adopting = !state::has_schema_records(self.db, &self.engine.app.projects[0].name)?;
+        let projects = &self.engine.app.projects;
+        let names: Vec<&str> = projects.iter().map(|p| p.name.as_str()).collect();
+        let root = names[0];
+        let dialect = self.db.dialect();
+        let batch = tables_per_batch(dialect);
+        // Every record when every table is read, or when the run named more tables than
+        // a batch (their names would cost more to send than the records to read).
+        let (mut all, mut adopting) = if watch.altered_all || named.len() >= batch {
+            let (all, _) = state::read_run_records(self.db, &names, root, None)?;
+            let adopting = !all.iter().any(|(project, _)| project == root);
+            (all, adopting)
+        } else {
+            let (all, root_has) = state::read_run_records(self.db, &names, root, Some(&named))?;
+            (all, !root_has)
+        };
         if named.is_empty() && !watch.altered_all && !adopting {
             // No table can have changed but by hand (which must stay drift), and there is
             // nothing to adopt.
@@ -152,16 +195,13 @@ impl Runner<'_> {
             self.schemas.dirty = false;
             return Ok(());
         }
-        // Every table is read when adopting or after something that may have changed
-        // any; else only the tables named.
-        let only = match adopting || watch.altered_all {
-            true => None,
-            false => Some(named.as_slice()),
-        };
-        let dialect = self.db.dialect();
-        let projects = &self.engine.app.projects;
-        let names: Vec<&str> = projects.iter().map(|p| p.name.as_str()).collect();
-        let all = state::read_schema_records(self.db, &names, false, only)?;
+        if adopting && !watch.altered_all && named.len() < batch && names.len() > 1 {
+            // Adopting reads every table, and so every project's records (once per
+            // database: from then on the root has records; a root alone, without any,
+            // has none to read).
+            all = state::read_run_records(self.db, &names, root, None)?.0;
+            adopting = !all.iter().any(|(project, _)| project == root);
+        }
         let mut records: Vec<ByTable> = vec![HashMap::new(); projects.len()];
         for (project, record) in &all {
             if let Some(index) = names.iter().position(|n| n == project) {
@@ -172,7 +212,7 @@ impl Runner<'_> {
             }
         }
         // Owner of each table: the project whose newest record of it has text.
-        let mut owner: BTreeMap<String, usize> = BTreeMap::new();
+        let mut owner: HashMap<String, usize> = HashMap::new();
         for (index, tables) in records.iter().enumerate() {
             for (table, list) in tables {
                 let newest = list.iter().max_by(|a, b| a.version.cmp(&b.version));
@@ -181,65 +221,72 @@ impl Runner<'_> {
                 }
             }
         }
-        let watch = &self.schemas;
-        let live: Vec<TableSchema> = self
-            .db
-            .table_schemas(only)?
-            .iter()
-            .map(|facts| schema::schema_of(dialect, facts))
-            .collect();
-        let present: HashSet<String> = live.iter().map(|t| t.name.to_lowercase()).collect();
-        let fallback = watch.touched.iter().position(|t| *t);
-        for table in &live {
-            let key = table.name.to_lowercase();
-            if owner.contains_key(&key) {
-                continue;
-            }
-            // A table nobody owns that this run made or named: created by a project's
-            // statement, else the first project that ran anything (a plugin's table, a
-            // rename's new name).
-            let by_create = watch.created.iter().position(|c| c.contains(&key));
-            let named = watch.altered_all || watch.altered.contains(&key);
-            if let Some(index) = by_create.or(fallback.filter(|_| named)) {
-                owner.insert(key, index);
-            }
-        }
-        if adopting {
-            for table in &live {
-                owner.entry(table.name.to_lowercase()).or_insert(0);
-            }
-        }
+        // Every table is read when adopting or after something that may have changed
+        // any (SQLite's all at once: its catalog is in the process, and asking for a
+        // thousand names costs more than reading them), else only the tables named.
+        let every = adopting || watch.altered_all;
+        let lookup: Vec<Option<Vec<String>>> = match (every, dialect) {
+            (true, Dialect::Sqlite) => vec![None],
+            (true, _) => batches(self.db.table_names()?, batch),
+            (false, _) => batches(named, batch),
+        };
         let now = now();
-        for (index, list) in records.iter().enumerate() {
-            let Some(version) = self.current[index].clone() else {
-                continue;
-            };
-            let mut rows = Vec::new();
-            for table in &live {
-                if owner.get(&table.name.to_lowercase()) != Some(&index) {
+        let fallback = watch.touched.iter().position(|t| *t);
+        // Tables found live (lower-cased), for the records of tables gone.
+        let mut present: HashSet<String> = HashSet::new();
+        for tables in lookup {
+            let mut rows: Vec<Vec<SchemaRow>> = vec![Vec::new(); projects.len()];
+            for facts in self.db.table_schemas(tables.as_deref())? {
+                let watch = &self.schemas;
+                let key = facts.name.to_lowercase();
+                // A table nobody owns that this run made or named: created by a
+                // project's statement, else the first project that ran anything (a
+                // plugin's table, a rename's new name); when adopting, the root.
+                let by_create = || watch.created.iter().position(|c| c.contains(&key));
+                let named = watch.altered_all || watch.altered.contains(&key);
+                let Some(index) = owner
+                    .get(&key)
+                    .copied()
+                    .or_else(by_create)
+                    .or(fallback.filter(|_| named))
+                    .or(adopting.then_some(0))
+                else {
+                    present.insert(key);
                     continue;
-                }
-                let holds = holding(list, &table.name, &version);
+                };
+                let Some(version) = &self.current[index] else {
+                    present.insert(key);
+                    continue;
+                };
+                let holds = holding(&records[index], &facts.name, version);
                 let recorded = holds.and_then(|r| r.fingerprint.as_deref());
-                let key = table.name.to_lowercase();
                 // A recorded table this run did not alter keeps its record, however it
                 // looks now: a change made by hand stays drift.
                 let altered = watch.altered_all
                     || watch.altered.contains(&key)
                     || watch.created.iter().any(|c| c.contains(&key))
                     || (index == 0 && adopting);
+                present.insert(key);
                 if recorded.is_some() && !altered {
                     continue;
                 }
+                let table: TableSchema = schema::schema_of(dialect, &facts);
                 if recorded != Some(table.fingerprint.as_str()) {
-                    rows.push(SchemaRow {
-                        table: table.name.clone(),
-                        text: Some(table.text.clone()),
-                        fingerprint: Some(table.fingerprint.clone()),
+                    rows[index].push(SchemaRow {
+                        table: table.name,
+                        text: Some(table.text),
+                        fingerprint: Some(table.fingerprint),
                     });
                 }
             }
-            // Recorded with text, gone now: dropped (or renamed) by this run.
+            self.write_rows(&names, &records, rows, &now)?;
+        }
+        // Recorded with text, gone now: dropped (or renamed) by this run.
+        let mut rows: Vec<Vec<SchemaRow>> = vec![Vec::new(); projects.len()];
+        for (index, list) in records.iter().enumerate() {
+            let Some(version) = &self.current[index] else {
+                continue;
+            };
             let mut gone: Vec<&str> = list
                 .keys()
                 .copied()
@@ -248,39 +295,55 @@ impl Runner<'_> {
             gone.sort_unstable();
             for table in gone {
                 let key = table.to_lowercase();
-                let altered = watch.altered_all || watch.altered.contains(&key);
-                if altered
-                    && holding(list, table, &version).is_some_and(|r| r.fingerprint.is_some())
+                let altered = self.schemas.altered_all || self.schemas.altered.contains(&key);
+                if altered && holding(list, table, version).is_some_and(|r| r.fingerprint.is_some())
                 {
-                    rows.push(SchemaRow {
+                    rows[index].push(SchemaRow {
                         table: table.to_string(),
                         text: None,
                         fingerprint: None,
                     });
                 }
             }
-            if !rows.is_empty() {
-                // Rows already recorded at this very version are replaced.
-                let replacing = rows.iter().any(|row| {
-                    list.get(row.table.as_str())
-                        .is_some_and(|l| l.iter().any(|r| r.version == version))
-                });
-                state::write_schema_rows(
-                    self.db,
-                    names[index],
-                    &version.as_str(),
-                    &rows,
-                    &now,
-                    replacing,
-                )?;
-            }
         }
+        self.write_rows(&names, &records, rows, &now)?;
         let watch = &mut self.schemas;
         watch.created.iter_mut().for_each(HashSet::clear);
         watch.touched.iter_mut().for_each(|t| *t = false);
         watch.altered.clear();
+        watch.spelled.clear();
         watch.altered_all = false;
         watch.dirty = false;
+        Ok(())
+    }
+
+    /// Writes each project's `rows` at the version it reached; rows already recorded at
+    /// that very version are replaced.
+    fn write_rows(
+        &mut self,
+        names: &[&str],
+        records: &[ByTable],
+        rows: Vec<Vec<SchemaRow>>,
+        now: &str,
+    ) -> Result<(), DbError> {
+        for (index, rows) in rows.into_iter().enumerate() {
+            let Some(version) = self.current[index].as_ref().filter(|_| !rows.is_empty()) else {
+                continue;
+            };
+            let replacing = rows.iter().any(|row| {
+                records[index]
+                    .get(row.table.as_str())
+                    .is_some_and(|l| l.iter().any(|r| r.version == *version))
+            });
+            state::write_schema_rows(
+                self.db,
+                names[index],
+                &version.as_str(),
+                &rows,
+                now,
+                replacing,
+            )?;
+        }
         Ok(())
     }
 }

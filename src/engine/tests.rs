@@ -207,7 +207,7 @@ fn check_protocol(case: &str, fake: &Fake, alone: &[&str], failed: bool) {
         let shape = fake.shape();
         assert!(
             shape.ends_with(" begin history(1) commit unlock")
-                || shape.ends_with(" begin upgrader=1.0.0 upgrader=1.1.0 history(1) commit unlock"),
+                || shape.ends_with(" begin upgrader=1.1.0 history(1) commit unlock"),
             "{case}: the failure row is written in its own transaction at the end: {shape}"
         );
         let tokens: Vec<&str> = shape.split(' ').collect();
@@ -980,7 +980,7 @@ fn runs_on_a_database_without_a_version() {
             name: "install, no failure",
             start: || Fake::new(Sqlite),
             fault: NO_FAULT,
-            shape: "lock(tx) begin upgrader=1.0.0 upgrader=1.1.0 CREATE TABLE log (name VARCHAR(10)) i2 history(1) app=1.3.0 commit unlock",
+            shape: "lock(tx) begin upgrader=1.1.0 CREATE TABLE log (name VARCHAR(10)) i2 history(1) app=1.3.0 commit unlock",
             versions: "app=1.3.0",
             history: "install",
             failure: None,
@@ -989,7 +989,7 @@ fn runs_on_a_database_without_a_version() {
             name: "install, its 2nd statement fails",
             start: || Fake::new(Sqlite),
             fault: |fake| fake.fail_execute("'i2'", 1),
-            shape: "lock(tx) begin upgrader=1.0.0 upgrader=1.1.0 CREATE TABLE log (name VARCHAR(10)) i2! rollback begin upgrader=1.0.0 upgrader=1.1.0 history(1) commit unlock",
+            shape: "lock(tx) begin upgrader=1.1.0 CREATE TABLE log (name VARCHAR(10)) i2! rollback begin upgrader=1.1.0 history(1) commit unlock",
             versions: "",
             history: "install!->1.3.0",
             failure: Some("the whole run was rolled back and the database is unchanged (no version recorded)"),
@@ -998,7 +998,7 @@ fn runs_on_a_database_without_a_version() {
             name: "install on MySQL: its DDL commits, the transaction is resumed",
             start: || Fake::new(MySql),
             fault: NO_FAULT,
-            shape: "lock(tx) begin implicit-commit resume upgrader=1.0.0 implicit-commit resume upgrader=1.1.0 CREATE TABLE log (name VARCHAR(10)) implicit-commit resume i2 history(1) app=1.3.0 commit unlock",
+            shape: "lock(tx) begin implicit-commit resume upgrader=1.1.0 CREATE TABLE log (name VARCHAR(10)) implicit-commit resume i2 history(1) app=1.3.0 commit unlock",
             versions: "app=1.3.0",
             history: "install",
             failure: None,
@@ -1007,7 +1007,7 @@ fn runs_on_a_database_without_a_version() {
             name: "install on MySQL, its 2nd statement fails: what it created is dropped",
             start: || Fake::new(MySql),
             fault: |fake| fake.fail_execute("'i2'", 1),
-            shape: "lock(tx) begin implicit-commit resume upgrader=1.0.0 implicit-commit resume upgrader=1.1.0 CREATE TABLE log (name VARCHAR(10)) implicit-commit resume i2! rollback drop begin history(1) commit unlock",
+            shape: "lock(tx) begin implicit-commit resume upgrader=1.1.0 CREATE TABLE log (name VARCHAR(10)) implicit-commit resume i2! rollback drop begin history(1) commit unlock",
             versions: "",
             history: "install!->1.3.0",
             failure: Some("the whole run was rolled back and the database is unchanged (no version recorded); upgrader dropped what the install had created (table log)"),
@@ -1016,7 +1016,7 @@ fn runs_on_a_database_without_a_version() {
             name: "adopting a database that has tables but no version",
             start: || Fake::new(Sqlite).with_table("log"),
             fault: NO_FAULT,
-            shape: "lock(tx) begin upgrader=1.0.0 upgrader=1.1.0 a1 a2 b1 b2 c1 c2 history(3) app=1.3.0 commit unlock",
+            shape: "lock(tx) begin upgrader=1.1.0 a1 a2 b1 b2 c1 c2 history(3) app=1.3.0 commit unlock",
             versions: "app=1.3.0",
             history: "one two three",
             failure: None,

@@ -13,8 +13,10 @@ mod compare;
 mod mysql;
 mod postgres;
 mod sqlite;
+mod sqlite_columns;
 
 pub use compare::{compare, consistent_version, unified_diff, Recorded, TableCheck, TableState};
+pub(crate) use sqlite_columns::defined_columns;
 
 use crate::sql::Dialect;
 
@@ -212,7 +214,14 @@ fn render(cleaned: &Cleaned) -> String {
 /// Whitespace runs made single spaces, and the ends trimmed: catalogs keep some texts as
 /// written (SQLite's definitions, MySQL's trigger bodies), where only the tokens matter.
 fn squeeze(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    let mut squeezed = String::with_capacity(text.len());
+    for word in text.split_whitespace() {
+        if !squeezed.is_empty() {
+            squeezed.push(' ');
+        }
+        squeezed.push_str(word);
+    }
+    squeezed
 }
 
 /// A column's line: `name type [NOT NULL] [DEFAULT …] [extra]`.

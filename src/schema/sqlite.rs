@@ -4,7 +4,9 @@
 //! partial-index predicates read from the definitions with the SQL lexer (SQLite's catalog
 //! keeps no other trace of them), token by token so that layout never counts.
 
-use super::{column_line, constraint_line, index_line, Cleaned, ConstraintKind, TableFacts};
+use super::{
+    column_line, constraint_line, index_line, squeeze, Cleaned, ConstraintKind, TableFacts,
+};
 use crate::sql::{significant_tokens, token_text, Dialect};
 
 pub(super) fn clean(facts: &TableFacts) -> Cleaned {
@@ -14,12 +16,7 @@ pub(super) fn clean(facts: &TableFacts) -> Cleaned {
         .map(|column| {
             column_line(
                 &column.name,
-                &column
-                    .data_type
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" ")
-                    .to_ascii_uppercase(),
+                &squeeze(&column.data_type).to_ascii_uppercase(),
                 column.nullable,
                 column
                     .default
@@ -36,7 +33,14 @@ pub(super) fn clean(facts: &TableFacts) -> Cleaned {
         .filter(|c| c.kind != ConstraintKind::Check)
         .map(constraint_line)
         .collect();
-    if let Some(definition) = &facts.definition {
+    // Lexing a definition costs more than the rest of its table: only one that says
+    // CHECK somewhere has a check to find.
+    let may_check = |d: &&String| {
+        d.as_bytes()
+            .windows(5)
+            .any(|w| w.eq_ignore_ascii_case(b"check"))
+    };
+    if let Some(definition) = facts.definition.as_ref().filter(may_check) {
         constraints.extend(
             checks(definition)
                 .into_iter()

@@ -572,12 +572,74 @@ fn records_foreign_keys_with_their_actions(backend: Backend) {
     );
 }
 
+/// Tables named in another case than they were made in, or quoted with capitals (which
+/// PostgreSQL keeps as written), are recorded when a run alters or drops them.
+fn names_in_any_case_are_recorded(backend: Backend) {
+    let (quoted, items) = match backend {
+        // MariaDB quotes with backticks, and names tables in the case they were made in.
+        Backend::MariaDb => ("`Orders`", "Items"),
+        _ => ("\"Orders\"", "ITEMS"),
+    };
+    let manifest = format!(
+        r#"<upgrade project="shop" initial-version="1.0.0">
+  <install><sql>CREATE TABLE {quoted} (id INTEGER PRIMARY KEY);
+CREATE TABLE Items (id INTEGER PRIMARY KEY)</sql></install>
+  <step name="alter" from="1.0.0" to="1.1.0" transaction="none">
+    <sql>ALTER TABLE {quoted} ADD COLUMN note VARCHAR(10);
+ALTER TABLE {items} ADD COLUMN note VARCHAR(10)</sql>
+  </step>
+  <step name="drop" from="1.1.0" to="1.2.0" transaction="none">
+    <sql>DROP TABLE {quoted}</sql>
+  </step>
+</upgrade>
+"#
+    );
+    let project = TestProject::on(backend, "1.0.0", &manifest);
+    project.run(&["--no-backup", "run"]).assert_code(0);
+    project.write("VERSION", "1.1.0\n");
+    project.run(&["--no-backup", "run"]).assert_code(0);
+    let (code, report) = verify(&project);
+    assert_eq!(code, 0, "{report:#}");
+    let items = if backend == Backend::Postgres {
+        "items"
+    } else {
+        "Items"
+    };
+    for name in ["Orders", items] {
+        assert_eq!(
+            table(&report, name)["recorded_version"],
+            "1.1.0",
+            "{report:#}"
+        );
+    }
+    project.write("VERSION", "1.2.0\n");
+    project.run(&["--no-backup", "run"]).assert_code(0);
+    let (code, report) = verify(&project);
+    assert_eq!(code, 0, "{report:#}");
+    assert!(
+        report["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["table"] != "Orders"),
+        "{report:#}"
+    );
+    assert_eq!(
+        project.query_i64(
+            "SELECT COUNT(*) FROM upgrader_schema WHERE table_name = 'Orders' \
+             AND table_version = '1.2.0' AND schema_text IS NULL"
+        ),
+        1
+    );
+}
+
 fn table_state(report: &serde_json::Value, name: &str) -> String {
     table(report, name)["state"].as_str().unwrap().to_string()
 }
 
 on_every_backend!(
     records_foreign_keys_with_their_actions,
+    names_in_any_case_are_recorded,
     counters_moving_are_not_drift,
     verifies_every_package_of_the_application,
     a_run_records_what_it_changed_and_never_a_change_made_by_hand,
