@@ -232,11 +232,16 @@ impl Runner<'_> {
         };
         let now = now();
         let fallback = watch.touched.iter().position(|t| *t);
-        // Tables found live (lower-cased), for the records of tables gone.
+        // Tables found live (lower-cased), for the records of tables gone; and as named
+        // (two spellings of one name, in two batches, find it twice on SQLite and MySQL).
         let mut present: HashSet<String> = HashSet::new();
+        let mut seen: HashSet<String> = HashSet::new();
         for tables in lookup {
             let mut rows: Vec<Vec<SchemaRow>> = vec![Vec::new(); projects.len()];
             for facts in self.db.table_schemas(tables.as_deref())? {
+                if !seen.insert(facts.name.clone()) {
+                    continue;
+                }
                 let watch = &self.schemas;
                 let key = facts.name.to_lowercase();
                 // A table nobody owns that this run made or named: created by a
