@@ -139,9 +139,9 @@ fn holding<'r>(records: &ByTable<'r>, table: &str, version: &Version) -> Option<
 
 /// How many tables' facts a run reads, normalizes and writes at a time: their catalog
 /// rows and texts are what a run holds at its peak, and a batch keeps that small however
-/// many tables a run made (a server reads a hundred tables' catalog for no more per
-/// table than a thousand). SQLite's catalog is in the process, but each batch scans all
-/// of `sqlite_schema`: bigger batches.
+/// many tables a run made (a hundred tables' catalog costs a server little more per
+/// table than a thousand: a planning and a round trip per batch). SQLite's catalog is in
+/// the process, but each batch scans all of `sqlite_schema`: bigger batches.
 fn tables_per_batch(dialect: Dialect) -> usize {
     match dialect {
         Dialect::Sqlite => 1000,
@@ -232,11 +232,16 @@ impl Runner<'_> {
         };
         let now = now();
         let fallback = watch.touched.iter().position(|t| *t);
-        // Tables found live (lower-cased), for the records of tables gone.
+        // Tables found live (lower-cased), for the records of tables gone; and as named
+        // (two spellings of one name, in two batches, find it twice on SQLite and MySQL).
         let mut present: HashSet<String> = HashSet::new();
+        let mut seen: HashSet<String> = HashSet::new();
         for tables in lookup {
             let mut rows: Vec<Vec<SchemaRow>> = vec![Vec::new(); projects.len()];
             for facts in self.db.table_schemas(tables.as_deref())? {
+                if !seen.insert(facts.name.clone()) {
+                    continue;
+                }
                 let watch = &self.schemas;
                 let key = facts.name.to_lowercase();
                 // A table nobody owns that this run made or named: created by a

@@ -633,6 +633,36 @@ ALTER TABLE {items} ADD COLUMN note VARCHAR(10)</sql>
     );
 }
 
+/// A run that names more tables than it reads at a time, each in two spellings (which
+/// fall into different batches), records each table once.
+#[test]
+fn many_tables_named_twice_are_recorded_once() {
+    let tables = 600;
+    let create: String = (0..tables)
+        .map(|i| format!("CREATE TABLE t{i} (id INTEGER PRIMARY KEY);\n"))
+        .collect();
+    let alter: String = (0..tables)
+        .map(|i| format!("ALTER TABLE T{i} ADD COLUMN note TEXT;\n"))
+        .collect();
+    let manifest = r#"<upgrade project="shop" initial-version="1.0.0">
+  <install><sql file="scripts/create.sql"/></install>
+  <step name="alter" from="1.0.0" to="1.1.0"><sql file="scripts/alter.sql"/></step>
+</upgrade>
+"#;
+    let project = TestProject::new("1.0.0", manifest);
+    project.write("scripts/create.sql", &create);
+    project.write("scripts/alter.sql", &alter);
+    project.run(&["--no-backup", "run"]).assert_code(0);
+    project.write("VERSION", "1.1.0\n");
+    project.run(&["--no-backup", "run"]).assert_code(0);
+    let (code, report) = verify(&project);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(
+        project.query_i64("SELECT COUNT(*) FROM upgrader_schema WHERE table_version = '1.1.0'"),
+        tables
+    );
+}
+
 fn table_state(report: &serde_json::Value, name: &str) -> String {
     table(report, name)["state"].as_str().unwrap().to_string()
 }
