@@ -635,6 +635,10 @@ pub(crate) fn mysql(
     db: &mut dyn Backend,
     only: Option<&[String]>,
 ) -> Result<Vec<TableFacts>, DbError> {
+    // Every query is limited to the tables asked for, the schema-wide ones too: a run
+    // reads its tables a batch at a time, and each unlimited query would read all of
+    // them again for every batch.
+    let table_names = only;
     let (only, names) = Only(only).clause("TABLE_NAME");
     let mut tables = Tables::default();
     for row in db.query(
@@ -730,9 +734,12 @@ pub(crate) fn mysql(
     // holding 4,000 tables).
     let mut rules: BTreeMap<(String, String), (Option<String>, Option<String>)> = BTreeMap::new();
     for row in db.query(
-        "SELECT TABLE_NAME, CONSTRAINT_NAME, UPDATE_RULE, DELETE_RULE \
-         FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = DATABASE()",
-        &[],
+        &format!(
+            "SELECT TABLE_NAME, CONSTRAINT_NAME, UPDATE_RULE, DELETE_RULE \
+             FROM information_schema.REFERENTIAL_CONSTRAINTS \
+             WHERE CONSTRAINT_SCHEMA = DATABASE(){only}"
+        ),
+        &names,
     )? {
         rules.insert((at(&row, 0), at(&row, 1)), (opt(&row, 2), opt(&row, 3)));
     }
@@ -741,11 +748,13 @@ pub(crate) fn mysql(
         Vec::new()
     } else {
         db.query(
-            "SELECT TABLE_NAME, CONSTRAINT_NAME, COLUMN_NAME, REFERENCED_TABLE_NAME, \
-             REFERENCED_COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
-             WHERE TABLE_SCHEMA = DATABASE() AND REFERENCED_TABLE_NAME IS NOT NULL \
-             ORDER BY TABLE_NAME, CONSTRAINT_NAME, ORDINAL_POSITION",
-            &[],
+            &format!(
+                "SELECT TABLE_NAME, CONSTRAINT_NAME, COLUMN_NAME, REFERENCED_TABLE_NAME, \
+                 REFERENCED_COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
+                 WHERE TABLE_SCHEMA = DATABASE() AND REFERENCED_TABLE_NAME IS NOT NULL{only} \
+                 ORDER BY TABLE_NAME, CONSTRAINT_NAME, ORDINAL_POSITION"
+            ),
+            &names,
         )?
     };
     for row in keys {
@@ -777,17 +786,23 @@ pub(crate) fn mysql(
     // MariaDB names each check's table; MySQL 8 only through TABLE_CONSTRAINTS.
     let checks = db
         .query(
-            "SELECT TABLE_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS \
-             WHERE CONSTRAINT_SCHEMA = DATABASE()",
-            &[],
+            &format!(
+                "SELECT TABLE_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS \
+                 WHERE CONSTRAINT_SCHEMA = DATABASE(){only}"
+            ),
+            &names,
         )
         .or_else(|_| {
+            let (only, names) = Only(table_names).clause("t.TABLE_NAME");
             db.query(
-                "SELECT t.TABLE_NAME, c.CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS c \
-                 JOIN information_schema.TABLE_CONSTRAINTS t \
-                 ON t.CONSTRAINT_SCHEMA = c.CONSTRAINT_SCHEMA AND t.CONSTRAINT_NAME = c.CONSTRAINT_NAME \
-                 AND t.CONSTRAINT_TYPE = 'CHECK' WHERE c.CONSTRAINT_SCHEMA = DATABASE()",
-                &[],
+                &format!(
+                    "SELECT t.TABLE_NAME, c.CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS c \
+                     JOIN information_schema.TABLE_CONSTRAINTS t \
+                     ON t.CONSTRAINT_SCHEMA = c.CONSTRAINT_SCHEMA \
+                     AND t.CONSTRAINT_NAME = c.CONSTRAINT_NAME AND t.CONSTRAINT_TYPE = 'CHECK' \
+                     WHERE c.CONSTRAINT_SCHEMA = DATABASE(){only}"
+                ),
+                &names,
             )
         })?;
     for row in &checks {
@@ -798,10 +813,17 @@ pub(crate) fn mysql(
             });
         }
     }
+    // By EVENT_OBJECT_SCHEMA, not TRIGGER_SCHEMA (always the same): only the former lets
+    // MariaDB open one database's trigger files instead of every database's (75 ms
+    // against 3 ms on a server holding 32,000 tables).
+    let (only_triggers, _) = Only(table_names).clause("EVENT_OBJECT_TABLE");
     for row in db.query(
-        "SELECT EVENT_OBJECT_TABLE, TRIGGER_NAME, ACTION_TIMING, EVENT_MANIPULATION, \
-         ACTION_STATEMENT FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE()",
-        &[],
+        &format!(
+            "SELECT EVENT_OBJECT_TABLE, TRIGGER_NAME, ACTION_TIMING, EVENT_MANIPULATION, \
+             ACTION_STATEMENT FROM information_schema.TRIGGERS \
+             WHERE EVENT_OBJECT_SCHEMA = DATABASE(){only_triggers}"
+        ),
+        &names,
     )? {
         if let Some(table) = tables.get(&at(&row, 0)) {
             table.triggers.push(TriggerFacts {
