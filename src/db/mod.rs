@@ -185,6 +185,47 @@ fn first_count(rows: &[Vec<Value>]) -> u64 {
         .map_or(0, |count| count.max(0) as u64)
 }
 
+/// [`Backend::execute_alone_recorded`] in two round trips or more: the statements, then
+/// the record with the time measured here.
+fn alone_then_recorded<B: Backend + ?Sized>(
+    db: &mut B,
+    statements: &[&str],
+    row: &state::HistoryRow,
+    version: &str,
+) -> Result<(), AloneError> {
+    let started = std::time::Instant::now();
+    db.execute_alone(statements)
+        .map_err(|(index, error)| AloneError::Statement(index, error))?;
+    let finished = crate::run_info::now();
+    let row = state::HistoryRow {
+        finished_at: finished.clone(),
+        duration_ms: started.elapsed().as_millis() as i64,
+        ..row.clone()
+    };
+    let mut record = || -> Result<(), DbError> {
+        db.begin()?;
+        state::record(
+            db,
+            std::slice::from_ref(&row),
+            &row.project,
+            version,
+            &finished,
+        )?;
+        db.commit()
+    };
+    record().map_err(AloneError::Record)
+}
+
+/// How [`Backend::execute_alone_recorded`] failed.
+#[derive(Debug)]
+pub enum AloneError {
+    /// The statement at this index failed: those before it ran, none after it, and
+    /// nothing was recorded.
+    Statement(usize, DbError),
+    /// Every statement ran, and recording the step failed (its transaction rolled back).
+    Record(DbError),
+}
+
 /// A database error: the driver's message, the server's code for it when there is one,
 /// and the driver's error as its source.
 #[derive(Debug, thiserror::Error)]
@@ -254,6 +295,22 @@ pub trait Backend {
             self.execute(sql).map_err(|error| (index, error))?;
         }
         Ok(())
+    }
+
+    /// Like [`Backend::execute_alone`], and when every statement succeeded, records the
+    /// step in a transaction of its own: `row` appended to the history (its `finished_at`
+    /// and `duration_ms` are the statements' end, measured here) and the row's project
+    /// recorded at `version`. A backend that sends statements together sends the record
+    /// in the same round trip, after them (MySQL: a run of `transaction="none"` steps
+    /// then waits on the server once per step, and the server commits the record right
+    /// after the statements, whatever happens to this process meanwhile).
+    fn execute_alone_recorded(
+        &mut self,
+        statements: &[&str],
+        row: &state::HistoryRow,
+        version: &str,
+    ) -> Result<(), AloneError> {
+        alone_then_recorded(self, statements, row, version)
     }
 
     /// Whether [`Backend::execute_alone`] sends several statements in one round trip
@@ -326,7 +383,8 @@ pub trait Backend {
     }
 
     /// The names of every table but upgrader's own, as [`Backend::table_schemas`] gives
-    /// them: a run that records every table reads their facts a batch at a time.
+    /// them (on MySQL views' names too): a run that records every table reads their facts
+    /// a batch at a time.
     fn table_names(&mut self) -> Result<Vec<String>, DbError> {
         catalog::table_names(self)
     }

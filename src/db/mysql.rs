@@ -9,7 +9,11 @@ use mysql::prelude::Queryable;
 use mysql::session_state_change::SessionStateChange;
 use mysql::{Conn, Opts, OptsBuilder, Params};
 
-use super::{Backend, DbError, DbObject, ForeignTable, LockSpan, ServerUrl, StatementLimit, Value};
+use super::state::{self, HistoryRow};
+use super::{
+    AloneError, Backend, DbError, DbObject, ForeignTable, LockSpan, ServerUrl, StatementLimit,
+    Value,
+};
 use crate::sql::Dialect;
 
 /// How long a second process waits for the upgrade lock before giving up; upgrades
@@ -308,6 +312,46 @@ impl Backend for MySql {
         outcome.map_err(|(index, error)| (index, db_error(error)))
     }
 
+    fn execute_alone_recorded(
+        &mut self,
+        statements: &[&str],
+        row: &HistoryRow,
+        version: &str,
+    ) -> Result<(), AloneError> {
+        self.send_held()
+            .map_err(|error| AloneError::Statement(0, error))?;
+        let record = recorded_on_server(row, version);
+        // A new line before each `;`: a statement may end in a line comment.
+        let batch = format!(
+            "SET @upgrader_sent = UTC_TIMESTAMP(6);\n{}\n;\n{record}",
+            statements.join("\n;\n")
+        );
+        let fits = self
+            .max_allowed_packet
+            .is_some_and(|packet| (batch.len() as u64) < packet);
+        if !fits || record.is_empty() {
+            return super::alone_then_recorded(self, statements, row, version);
+        }
+        let outcome = run_counted(&mut self.conn, &batch);
+        self.observe();
+        match outcome {
+            Ok(()) => Ok(()),
+            Err((index, error)) if (1..=statements.len()).contains(&index) => {
+                Err(AloneError::Statement(index - 1, db_error(error)))
+            }
+            // Nothing ran yet.
+            Err((0, error)) => Err(AloneError::Statement(0, db_error(error))),
+            Err((_, error)) => {
+                // The record's transaction may be open.
+                if let Err(rollback) = self.conn.query_drop("ROLLBACK") {
+                    log::debug!("rollback after a failed record: {rollback}");
+                }
+                self.observe();
+                Err(AloneError::Record(db_error(error)))
+            }
+        }
+    }
+
     fn sends_together(&self) -> bool {
         true
     }
@@ -574,6 +618,47 @@ fn run_counted(conn: &mut Conn, sql: &str) -> Result<(), (usize, mysql::Error)> 
         index += 1;
     }
     Ok(())
+}
+
+/// The record of a step that ran alone, to follow its statements in their round trip
+/// (see [`Backend::execute_alone_recorded`]), which begin with `SET @upgrader_sent =
+/// UTC_TIMESTAMP(6)`: the server measures the statements' time, and the row's
+/// `finished_at` is its `started_at` (this host's clock, as every other row's) plus that
+/// time. Empty when a value has no literal.
+fn recorded_on_server(row: &HistoryRow, version: &str) -> String {
+    let (insert, values) = state::history_insert(std::slice::from_ref(row));
+    let finished = state::HISTORY_FINISHED_AT;
+    let position = std::cell::Cell::new(0);
+    let Some(insert) = super::inline_values(&insert, &values, |value, out| {
+        let at = position.replace(position.get() + 1);
+        match at {
+            _ if at == finished => out.push_str("@upgrader_finished"),
+            _ if at == finished + 1 => out.push_str("@upgrader_ms"),
+            _ => return literal(value, out),
+        }
+        true
+    }) else {
+        return String::new();
+    };
+    let mut started = String::new();
+    let mut project = String::new();
+    let mut to = String::new();
+    literal(&row.started_at.as_str().into(), &mut started);
+    literal(&row.project.as_str().into(), &mut project);
+    literal(&version.into(), &mut to);
+    // UTC both times: a daylight-saving change cannot make a step's time negative.
+    format!(
+        "SET @upgrader_ms = TIMESTAMPDIFF(MICROSECOND, @upgrader_sent, UTC_TIMESTAMP(6)) DIV 1000, \
+         @upgrader_finished = CONCAT(LEFT(DATE_FORMAT(\
+         CAST(REPLACE(REPLACE({started}, 'T', ' '), 'Z', '') AS DATETIME(3)) \
+         + INTERVAL TIMESTAMPDIFF(MICROSECOND, @upgrader_sent, UTC_TIMESTAMP(6)) MICROSECOND, \
+         '%Y-%m-%dT%H:%i:%s.%f'), 23), 'Z');\n\
+         START TRANSACTION;\n{insert};\n\
+         INSERT INTO upgrader_version (project, version, updated_at) \
+         VALUES ({project}, {to}, @upgrader_finished) \
+         ON DUPLICATE KEY UPDATE version = {to}, updated_at = @upgrader_finished;\n\
+         COMMIT"
+    )
 }
 
 /// A value as a MySQL literal: strings in hexadecimal, which no `sql_mode` or character

@@ -232,8 +232,8 @@ pub fn read_versions(
 }
 
 /// Records a project's version.
-pub fn write_version(
-    db: &mut dyn Backend,
+pub fn write_version<B: Backend + ?Sized>(
+    db: &mut B,
     project: &str,
     version: &str,
     now: &str,
@@ -298,7 +298,10 @@ pub const ROWS_PER_INSERT: usize = 200;
 
 /// Appends history rows in as few statements as possible: a run of many small steps
 /// would otherwise spend a round trip per step on bookkeeping.
-pub fn insert_history_rows(db: &mut dyn Backend, rows: &[HistoryRow]) -> Result<(), DbError> {
+pub fn insert_history_rows<B: Backend + ?Sized>(
+    db: &mut B,
+    rows: &[HistoryRow],
+) -> Result<(), DbError> {
     for chunk in rows.chunks(ROWS_PER_INSERT) {
         let (sql, values) = history_insert(chunk);
         db.execute_params(&sql, &values)?;
@@ -310,8 +313,8 @@ pub fn insert_history_rows(db: &mut dyn Backend, rows: &[HistoryRow]) -> Result<
 /// the server backends this costs no round trip of its own: the writes go with the
 /// commit's (see [`Backend::write_with_commit`]), so that recording a step of a long
 /// per-step or `transaction="none"` run adds server work but no waiting.
-pub fn record(
-    db: &mut dyn Backend,
+pub fn record<B: Backend + ?Sized>(
+    db: &mut B,
     rows: &[HistoryRow],
     project: &str,
     version: &str,
@@ -363,8 +366,12 @@ pub fn record(
     }
 }
 
+/// Where [`history_insert`] puts a row's `finished_at` among its 13 values
+/// (`duration_ms` follows).
+pub(crate) const HISTORY_FINISHED_AT: usize = 7;
+
 /// One multi-row INSERT of history rows (at most [`ROWS_PER_INSERT`]) and its values.
-fn history_insert(rows: &[HistoryRow]) -> (String, Vec<Value>) {
+pub(crate) fn history_insert(rows: &[HistoryRow]) -> (String, Vec<Value>) {
     const COLUMNS: &str = "INSERT INTO upgrader_history (project, kind, name, from_version, \
         to_version, checksum, started_at, finished_at, duration_ms, host, pid, success, error) VALUES ";
     const ONE_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";

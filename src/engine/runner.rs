@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use super::prepare::{judge, Hashing, PreparedItem, Streamed, Work};
+use super::together::Together;
 use super::Applied;
 use super::{host, now, Engine, LintFinding, TransactionMode};
 use crate::db::{state, Backend, DbObject};
@@ -415,9 +416,32 @@ impl<'a> Runner<'a> {
                 non_transactional: alone,
             };
             let together = self.together(entry, &sending);
+            // Recorded in the statements' round trip, where nothing else waits to be
+            // recorded and the run goes on after it (the run's last commit records the
+            // schemas).
+            let recorded = together.is_some()
+                && index + 1 < prepared.len()
+                && !self.in_transaction
+                && self.unrecorded.is_empty()
+                && self.committed == self.current;
             if let Some(statements) = &together {
-                self.send_together(statements, &sending, &mut sent)
-                    .map_err(|(origin, error)| failed_at(origin, error))?;
+                let row =
+                    recorded.then(|| history_row(project, entry, &started_at, Duration::ZERO));
+                let version = item.to.as_str();
+                let record = row.as_ref().map(|row| (row, &*version));
+                self.send_together(statements, &sending, &mut sent, record)
+                    .map_err(|failed| match failed {
+                        Together::Statement(origin, error) => failed_at(origin, error),
+                        Together::Record(error) => Failure {
+                            item: item.name.clone(),
+                            message: format!(
+                                "{} '{}' could not be recorded and committed: {error}",
+                                item.kind.name(),
+                                item.name
+                            ),
+                            non_transactional: true,
+                        },
+                    })?;
             }
             let works: &[Work] = if together.is_some() { &[] } else { &entry.work };
             for work in works {
@@ -462,15 +486,17 @@ impl<'a> Runner<'a> {
                 message,
                 non_transactional: alone,
             };
-            if alone {
+            if alone && !recorded {
                 self.begin()
                     .map_err(|e| failure(&item.name, e.to_string()))?;
             }
             // Written with the commit that makes the step durable (see `commit_at`), or,
             // in a long run, one full INSERT at a time inside the transaction, so that
             // memory does not grow with the number of steps.
-            self.unrecorded
-                .push(history_row(project, entry, &started_at, duration));
+            if !recorded {
+                self.unrecorded
+                    .push(history_row(project, entry, &started_at, duration));
+            }
             self.current[package] = Some(item.to.clone());
             if self.unrecorded.len() >= state::ROWS_PER_INSERT {
                 state::insert_history_rows(self.db, &self.unrecorded)
@@ -513,7 +539,9 @@ impl<'a> Runner<'a> {
                 // This item's commit, if it commits, is the run's last (see `record`).
                 self.schemas.at_end = true;
             }
-            if !alone && self.mode == TransactionMode::PerStep && next_shares {
+            if recorded {
+                self.now_committed();
+            } else if !alone && self.mode == TransactionMode::PerStep && next_shares {
                 self.commit_at_and_chain().map_err(not_committed)?;
             } else if alone || self.mode == TransactionMode::PerStep {
                 self.commit_at().map_err(not_committed)?;

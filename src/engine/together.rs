@@ -4,6 +4,8 @@
 
 use super::prepare::{Prepared, PreparedItem};
 use super::runner::{Runner, Sending};
+use crate::db::state::HistoryRow;
+use crate::db::AloneError;
 use crate::sql::{self, Dialect};
 
 impl Runner<'_> {
@@ -36,14 +38,15 @@ impl Runner<'_> {
             .collect()
     }
 
-    /// Sends [`Runner::together`]'s statements; `Err((origin, error))` names the one that
-    /// failed (those before it ran, as they would have one at a time).
+    /// Sends [`Runner::together`]'s statements, and with them, when given, the step's
+    /// history row and version (see [`crate::db::Backend::execute_alone_recorded`]).
     pub(super) fn send_together(
         &mut self,
         statements: &[&Prepared],
         sending: &Sending,
         sent: &mut usize,
-    ) -> Result<(), (String, String)> {
+        record: Option<(&HistoryRow, &str)>,
+    ) -> Result<(), Together> {
         for prepared in statements {
             log::debug!("{}: {}", prepared.origin, prepared.statement.text);
         }
@@ -51,18 +54,37 @@ impl Runner<'_> {
             .iter()
             .map(|prepared| prepared.statement.text.as_str())
             .collect();
-        let outcome = self.db.execute_alone(&texts);
+        let outcome = match record {
+            Some((row, version)) => self.db.execute_alone_recorded(&texts, row, version),
+            None => self
+                .db
+                .execute_alone(&texts)
+                .map_err(|(index, error)| AloneError::Statement(index, error)),
+        };
         let done = match &outcome {
-            Ok(()) => statements.len(),
-            Err((index, _)) => *index,
+            Ok(()) | Err(AloneError::Record(_)) => statements.len(),
+            Err(AloneError::Statement(index, _)) => *index,
         };
         *sent += statements.len().min(done + 1);
         for prepared in &statements[..done] {
             self.schemas
                 .sent(sending.package, &prepared.statement, sending.dialect);
         }
-        outcome.map_err(|(index, error)| (statements[index].origin.clone(), error.to_string()))
+        outcome.map_err(|failed| match failed {
+            AloneError::Statement(index, error) => {
+                Together::Statement(statements[index].origin.clone(), error.to_string())
+            }
+            AloneError::Record(error) => Together::Record(error.to_string()),
+        })
     }
+}
+
+/// How [`Runner::send_together`] failed.
+pub(super) enum Together {
+    /// The statement from this origin failed, with this message; those before it ran.
+    Statement(String, String),
+    /// Every statement ran, and recording the step failed.
+    Record(String),
 }
 
 /// Whether a statement may share a round trip with others (see [`Runner::together`]):

@@ -644,3 +644,100 @@ fn postgres_multi_statement_step_reports_the_failing_statement() {
         .assert_stderr("nope");
     assert_eq!(other.app_snapshot(), before);
 }
+
+const ALONE_MANIFEST: &str = r#"<upgrade project="test" initial-version="1.0.0">
+  <step name="one" from="1.0.0" to="1.1.0" transaction="none"><sql>
+    CREATE TABLE a (id INT PRIMARY KEY);
+    INSERT INTO a (id) SELECT 1 FROM (SELECT SLEEP(0.3)) s;
+  </sql></step>
+  <step name="two" from="1.1.0" to="1.2.0" transaction="none"><sql>
+    CREATE TABLE b (id INT PRIMARY KEY);
+    INSERT INTO b (id) VALUES (1);
+  </sql></step>
+  <step name="three" from="1.2.0" to="1.3.0" transaction="none"><sql>
+    CREATE TABLE c (id INT PRIMARY KEY);
+    INSERT INTO c (id) VALUES (1);
+  </sql></step>
+</upgrade>
+"#;
+
+fn rfc3339(value: &serde_json::Value) -> std::time::SystemTime {
+    let text = value.as_str().unwrap();
+    assert_eq!(text.len(), "2026-12-02T17:28:26.487Z".len(), "{text}");
+    humantime::parse_rfc3339(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+}
+
+/// On MySQL a step that runs alone is recorded in its statements' round trip, its time
+/// measured by the server: the history must still say when it started and ended, in
+/// this host's terms, and how long it took.
+#[test]
+fn mariadb_steps_that_run_alone_are_recorded_with_their_times() {
+    let project = TestProject::on(Backend::MariaDb, "1.3.0", ALONE_MANIFEST);
+    project.run(&["run"]).assert_code(0);
+    assert_eq!(project.recorded_version().as_deref(), Some("1.3.0"));
+    let history = project.history();
+    let steps: Vec<_> = history.iter().filter(|row| row["kind"] == "step").collect();
+    assert_eq!(
+        steps
+            .iter()
+            .map(|row| row["name"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["one", "two", "three"]
+    );
+    for row in &steps {
+        assert_eq!(row["success"], true);
+        let (started, finished) = (rfc3339(&row["started_at"]), rfc3339(&row["finished_at"]));
+        let span = finished.duration_since(started).unwrap().as_millis() as i64;
+        let duration = row["duration_ms"].as_i64().unwrap();
+        assert!((span - duration).abs() <= 1, "{row}");
+    }
+    assert!(
+        steps[0]["duration_ms"].as_i64().unwrap() >= 300,
+        "{}",
+        steps[0]
+    );
+    // Each step starts after the one before it finished.
+    for pair in steps.windows(2) {
+        assert!(rfc3339(&pair[1]["started_at"]) >= rfc3339(&pair[0]["finished_at"]));
+    }
+}
+
+/// When the record that goes with a step's statements fails, the step's changes stay
+/// (it ran alone) and the run says so: nothing after it runs, and the version stays.
+#[test]
+fn mariadb_a_step_that_ran_alone_but_could_not_be_recorded_halts_the_run() {
+    use mysql::prelude::Queryable;
+    let project = TestProject::on(Backend::MariaDb, "1.1.0", ALONE_MANIFEST);
+    project.run(&["run"]).assert_code(0);
+    project
+        .my()
+        .query_drop(
+            "CREATE TRIGGER refuse_two BEFORE INSERT ON upgrader_history FOR EACH ROW \
+             BEGIN IF NEW.name = 'two' AND NEW.success = 1 THEN \
+             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'history refused'; END IF; END",
+        )
+        .unwrap();
+    project.write("VERSION", "1.3.0\n");
+    project
+        .run(&["run"])
+        .assert_code(1)
+        .assert_stderr("step 'two' could not be recorded and committed")
+        .assert_stderr("history refused");
+    assert_eq!(project.recorded_version().as_deref(), Some("1.1.0"));
+    assert_eq!(project.query_i64("SELECT count(*) FROM b"), 1);
+    assert_eq!(
+        project.query_i64(
+            "SELECT count(*) FROM information_schema.tables \
+             WHERE table_schema = DATABASE() AND table_name = 'c'"
+        ),
+        0
+    );
+    let lock = project.lock_json().unwrap();
+    assert_eq!(lock["state"], "failed");
+    assert_eq!(lock["non_transactional"], true);
+    let last = project.history().pop().unwrap();
+    assert_eq!(
+        (last["name"].as_str(), last["success"].as_bool()),
+        (Some("two"), Some(false))
+    );
+}
