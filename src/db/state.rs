@@ -292,9 +292,10 @@ pub fn insert_history(db: &mut dyn Backend, row: &HistoryRow) -> Result<(), DbEr
     insert_history_rows(db, std::slice::from_ref(row))
 }
 
-/// How many rows one INSERT carries; 13 parameters each stays far below every backend's
-/// limit on bound parameters.
-pub const ROWS_PER_INSERT: usize = 200;
+/// How many rows one INSERT carries: 13 parameters each stays far below every backend's
+/// limit on bound parameters, and a driver keeps a buffer the size of the largest
+/// message it sent (PostgreSQL: 150 KB for 200 rows) for the rest of the run.
+pub const ROWS_PER_INSERT: usize = 50;
 
 /// Appends history rows in as few statements as possible: a run of many small steps
 /// would otherwise spend a round trip per step on bookkeeping.

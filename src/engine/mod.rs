@@ -649,7 +649,9 @@ impl Engine {
         };
         let span = self.lock_span(&prepared, dialect);
         let mut session = Session::begin(&lock_path, record, db, span)?;
-        let order = app_plan.order;
+        // Only its order is compared with the plan made under the lock.
+        let AppPlan { order, plans } = app_plan;
+        drop(plans);
         let locked = Locked {
             db_version: facts[0].version.as_ref().map(ToString::to_string),
             order: &order,
@@ -739,7 +741,7 @@ impl Engine {
         let schemas = record::SchemaWatch::start(self.app.projects.len());
         let (db, guard) = session.parts();
         let mut runner = Runner::new(self, db, guard, &app_plan, committed, schemas);
-        runner.execute(&app_plan.targets(), &prepared)?;
+        runner.execute(&app_plan.targets(), prepared)?;
         let mut applied = std::mem::take(&mut runner.applied);
         let duration_ms = run_started.elapsed().as_millis() as u64;
         let outcomes: Vec<RunOutcome> = app_plan

@@ -363,6 +363,8 @@ impl Engine {
                 }
             }
         }
+        // Most items have one or two statements, and a run holds an item per step.
+        work.shrink_to_fit();
         Ok((
             work,
             Checksums {

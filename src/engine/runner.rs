@@ -182,9 +182,16 @@ impl<'a> Runner<'a> {
     pub(super) fn execute(
         &mut self,
         targets: &[Version],
-        prepared: &[PreparedItem],
+        prepared: Vec<PreparedItem>,
     ) -> Result<(), Error> {
-        match self.apply_all(targets, prepared) {
+        let applied = self.apply_items(&prepared).and_then(|()| {
+            // The items' statements are done with: the catalog rows and schema texts
+            // that the last commit records take their place in memory instead of adding
+            // to it (a run's peak).
+            drop(prepared);
+            self.finish_items(targets)
+        });
+        match applied {
             Ok(()) => Ok(()),
             Err(_) if self.overtaken.is_some() => {
                 // Nothing failed: someone else did the rest. Roll back the empty
@@ -326,11 +333,18 @@ impl<'a> Runner<'a> {
         }
     }
 
+    /// Runs `prepared` (in run order), then records every project at its `targets`.
     pub(super) fn apply_all(
         &mut self,
         targets: &[Version],
         prepared: &[PreparedItem],
     ) -> Result<(), Failure> {
+        self.apply_items(prepared)?;
+        self.finish_items(targets)
+    }
+
+    /// Runs `prepared`, in run order, each committed as its transaction mode says.
+    fn apply_items(&mut self, prepared: &[PreparedItem]) -> Result<(), Failure> {
         let failure = |item: &str, message: String| Failure {
             item: item.to_string(),
             message,
@@ -553,6 +567,17 @@ impl<'a> Runner<'a> {
             }
             failpoint!("after-step", |m| failure(&item.name, m));
         }
+        Ok(())
+    }
+
+    /// After every item ran: records every project at its `targets` and commits what is
+    /// still open (a rehearsal leaves it open).
+    fn finish_items(&mut self, targets: &[Version]) -> Result<(), Failure> {
+        let failure = |item: &str, message: String| Failure {
+            item: item.to_string(),
+            message,
+            non_transactional: false,
+        };
         for (current, target) in self.current.iter_mut().zip(targets) {
             *current = Some(target.clone());
         }
