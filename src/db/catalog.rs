@@ -408,7 +408,10 @@ pub(crate) fn postgres(
     let (only, names) = match only {
         None => (String::new(), Vec::new()),
         Some(names) => (
-            format!(" AND c.relname IN ({})", vec!["?"; names.len()].join(", ")),
+            format!(
+                " AND c.relname IN ({})",
+                vec!["?::name"; names.len()].join(", ")
+            ),
             names
                 .iter()
                 .map(|name| Value::from(name.as_str()))
@@ -419,7 +422,7 @@ pub(crate) fn postgres(
     // (`t`), a column (`col`, by number), a constraint (its `contype`), an index (`i`),
     // a trigger (`g`). A column's default is read only where it has one (a join with
     // `pg_attrdef` costs every run's planning more than the subquery costs those).
-    let rows = db.query(
+    let rows = db.query_texts(
         &format!(
             "WITH t AS MATERIALIZED (SELECT c.oid, c.relname::text AS name FROM pg_class c \
              WHERE c.relnamespace = to_regnamespace(quote_ident(current_schema())) \

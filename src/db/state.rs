@@ -514,7 +514,7 @@ pub fn read_run_records(
     tables: Option<&[String]>,
 ) -> Result<(Vec<(String, crate::schema::Recorded)>, bool), DbError> {
     if tables.is_some_and(<[String]>::is_empty) {
-        let any = db.query(
+        let any = db.query_texts(
             "SELECT project, table_name, table_version, fingerprint FROM upgrader_schema \
              WHERE project IN (?) LIMIT 1",
             &[root.into()],
@@ -553,7 +553,7 @@ pub fn read_run_records(
         );
         params.push(root.into());
     }
-    let rows = db.query(&sql, &params)?;
+    let rows = db.query_texts(&sql, &params)?;
     let mut root_has = false;
     let mut records = Vec::with_capacity(rows.len());
     for row in rows {
@@ -614,7 +614,7 @@ pub fn write_schema_rows(
         if replacing {
             let mut params: Vec<Value> = vec![project.into(), version.into()];
             params.extend(chunk.iter().map(|row| Value::from(row.table.as_str())));
-            db.execute_params(
+            db.execute_texts(
                 &format!(
                     "DELETE FROM upgrader_schema WHERE project = ? AND table_version = ? \
                      AND table_name IN ({})",
@@ -642,7 +642,7 @@ pub fn write_schema_rows(
                 now.into(),
             ]);
         }
-        db.execute_params(&sql, &values)?;
+        db.execute_texts(&sql, &values)?;
     }
     Ok(())
 }

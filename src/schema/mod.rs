@@ -186,7 +186,26 @@ struct Cleaned {
 }
 
 fn render(cleaned: &Cleaned) -> String {
-    let mut text = format!("table {}\n", cleaned.name);
+    // Sized once: a run that made a thousand tables renders a thousand texts, and
+    // growing each line by line cost more than the rest of the rendering.
+    let lines = [
+        &cleaned.columns,
+        &cleaned.constraints,
+        &cleaned.indexes,
+        &cleaned.triggers,
+        &cleaned.options,
+    ];
+    let size = "table \n".len()
+        + cleaned.name.len()
+        + lines
+            .iter()
+            .flat_map(|lines| lines.iter())
+            .map(|line| line.len() + "  trigger \n".len())
+            .sum::<usize>();
+    let mut text = String::with_capacity(size);
+    text.push_str("table ");
+    text.push_str(&cleaned.name);
+    text.push('\n');
     for column in &cleaned.columns {
         text.push_str("  column ");
         text.push_str(column);

@@ -489,6 +489,36 @@ impl Backend for Postgres {
             .collect()
     }
 
+    fn query_texts(&mut self, sql: &str, values: &[Value]) -> Result<Vec<Vec<Value>>, DbError> {
+        let texts: Option<Vec<Option<&str>>> = values
+            .iter()
+            .map(|value| match value {
+                Value::Text(text) => Some(Some(text.as_str())),
+                Value::Null => Some(None),
+                _ => None,
+            })
+            .collect();
+        let Some(texts) = texts else {
+            return self.query(sql, values);
+        };
+        self.send_held()?;
+        let typed: Vec<(&(dyn ToSql + Sync), Type)> = texts
+            .iter()
+            .map(|text| (text as &(dyn ToSql + Sync), Type::TEXT))
+            .collect();
+        let rows = self
+            .client
+            .query_typed(&numbered(sql), &typed)
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|row| (0..row.len()).map(|index| read(row, index)).collect())
+            .collect()
+    }
+
+    fn execute_texts(&mut self, sql: &str, values: &[Value]) -> Result<(), DbError> {
+        self.query_texts(sql, values).map(drop)
+    }
+
     fn write_with_commit(&mut self, sql: &str, values: &[Value]) -> Result<(), DbError> {
         match super::holding(&self.held, self.in_transaction, sql, values, literal) {
             super::Holding::Now => self.execute_params(sql, values).map(drop),
