@@ -3,6 +3,7 @@
 //! read-only reports (status, plan, history) and `unlock`.
 
 mod checksum;
+mod failure;
 mod prepare;
 mod project;
 mod record;
