@@ -328,6 +328,22 @@ pub trait Backend {
         alone_then_recorded(self, statements, row, version)
     }
 
+    /// Sends several statements of a step that shares the open transaction in one round
+    /// trip, stopping at the first that fails. On failure nothing of them remains (the
+    /// backend rolls back to a savepoint it set before them), and the error does not say
+    /// which failed: the caller sends them again one at a time to learn it. Asked only
+    /// where [`Backend::sends_shared_together`] says so, and only of a transaction that
+    /// holds one step (a savepoint per step of a long transaction would overflow
+    /// PostgreSQL's cache of subtransactions, which slows every other session).
+    fn execute_together(&mut self, statements: &[&str]) -> Result<(), DbError> {
+        statements.iter().try_for_each(|sql| self.execute(sql))
+    }
+
+    /// Whether [`Backend::execute_together`] sends statements in one round trip.
+    fn sends_shared_together(&self) -> bool {
+        false
+    }
+
     /// Whether [`Backend::execute_alone`] sends several statements in one round trip
     /// (else the caller sends them one at a time, as any other step's).
     fn sends_together(&self) -> bool {

@@ -457,7 +457,18 @@ impl<'a> Runner<'a> {
                         },
                     })?;
             }
-            let works: &[Work] = if together.is_some() { &[] } else { &entry.work };
+            let shared = match together {
+                None => self.together_shared(entry, &sending),
+                Some(_) => None,
+            };
+            if let Some(statements) = &shared {
+                self.send_shared_together(statements, &sending, &mut sent)
+                    .map_err(|(origin, error)| failed_at(origin, error))?;
+            }
+            let works: &[Work] = match together.is_some() || shared.is_some() {
+                true => &[],
+                false => &entry.work,
+            };
             for work in works {
                 let outcome = match work {
                     Work::Sql(prepared) => {

@@ -4,6 +4,7 @@
 
 use super::prepare::{Prepared, PreparedItem};
 use super::runner::{Runner, Sending};
+use super::TransactionMode;
 use crate::db::state::HistoryRow;
 use crate::db::AloneError;
 use crate::sql::{self, Dialect};
@@ -76,6 +77,80 @@ impl Runner<'_> {
             }
             AloneError::Record(error) => Together::Record(error.to_string()),
         })
+    }
+}
+
+impl Runner<'_> {
+    /// The statements of a step that shares the transaction, when they can go to the
+    /// server in one round trip: PostgreSQL, per-step runs (the step's transaction holds
+    /// that step alone, see [`crate::db::Backend::execute_together`]), a step of several
+    /// plain statements. A per-step run then waits on the server once per step for them,
+    /// not once per statement. Not under failpoints nor for a rehearsal or an install.
+    pub(super) fn together_shared<'p>(
+        &self,
+        entry: &'p PreparedItem,
+        sending: &Sending,
+    ) -> Option<Vec<&'p Prepared>> {
+        /// Beyond this, a round trip saved is nothing beside the statements' own size.
+        const MOST_BYTES: usize = 1 << 20;
+        if sending.alone
+            || sending.install
+            || self.rehearsing
+            || self.mode != TransactionMode::PerStep
+            || entry.work.len() < 2
+            || !self.db.sends_shared_together()
+            || crate::failpoint::armed()
+        {
+            return None;
+        }
+        let statements: Vec<&Prepared> = entry
+            .work
+            .iter()
+            .map(|work| {
+                work.sql()
+                    .filter(|p| one_result(&p.statement.text, sending.dialect))
+            })
+            .collect::<Option<_>>()?;
+        let bytes: usize = statements.iter().map(|p| p.statement.text.len()).sum();
+        (bytes <= MOST_BYTES).then_some(statements)
+    }
+
+    /// Sends [`Runner::together_shared`]'s statements; when they fail, sends them again
+    /// one at a time (nothing of them remained), so that the one that fails is named.
+    pub(super) fn send_shared_together(
+        &mut self,
+        statements: &[&Prepared],
+        sending: &Sending,
+        sent: &mut usize,
+    ) -> Result<(), (String, String)> {
+        for prepared in statements {
+            log::debug!("{}: {}", prepared.origin, prepared.statement.text);
+        }
+        let texts: Vec<&str> = statements
+            .iter()
+            .map(|prepared| prepared.statement.text.as_str())
+            .collect();
+        let Err(together) = self.db.execute_together(&texts) else {
+            *sent += statements.len();
+            for prepared in statements {
+                self.schemas
+                    .sent(sending.package, &prepared.statement, sending.dialect);
+            }
+            let last = &statements[statements.len() - 1].origin;
+            return self
+                .still_open_after(last, false)
+                .map_err(|error| (last.clone(), error));
+        };
+        for prepared in statements {
+            *sent += 1;
+            self.send(&prepared.statement, &prepared.origin, sending)
+                .map_err(|error| (prepared.origin.clone(), error))?;
+        }
+        // One at a time they ran: what failed was their running together.
+        Err((
+            statements[0].origin.clone(),
+            format!("{together} (when sent together; one at a time they ran)"),
+        ))
     }
 }
 

@@ -741,3 +741,45 @@ fn mariadb_a_step_that_ran_alone_but_could_not_be_recorded_halts_the_run() {
         (Some("two"), Some(false))
     );
 }
+
+/// Per step, a PostgreSQL step's plain statements go in one round trip: a failure must
+/// still name the statement that failed, leave nothing of the step, and keep the steps
+/// before it; a step that passes runs every statement.
+#[test]
+fn postgres_per_step_statements_sent_together_name_the_one_that_fails() {
+    let project = project(Backend::Postgres, "1.4.0");
+    legacy_database(&project);
+    project.write(
+        "scripts/two.sql",
+        "UPDATE items SET size = 2;\n\
+         INSERT INTO items (id, name) VALUES (1, 'a second one');\n\
+         UPDATE items SET size = 3;\n",
+    );
+    project
+        .run(&["run", "--transaction", "per-step"])
+        .assert_code(1)
+        .assert_stderr("step 'two' failed at scripts/two.sql:2:1")
+        .assert_stderr("duplicate key");
+    assert_eq!(project.recorded_version().as_deref(), Some("1.2.0"));
+    assert_eq!(
+        project.query_i64("SELECT count(*) FROM items WHERE size IS NOT NULL"),
+        0
+    );
+
+    project.write(
+        "scripts/two.sql",
+        "UPDATE items SET size = 2; -- a comment; with a semicolon\n\
+         INSERT INTO items (id, name) VALUES (5, 'five');\n\
+         UPDATE items SET size = size * 10 -- no semicolon at the end",
+    );
+    project.run(&["unlock"]).assert_code(0);
+    project
+        .run(&["run", "--transaction", "per-step"])
+        .assert_code(0);
+    assert_eq!(project.recorded_version().as_deref(), Some("1.4.0"));
+    assert_eq!(project.query_i64("SELECT size FROM items WHERE id = 1"), 20);
+    assert_eq!(
+        project.query_i64("SELECT count(*) FROM items WHERE id = 5 AND size IS NULL"),
+        1
+    );
+}

@@ -515,6 +515,22 @@ impl Backend for Postgres {
             .collect()
     }
 
+    fn execute_together(&mut self, statements: &[&str]) -> Result<(), DbError> {
+        // A new line before each `;`: a statement may end in a line comment.
+        let batch = format!("SAVEPOINT upgrader_together;\n{}", statements.join("\n;\n"));
+        if let Err(error) = self.execute(&batch) {
+            self.client
+                .batch_execute("ROLLBACK TO SAVEPOINT upgrader_together")
+                .map_err(db_error)?;
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    fn sends_shared_together(&self) -> bool {
+        true
+    }
+
     fn execute_texts(&mut self, sql: &str, values: &[Value]) -> Result<(), DbError> {
         self.query_texts(sql, values).map(drop)
     }
