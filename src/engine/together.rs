@@ -48,13 +48,7 @@ impl Runner<'_> {
         sent: &mut usize,
         record: Option<(&HistoryRow, &str)>,
     ) -> Result<(), Together> {
-        for prepared in statements {
-            log::debug!("{}: {}", prepared.origin, prepared.statement.text);
-        }
-        let texts: Vec<&str> = statements
-            .iter()
-            .map(|prepared| prepared.statement.text.as_str())
-            .collect();
+        let texts = logged_texts(statements);
         let outcome = match record {
             Some((row, version)) => self.db.execute_alone_recorded(&texts, row, version),
             None => self
@@ -123,13 +117,7 @@ impl Runner<'_> {
         sending: &Sending,
         sent: &mut usize,
     ) -> Result<(), (String, String)> {
-        for prepared in statements {
-            log::debug!("{}: {}", prepared.origin, prepared.statement.text);
-        }
-        let texts: Vec<&str> = statements
-            .iter()
-            .map(|prepared| prepared.statement.text.as_str())
-            .collect();
+        let texts = logged_texts(statements);
         let Err(together) = self.db.execute_together(&texts) else {
             *sent += statements.len();
             for prepared in statements {
@@ -160,6 +148,17 @@ pub(super) enum Together {
     Statement(String, String),
     /// Every statement ran, and recording the step failed.
     Record(String),
+}
+
+/// The statements' texts, each logged (at debug level) with its origin as it is sent.
+fn logged_texts<'p>(statements: &[&'p Prepared]) -> Vec<&'p str> {
+    statements
+        .iter()
+        .map(|prepared| {
+            log::debug!("{}: {}", prepared.origin, prepared.statement.text);
+            prepared.statement.text.as_str()
+        })
+        .collect()
 }
 
 /// Whether a statement may share a round trip with others (see [`Runner::together`]):
