@@ -216,6 +216,18 @@ fn alone_then_recorded<B: Backend + ?Sized>(
     record().map_err(AloneError::Record)
 }
 
+/// How [`Backend::execute_together`] failed.
+#[derive(Debug)]
+pub enum TogetherError {
+    /// Nothing of the statements remains (rolled back to a savepoint set before them),
+    /// and the error does not say which failed: send them again one at a time to learn it.
+    Undone(DbError),
+    /// A statement failed (the one at this index, when known; PostgreSQL refuses the
+    /// whole text before running any of it when one statement does not parse), and the
+    /// transaction is as a failed statement leaves it.
+    Failed(DbError, Option<usize>),
+}
+
 /// How [`Backend::execute_alone_recorded`] failed.
 #[derive(Debug)]
 pub enum AloneError {
@@ -329,14 +341,17 @@ pub trait Backend {
     }
 
     /// Sends several statements of a step that shares the open transaction in one round
-    /// trip, stopping at the first that fails. On failure nothing of them remains (the
-    /// backend rolls back to a savepoint it set before them), and the error does not say
-    /// which failed: the caller sends them again one at a time to learn it. Asked only
-    /// where [`Backend::sends_shared_together`] says so, and only of a transaction that
-    /// holds one step (a savepoint per step of a long transaction would overflow
-    /// PostgreSQL's cache of subtransactions, which slows every other session).
-    fn execute_together(&mut self, statements: &[&str]) -> Result<(), DbError> {
-        statements.iter().try_for_each(|sql| self.execute(sql))
+    /// trip, stopping at the first that fails: see [`TogetherError`] for what a failure
+    /// leaves. Asked only where [`Backend::sends_shared_together`] says so, and only of a
+    /// transaction that holds one step (PostgreSQL: a savepoint per step of a long
+    /// transaction would overflow its cache of subtransactions, which slows every other
+    /// session).
+    fn execute_together(&mut self, statements: &[&str]) -> Result<(), TogetherError> {
+        for (index, sql) in statements.iter().enumerate() {
+            self.execute(sql)
+                .map_err(|error| TogetherError::Failed(error, Some(index)))?;
+        }
+        Ok(())
     }
 
     /// Whether [`Backend::execute_together`] sends statements in one round trip.

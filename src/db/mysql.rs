@@ -640,17 +640,25 @@ fn recorded_on_server(row: &HistoryRow, version: &str) -> String {
     }) else {
         return String::new();
     };
-    let mut started = String::new();
+    // `2026-12-02T17:28:26.487Z` as a DATETIME literal: no string function mixes an
+    // introduced literal with the connection's collation (error 1270 under any other
+    // than utf8mb4's default, as MySQL 8's is against the driver's).
+    let started = row.started_at.replacen('T', " ", 1).replacen('Z', "", 1);
+    if !started
+        .bytes()
+        .all(|b| b.is_ascii_digit() || b" -:.".contains(&b))
+    {
+        return String::new();
+    }
     let mut project = String::new();
     let mut to = String::new();
-    literal(&row.started_at.as_str().into(), &mut started);
     literal(&row.project.as_str().into(), &mut project);
     literal(&version.into(), &mut to);
     // UTC both times: a daylight-saving change cannot make a step's time negative.
     format!(
         "SET @upgrader_ms = TIMESTAMPDIFF(MICROSECOND, @upgrader_sent, UTC_TIMESTAMP(6)) DIV 1000, \
          @upgrader_finished = CONCAT(LEFT(DATE_FORMAT(\
-         CAST(REPLACE(REPLACE({started}, 'T', ' '), 'Z', '') AS DATETIME(3)) \
+         TIMESTAMP'{started}' \
          + INTERVAL TIMESTAMPDIFF(MICROSECOND, @upgrader_sent, UTC_TIMESTAMP(6)) MICROSECOND, \
          '%Y-%m-%dT%H:%i:%s.%f'), 23), 'Z');\n\
          START TRANSACTION;\n{insert};\n\
@@ -693,5 +701,48 @@ fn db_error(error: mysql::Error) -> DbError {
                 .with_source(mysql::Error::MySqlError(e))
         }
         other => DbError::new(&other).with_source(other),
+    }
+}
+
+#[cfg(test)]
+mod recorded_tests {
+    use super::recorded_on_server;
+    use crate::db::state::HistoryRow;
+
+    fn row(started_at: &str) -> HistoryRow {
+        HistoryRow {
+            id: None,
+            project: "shop".into(),
+            kind: "step".into(),
+            name: "one".into(),
+            from_version: Some("1.0.0".into()),
+            to_version: "1.1.0".into(),
+            checksum: None,
+            started_at: started_at.into(),
+            finished_at: String::new(),
+            duration_ms: 0,
+            host: "h".into(),
+            pid: 1,
+            success: true,
+            error: None,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn the_start_is_a_datetime_literal_and_no_string_function_mixes_collations() {
+        let text = recorded_on_server(&row("2026-12-02T17:28:26.487Z"), "1.1.0");
+        assert!(
+            text.contains("TIMESTAMP'2026-12-02 17:28:26.487'"),
+            "{text}"
+        );
+        assert!(!text.contains("REPLACE("), "{text}");
+        assert!(text.contains("@upgrader_finished, @upgrader_ms"), "{text}");
+        assert!(text.ends_with("COMMIT"), "{text}");
+    }
+
+    #[test]
+    fn a_start_that_is_not_upgraders_own_timestamp_is_not_inlined() {
+        assert_eq!(recorded_on_server(&row("2026-12-02'; DROP"), "1.1.0"), "");
     }
 }

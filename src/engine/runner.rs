@@ -126,11 +126,14 @@ impl<'a> Runner<'a> {
             guard,
             mode: engine.config.transaction,
             in_transaction: true,
+            // A project with nothing to do stays at what it has recorded: a failure
+            // message must not say it has no version.
             current: app_plan
                 .plans
                 .iter()
-                .map(|plan| match plan.items.is_empty() {
-                    true => None,
+                .zip(&committed)
+                .map(|(plan, committed)| match plan.items.is_empty() {
+                    true => committed.clone(),
                     false => plan.start.clone(),
                 })
                 .collect(),

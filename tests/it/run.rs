@@ -766,6 +766,26 @@ fn postgres_per_step_statements_sent_together_name_the_one_that_fails() {
         0
     );
 
+    // A statement that does not parse: the server refuses the whole text before running
+    // any of it, and the error is still the statement's own.
+    project.write(
+        "scripts/two.sql",
+        "UPDATE items SET size = 2;\n\
+         UPDATE items SET size = 3;\n\
+         CREATE TABEL later (id INTEGER);\n",
+    );
+    project.run(&["unlock"]).assert_code(0);
+    project
+        .run(&["run", "--transaction", "per-step"])
+        .assert_code(1)
+        .assert_stderr("step 'two' failed at scripts/two.sql:3:1")
+        .assert_stderr("syntax error");
+    assert_eq!(project.recorded_version().as_deref(), Some("1.2.0"));
+    assert_eq!(
+        project.query_i64("SELECT count(*) FROM items WHERE size IS NOT NULL"),
+        0
+    );
+
     project.write(
         "scripts/two.sql",
         "UPDATE items SET size = 2; -- a comment; with a semicolon\n\

@@ -24,7 +24,7 @@ mod values;
 use lease::*;
 use values::*;
 
-use super::{Backend, DbError, LockSpan, ServerUrl, StatementLimit, Value};
+use super::{Backend, DbError, LockSpan, ServerUrl, StatementLimit, TogetherError, Value};
 use crate::sql::Dialect;
 
 /// Takes the transaction-level upgrade lock if it is free, saying whether it did.
@@ -515,16 +515,40 @@ impl Backend for Postgres {
             .collect()
     }
 
-    fn execute_together(&mut self, statements: &[&str]) -> Result<(), DbError> {
+    fn execute_together(&mut self, statements: &[&str]) -> Result<(), TogetherError> {
+        const SAVEPOINT: &str = "SAVEPOINT upgrader_together;\n";
         // A new line before each `;`: a statement may end in a line comment.
-        let batch = format!("SAVEPOINT upgrader_together;\n{}", statements.join("\n;\n"));
-        if let Err(error) = self.execute(&batch) {
-            self.client
-                .batch_execute("ROLLBACK TO SAVEPOINT upgrader_together")
-                .map_err(db_error)?;
-            return Err(error);
+        const BETWEEN: &str = "\n;\n";
+        self.send_held()
+            .map_err(|error| TogetherError::Failed(error, None))?;
+        let batch = format!("{SAVEPOINT}{}", statements.join(BETWEEN));
+        let Err(error) = self.client.batch_execute(&batch) else {
+            return Ok(());
+        };
+        let position = error.as_db_error().and_then(|db| match db.position() {
+            Some(postgres::error::ErrorPosition::Original(at)) => Some(*at as usize),
+            _ => None,
+        });
+        let error = db_error(error);
+        if self
+            .client
+            .batch_execute("ROLLBACK TO SAVEPOINT upgrader_together")
+            .is_ok()
+        {
+            return Err(TogetherError::Undone(error));
         }
-        Ok(())
+        // No savepoint: the server refused the whole text before running any of it (a
+        // statement that does not parse). Its position (in characters, from 1) says which.
+        let at = position.and_then(|position| {
+            let mut start = SAVEPOINT.chars().count();
+            statements.iter().position(|sql| {
+                let end = start + sql.chars().count() + BETWEEN.len();
+                let inside = (start..end).contains(&(position - 1));
+                start = end;
+                inside
+            })
+        });
+        Err(TogetherError::Failed(error, at))
     }
 
     fn sends_shared_together(&self) -> bool {
