@@ -60,39 +60,55 @@ impl Only<'_> {
     /// ` AND lower(column) IN (?, …)` with its values (names match in any case); nothing
     /// when every table is read.
     fn clause(self, column: &str) -> (String, Vec<Value>) {
-        match self.0 {
-            None => (String::new(), Vec::new()),
-            Some(names) => {
+        self.list(
+            |names| {
                 let mut lower: Vec<String> = names.iter().map(|n| n.to_lowercase()).collect();
                 lower.sort_unstable();
                 lower.dedup();
-                (
-                    format!(
-                        " AND lower({column}) IN ({})",
-                        vec!["?"; lower.len()].join(", ")
-                    ),
-                    lower.into_iter().map(Value::from).collect(),
-                )
-            }
-        }
+                lower
+            },
+            |list| format!(" AND lower({column}) IN ({list})"),
+            "?",
+        )
     }
 
     /// `column COLLATE NOCASE IN (?, …) AND ` with its values: SQLite's names match in
     /// any case of ASCII letters, as SQLite matches them, and no name is lowered per row.
     fn sqlite_clause(self, column: &str) -> (String, Vec<Value>) {
-        match self.0 {
-            None => (String::new(), Vec::new()),
-            Some(names) => (
-                format!(
-                    "{column} COLLATE NOCASE IN ({}) AND ",
-                    vec!["?"; names.len()].join(", ")
-                ),
-                names
-                    .iter()
-                    .map(|name| Value::from(name.as_str()))
-                    .collect(),
-            ),
-        }
+        self.list(
+            <[String]>::to_vec,
+            |list| format!("{column} COLLATE NOCASE IN ({list}) AND "),
+            "?",
+        )
+    }
+
+    /// ` AND c.relname IN (?::name, …)`: PostgreSQL's names exactly as stored, bound as
+    /// text (see [`Backend::query_texts`]) and compared as `name`, so that `pg_class`'s
+    /// index answers.
+    fn postgres_clause(self) -> (String, Vec<Value>) {
+        self.list(
+            <[String]>::to_vec,
+            |list| format!(" AND c.relname IN ({list})"),
+            "?::name",
+        )
+    }
+
+    /// The clause `write` makes of a list of `placeholder`s, one for each of the names
+    /// `names` gives, and those names as values; nothing when every table is read.
+    fn list(
+        self,
+        names: impl FnOnce(&[String]) -> Vec<String>,
+        write: impl FnOnce(&str) -> String,
+        placeholder: &str,
+    ) -> (String, Vec<Value>) {
+        let Some(given) = self.0 else {
+            return (String::new(), Vec::new());
+        };
+        let names = names(given);
+        (
+            write(&vec![placeholder; names.len()].join(", ")),
+            names.into_iter().map(Value::from).collect(),
+        )
     }
 }
 
@@ -405,19 +421,7 @@ pub(crate) fn postgres(
     db: &mut dyn Backend,
     only: Option<&[String]>,
 ) -> Result<Vec<TableFacts>, DbError> {
-    let (only, names) = match only {
-        None => (String::new(), Vec::new()),
-        Some(names) => (
-            format!(
-                " AND c.relname IN ({})",
-                vec!["?::name"; names.len()].join(", ")
-            ),
-            names
-                .iter()
-                .map(|name| Value::from(name.as_str()))
-                .collect(),
-        ),
-    };
+    let (only, names) = Only(only).postgres_clause();
     // Every branch gives (table, kind, number, a, b, c, d, e, f) as text: a table
     // (`t`), a column (`col`, by number), a constraint (its `contype`), an index (`i`),
     // a trigger (`g`). A column's default is read only where it has one (a join with

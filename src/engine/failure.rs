@@ -1,10 +1,11 @@
 //! The run's failure path: roll back what is open, say truthfully what stayed
 //! committed (per-step and `transaction="none"` commits), write the failure's history
-//! row outside the rolled-back work, and leave the lock failed.
+//! row outside the rolled-back work, and leave the lock failed; on MySQL, drop what a
+//! failed install created (its DDL committed implicitly).
 
 use super::runner::{Failure, Runner};
 use super::{host, now, TransactionMode};
-use crate::db::state;
+use crate::db::{state, DbObject};
 use crate::error::Error;
 use crate::plan::ItemKind;
 
@@ -165,5 +166,36 @@ impl Runner<'_> {
         }
         state::insert_history(self.db, row)?;
         Ok(self.db.commit()?)
+    }
+
+    /// After a failed install whose DDL committed implicitly, drops what it created, so
+    /// that the schema is as empty as before. Returns a sentence for the error.
+    pub(super) fn undo_install(&mut self) -> Option<String> {
+        let before = self.install_objects.take()?;
+        let created: Vec<DbObject> = match self.db.objects() {
+            Ok(now) => now
+                .into_iter()
+                .filter(|object| !before.contains(object) && !object.name.starts_with("upgrader_"))
+                .collect(),
+            Err(error) => {
+                return Some(format!(
+                    "; upgrader could not list what the install created, so it may remain: {error}"
+                ))
+            }
+        };
+        if created.is_empty() {
+            return None;
+        }
+        let names = created
+            .iter()
+            .map(|object| format!("{} {}", object.kind.to_lowercase(), object.name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Some(match self.db.drop_objects(&created) {
+            Ok(()) => format!("; upgrader dropped what the install had created ({names})"),
+            Err(error) => format!(
+                "; upgrader tried to drop what the install had created ({names}) but: {error}"
+            ),
+        })
     }
 }

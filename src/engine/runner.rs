@@ -680,37 +680,6 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
-    /// After a failed install whose DDL committed implicitly, drops what it created, so
-    /// that the schema is as empty as before. Returns a sentence for the error.
-    pub(super) fn undo_install(&mut self) -> Option<String> {
-        let before = self.install_objects.take()?;
-        let created: Vec<DbObject> = match self.db.objects() {
-            Ok(now) => now
-                .into_iter()
-                .filter(|object| !before.contains(object) && !object.name.starts_with("upgrader_"))
-                .collect(),
-            Err(error) => {
-                return Some(format!(
-                    "; upgrader could not list what the install created, so it may remain: {error}"
-                ))
-            }
-        };
-        if created.is_empty() {
-            return None;
-        }
-        let names = created
-            .iter()
-            .map(|object| format!("{} {}", object.kind.to_lowercase(), object.name))
-            .collect::<Vec<_>>()
-            .join(", ");
-        Some(match self.db.drop_objects(&created) {
-            Ok(()) => format!("; upgrader dropped what the install had created ({names})"),
-            Err(error) => format!(
-                "; upgrader tried to drop what the install had created ({names}) but: {error}"
-            ),
-        })
-    }
-
     /// Sends one statement of an item.
     pub(super) fn send(
         &mut self,
