@@ -185,22 +185,37 @@ fn first_count(rows: &[Vec<Value>]) -> u64 {
         .map_or(0, |count| count.max(0) as u64)
 }
 
-/// [`Backend::execute_alone_recorded`] in two round trips or more: the statements, then
-/// the record with the time measured here.
-fn alone_then_recorded<B: Backend + ?Sized>(
+/// [`Backend::execute_alone_recorded`] one step at a time, each in two round trips or
+/// more: the statements, then the record with the times measured here.
+fn alone_then_recorded<B: Backend + ?Sized>(db: &mut B, steps: &[AloneStep<'_>]) -> AloneRun {
+    let mut run = AloneRun::default();
+    for step in steps {
+        match one_then_recorded(db, step) {
+            Ok(took) => run.took.push(Some(took)),
+            Err(error) => {
+                run.failed = Some(error);
+                break;
+            }
+        }
+    }
+    run
+}
+
+fn one_then_recorded<B: Backend + ?Sized>(
     db: &mut B,
-    statements: &[&str],
-    row: &state::HistoryRow,
-    version: &str,
-) -> Result<(), AloneError> {
+    step: &AloneStep<'_>,
+) -> Result<std::time::Duration, AloneError> {
+    let started_at = crate::run_info::now();
     let started = std::time::Instant::now();
-    db.execute_alone(statements)
+    db.execute_alone(&step.statements)
         .map_err(|(index, error)| AloneError::Statement(index, error))?;
+    let took = started.elapsed();
     let finished = crate::run_info::now();
     let row = state::HistoryRow {
+        started_at,
         finished_at: finished.clone(),
-        duration_ms: started.elapsed().as_millis() as i64,
-        ..row.clone()
+        duration_ms: took.as_millis() as i64,
+        ..step.row.clone()
     };
     let mut record = || -> Result<(), DbError> {
         db.begin()?;
@@ -208,12 +223,36 @@ fn alone_then_recorded<B: Backend + ?Sized>(
             db,
             std::slice::from_ref(&row),
             &row.project,
-            version,
+            &step.version,
             &finished,
         )?;
         db.commit()
     };
-    record().map_err(AloneError::Record)
+    record().map_err(AloneError::Record)?;
+    Ok(took)
+}
+
+/// A step that runs alone, for [`Backend::execute_alone_recorded`]: its statements, its
+/// history row (whose times the backend fills in) and the version it records.
+pub struct AloneStep<'a> {
+    /// The statements, each returning one result and holding no `;`.
+    pub statements: Vec<&'a str>,
+    /// The step's history row; `started_at` is when this host sent the steps.
+    pub row: state::HistoryRow,
+    /// The version the step's project reaches.
+    pub version: String,
+}
+
+/// What [`Backend::execute_alone_recorded`] did: the steps that ran and were recorded, in
+/// order, with each one's time when known, and how the next one failed, if one did
+/// (those after it were not sent or did not run).
+#[derive(Debug, Default)]
+pub struct AloneRun {
+    /// Each recorded step's time (the server's measure on MySQL; `None` when it could
+    /// not be read back).
+    pub took: Vec<Option<std::time::Duration>>,
+    /// How the step after them failed.
+    pub failed: Option<AloneError>,
 }
 
 /// How [`Backend::execute_together`] failed.
@@ -324,20 +363,16 @@ pub trait Backend {
         Ok(())
     }
 
-    /// Like [`Backend::execute_alone`], and when every statement succeeded, records the
-    /// step in a transaction of its own: `row` appended to the history (its `finished_at`
-    /// and `duration_ms` are the statements' end, measured here) and the row's project
-    /// recorded at `version`. A backend that sends statements together sends the record
-    /// in the same round trip, after them (MySQL: a run of `transaction="none"` steps
-    /// then waits on the server once per step, and the server commits the record right
-    /// after the statements, whatever happens to this process meanwhile).
-    fn execute_alone_recorded(
-        &mut self,
-        statements: &[&str],
-        row: &state::HistoryRow,
-        version: &str,
-    ) -> Result<(), AloneError> {
-        alone_then_recorded(self, statements, row, version)
+    /// Like [`Backend::execute_alone`] for each of `steps` in order, and after each whose
+    /// every statement succeeded, records it in a transaction of its own: its row
+    /// appended to the history (with its times, measured by the backend) and its project
+    /// recorded at its version; stops at the first step that fails. A backend that sends
+    /// statements together sends the steps and their records in one round trip (MySQL: a
+    /// run of `transaction="none"` steps then waits on the server once, not once per
+    /// statement, and the server commits each record right after its step's statements,
+    /// and stops at the first failure, whatever happens to this process meanwhile).
+    fn execute_alone_recorded(&mut self, steps: &[AloneStep<'_>]) -> AloneRun {
+        alone_then_recorded(self, steps)
     }
 
     /// Sends several statements of a step that shares the open transaction in one round

@@ -9,10 +9,10 @@ use mysql::prelude::Queryable;
 use mysql::session_state_change::SessionStateChange;
 use mysql::{Conn, Opts, OptsBuilder, Params};
 
-use super::state::{self, HistoryRow};
+use super::state;
 use super::{
-    AloneError, Backend, DbError, DbObject, ForeignTable, LockSpan, ServerUrl, StatementLimit,
-    Value,
+    AloneError, AloneRun, AloneStep, Backend, DbError, DbObject, ForeignTable, LockSpan, ServerUrl,
+    StatementLimit, Value,
 };
 use crate::sql::Dialect;
 
@@ -309,46 +309,85 @@ impl Backend for MySql {
         }
         let outcome = run_counted(&mut self.conn, &joined);
         self.observe();
-        outcome.map_err(|(index, error)| (index, db_error(error)))
+        outcome
+            .map(drop)
+            .map_err(|(index, error)| (index, db_error(error)))
     }
 
-    fn execute_alone_recorded(
-        &mut self,
-        statements: &[&str],
-        row: &HistoryRow,
-        version: &str,
-    ) -> Result<(), AloneError> {
-        self.send_held()
-            .map_err(|error| AloneError::Statement(0, error))?;
-        let record = recorded_on_server(row, version);
-        // A new line before each `;`: a statement may end in a line comment.
-        let batch = format!(
-            "SET @upgrader_sent = UTC_TIMESTAMP(6);\n{}\n;\n{record}",
-            statements.join("\n;\n")
-        );
-        let fits = self
-            .max_allowed_packet
-            .is_some_and(|packet| (batch.len() as u64) < packet);
-        if !fits || record.is_empty() {
-            return super::alone_then_recorded(self, statements, row, version);
+    fn execute_alone_recorded(&mut self, steps: &[AloneStep<'_>]) -> AloneRun {
+        if let Err(error) = self.send_held() {
+            return AloneRun {
+                took: Vec::new(),
+                failed: Some(AloneError::Statement(0, error)),
+            };
         }
-        let outcome = run_counted(&mut self.conn, &batch);
-        self.observe();
-        match outcome {
-            Ok(()) => Ok(()),
-            Err((index, error)) if (1..=statements.len()).contains(&index) => {
-                Err(AloneError::Statement(index - 1, db_error(error)))
+        let batch = recorded_batch(steps);
+        let fits = batch.as_ref().is_some_and(|batch| {
+            self.max_allowed_packet
+                .is_some_and(|packet| (batch.text.len() as u64) < packet)
+        });
+        let Some(batch) = batch.filter(|_| fits) else {
+            // Too big for one packet (or a value with no literal): a step at a time, each
+            // in one round trip when it fits.
+            if steps.len() > 1 {
+                let mut run = AloneRun::default();
+                for step in steps {
+                    let one = self.execute_alone_recorded(std::slice::from_ref(step));
+                    run.took.extend(one.took);
+                    if one.failed.is_some() {
+                        run.failed = one.failed;
+                        break;
+                    }
+                }
+                return run;
             }
-            // Nothing ran yet.
-            Err((0, error)) => Err(AloneError::Statement(0, db_error(error))),
-            Err((_, error)) => {
+            return super::alone_then_recorded(self, steps);
+        };
+        let outcome = run_counted(&mut self.conn, &batch.text);
+        self.observe();
+        let (index, error) = match outcome {
+            Ok(last) => {
+                return AloneRun {
+                    took: server_times(last, steps.len()),
+                    failed: None,
+                }
+            }
+            Err(failed) => failed,
+        };
+        let (step, at) = batch.locate(index);
+        let failed = match at {
+            At::Statement(index) => AloneError::Statement(index, db_error(error)),
+            At::Record => {
                 // The record's transaction may be open.
                 if let Err(rollback) = self.conn.query_drop("ROLLBACK") {
                     log::debug!("rollback after a failed record: {rollback}");
                 }
                 self.observe();
-                Err(AloneError::Record(db_error(error)))
+                AloneError::Record(db_error(error))
             }
+            // Every step was recorded; only reading their times failed.
+            At::Times => {
+                log::debug!("reading the steps' times: {error}");
+                return AloneRun {
+                    took: vec![None; steps.len()],
+                    failed: None,
+                };
+            }
+        };
+        // The times of the steps recorded before the one that failed, still in the
+        // session's variables.
+        let took = match step {
+            0 => Vec::new(),
+            _ => {
+                let select = format!("SELECT {}", times_list(step));
+                let row = self.conn.query_first::<mysql::Row, _>(select);
+                self.observe();
+                server_times(row.ok().flatten(), step)
+            }
+        };
+        AloneRun {
+            took,
+            failed: Some(failed),
         }
     }
 
@@ -608,65 +647,163 @@ fn run_batch(conn: &mut Conn, sql: &str) -> Result<(), mysql::Error> {
 
 /// Runs several statements in one round trip, one result each, reading every result:
 /// `Err((index, error))` for the first that fails (the server runs none after it).
-fn run_counted(conn: &mut Conn, sql: &str) -> Result<(), (usize, mysql::Error)> {
+fn run_counted(conn: &mut Conn, sql: &str) -> Result<Option<mysql::Row>, (usize, mysql::Error)> {
     let mut result = conn.query_iter(sql).map_err(|error| (0, error))?;
     let mut index = 0;
+    let mut last = None;
     while let Some(set) = result.iter() {
         for row in set {
-            row.map_err(|error| (index, error))?;
+            last = Some(row.map_err(|error| (index, error))?);
         }
         index += 1;
     }
-    Ok(())
+    Ok(last)
 }
 
-/// The record of a step that ran alone, to follow its statements in their round trip
-/// (see [`Backend::execute_alone_recorded`]), which begin with `SET @upgrader_sent =
-/// UTC_TIMESTAMP(6)`: the server measures the statements' time, and the row's
-/// `finished_at` is its `started_at` (this host's clock, as every other row's) plus that
-/// time. Empty when a value has no literal.
-fn recorded_on_server(row: &HistoryRow, version: &str) -> String {
-    let (insert, values) = state::history_insert(std::slice::from_ref(row));
-    let finished = state::HISTORY_FINISHED_AT;
-    let position = std::cell::Cell::new(0);
-    let Some(insert) = super::inline_values(&insert, &values, |value, out| {
-        let at = position.replace(position.get() + 1);
-        match at {
-            _ if at == finished => out.push_str("@upgrader_finished"),
-            _ if at == finished + 1 => out.push_str("@upgrader_ms"),
-            _ => return literal(value, out),
+/// Steps that run alone and their records, as one multi-statement text (see
+/// [`Backend::execute_alone_recorded`]), and where each step's statements are in it.
+struct RecordedBatch {
+    text: String,
+    /// For each step: the index of its first statement among the text's results (its
+    /// `SET @upgrader_sent`), and how many statements of its own follow.
+    steps: Vec<(usize, usize)>,
+}
+
+/// Where a failed result of a [`RecordedBatch`] is.
+#[derive(Debug, PartialEq)]
+enum At {
+    /// The step's own statement at this index (0 also when nothing of it ran).
+    Statement(usize),
+    /// The step's record.
+    Record,
+    /// The closing `SELECT` of the steps' times.
+    Times,
+}
+
+impl RecordedBatch {
+    /// The step and the place in it of the result at `index`.
+    fn locate(&self, index: usize) -> (usize, At) {
+        for (step, &(first, own)) in self.steps.iter().enumerate().rev() {
+            if index >= first {
+                return match index - first {
+                    0 => (step, At::Statement(0)),
+                    at if at <= own => (step, At::Statement(at - 1)),
+                    // A record is 5 results: times, START, history, version, COMMIT.
+                    at if at <= own + 5 => (step, At::Record),
+                    _ => (self.steps.len(), At::Times),
+                };
+            }
         }
-        true
-    }) else {
-        return String::new();
-    };
+        (0, At::Statement(0))
+    }
+}
+
+/// `@upgrader_ms0, @upgrader_ms1, …` for the first `steps` steps.
+fn times_list(steps: usize) -> String {
+    (0..steps)
+        .map(|k| format!("@upgrader_ms{k}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The steps' times, in milliseconds, from the row of [`times_list`].
+fn server_times(row: Option<mysql::Row>, steps: usize) -> Vec<Option<std::time::Duration>> {
+    let values: Vec<mysql::Value> = row.map(mysql::Row::unwrap).unwrap_or_default();
+    (0..steps)
+        .map(|k| {
+            values
+                .get(k)
+                .cloned()
+                .and_then(|v| mysql::from_value_opt::<u64>(v).ok())
+                .map(std::time::Duration::from_millis)
+        })
+        .collect()
+}
+
+/// The multi-statement text of steps that run alone, each followed by its record, and a
+/// closing `SELECT` of the steps' times; `None` when a value has no literal.
+///
+/// The server measures every time: `@upgrader_batch` when it starts on the text, and
+/// `@upgrader_sent` when it starts on a step. A row's `started_at` and `finished_at` are
+/// the first step's `started_at` (this host's clock, as every other row's) plus the
+/// server's time from the text's start; its `duration_ms` is the step's own time.
+fn recorded_batch(steps: &[AloneStep<'_>]) -> Option<RecordedBatch> {
     // `2026-12-02T17:28:26.487Z` as a DATETIME literal: no string function mixes an
     // introduced literal with the connection's collation (error 1270 under any other
     // than utf8mb4's default, as MySQL 8's is against the driver's).
-    let started = row.started_at.replacen('T', " ", 1).replacen('Z', "", 1);
-    if !started
+    let host = steps
+        .first()?
+        .row
+        .started_at
+        .replacen('T', " ", 1)
+        .replacen('Z', "", 1);
+    if !host
         .bytes()
         .all(|b| b.is_ascii_digit() || b" -:.".contains(&b))
     {
-        return String::new();
+        return None;
     }
-    let mut project = String::new();
-    let mut to = String::new();
-    literal(&row.project.as_str().into(), &mut project);
-    literal(&version.into(), &mut to);
     // UTC both times: a daylight-saving change cannot make a step's time negative.
-    format!(
-        "SET @upgrader_ms = TIMESTAMPDIFF(MICROSECOND, @upgrader_sent, UTC_TIMESTAMP(6)) DIV 1000, \
-         @upgrader_finished = CONCAT(LEFT(DATE_FORMAT(\
-         TIMESTAMP'{started}' \
-         + INTERVAL TIMESTAMPDIFF(MICROSECOND, @upgrader_sent, UTC_TIMESTAMP(6)) MICROSECOND, \
-         '%Y-%m-%dT%H:%i:%s.%f'), 23), 'Z');\n\
-         START TRANSACTION;\n{insert};\n\
-         INSERT INTO upgrader_version (project, version, updated_at) \
-         VALUES ({project}, {to}, @upgrader_finished) \
-         ON DUPLICATE KEY UPDATE version = {to}, updated_at = @upgrader_finished;\n\
-         COMMIT"
-    )
+    let on_host = |at: &str| {
+        format!(
+            "CONCAT(LEFT(DATE_FORMAT(TIMESTAMP'{host}' \
+             + INTERVAL TIMESTAMPDIFF(MICROSECOND, @upgrader_batch, {at}) MICROSECOND, \
+             '%Y-%m-%dT%H:%i:%s.%f'), 23), 'Z')"
+        )
+    };
+    let started = on_host("@upgrader_sent");
+    let finished = on_host("UTC_TIMESTAMP(6)");
+    let mut text = String::new();
+    let mut layout = Vec::with_capacity(steps.len());
+    let mut results = 0;
+    for (k, step) in steps.iter().enumerate() {
+        let (insert, values) = state::history_insert(std::slice::from_ref(&step.row));
+        let position = std::cell::Cell::new(0);
+        let insert = super::inline_values(&insert, &values, |value, out| {
+            let at = position.replace(position.get() + 1);
+            match at {
+                _ if at + 1 == state::HISTORY_FINISHED_AT => out.push_str("@upgrader_started"),
+                _ if at == state::HISTORY_FINISHED_AT => out.push_str("@upgrader_finished"),
+                _ if at == state::HISTORY_FINISHED_AT + 1 => {
+                    out.push_str(&format!("@upgrader_ms{k}"));
+                }
+                _ => return literal(value, out),
+            }
+            true
+        })?;
+        let mut project = String::new();
+        let mut to = String::new();
+        literal(&step.row.project.as_str().into(), &mut project);
+        literal(&step.version.as_str().into(), &mut to);
+        match k {
+            0 => text.push_str(
+                "SET @upgrader_batch = UTC_TIMESTAMP(6), @upgrader_sent = UTC_TIMESTAMP(6);\n",
+            ),
+            _ => text.push_str("SET @upgrader_sent = UTC_TIMESTAMP(6);\n"),
+        }
+        layout.push((results, step.statements.len()));
+        results += step.statements.len() + 6;
+        // A new line before each `;`: a statement may end in a line comment.
+        for statement in &step.statements {
+            text.push_str(statement);
+            text.push_str("\n;\n");
+        }
+        text.push_str(&format!(
+            "SET @upgrader_ms{k} = TIMESTAMPDIFF(MICROSECOND, @upgrader_sent, UTC_TIMESTAMP(6)) DIV 1000, \
+             @upgrader_started = {started}, @upgrader_finished = {finished};\n\
+             START TRANSACTION;\n{insert};\n\
+             INSERT INTO upgrader_version (project, version, updated_at) \
+             VALUES ({project}, {to}, @upgrader_finished) \
+             ON DUPLICATE KEY UPDATE version = {to}, updated_at = @upgrader_finished;\n\
+             COMMIT;\n"
+        ));
+    }
+    text.push_str("SELECT ");
+    text.push_str(&times_list(steps.len()));
+    Some(RecordedBatch {
+        text,
+        steps: layout,
+    })
 }
 
 /// A value as a MySQL literal: strings in hexadecimal, which no `sql_mode` or character
@@ -706,43 +843,78 @@ fn db_error(error: mysql::Error) -> DbError {
 
 #[cfg(test)]
 mod recorded_tests {
-    use super::recorded_on_server;
+    use super::{recorded_batch, At};
     use crate::db::state::HistoryRow;
+    use crate::db::AloneStep;
 
-    fn row(started_at: &str) -> HistoryRow {
-        HistoryRow {
-            id: None,
-            project: "shop".into(),
-            kind: "step".into(),
-            name: "one".into(),
-            from_version: Some("1.0.0".into()),
-            to_version: "1.1.0".into(),
-            checksum: None,
-            started_at: started_at.into(),
-            finished_at: String::new(),
-            duration_ms: 0,
-            host: "h".into(),
-            pid: 1,
-            success: true,
-            error: None,
-            reason: None,
+    fn step<'a>(started_at: &str, statements: Vec<&'a str>) -> AloneStep<'a> {
+        AloneStep {
+            statements,
+            row: HistoryRow {
+                id: None,
+                project: "shop".into(),
+                kind: "step".into(),
+                name: "one".into(),
+                from_version: Some("1.0.0".into()),
+                to_version: "1.1.0".into(),
+                checksum: None,
+                started_at: started_at.into(),
+                finished_at: String::new(),
+                duration_ms: 0,
+                host: "h".into(),
+                pid: 1,
+                success: true,
+                error: None,
+                reason: None,
+            },
+            version: "1.1.0".into(),
         }
     }
 
     #[test]
     fn the_start_is_a_datetime_literal_and_no_string_function_mixes_collations() {
-        let text = recorded_on_server(&row("2026-12-02T17:28:26.487Z"), "1.1.0");
+        let steps = [step(
+            "2026-12-02T17:28:26.487Z",
+            vec!["CREATE TABLE t (id INT)"],
+        )];
+        let text = recorded_batch(&steps).unwrap().text;
         assert!(
             text.contains("TIMESTAMP'2026-12-02 17:28:26.487'"),
             "{text}"
         );
         assert!(!text.contains("REPLACE("), "{text}");
-        assert!(text.contains("@upgrader_finished, @upgrader_ms"), "{text}");
-        assert!(text.ends_with("COMMIT"), "{text}");
+        assert!(
+            text.contains("@upgrader_started, @upgrader_finished, @upgrader_ms0"),
+            "{text}"
+        );
+        assert!(text.ends_with("COMMIT;\nSELECT @upgrader_ms0"), "{text}");
     }
 
     #[test]
     fn a_start_that_is_not_upgraders_own_timestamp_is_not_inlined() {
-        assert_eq!(recorded_on_server(&row("2026-12-02'; DROP"), "1.1.0"), "");
+        assert!(recorded_batch(&[step("2026-12-02'; DROP", vec!["DO 1"])]).is_none());
+    }
+
+    #[test]
+    fn a_failed_result_is_placed_in_its_step() {
+        let steps = [
+            step(
+                "2026-12-02T17:28:26.487Z",
+                vec!["CREATE TABLE a (id INT)", "DO 1"],
+            ),
+            step("2026-12-02T17:28:26.487Z", vec!["CREATE TABLE b (id INT)"]),
+        ];
+        let batch = recorded_batch(&steps).unwrap();
+        // Results: 0 SET, 1-2 statements, 3-7 record; 8 SET, 9 statement, 10-14 record;
+        // 15 the times.
+        assert_eq!(batch.text.matches(';').count(), 15);
+        assert_eq!(batch.locate(0), (0, At::Statement(0)));
+        assert_eq!(batch.locate(2), (0, At::Statement(1)));
+        assert_eq!(batch.locate(3), (0, At::Record));
+        assert_eq!(batch.locate(7), (0, At::Record));
+        assert_eq!(batch.locate(8), (1, At::Statement(0)));
+        assert_eq!(batch.locate(9), (1, At::Statement(0)));
+        assert_eq!(batch.locate(14), (1, At::Record));
+        assert_eq!(batch.locate(15), (2, At::Times));
     }
 }

@@ -2,6 +2,7 @@
 //! statement, recording versions and history, and turning a failure into a truthful
 //! message, a history row and a failed lock.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -10,7 +11,7 @@ use super::prepare::{judge, Hashing, PreparedItem, Streamed, Work};
 use super::together::Together;
 use super::Applied;
 use super::{host, now, Engine, LintFinding, TransactionMode};
-use crate::db::{state, Backend, DbObject};
+use crate::db::{state, AloneError, Backend, DbObject};
 use crate::error::Committed;
 use crate::error::Error;
 use crate::failpoint::failpoint;
@@ -74,6 +75,9 @@ pub(super) struct Runner<'a> {
     pub(super) committed_alone: Option<String>,
     /// Where a statement committed the run's transaction implicitly (MySQL), if one did.
     pub(super) implicit_commit: Option<String>,
+    /// The outcomes of items (by index) that went to the server with an earlier one
+    /// (see [`Runner::send_together`]), for their turn.
+    pub(super) batched: VecDeque<(usize, Result<Option<Duration>, AloneError>)>,
     /// The project whose install, not the run's first item, was preceded by a commit
     /// (MySQL commits an install's DDL), if one was.
     pub(super) committed_before_install: Option<String>,
@@ -148,6 +152,7 @@ impl<'a> Runner<'a> {
             tables: guard::TableGuard::default(),
             committed_alone: None,
             implicit_commit: None,
+            batched: VecDeque::new(),
             committed_before_install: None,
             schemas,
             rehearsing: false,
@@ -391,7 +396,7 @@ impl<'a> Runner<'a> {
                 self.check_version(package, item)
                     .map_err(|e| failure(&item.name, e))?;
             }
-            {
+            if !self.sent_before(index) {
                 self.guard
                     .set_step(&item.name, alone)
                     .map_err(|e| failure(&item.name, e.to_string()))?;
@@ -436,17 +441,19 @@ impl<'a> Runner<'a> {
             // Recorded in the statements' round trip, where nothing else waits to be
             // recorded and the run goes on after it (the run's last commit records the
             // schemas).
-            let recorded = together.is_some()
-                && index + 1 < prepared.len()
-                && !self.in_transaction
-                && self.unrecorded.is_empty()
-                && self.committed == self.current;
+            let recorded = self.sent_before(index)
+                || together.is_some()
+                    && index + 1 < prepared.len()
+                    && !self.in_transaction
+                    && self.unrecorded.is_empty()
+                    && self.committed == self.current;
+            let mut measured = None;
             if let Some(statements) = &together {
                 let row =
                     recorded.then(|| history_row(project, entry, &started_at, Duration::ZERO));
-                let version = item.to.as_str();
-                let record = row.as_ref().map(|row| (row, &*version));
-                self.send_together(statements, &sending, &mut sent, record)
+                let record = row.map(|row| (row, item.to.as_str().into_owned()));
+                measured = self
+                    .send_together(prepared, index, statements, &sending, &mut sent, record)
                     .map_err(|failed| match failed {
                         Together::Statement(origin, error) => failed_at(origin, error),
                         Together::Record(error) => Failure {
@@ -506,7 +513,7 @@ impl<'a> Runner<'a> {
                     return Err(failed_at(origin, error));
                 }
             }
-            let duration = started.elapsed();
+            let duration = measured.unwrap_or_else(|| started.elapsed());
             // From here on a step that ran alone has changed the database for good: a
             // failure to record it must say so.
             let failure = |item: &str, message: String| Failure {

@@ -2,11 +2,16 @@
 //! such steps otherwise waits on the server once per statement, its plain statements go
 //! in one multi-statement round trip, and the first that fails is still named.
 
+use std::collections::VecDeque;
+use std::time::Duration;
+
 use super::prepare::{Prepared, PreparedItem};
-use super::runner::{Runner, Sending};
+use super::runner::{history_row, Runner, Sending};
 use super::TransactionMode;
 use crate::db::state::HistoryRow;
-use crate::db::{AloneError, TogetherError};
+use crate::db::{AloneError, AloneStep, TogetherError};
+use crate::manifest::StepTransaction;
+use crate::plan::ItemKind;
 use crate::sql::{self, Dialect};
 
 impl Runner<'_> {
@@ -39,25 +44,36 @@ impl Runner<'_> {
             .collect()
     }
 
-    /// Sends [`Runner::together`]'s statements, and with them, when given, the step's
-    /// history row and version (see [`crate::db::Backend::execute_alone_recorded`]).
+    /// Sends [`Runner::together`]'s statements of the item at `index`, and with them,
+    /// when given, the step's history row and version: then the steps after it that can
+    /// be sent the same way go with it (see [`Runner::send_recorded`]). An item sent with
+    /// an earlier one takes the outcome the server gave it then. Returns the step's time
+    /// when the backend measured it.
     pub(super) fn send_together(
         &mut self,
+        prepared: &[PreparedItem],
+        index: usize,
         statements: &[&Prepared],
         sending: &Sending,
         sent: &mut usize,
-        record: Option<(&HistoryRow, &str)>,
-    ) -> Result<(), Together> {
-        let texts = logged_texts(statements);
-        let outcome = match record {
-            Some((row, version)) => self.db.execute_alone_recorded(&texts, row, version),
-            None => self
+        record: Option<(HistoryRow, String)>,
+    ) -> Result<Option<Duration>, Together> {
+        let outcome = match (self.sent_before(index), record) {
+            (true, _) => match self.batched.pop_front() {
+                Some((_, outcome)) => outcome,
+                None => Ok(None),
+            },
+            (false, Some((row, version))) => {
+                self.send_recorded(prepared, index, statements, row, version)
+            }
+            (false, None) => self
                 .db
-                .execute_alone(&texts)
+                .execute_alone(&logged_texts(statements))
+                .map(|()| None)
                 .map_err(|(index, error)| AloneError::Statement(index, error)),
         };
         let done = match &outcome {
-            Ok(()) | Err(AloneError::Record(_)) => statements.len(),
+            Ok(_) | Err(AloneError::Record(_)) => statements.len(),
             Err(AloneError::Statement(index, _)) => *index,
         };
         *sent += statements.len().min(done + 1);
@@ -72,6 +88,95 @@ impl Runner<'_> {
             AloneError::Record(error) => Together::Record(error.to_string()),
         })
     }
+
+    /// Whether the item at `index` went to the server with an earlier one.
+    pub(super) fn sent_before(&self, index: usize) -> bool {
+        self.batched.front().is_some_and(|(at, _)| *at == index)
+    }
+
+    /// Sends the step at `index`, recorded, and with it the steps after it that run
+    /// alone and can be sent together, each recorded, up to the run's last (whose commit
+    /// records the schemas): one round trip for them all on MySQL, where the server runs
+    /// them in order, commits each one's record right after it and stops at the first
+    /// failure. The outcomes of the steps after the first wait in `batched` for the items'
+    /// turn; the lock file names the steps in flight.
+    fn send_recorded(
+        &mut self,
+        prepared: &[PreparedItem],
+        index: usize,
+        statements: &[&Prepared],
+        row: HistoryRow,
+        version: String,
+    ) -> Result<Option<Duration>, AloneError> {
+        /// Past these, a round trip saved is nothing beside the steps' own work.
+        const MOST_STEPS: usize = 64;
+        const MOST_BYTES: usize = 1 << 20;
+        let mut bytes = text_bytes(statements);
+        let started_at = row.started_at.clone();
+        let mut steps = vec![AloneStep {
+            statements: logged_texts(statements),
+            row,
+            version,
+        }];
+        let projects = &self.engine.app.projects;
+        for (at, entry) in prepared.iter().enumerate().skip(index + 1) {
+            if at + 1 == prepared.len()
+                || steps.len() == MOST_STEPS
+                || entry.transaction != StepTransaction::NoneUnsafe
+            {
+                break;
+            }
+            let sending = Sending {
+                dialect: self.db.dialect(),
+                ddl_commits: false,
+                alone: true,
+                install: entry.item.kind == ItemKind::Install,
+                transaction: entry.transaction,
+                package: entry.package,
+            };
+            let Some(more) = self.together(entry, &sending) else {
+                break;
+            };
+            bytes += text_bytes(&more);
+            if bytes > MOST_BYTES {
+                break;
+            }
+            let project = &projects[entry.package].name;
+            steps.push(AloneStep {
+                statements: logged_texts(&more),
+                row: history_row(project, entry, &started_at, Duration::ZERO),
+                version: entry.item.to.as_str().into_owned(),
+            });
+        }
+        if steps.len() > 1 {
+            let last = &prepared[index + steps.len() - 1].item.name;
+            let label = format!("{} … {last}", prepared[index].item.name);
+            if let Err(error) = self.guard.set_step(&label, true) {
+                // The lock names the first step only: send that one alone.
+                log::warn!("cannot update the lock file: {error}");
+                steps.truncate(1);
+            }
+        }
+        let run = self.db.execute_alone_recorded(&steps);
+        let mut outcomes: VecDeque<(usize, Result<Option<Duration>, AloneError>)> = run
+            .took
+            .into_iter()
+            .map(Ok)
+            .chain(run.failed.map(Err))
+            .enumerate()
+            .map(|(k, outcome)| (index + k, outcome))
+            .collect();
+        let first = outcomes
+            .pop_front()
+            .map_or(Ok(None), |(_, outcome)| outcome);
+        self.batched = outcomes;
+        first
+    }
+}
+
+/// The bytes of `statements`' texts.
+fn text_bytes(statements: &[&Prepared]) -> usize {
+    statements.iter().map(|p| p.statement.text.len()).sum()
 }
 
 impl Runner<'_> {

@@ -742,6 +742,98 @@ fn mariadb_a_step_that_ran_alone_but_could_not_be_recorded_halts_the_run() {
     );
 }
 
+/// On MySQL the steps that run alone go to the server together, each recorded right
+/// after its statements: a failure in the middle must keep exactly the steps before it
+/// (recorded, with the version), the part of the failing step that ran, and nothing
+/// after it; a record that fails there stops the run the same way.
+#[test]
+fn mariadb_a_failure_among_steps_sent_together_keeps_exactly_the_steps_before_it() {
+    use mysql::prelude::Queryable;
+    let step = |n: usize, body: &str| {
+        format!(
+            "  <step name=\"s{n}\" from=\"1.{}.0\" to=\"1.{n}.0\" transaction=\"none\"><sql>{body}</sql></step>\n",
+            n - 1
+        )
+    };
+    let mut manifest = String::from("<upgrade project=\"test\" initial-version=\"1.0.0\">\n");
+    for n in 1..=6 {
+        let body = match n {
+            3 => "CREATE TABLE t3 (id INT PRIMARY KEY);\nINSERT INTO nowhere (id) VALUES (1);\nCREATE TABLE t3b (id INT);".to_string(),
+            _ => format!("CREATE TABLE t{n} (id INT PRIMARY KEY);\nINSERT INTO t{n} (id) VALUES ({n});"),
+        };
+        manifest.push_str(&step(n, &body));
+    }
+    manifest.push_str("</upgrade>\n");
+    let project = TestProject::on(Backend::MariaDb, "1.6.0", &manifest);
+    let table = |name: &str| {
+        project.query_i64(&format!(
+            "SELECT count(*) FROM information_schema.tables \
+             WHERE table_schema = DATABASE() AND table_name = '{name}'"
+        ))
+    };
+    project
+        .run(&["run"])
+        .assert_code(1)
+        .assert_stderr("step 's3' failed at ")
+        .assert_stderr("upgrade.xml:7:1: ")
+        .assert_stderr("nowhere")
+        .assert_stderr("version 1.2.0");
+    assert_eq!(project.recorded_version().as_deref(), Some("1.2.0"));
+    assert_eq!(
+        [
+            table("t1"),
+            table("t2"),
+            table("t3"),
+            table("t3b"),
+            table("t4")
+        ],
+        [1, 1, 1, 0, 0]
+    );
+    assert_eq!(project.query_i64("SELECT count(*) FROM t2"), 1);
+    let history = project.history();
+    let names: Vec<_> = history
+        .iter()
+        .map(|row| (row["name"].as_str().unwrap(), row["success"] == true))
+        .filter(|(name, _)| name.starts_with('s'))
+        .collect();
+    assert_eq!(names, [("s1", true), ("s2", true), ("s3", false)]);
+    let lock = project.lock_json().unwrap();
+    assert_eq!(lock["state"], "failed");
+    assert_eq!(lock["non_transactional"], true);
+
+    // Fixed, the run goes on from 1.2.0; a record refused in the middle of the steps
+    // sent together stops it after that step's statements.
+    project.write(
+        "upgrade.xml",
+        &manifest.replace(
+            "INSERT INTO nowhere (id) VALUES (1);\nCREATE TABLE t3b",
+            "CREATE TABLE t3b",
+        ),
+    );
+    project.my().query_drop("DROP TABLE t3").unwrap();
+    project
+        .my()
+        .query_drop(
+            "CREATE TRIGGER refuse_s4 BEFORE INSERT ON upgrader_history FOR EACH ROW \
+             BEGIN IF NEW.name = 's4' AND NEW.success = 1 THEN \
+             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'history refused'; END IF; END",
+        )
+        .unwrap();
+    project.run(&["unlock"]).assert_code(0);
+    project
+        .run(&["run"])
+        .assert_code(1)
+        .assert_stderr("step 's4' could not be recorded and committed")
+        .assert_stderr("history refused");
+    assert_eq!(project.recorded_version().as_deref(), Some("1.3.0"));
+    assert_eq!([table("t3b"), table("t4"), table("t5")], [1, 1, 0]);
+    let last = project.history().pop().unwrap();
+    assert_eq!(
+        (last["name"].as_str(), last["success"].as_bool()),
+        (Some("s4"), Some(false))
+    );
+}
+
 /// Per step, a PostgreSQL step's plain statements go in one round trip: a failure must
 /// still name the statement that failed, leave nothing of the step, and keep the steps
 /// before it; a step that passes runs every statement.
