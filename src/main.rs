@@ -1,8 +1,12 @@
 //! The `upgrader` command line: a thin face over the library's [`upgrader::Engine`].
+//!
+//! The process starts at the C `main` below, not through std's start-up: that start-up
+//! reads all of `/proc/self/maps` to place the main thread's stack guard, a tenth of
+//! the instructions of a `check` (see [`main`]).
+#![no_main]
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -209,7 +213,29 @@ fn parse_cli() -> Cli {
     cli
 }
 
-fn main() -> ExitCode {
+/// The process's entry, called by the C runtime: std's start-up (`lang_start`) is not
+/// run. What it would do that matters here is done here: a write to a closed pipe or
+/// socket is an error, not a signal that ends the process, and standard output is
+/// flushed before the process ends. (std reads the arguments itself on glibc; a stack
+/// overflow on the main thread, which the manifest's depth limit keeps away, would end
+/// the process with SIGSEGV instead of std's message.)
+#[allow(unsafe_code)]
+#[no_mangle]
+extern "C" fn main(
+    _argc: std::ffi::c_int,
+    _argv: *const *const std::ffi::c_char,
+) -> std::ffi::c_int {
+    // SAFETY: called once, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    let code = upgrader_main();
+    // Nothing is left to report an error to.
+    let _ = std::io::stdout().flush();
+    std::ffi::c_int::from(code)
+}
+
+fn upgrader_main() -> u8 {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,plugin=info"))
         .format_timestamp_millis()
         .init();
@@ -223,7 +249,7 @@ fn main() -> ExitCode {
         .backup(!cli.no_backup)
         .keep_backups(cli.keep_backups);
     match execute(&cli, config) {
-        Ok(code) => ExitCode::from(code),
+        Ok(code) => code,
         Err(error) => {
             if cli.json {
                 let mut body = serde_json::json!({ "error": error.to_string(), "exit_code": error.exit().code() });
@@ -242,7 +268,7 @@ fn main() -> ExitCode {
             } else {
                 eprintln!("upgrader: error: {error}");
             }
-            error.exit().into()
+            error.exit().code()
         }
     }
 }
