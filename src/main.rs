@@ -215,10 +215,10 @@ fn parse_cli() -> Cli {
 
 /// The process's entry, called by the C runtime: std's start-up (`lang_start`) is not
 /// run. What it would do that matters here is done here: a write to a closed pipe or
-/// socket is an error, not a signal that ends the process, and standard output is
-/// flushed before the process ends. (std reads the arguments itself on glibc; a stack
-/// overflow on the main thread, which the manifest's depth limit keeps away, would end
-/// the process with SIGSEGV instead of std's message.)
+/// socket is an error, not a signal that ends the process; a panic exits 101; standard
+/// output is flushed before the process ends. (std reads the arguments itself on glibc.
+/// A stack overflow on the main thread, which the manifest's depth limit keeps away,
+/// would end the process with SIGSEGV instead of std's message.)
 #[allow(unsafe_code)]
 #[no_mangle]
 extern "C" fn main(
@@ -229,7 +229,9 @@ extern "C" fn main(
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
-    let code = upgrader_main();
+    // A panic (its message already printed by the hook) exits 101, as under std's
+    // start-up, rather than aborting at this C boundary.
+    let code = std::panic::catch_unwind(upgrader_main).unwrap_or(101);
     // Nothing is left to report an error to.
     let _ = std::io::stdout().flush();
     std::ffi::c_int::from(code)
