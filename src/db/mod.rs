@@ -228,7 +228,13 @@ fn one_then_recorded<B: Backend + ?Sized>(
         )?;
         db.commit()
     };
-    record().map_err(AloneError::Record)?;
+    if let Err(error) = record() {
+        // A write may have gone out before the one that failed.
+        if let Err(rollback) = db.rollback() {
+            log::debug!("rollback after a failed record: {rollback}");
+        }
+        return Err(AloneError::Record(error));
+    }
     Ok(took)
 }
 
@@ -253,6 +259,9 @@ pub struct AloneRun {
     pub took: Vec<Option<std::time::Duration>>,
     /// How the step after them failed.
     pub failed: Option<AloneError>,
+    /// When the step that failed began, after the start of the round trip that sent it
+    /// (the server's measure), when it was not the first sent.
+    pub failed_after: Option<std::time::Duration>,
 }
 
 /// How [`Backend::execute_together`] failed.
@@ -275,6 +284,9 @@ pub enum AloneError {
     Statement(usize, DbError),
     /// Every statement ran, and recording the step failed (its transaction rolled back).
     Record(DbError),
+    /// The connection failed while the step's statements or record were under way: the
+    /// server may have run, and recorded, this step and those sent with it after it.
+    Lost(DbError),
 }
 
 /// A database error: the driver's message, the server's code for it when there is one,

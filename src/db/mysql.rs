@@ -317,8 +317,8 @@ impl Backend for MySql {
     fn execute_alone_recorded(&mut self, steps: &[AloneStep<'_>]) -> AloneRun {
         if let Err(error) = self.send_held() {
             return AloneRun {
-                took: Vec::new(),
                 failed: Some(AloneError::Statement(0, error)),
+                ..AloneRun::default()
             };
         }
         let batch = recorded_batch(steps);
@@ -328,11 +328,19 @@ impl Backend for MySql {
         });
         let Some(batch) = batch.filter(|_| fits) else {
             // Too big for one packet (or a value with no literal): a step at a time, each
-            // in one round trip when it fits.
+            // in one round trip when it fits, and each starting when it is sent.
             if steps.len() > 1 {
                 let mut run = AloneRun::default();
                 for step in steps {
-                    let one = self.execute_alone_recorded(std::slice::from_ref(step));
+                    let step = AloneStep {
+                        statements: step.statements.clone(),
+                        row: state::HistoryRow {
+                            started_at: crate::run_info::now(),
+                            ..step.row.clone()
+                        },
+                        version: step.version.clone(),
+                    };
+                    let one = self.execute_alone_recorded(std::slice::from_ref(&step));
                     run.took.extend(one.took);
                     if one.failed.is_some() {
                         run.failed = one.failed;
@@ -348,13 +356,24 @@ impl Backend for MySql {
         let (index, error) = match outcome {
             Ok(last) => {
                 return AloneRun {
-                    took: server_times(last, steps.len()),
-                    failed: None,
+                    took: server_times(
+                        last.map(mysql::Row::unwrap).unwrap_or_default(),
+                        steps.len(),
+                    ),
+                    ..AloneRun::default()
                 }
             }
             Err(failed) => failed,
         };
         let (step, at) = batch.locate(index);
+        if !matches!(error, mysql::Error::MySqlError(_)) {
+            // Not the server's refusal: it may have gone on with the text.
+            return AloneRun {
+                took: vec![None; step],
+                failed: Some(AloneError::Lost(db_error(error))),
+                failed_after: None,
+            };
+        }
         let failed = match at {
             At::Statement(index) => AloneError::Statement(index, db_error(error)),
             At::Record => {
@@ -370,24 +389,37 @@ impl Backend for MySql {
                 log::debug!("reading the steps' times: {error}");
                 return AloneRun {
                     took: vec![None; steps.len()],
-                    failed: None,
+                    ..AloneRun::default()
                 };
             }
         };
-        // The times of the steps recorded before the one that failed, still in the
-        // session's variables.
-        let took = match step {
-            0 => Vec::new(),
-            _ => {
-                let select = format!("SELECT {}", times_list(step));
-                let row = self.conn.query_first::<mysql::Row, _>(select);
-                self.observe();
-                server_times(row.ok().flatten(), step)
-            }
+        // The times of the steps recorded before the one that failed, and when that one
+        // began, still in the session's variables.
+        if step == 0 {
+            return AloneRun {
+                failed: Some(failed),
+                ..AloneRun::default()
+            };
+        }
+        let select = format!(
+            "SELECT TIMESTAMPDIFF(MICROSECOND, @upgrader_batch, @upgrader_sent), {}",
+            times_list(step)
+        );
+        let row = self
+            .conn
+            .query_first::<mysql::Row, _>(select)
+            .ok()
+            .flatten();
+        self.observe();
+        let mut values: Vec<mysql::Value> = row.map(mysql::Row::unwrap).unwrap_or_default();
+        let after = match values.is_empty() {
+            true => None,
+            false => mysql::from_value_opt::<u64>(values.remove(0)).ok(),
         };
         AloneRun {
-            took,
+            took: server_times(values, step),
             failed: Some(failed),
+            failed_after: after.map(std::time::Duration::from_micros),
         }
     }
 
@@ -706,9 +738,8 @@ fn times_list(steps: usize) -> String {
         .join(", ")
 }
 
-/// The steps' times, in milliseconds, from the row of [`times_list`].
-fn server_times(row: Option<mysql::Row>, steps: usize) -> Vec<Option<std::time::Duration>> {
-    let values: Vec<mysql::Value> = row.map(mysql::Row::unwrap).unwrap_or_default();
+/// The steps' times, in milliseconds, from the values of [`times_list`].
+fn server_times(values: Vec<mysql::Value>, steps: usize) -> Vec<Option<std::time::Duration>> {
     (0..steps)
         .map(|k| {
             values

@@ -56,7 +56,11 @@ impl Runner<'_> {
         // Never claim "unchanged" when something of this run committed: a step without a
         // transaction, an implicit commit, earlier steps in per-step mode, or the very
         // commit after which the failure came.
-        if failure.non_transactional {
+        if failure.uncertain {
+            message.push_str(&format!(
+                "; the database records at least {version} (what this run knows was committed)"
+            ));
+        } else if failure.non_transactional {
             message.push_str(&format!(
                 "; the step ran without a transaction (transaction=\"none\"), so the database may hold part of it; the database records {version}"
             ));

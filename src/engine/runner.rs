@@ -11,7 +11,7 @@ use super::prepare::{judge, Hashing, PreparedItem, Streamed, Work};
 use super::together::Together;
 use super::Applied;
 use super::{host, now, Engine, LintFinding, TransactionMode};
-use crate::db::{state, AloneError, Backend, DbObject};
+use crate::db::{state, Backend, DbObject};
 use crate::error::Committed;
 use crate::error::Error;
 use crate::failpoint::failpoint;
@@ -77,7 +77,7 @@ pub(super) struct Runner<'a> {
     pub(super) implicit_commit: Option<String>,
     /// The outcomes of items (by index) that went to the server with an earlier one
     /// (see [`Runner::send_together`]), for their turn.
-    pub(super) batched: VecDeque<(usize, Result<Option<Duration>, AloneError>)>,
+    pub(super) batched: VecDeque<super::together::Batched>,
     /// The project whose install, not the run's first item, was preceded by a commit
     /// (MySQL commits an install's DDL), if one was.
     pub(super) committed_before_install: Option<String>,
@@ -111,6 +111,9 @@ pub(super) struct Failure {
     pub(super) item: String,
     pub(super) message: String,
     pub(super) non_transactional: bool,
+    /// The connection failed under way: the server may have gone past what this run
+    /// knows it committed.
+    pub(super) uncertain: bool,
 }
 
 impl<'a> Runner<'a> {
@@ -245,6 +248,7 @@ impl<'a> Runner<'a> {
             item: entries.first().map_or("run", |e| &e.item.name).to_string(),
             message: format!("cannot list the tables that cannot roll back: {e}"),
             non_transactional: false,
+            uncertain: false,
         })?;
         self.tables = guard::TableGuard::new(tables.iter().map(|t| {
             (
@@ -338,6 +342,7 @@ impl<'a> Runner<'a> {
             item: entry.item.name.clone(),
             message: format!("{finding}; it was not sent"),
             non_transactional: false,
+            uncertain: false,
         }
     }
 
@@ -357,6 +362,7 @@ impl<'a> Runner<'a> {
             item: item.to_string(),
             message,
             non_transactional: false,
+            uncertain: false,
         };
         self.refuse_prepared(prepared)?;
         self.refuse_unsafe(prepared)?;
@@ -436,6 +442,7 @@ impl<'a> Runner<'a> {
                     sql::clip(&error, QUOTED_MESSAGE_CHARS)
                 ),
                 non_transactional: alone,
+                uncertain: false,
             };
             let together = self.together(entry, &sending);
             // Recorded in the statements' round trip, where nothing else waits to be
@@ -456,6 +463,16 @@ impl<'a> Runner<'a> {
                     .send_together(prepared, index, statements, &sending, &mut sent, record)
                     .map_err(|failed| match failed {
                         Together::Statement(origin, error) => failed_at(origin, error),
+                        Together::Lost(error) => Failure {
+                            item: item.name.clone(),
+                            message: format!(
+                                "{} '{}': the connection to the database failed while it ran alone: {error}",
+                                item.kind.name(),
+                                item.name
+                            ),
+                            non_transactional: true,
+                            uncertain: true,
+                        },
                         Together::Record(error) => Failure {
                             item: item.name.clone(),
                             message: format!(
@@ -464,6 +481,7 @@ impl<'a> Runner<'a> {
                                 item.name
                             ),
                             non_transactional: true,
+                            uncertain: false,
                         },
                     })?;
             }
@@ -520,6 +538,7 @@ impl<'a> Runner<'a> {
                 item: item.to_string(),
                 message,
                 non_transactional: alone,
+                uncertain: false,
             };
             if alone && !recorded {
                 self.begin()
@@ -598,6 +617,7 @@ impl<'a> Runner<'a> {
             item: item.to_string(),
             message,
             non_transactional: false,
+            uncertain: false,
         };
         for (current, target) in self.current.iter_mut().zip(targets) {
             *current = Some(target.clone());

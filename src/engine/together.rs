@@ -3,13 +3,13 @@
 //! in one multi-statement round trip, and the first that fails is still named.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use super::prepare::{Prepared, PreparedItem};
 use super::runner::{history_row, Runner, Sending};
 use super::TransactionMode;
 use crate::db::state::HistoryRow;
-use crate::db::{AloneError, AloneStep, TogetherError};
+use crate::db::{AloneError, AloneStep, DbError, TogetherError};
 use crate::manifest::StepTransaction;
 use crate::plan::ItemKind;
 use crate::sql::{self, Dialect};
@@ -60,7 +60,16 @@ impl Runner<'_> {
     ) -> Result<Option<Duration>, Together> {
         let outcome = match (self.sent_before(index), record) {
             (true, _) => match self.batched.pop_front() {
-                Some((_, outcome)) => outcome,
+                Some(batched) => {
+                    if let (Some(flight), Some((at, instant))) =
+                        (self.in_flight.as_mut(), batched.started)
+                    {
+                        // A step that failed began when the server says, not now.
+                        flight.started_at = at;
+                        flight.started = instant;
+                    }
+                    batched.outcome
+                }
                 None => Ok(None),
             },
             (false, Some((row, version))) => {
@@ -73,7 +82,7 @@ impl Runner<'_> {
                 .map_err(|(index, error)| AloneError::Statement(index, error)),
         };
         let done = match &outcome {
-            Ok(_) | Err(AloneError::Record(_)) => statements.len(),
+            Ok(_) | Err(AloneError::Record(_) | AloneError::Lost(_)) => statements.len(),
             Err(AloneError::Statement(index, _)) => *index,
         };
         *sent += statements.len().min(done + 1);
@@ -86,12 +95,13 @@ impl Runner<'_> {
                 Together::Statement(statements[index].origin.clone(), error.to_string())
             }
             AloneError::Record(error) => Together::Record(error.to_string()),
+            AloneError::Lost(error) => Together::Lost(error.to_string()),
         })
     }
 
     /// Whether the item at `index` went to the server with an earlier one.
     pub(super) fn sent_before(&self, index: usize) -> bool {
-        self.batched.front().is_some_and(|(at, _)| *at == index)
+        self.batched.front().is_some_and(|b| b.index == index)
     }
 
     /// Sends the step at `index`, recorded, and with it the steps after it that run
@@ -157,21 +167,52 @@ impl Runner<'_> {
                 steps.truncate(1);
             }
         }
+        let sent = (SystemTime::now(), Instant::now());
         let run = self.db.execute_alone_recorded(&steps);
-        let mut outcomes: VecDeque<(usize, Result<Option<Duration>, AloneError>)> = run
+        let failed_at = index + run.took.len();
+        let failed = run.failed.map(|failed| match failed {
+            AloneError::Lost(error) if steps.len() > 1 => AloneError::Lost(DbError::new(format!(
+                "{error}; the steps from '{}' to '{}' were sent together, so the server may have run and recorded any of them: upgrader_version and upgrader_history say how far it went",
+                prepared[failed_at].item.name,
+                prepared[index + steps.len() - 1].item.name
+            ))),
+            failed => failed,
+        });
+        let mut outcomes: VecDeque<Batched> = run
             .took
             .into_iter()
             .map(Ok)
-            .chain(run.failed.map(Err))
+            .chain(failed.map(Err))
             .enumerate()
-            .map(|(k, outcome)| (index + k, outcome))
+            .map(|(k, outcome)| Batched {
+                index: index + k,
+                started: match (outcome.is_err(), run.failed_after) {
+                    (true, Some(after)) => {
+                        let at = humantime::format_rfc3339_millis(sent.0 + after).to_string();
+                        Some((at, sent.1 + after))
+                    }
+                    _ => None,
+                },
+                outcome,
+            })
             .collect();
         let first = outcomes
             .pop_front()
-            .map_or(Ok(None), |(_, outcome)| outcome);
+            .map_or(Ok(None), |batched| batched.outcome);
         self.batched = outcomes;
         first
     }
+}
+
+/// The outcome of an item sent with an earlier one, for its turn (see
+/// [`Runner::send_recorded`]).
+pub(super) struct Batched {
+    /// The item's index in the run.
+    index: usize,
+    /// Its time, or how it failed.
+    outcome: Result<Option<Duration>, AloneError>,
+    /// When it began (this host's clock, and as an instant), for a step that failed.
+    started: Option<(String, Instant)>,
 }
 
 /// The bytes of `statements`' texts.
@@ -263,6 +304,8 @@ pub(super) enum Together {
     Statement(String, String),
     /// Every statement ran, and recording the step failed.
     Record(String),
+    /// The connection failed under way: the server may have gone on.
+    Lost(String),
 }
 
 /// The statements' texts, each logged (at debug level) with its origin as it is sent.

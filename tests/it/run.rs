@@ -758,7 +758,7 @@ fn mariadb_a_failure_among_steps_sent_together_keeps_exactly_the_steps_before_it
     let mut manifest = String::from("<upgrade project=\"test\" initial-version=\"1.0.0\">\n");
     for n in 1..=6 {
         let body = match n {
-            3 => "CREATE TABLE t3 (id INT PRIMARY KEY);\nINSERT INTO nowhere (id) VALUES (1);\nCREATE TABLE t3b (id INT);".to_string(),
+            3 => "CREATE TABLE t3 (id INT PRIMARY KEY);\nINSERT INTO t3 (id) SELECT 1 FROM (SELECT SLEEP(0.3)) s;\nINSERT INTO nowhere (id) VALUES (1);\nCREATE TABLE t3b (id INT);".to_string(),
             _ => format!("CREATE TABLE t{n} (id INT PRIMARY KEY);\nINSERT INTO t{n} (id) VALUES ({n});"),
         };
         manifest.push_str(&step(n, &body));
@@ -775,7 +775,7 @@ fn mariadb_a_failure_among_steps_sent_together_keeps_exactly_the_steps_before_it
         .run(&["run"])
         .assert_code(1)
         .assert_stderr("step 's3' failed at ")
-        .assert_stderr("upgrade.xml:7:1: ")
+        .assert_stderr("upgrade.xml:8:1: ")
         .assert_stderr("nowhere")
         .assert_stderr("version 1.2.0");
     assert_eq!(project.recorded_version().as_deref(), Some("1.2.0"));
@@ -797,6 +797,14 @@ fn mariadb_a_failure_among_steps_sent_together_keeps_exactly_the_steps_before_it
         .filter(|(name, _)| name.starts_with('s'))
         .collect();
     assert_eq!(names, [("s1", true), ("s2", true), ("s3", false)]);
+    // The failed step's row spans its own work (sent with s1 and s2, it began when the
+    // server reached it, not when the run looked at it).
+    let failed = &history[history.len() - 1];
+    assert!(failed["duration_ms"].as_i64().unwrap() >= 300, "{failed}");
+    assert!(
+        rfc3339(&failed["started_at"]) >= rfc3339(&history[history.len() - 2]["finished_at"]),
+        "{failed}"
+    );
     let lock = project.lock_json().unwrap();
     assert_eq!(lock["state"], "failed");
     assert_eq!(lock["non_transactional"], true);
