@@ -19,9 +19,11 @@ use postgres::types::{ToSql, Type};
 use postgres::{Client, NoTls, SimpleQueryMessage};
 
 mod lease;
+mod repeated;
 mod values;
 
 use lease::*;
+use repeated::{Repeated, Send};
 use values::*;
 
 use super::{Backend, DbError, LockSpan, ServerUrl, StatementLimit, TogetherError, Value};
@@ -55,6 +57,8 @@ pub struct Postgres {
     /// Bookkeeping writes held back for the commit's round trip (see
     /// [`Backend::write_with_commit`]), each followed by `"; "`.
     held: String,
+    /// upgrader's own statements of the open transaction, prepared once repeated.
+    repeated: Repeated,
 }
 
 /// A statement's placeholders numbered for PostgreSQL and the types the server inferred
@@ -163,6 +167,7 @@ impl Postgres {
             client_check,
             pooled,
             held: String::new(),
+            repeated: Repeated::default(),
         })
     }
 }
@@ -219,13 +224,14 @@ impl Postgres {
         values: &[Value],
         send: impl FnOnce(
             &mut Client,
+            Send<'_>,
             &str,
             &[(&(dyn ToSql + Sync), Type)],
         ) -> Result<T, postgres::Error>,
     ) -> Result<T, DbError> {
         self.send_held()?;
         if values.is_empty() && !has_placeholder(sql) {
-            return send(&mut self.client, sql, &[]).map_err(db_error);
+            return send(&mut self.client, Send::Once, sql, &[]).map_err(db_error);
         }
         let described = self.describe(sql)?;
         let boxed = params(&described.types, values)?;
@@ -234,7 +240,14 @@ impl Postgres {
             .zip(&described.types)
             .map(|(value, kind)| (value.as_ref() as &(dyn ToSql + Sync), kind.clone()))
             .collect();
-        send(&mut self.client, &described.numbered, &typed).map_err(db_error)
+        let how = match self.in_transaction {
+            true => self
+                .repeated
+                .send(&mut self.client, &described.numbered, &described.types)
+                .map_err(db_error)?,
+            false => Send::Once,
+        };
+        send(&mut self.client, how, &described.numbered, &typed).map_err(db_error)
     }
 
     /// Opens a transaction and takes the transaction-level upgrade lock in it, in one
@@ -392,6 +405,7 @@ impl Postgres {
     /// Rolls back whatever is open; a lease row the transaction wrote is gone with it.
     fn rollback_quietly(&mut self) -> Result<(), DbError> {
         self.in_transaction = false;
+        self.repeated.end();
         // `upgrader_lock` may have been created by the transaction rolled back: look again.
         self.lease_table = false;
         if let Some(lease) = self.lease.as_mut() {
@@ -475,14 +489,16 @@ impl Backend for Postgres {
     }
 
     fn execute_params(&mut self, sql: &str, values: &[Value]) -> Result<u64, DbError> {
-        self.run_typed(sql, values, |client, sql, typed| {
-            client.execute_typed(sql, typed)
+        self.run_typed(sql, values, |client, how, sql, typed| match how {
+            Send::Once => client.execute_typed(sql, typed),
+            Send::Prepared(statement) => client.execute(statement, &repeated::values(typed)),
         })
     }
 
     fn query(&mut self, sql: &str, values: &[Value]) -> Result<Vec<Vec<Value>>, DbError> {
-        let rows = self.run_typed(sql, values, |client, sql, typed| {
-            client.query_typed(sql, typed)
+        let rows = self.run_typed(sql, values, |client, how, sql, typed| match how {
+            Send::Once => client.query_typed(sql, typed),
+            Send::Prepared(statement) => client.query(statement, &repeated::values(typed)),
         })?;
         rows.iter()
             .map(|row| (0..row.len()).map(|index| read(row, index)).collect())
@@ -506,10 +522,19 @@ impl Backend for Postgres {
             .iter()
             .map(|text| (text as &(dyn ToSql + Sync), Type::TEXT))
             .collect();
-        let rows = self
-            .client
-            .query_typed(&numbered(sql), &typed)
-            .map_err(db_error)?;
+        let numbered = numbered(sql);
+        let how = match self.in_transaction {
+            true => self
+                .repeated
+                .send(&mut self.client, &numbered, &vec![Type::TEXT; typed.len()])
+                .map_err(db_error)?,
+            false => Send::Once,
+        };
+        let rows = match how {
+            Send::Once => self.client.query_typed(&numbered, &typed),
+            Send::Prepared(statement) => self.client.query(statement, &repeated::values(&typed)),
+        }
+        .map_err(db_error)?;
         rows.iter()
             .map(|row| (0..row.len()).map(|index| read(row, index)).collect())
             .collect()
@@ -640,6 +665,7 @@ impl Backend for Postgres {
         });
         self.span = Some(LockSpan::Session);
         self.in_transaction = false;
+        self.repeated.end();
         if let Err(error) = self.client.batch_execute("COMMIT") {
             self.lease = None;
             self.span = None;
@@ -671,6 +697,7 @@ impl Backend for Postgres {
 
     fn begin(&mut self) -> Result<(), DbError> {
         self.send_held()?;
+        self.repeated.end();
         let Some(span) = self.span else {
             self.in_transaction = true;
             return self.client.batch_execute("BEGIN").map_err(db_error);
@@ -727,6 +754,7 @@ impl Backend for Postgres {
             return Err(error);
         }
         self.in_transaction = false;
+        self.repeated.end();
         // The held bookkeeping goes in the commit's round trip.
         let held = std::mem::take(&mut self.held);
         let sent = if held.is_empty() {
@@ -772,6 +800,7 @@ impl Backend for Postgres {
         // A held write that fails leaves the transaction open (aborted): the caller's
         // failure path rolls it back.
         let held = std::mem::take(&mut self.held);
+        self.repeated.end();
         self.client
             .batch_execute(&format!("{held}COMMIT AND CHAIN; {check}{XACT_LOCK}"))
             .map_err(db_error)?;
