@@ -461,28 +461,24 @@ impl<'a> Runner<'a> {
                 let record = row.map(|row| (row, item.to.as_str().into_owned()));
                 measured = self
                     .send_together(prepared, index, statements, &sending, &mut sent, record)
-                    .map_err(|failed| match failed {
-                        Together::Statement(origin, error) => failed_at(origin, error),
-                        Together::Lost(error) => Failure {
-                            item: item.name.clone(),
-                            message: format!(
-                                "{} '{}': the connection to the database failed while it ran alone: {error}",
-                                item.kind.name(),
-                                item.name
+                    .map_err(|failed| {
+                        let (what, error, uncertain) = match failed {
+                            Together::Statement(origin, error) => return failed_at(origin, error),
+                            Together::Lost(error) => (
+                                ": the connection to the database failed while it ran alone:",
+                                error,
+                                true,
                             ),
-                            non_transactional: true,
-                            uncertain: true,
-                        },
-                        Together::Record(error) => Failure {
+                            Together::Record(error) => {
+                                (" could not be recorded and committed:", error, false)
+                            }
+                        };
+                        Failure {
                             item: item.name.clone(),
-                            message: format!(
-                                "{} '{}' could not be recorded and committed: {error}",
-                                item.kind.name(),
-                                item.name
-                            ),
+                            message: format!("{} '{}'{what} {error}", item.kind.name(), item.name),
                             non_transactional: true,
-                            uncertain: false,
-                        },
+                            uncertain,
+                        }
                     })?;
             }
             let shared = match together {

@@ -702,21 +702,26 @@ fn mariadb_steps_that_run_alone_are_recorded_with_their_times() {
     }
 }
 
+/// A trigger that refuses `step`'s history row when it succeeded ("history refused").
+fn refuse_history_row(project: &TestProject, step: &str) {
+    use mysql::prelude::Queryable;
+    project
+        .my()
+        .query_drop(format!(
+            "CREATE TRIGGER refuse_{step} BEFORE INSERT ON upgrader_history FOR EACH ROW \
+             BEGIN IF NEW.name = '{step}' AND NEW.success = 1 THEN \
+             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'history refused'; END IF; END"
+        ))
+        .unwrap();
+}
+
 /// When the record that goes with a step's statements fails, the step's changes stay
 /// (it ran alone) and the run says so: nothing after it runs, and the version stays.
 #[test]
 fn mariadb_a_step_that_ran_alone_but_could_not_be_recorded_halts_the_run() {
-    use mysql::prelude::Queryable;
     let project = TestProject::on(Backend::MariaDb, "1.1.0", ALONE_MANIFEST);
     project.run(&["run"]).assert_code(0);
-    project
-        .my()
-        .query_drop(
-            "CREATE TRIGGER refuse_two BEFORE INSERT ON upgrader_history FOR EACH ROW \
-             BEGIN IF NEW.name = 'two' AND NEW.success = 1 THEN \
-             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'history refused'; END IF; END",
-        )
-        .unwrap();
+    refuse_history_row(&project, "two");
     project.write("VERSION", "1.3.0\n");
     project
         .run(&["run"])
@@ -819,14 +824,7 @@ fn mariadb_a_failure_among_steps_sent_together_keeps_exactly_the_steps_before_it
         ),
     );
     project.my().query_drop("DROP TABLE t3").unwrap();
-    project
-        .my()
-        .query_drop(
-            "CREATE TRIGGER refuse_s4 BEFORE INSERT ON upgrader_history FOR EACH ROW \
-             BEGIN IF NEW.name = 's4' AND NEW.success = 1 THEN \
-             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'history refused'; END IF; END",
-        )
-        .unwrap();
+    refuse_history_row(&project, "s4");
     project.run(&["unlock"]).assert_code(0);
     project
         .run(&["run"])
