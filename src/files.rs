@@ -188,6 +188,10 @@ pub fn open(project_dir: &Path, path: &Path) -> Result<(File, u64), FileError> {
         }
     } else {
         #[cfg(target_os = "linux")]
+        if let Some(opened) = open_in_checked_dir(project_dir, path) {
+            return opened;
+        }
+        #[cfg(target_os = "linux")]
         if let Some(opened) = open_and_locate(project_dir, path) {
             return opened;
         }
@@ -248,6 +252,85 @@ fn open_and_locate(project_dir: &Path, path: &Path) -> Option<Result<(File, u64)
             .map(|file| (file, metadata.len()))
             .map_err(io),
     )
+}
+
+/// A file deeper in the project opened relative to its directory, which is opened once
+/// (as a path only, following links) and found inside the project through
+/// `/proc/self/fd`: the file is then opened in that very directory, whatever its path
+/// names meanwhile, like a file directly in the project (not following a link at its
+/// end, not blocking on a FIFO, the handle checked to be a regular file). Three system
+/// calls for each of a manifest's scripts, which mostly share a directory, instead of
+/// [`open_and_locate`]'s five; the directory's path is looked at each time, so that a
+/// directory replaced meanwhile is opened anew. `None` (the longer ways) for a link at the end of the
+/// path, which may still lead inside, for a directory outside the project (the longer
+/// ways say so) or where `/proc` cannot tell.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn open_in_checked_dir(project_dir: &Path, path: &Path) -> Option<Result<(File, u64), FileError>> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::OpenOptionsExt;
+    /// The last directory opened: (project, directory as named, its handle, and its
+    /// device and inode).
+    type Opened = (PathBuf, PathBuf, File, (u64, u64));
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<Opened>> = const { std::cell::RefCell::new(None) };
+    }
+    let parent = path.parent()?;
+    let name = path
+        .file_name()
+        .filter(|name| *name != "." && *name != "..")?;
+    let name = std::ffi::CString::new(name.as_bytes()).ok()?;
+    // What the directory's path names now: a long-lived process (the web gate) must not
+    // keep reading a directory a deploy replaced.
+    let now = std::fs::metadata(parent).ok().map(|m| (m.dev(), m.ino()))?;
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        let cached = last.as_ref().is_some_and(|(project, dir, _, id)| {
+            project == project_dir && dir == parent && *id == now
+        });
+        if !cached {
+            let dir = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+                .open(parent)
+                .ok()?;
+            let real = std::fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd())).ok()?;
+            if !real.starts_with(canonical_dir(project_dir)?) {
+                return None;
+            }
+            let id = dir.metadata().ok().map(|m| (m.dev(), m.ino()))?;
+            *last = Some((project_dir.to_path_buf(), parent.to_path_buf(), dir, id));
+        }
+        let (_, _, dir, _) = last.as_ref()?;
+        // SAFETY: `dir` is an open directory handle and `name` a NUL-terminated file name;
+        // openat only reads them.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                libc::O_RDONLY
+                    | libc::O_NONBLOCK
+                    | libc::O_NOFOLLOW
+                    | libc::O_NOCTTY
+                    | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            let error = std::io::Error::last_os_error();
+            if error.raw_os_error() == Some(libc::ELOOP) {
+                return None;
+            }
+            return Some(Err(FileError::Io {
+                path: path.to_path_buf(),
+                source: error,
+            }));
+        }
+        // SAFETY: `fd` was just opened here and nothing else owns it.
+        let file = unsafe { File::from_raw_fd(fd) };
+        Some(checked(file, path))
+    })
 }
 
 /// `project_dir` resolved, once per directory and thread: every script of a manifest
@@ -366,6 +449,64 @@ pub fn read_to_string(project_dir: &Path, path: &Path, limit: u64) -> Result<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Scripts in a directory of the project are opened relative to that directory,
+    /// opened once: links at the end of their path still go the long way (in or out),
+    /// a FIFO is still refused, and a directory replaced meanwhile is read anew.
+    #[cfg(unix)]
+    #[test]
+    fn scripts_in_a_directory_are_checked_like_any_project_file() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "MARKER").unwrap();
+        let project = tempfile::tempdir().unwrap();
+        let dir = project.path();
+        let scripts = dir.join("scripts");
+        std::fs::create_dir(&scripts).unwrap();
+        std::fs::write(scripts.join("one.sql"), "SELECT 1").unwrap();
+        std::fs::write(dir.join("shared.sql"), "SELECT 2").unwrap();
+        std::os::unix::fs::symlink("../shared.sql", scripts.join("in.sql")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), scripts.join("out.sql")).unwrap();
+        let status = std::process::Command::new("mkfifo")
+            .arg(scripts.join("fifo.sql"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert_eq!(
+            read(dir, &scripts.join("one.sql"), 100).unwrap(),
+            b"SELECT 1"
+        );
+        assert_eq!(
+            read(dir, &scripts.join("in.sql"), 100).unwrap(),
+            b"SELECT 2"
+        );
+        assert!(matches!(
+            read(dir, &scripts.join("out.sql"), 100),
+            Err(FileError::Outside { .. })
+        ));
+        assert!(matches!(
+            read(dir, &scripts.join("fifo.sql"), 100),
+            Err(FileError::NotRegular { kind: "a FIFO", .. })
+        ));
+        assert!(matches!(
+            read(dir, &scripts.join("none.sql"), 100),
+            Err(FileError::Io { .. })
+        ));
+        // A deploy that puts a new directory in the old one's place.
+        std::fs::rename(&scripts, dir.join("old")).unwrap();
+        std::fs::create_dir(&scripts).unwrap();
+        std::fs::write(scripts.join("one.sql"), "SELECT 3").unwrap();
+        assert_eq!(
+            read(dir, &scripts.join("one.sql"), 100).unwrap(),
+            b"SELECT 3"
+        );
+        // ... and one that points it outside.
+        std::fs::remove_dir_all(&scripts).unwrap();
+        std::os::unix::fs::symlink(outside.path(), &scripts).unwrap();
+        assert!(matches!(
+            read(dir, &scripts.join("secret"), 100),
+            Err(FileError::Outside { .. })
+        ));
+    }
 
     #[test]
     fn refuses_links_out_fifos_directories_and_large_files() {

@@ -16,6 +16,13 @@ pub(crate) fn host() -> String {
         .clone()
 }
 
+/// This process's id, asked once (glibc asks the kernel every time): a run writes it in
+/// every history row.
+pub(crate) fn pid() -> i64 {
+    static PID: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *PID.get_or_init(|| i64::from(std::process::id()))
+}
+
 /// `20261202T045722Z`: `at` to the second, sortable, and a valid file name everywhere.
 pub(crate) fn stamp(at: SystemTime) -> String {
     humantime::format_rfc3339_seconds(at)

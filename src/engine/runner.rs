@@ -898,7 +898,7 @@ pub(super) fn history_row(
         finished_at: now(),
         duration_ms: duration.as_millis() as i64,
         host: host(),
-        pid: i64::from(std::process::id()),
+        pid: crate::run_info::pid(),
         success: true,
         error: None,
         reason: None,
