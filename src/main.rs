@@ -3,7 +3,8 @@
 //! The process starts at the C `main` below, not through std's start-up: that start-up
 //! reads all of `/proc/self/maps` to place the main thread's stack guard, a tenth of
 //! the instructions of a `check` (see [`main`]).
-#![no_main]
+// The unit tests' binary keeps libtest's own `main`.
+#![cfg_attr(not(test), no_main)]
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -219,6 +220,7 @@ fn parse_cli() -> Cli {
 /// output is flushed before the process ends. (std reads the arguments itself on glibc.
 /// A stack overflow on the main thread, which the manifest's depth limit keeps away,
 /// would end the process with SIGSEGV instead of std's message.)
+#[cfg(not(test))]
 #[allow(unsafe_code)]
 #[no_mangle]
 extern "C" fn main(
@@ -237,6 +239,7 @@ extern "C" fn main(
     std::ffi::c_int::from(code)
 }
 
+#[cfg_attr(test, allow(dead_code))]
 fn upgrader_main() -> u8 {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,plugin=info"))
         .format_timestamp_millis()
