@@ -188,7 +188,7 @@ pub fn open(project_dir: &Path, path: &Path) -> Result<(File, u64), FileError> {
         }
     } else {
         #[cfg(target_os = "linux")]
-        if let Some(opened) = open_in_checked_dir(project_dir, path) {
+        if let Some(opened) = open_beneath(project_dir, path) {
             return opened;
         }
         #[cfg(target_os = "linux")]
@@ -254,83 +254,61 @@ fn open_and_locate(project_dir: &Path, path: &Path) -> Option<Result<(File, u64)
     )
 }
 
-/// A file deeper in the project opened relative to its directory, which is opened once
-/// (as a path only, following links) and found inside the project through
-/// `/proc/self/fd`: the file is then opened in that very directory, whatever its path
-/// names meanwhile, like a file directly in the project (not following a link at its
-/// end, not blocking on a FIFO, the handle checked to be a regular file). Three system
-/// calls for each of a manifest's scripts, which mostly share a directory, instead of
-/// [`open_and_locate`]'s five; the directory's path is looked at each time, so that a
-/// directory replaced meanwhile is opened anew. `None` (the longer ways) for a link at the end of the
-/// path, which may still lead inside, for a directory outside the project (the longer
-/// ways say so) or where `/proc` cannot tell.
+/// A file deeper in the project (a script in `scripts/`) opened by the kernel beneath the
+/// project directory (`openat2` with `RESOLVE_BENEATH`: no `..`, absolute link or link
+/// may lead out of it at any step), without following a link at its end, without
+/// blocking on a FIFO, and checked on the handle to be a regular file, like a file
+/// directly in the project. Nothing is cached, so a directory a deploy replaced is what
+/// is read; and `/proc` is not asked (its look-ups were most of [`open_and_locate`]'s
+/// cost: five system calls and two `/proc` paths for each of a manifest's scripts).
+/// `None` (the longer ways, which name the problem) for a link at the end of the path
+/// (which may still lead inside), a path leading out, a socket, or a kernel before 5.6.
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-fn open_in_checked_dir(project_dir: &Path, path: &Path) -> Option<Result<(File, u64), FileError>> {
+fn open_beneath(project_dir: &Path, path: &Path) -> Option<Result<(File, u64), FileError>> {
     use std::os::fd::{AsRawFd, FromRawFd};
     use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::MetadataExt;
     use std::os::unix::fs::OpenOptionsExt;
-    /// The last directory opened: (project, directory as named, its handle, and its
-    /// device and inode).
-    type Opened = (PathBuf, PathBuf, File, (u64, u64));
-    thread_local! {
-        static LAST: std::cell::RefCell<Option<Opened>> = const { std::cell::RefCell::new(None) };
+    let relative = path.strip_prefix(project_dir).ok()?;
+    if relative.as_os_str().is_empty() {
+        return None;
     }
-    let parent = path.parent()?;
-    let name = path
-        .file_name()
-        .filter(|name| *name != "." && *name != "..")?;
-    let name = std::ffi::CString::new(name.as_bytes()).ok()?;
-    // What the directory's path names now: a long-lived process (the web gate) must not
-    // keep reading a directory a deploy replaced.
-    let now = std::fs::metadata(parent).ok().map(|m| (m.dev(), m.ino()))?;
-    LAST.with(|last| {
-        let mut last = last.borrow_mut();
-        let cached = last.as_ref().is_some_and(|(project, dir, _, id)| {
-            project == project_dir && dir == parent && *id == now
-        });
-        if !cached {
-            let dir = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
-                .open(parent)
-                .ok()?;
-            let real = std::fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd())).ok()?;
-            if !real.starts_with(canonical_dir(project_dir)?) {
-                return None;
-            }
-            let id = dir.metadata().ok().map(|m| (m.dev(), m.ino()))?;
-            *last = Some((project_dir.to_path_buf(), parent.to_path_buf(), dir, id));
-        }
-        let (_, _, dir, _) = last.as_ref()?;
-        // SAFETY: `dir` is an open directory handle and `name` a NUL-terminated file name;
-        // openat only reads them.
-        let fd = unsafe {
-            libc::openat(
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                libc::O_RDONLY
-                    | libc::O_NONBLOCK
-                    | libc::O_NOFOLLOW
-                    | libc::O_NOCTTY
-                    | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            let error = std::io::Error::last_os_error();
-            if error.raw_os_error() == Some(libc::ELOOP) {
-                return None;
-            }
-            return Some(Err(FileError::Io {
+    let relative = std::ffi::CString::new(relative.as_os_str().as_bytes()).ok()?;
+    let dir = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(project_dir)
+        .ok()?;
+    // SAFETY: `open_how` is plain integers, for which all zeroes is a valid value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags =
+        (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_CLOEXEC)
+            as u64;
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: `dir` is an open directory handle, `relative` a NUL-terminated path and
+    // `how` an `open_how` of the size given; the kernel only reads them.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            relative.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        let error = std::io::Error::last_os_error();
+        return match error.raw_os_error() {
+            Some(libc::ELOOP | libc::EXDEV | libc::ENXIO | libc::ENOSYS | libc::EPERM) => None,
+            _ => Some(Err(FileError::Io {
                 path: path.to_path_buf(),
                 source: error,
-            }));
-        }
-        // SAFETY: `fd` was just opened here and nothing else owns it.
-        let file = unsafe { File::from_raw_fd(fd) };
-        Some(checked(file, path))
-    })
+            })),
+        };
+    }
+    // SAFETY: `fd` was just opened here and nothing else owns it.
+    let file = unsafe { File::from_raw_fd(fd as std::os::fd::RawFd) };
+    Some(checked(file, path))
 }
 
 /// `project_dir` resolved, once per directory and thread: every script of a manifest
@@ -450,9 +428,10 @@ pub fn read_to_string(project_dir: &Path, path: &Path, limit: u64) -> Result<Str
 mod tests {
     use super::*;
 
-    /// Scripts in a directory of the project are opened relative to that directory,
-    /// opened once: links at the end of their path still go the long way (in or out),
-    /// a FIFO is still refused, and a directory replaced meanwhile is read anew.
+    /// Scripts in a directory of the project are opened beneath the project: links at the
+    /// end of their path still go the long way (in or out), a FIFO is still refused, a
+    /// directory replaced meanwhile is read anew, and one moved out and linked back in
+    /// is outside.
     #[cfg(unix)]
     #[test]
     fn scripts_in_a_directory_are_checked_like_any_project_file() {
@@ -499,12 +478,33 @@ mod tests {
             read(dir, &scripts.join("one.sql"), 100).unwrap(),
             b"SELECT 3"
         );
-        // ... and one that points it outside.
-        std::fs::remove_dir_all(&scripts).unwrap();
+        // ... one that moves it out and links it back in ...
+        let moved = outside.path().join("moved");
+        std::fs::rename(&scripts, &moved).unwrap();
+        std::os::unix::fs::symlink(&moved, &scripts).unwrap();
+        assert!(matches!(
+            read(dir, &scripts.join("one.sql"), 100),
+            Err(FileError::Outside { .. })
+        ));
+        // ... and one that points it elsewhere outside.
+        std::fs::remove_file(&scripts).unwrap();
         std::os::unix::fs::symlink(outside.path(), &scripts).unwrap();
         assert!(matches!(
             read(dir, &scripts.join("secret"), 100),
             Err(FileError::Outside { .. })
+        ));
+        // A socket is named as such.
+        let socket = dir.join("sock.sql");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        std::fs::remove_file(&scripts).unwrap();
+        std::fs::create_dir(&scripts).unwrap();
+        std::fs::rename(&socket, scripts.join("sock.sql")).unwrap();
+        assert!(matches!(
+            read(dir, &scripts.join("sock.sql"), 100),
+            Err(FileError::NotRegular {
+                kind: "a socket",
+                ..
+            })
         ));
     }
 

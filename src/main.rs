@@ -3,8 +3,9 @@
 //! The process starts at the C `main` below, not through std's start-up: that start-up
 //! reads all of `/proc/self/maps` to place the main thread's stack guard, a tenth of
 //! the instructions of a `check` (see [`main`]).
-// The unit tests' binary keeps libtest's own `main`.
-#![cfg_attr(not(test), no_main)]
+// The unit tests' binary keeps libtest's own `main`; elsewhere than on glibc, std's
+// start-up is what fills in the arguments.
+#![cfg_attr(all(not(test), target_os = "linux", target_env = "gnu"), no_main)]
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -214,21 +215,39 @@ fn parse_cli() -> Cli {
     cli
 }
 
-/// The process's entry, called by the C runtime: std's start-up (`lang_start`) is not
-/// run. What it would do that matters here is done here: a write to a closed pipe or
-/// socket is an error, not a signal that ends the process; a panic exits 101; standard
-/// output is flushed before the process ends. (std reads the arguments itself on glibc.
-/// A stack overflow on the main thread, which the manifest's depth limit keeps away,
-/// would end the process with SIGSEGV instead of std's message.)
-#[cfg(not(test))]
+/// The process's entry on glibc, called by the C runtime: std's start-up (`lang_start`)
+/// is not run. What it would do that matters here is done here: a standard stream that
+/// is closed is opened on `/dev/null` (else the next file or socket opened would take
+/// its number, and a log line would go into it); a write to a closed pipe or socket is
+/// an error, not a signal that ends the process (`Command` still gives a child the
+/// default); a panic exits 101; standard output is flushed before the process ends.
+/// (std reads the arguments itself on glibc. A stack overflow on the main thread, which
+/// the manifest's depth limit keeps away, would end the process with SIGSEGV instead of
+/// std's message.)
+#[cfg(all(not(test), target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 #[no_mangle]
 extern "C" fn main(
     _argc: std::ffi::c_int,
     _argv: *const *const std::ffi::c_char,
 ) -> std::ffi::c_int {
-    // SAFETY: called once, before any other thread exists.
+    // SAFETY: called once, before any other thread exists; `poll` reads and writes only
+    // the array given, of the length given.
     unsafe {
+        let mut streams = [0, 1, 2].map(|fd| libc::pollfd {
+            fd,
+            events: 0,
+            revents: 0,
+        });
+        if libc::poll(streams.as_mut_ptr(), 3, 0) != -1 {
+            for stream in streams {
+                if stream.revents & libc::POLLNVAL != 0
+                    && libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) == -1
+                {
+                    libc::abort();
+                }
+            }
+        }
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
     // A panic (its message already printed by the hook) exits 101, as under std's
@@ -237,6 +256,12 @@ extern "C" fn main(
     // Nothing is left to report an error to.
     let _ = std::io::stdout().flush();
     std::ffi::c_int::from(code)
+}
+
+/// The process's entry where std's start-up runs (see the C `main` above).
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn main() -> std::process::ExitCode {
+    std::process::ExitCode::from(upgrader_main())
 }
 
 #[cfg_attr(test, allow(dead_code))]

@@ -358,6 +358,13 @@ pub trait Backend {
         self.query(sql, params)
     }
 
+    /// [`Backend::execute_params`] of upgrader's own write, sent again and again in a run
+    /// (the history INSERT of a long run): a backend may keep it prepared for the rest of
+    /// the transaction (PostgreSQL), which a plugin's statement must not be.
+    fn execute_own(&mut self, sql: &str, values: &[Value]) -> Result<u64, DbError> {
+        self.execute_params(sql, values)
+    }
+
     /// [`Backend::execute_params`] of upgrader's own write whose every parameter is text
     /// (see [`Backend::query_texts`]).
     fn execute_texts(&mut self, sql: &str, params: &[Value]) -> Result<(), DbError> {

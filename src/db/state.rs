@@ -305,7 +305,7 @@ pub fn insert_history_rows<B: Backend + ?Sized>(
 ) -> Result<(), DbError> {
     for chunk in rows.chunks(ROWS_PER_INSERT) {
         let (sql, values) = history_insert(chunk);
-        db.execute_params(&sql, &values)?;
+        db.execute_own(&sql, &values)?;
     }
     Ok(())
 }

@@ -346,3 +346,61 @@ fn postgres_locked_transactions_check_for_a_dead_client_through_pgbouncer() {
     db.unlock().unwrap();
     assert_eq!(setting(&mut db).as_deref(), Some("0"));
 }
+
+/// upgrader's own statements sent again in a transaction are kept prepared for the rest
+/// of it, and only they: none outlives the transaction (directly or through PgBouncer),
+/// a step's `DEALLOCATE ALL` does not break the next one, and a plugin's statement used
+/// again after a step altered its table is parsed anew (a prepared `SELECT *` would fail
+/// with "cached plan must not change result type").
+fn postgres_repeated_statements_stay_inside_the_transaction(pooled: bool) {
+    use upgrader::db::Value;
+    let project = postgres_project(pooled);
+    let mut db = connect(&project);
+    let prepared = |db: &mut Box<dyn upgrader::db::Backend>| {
+        let rows = db
+            .query("SELECT count(*) FROM pg_prepared_statements", &[])
+            .unwrap();
+        rows[0][0].as_int().unwrap()
+    };
+    db.begin().unwrap();
+    for id in 1..=3 {
+        db.execute_own("INSERT INTO items (id) VALUES (?)", &[Value::Int(id)])
+            .unwrap();
+        db.query_texts("SELECT id FROM items WHERE id::text = ?", &["1".into()])
+            .unwrap();
+    }
+    assert_eq!(prepared(&mut db), 2, "kept prepared once used again");
+    db.execute("DEALLOCATE ALL").unwrap();
+    for id in 4..=6 {
+        db.execute_own("INSERT INTO items (id) VALUES (?)", &[Value::Int(id)])
+            .unwrap();
+    }
+    for _ in 0..3 {
+        assert_eq!(
+            db.query("SELECT * FROM items WHERE id > ?", &[Value::Int(0)])
+                .unwrap()[0]
+                .len(),
+            1
+        );
+    }
+    db.execute("ALTER TABLE items ADD COLUMN note TEXT")
+        .unwrap();
+    let rows = db
+        .query("SELECT * FROM items WHERE id > ?", &[Value::Int(0)])
+        .unwrap();
+    assert_eq!((rows.len(), rows[0].len()), (6, 2));
+    db.commit().unwrap();
+    assert_eq!(prepared(&mut db), 0, "none outlives the transaction");
+    drop(db);
+    assert_eq!(project.query_i64("SELECT count(*) FROM items"), 6);
+}
+
+#[test]
+fn postgres_repeated_statements_stay_inside_the_transaction_direct() {
+    postgres_repeated_statements_stay_inside_the_transaction(false);
+}
+
+#[test]
+fn postgres_repeated_statements_stay_inside_the_transaction_through_pgbouncer() {
+    postgres_repeated_statements_stay_inside_the_transaction(true);
+}

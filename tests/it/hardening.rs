@@ -196,3 +196,24 @@ fn mariadb_refuses_dynamic_sql_in_a_transactional_step() {
         assert_eq!(project.recorded_version().as_deref(), Some("1.0.0"));
     }
 }
+
+/// Started with its standard error closed, upgrader gives that slot to `/dev/null`, as
+/// std's own start-up does: no file or socket it opens takes it (a log line would go
+/// into it), and the application `launch` becomes finds `/dev/null` there.
+#[test]
+fn a_closed_standard_stream_is_opened_on_dev_null() {
+    // PostgreSQL: SQLite fills such a slot itself before it opens a database there.
+    let project = adopted(Backend::Postgres, ONE_STEP);
+    project.run(&["run"]).assert_code(0);
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"exec "$0" --project "$1" launch -- sh -c 'readlink /proc/self/fd/2' 2>&-"#)
+        .arg(crate::util::bin())
+        .arg(project.path())
+        .env("DATABASE_URL", project.url.as_deref().unwrap())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "/dev/null");
+}

@@ -216,12 +216,22 @@ impl Postgres {
         Ok(described)
     }
 
+    /// A statement of a step or plugin that drops prepared statements (`DEALLOCATE`):
+    /// upgrader's are closed first, and prepared anew when used again.
+    fn forget_if_deallocated(&mut self, sql: &str) {
+        let first = crate::sql::significant_tokens(sql, crate::sql::Dialect::Postgres).next();
+        if first.is_some_and(|word| word.eq_ignore_ascii_case("DEALLOCATE")) {
+            self.repeated.end();
+        }
+    }
+
     /// Sends a statement as an unnamed one, with its values converted to the types the
     /// server inferred.
     fn run_typed<T>(
         &mut self,
         sql: &str,
         values: &[Value],
+        own: bool,
         send: impl FnOnce(
             &mut Client,
             Send<'_>,
@@ -240,7 +250,10 @@ impl Postgres {
             .zip(&described.types)
             .map(|(value, kind)| (value.as_ref() as &(dyn ToSql + Sync), kind.clone()))
             .collect();
-        let how = match self.in_transaction {
+        // Only upgrader's own statements are kept prepared: a plugin's may meet a table a
+        // step altered meanwhile (a prepared SELECT * then fails), or want a plan for
+        // each value.
+        let how = match self.in_transaction && own {
             true => self
                 .repeated
                 .send(&mut self.client, &described.numbered, &described.types)
@@ -467,6 +480,7 @@ impl Backend for Postgres {
 
     fn execute(&mut self, sql: &str) -> Result<(), DbError> {
         self.send_held()?;
+        self.forget_if_deallocated(sql);
         // The simple protocol runs any statement, including those that return rows.
         self.client.batch_execute(sql).map_err(db_error)
     }
@@ -475,6 +489,7 @@ impl Backend for Postgres {
         // The simple protocol's command tags carry the counts (rows a statement returns
         // are held until it ends: a rehearsal's statements rarely return many).
         self.send_held()?;
+        self.forget_if_deallocated(sql);
         let messages = self.client.simple_query(sql).map_err(db_error)?;
         if super::is_select(sql) {
             return Ok(Some(0));
@@ -489,16 +504,23 @@ impl Backend for Postgres {
     }
 
     fn execute_params(&mut self, sql: &str, values: &[Value]) -> Result<u64, DbError> {
-        self.run_typed(sql, values, |client, how, sql, typed| match how {
+        self.forget_if_deallocated(sql);
+        self.run_typed(sql, values, false, |client, _, sql, typed| {
+            client.execute_typed(sql, typed)
+        })
+    }
+
+    fn execute_own(&mut self, sql: &str, values: &[Value]) -> Result<u64, DbError> {
+        self.run_typed(sql, values, true, |client, how, sql, typed| match how {
             Send::Once => client.execute_typed(sql, typed),
             Send::Prepared(statement) => client.execute(statement, &repeated::values(typed)),
         })
     }
 
     fn query(&mut self, sql: &str, values: &[Value]) -> Result<Vec<Vec<Value>>, DbError> {
-        let rows = self.run_typed(sql, values, |client, how, sql, typed| match how {
-            Send::Once => client.query_typed(sql, typed),
-            Send::Prepared(statement) => client.query(statement, &repeated::values(typed)),
+        self.forget_if_deallocated(sql);
+        let rows = self.run_typed(sql, values, false, |client, _, sql, typed| {
+            client.query_typed(sql, typed)
         })?;
         rows.iter()
             .map(|row| (0..row.len()).map(|index| read(row, index)).collect())
@@ -546,6 +568,9 @@ impl Backend for Postgres {
         const BETWEEN: &str = "\n;\n";
         self.send_held()
             .map_err(|error| TogetherError::Failed(error, None))?;
+        for sql in statements {
+            self.forget_if_deallocated(sql);
+        }
         let batch = format!("{SAVEPOINT}{}", statements.join(BETWEEN));
         let Err(error) = self.client.batch_execute(&batch) else {
             return Ok(());

@@ -13,6 +13,11 @@ use std::collections::{HashMap, HashSet};
 use postgres::types::{ToSql, Type};
 use postgres::{Client, Statement};
 
+/// At most this many texts are remembered, and this many statements kept prepared, in a
+/// transaction (upgrader repeats a handful).
+const MOST_SEEN: usize = 64;
+const MOST_PREPARED: usize = 16;
+
 /// The statements of the open transaction: seen once, or prepared.
 #[derive(Default)]
 pub(super) struct Repeated {
@@ -38,6 +43,10 @@ impl Repeated {
         types: &[Type],
     ) -> Result<Send<'_>, postgres::Error> {
         if !self.prepared.contains_key(numbered) {
+            if self.seen.len() >= MOST_SEEN || self.prepared.len() >= MOST_PREPARED {
+                // Texts that change (a list of names of each length): start again.
+                self.end();
+            }
             if self.seen.insert(numbered.to_string()) {
                 return Ok(Send::Once);
             }
