@@ -311,25 +311,12 @@ fn open_beneath(project_dir: &Path, path: &Path) -> Option<Result<(File, u64), F
     Some(checked(file, path))
 }
 
-/// `project_dir` resolved, once per directory and thread: every script of a manifest
-/// asks for it.
+/// `project_dir` resolved, each time: a long-lived process (the web gate) must see the
+/// directory a deploy's link now names. Only the longer ways ask (a script that is a
+/// link, a kernel without `openat2`); [`open_beneath`] needs no resolved path.
 #[cfg(target_os = "linux")]
 fn canonical_dir(project_dir: &Path) -> Option<PathBuf> {
-    thread_local! {
-        static LAST: std::cell::RefCell<Option<(PathBuf, PathBuf)>> =
-            const { std::cell::RefCell::new(None) };
-    }
-    LAST.with(|last| {
-        let mut last = last.borrow_mut();
-        if let Some((dir, canonical)) = last.as_ref() {
-            if dir == project_dir {
-                return Some(canonical.clone());
-            }
-        }
-        let canonical = project_dir.canonicalize().ok()?;
-        *last = Some((project_dir.to_path_buf(), canonical.clone()));
-        Some(canonical)
-    })
+    project_dir.canonicalize().ok()
 }
 
 /// `path` opened for reading without following a link at its end and without blocking.
@@ -506,6 +493,27 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// A project whose path is a link a deploy flips (`current -> releases/N`): a script
+    /// that is a link (read the longer way) is read from the release the link names now.
+    #[cfg(unix)]
+    #[test]
+    fn a_flipped_project_link_is_followed_anew() {
+        let base = tempfile::tempdir().unwrap();
+        for (release, text) in [("r1", "SELECT 1"), ("r2", "SELECT 2")] {
+            let scripts = base.path().join(release).join("scripts");
+            std::fs::create_dir_all(&scripts).unwrap();
+            std::fs::write(scripts.join("real.sql"), text).unwrap();
+            std::os::unix::fs::symlink("real.sql", scripts.join("link.sql")).unwrap();
+        }
+        let current = base.path().join("current");
+        let script = current.join("scripts").join("link.sql");
+        std::os::unix::fs::symlink("r1", &current).unwrap();
+        assert_eq!(read(&current, &script, 100).unwrap(), b"SELECT 1");
+        std::fs::remove_file(&current).unwrap();
+        std::os::unix::fs::symlink("r2", &current).unwrap();
+        assert_eq!(read(&current, &script, 100).unwrap(), b"SELECT 2");
     }
 
     #[test]
