@@ -19,11 +19,11 @@ use postgres::types::{ToSql, Type};
 use postgres::{Client, NoTls, SimpleQueryMessage};
 
 mod lease;
-mod repeated;
+mod statements;
 mod values;
 
 use lease::*;
-use repeated::{Repeated, Send};
+use statements::{Described, Repeated, Send};
 use values::*;
 
 use super::{Backend, DbError, LockSpan, ServerUrl, StatementLimit, TogetherError, Value};
@@ -59,13 +59,6 @@ pub struct Postgres {
     held: String,
     /// upgrader's own statements of the open transaction, prepared once repeated.
     repeated: Repeated,
-}
-
-/// A statement's placeholders numbered for PostgreSQL and the types the server inferred
-/// for them.
-struct Described {
-    numbered: String,
-    types: Vec<Type>,
 }
 
 /// How a transaction that holds the upgrade lock asks the server to abort its statement
@@ -182,85 +175,6 @@ impl Postgres {
         }
         let held = std::mem::take(&mut self.held);
         self.client.batch_execute(&held).map_err(db_error)
-    }
-
-    /// The parameter types the server infers for a statement, asked once per connection:
-    /// a plugin that runs the same UPDATE for every row pays the round trip once. The
-    /// statement is prepared and closed inside one transaction, so that behind a pooler
-    /// the close reaches the server connection the prepare did, and no named statement
-    /// is left on a server connection another client gets next.
-    fn describe(&mut self, sql: &str) -> Result<Arc<Described>, DbError> {
-        if let Some(described) = self.described.get(sql) {
-            return Ok(described.clone());
-        }
-        let numbered = numbered(sql);
-        let own_transaction = !self.in_transaction;
-        if own_transaction {
-            self.client.batch_execute("BEGIN").map_err(db_error)?;
-        }
-        let prepared = self.client.prepare(&numbered);
-        // Dropping the statement sends its close, ahead of anything sent after it.
-        let types = prepared.map(|statement| statement.params().to_vec());
-        if own_transaction {
-            // The statement ran nothing: nothing to commit.
-            self.client.batch_execute("ROLLBACK").map_err(db_error)?;
-        }
-        let described = Arc::new(Described {
-            numbered,
-            types: types.map_err(db_error)?,
-        });
-        if self.described.len() >= DESCRIBED_KEPT {
-            self.described.clear();
-        }
-        self.described.insert(sql.to_string(), described.clone());
-        Ok(described)
-    }
-
-    /// A statement of a step or plugin that drops prepared statements (`DEALLOCATE`):
-    /// upgrader's are closed first, and prepared anew when used again.
-    fn forget_if_deallocated(&mut self, sql: &str) {
-        let first = crate::sql::significant_tokens(sql, crate::sql::Dialect::Postgres).next();
-        if first.is_some_and(|word| word.eq_ignore_ascii_case("DEALLOCATE")) {
-            self.repeated.end();
-        }
-    }
-
-    /// Sends a statement as an unnamed one, with its values converted to the types the
-    /// server inferred.
-    fn run_typed<T>(
-        &mut self,
-        sql: &str,
-        values: &[Value],
-        own: bool,
-        send: impl FnOnce(
-            &mut Client,
-            Send<'_>,
-            &str,
-            &[(&(dyn ToSql + Sync), Type)],
-        ) -> Result<T, postgres::Error>,
-    ) -> Result<T, DbError> {
-        self.send_held()?;
-        if values.is_empty() && !has_placeholder(sql) {
-            return send(&mut self.client, Send::Once, sql, &[]).map_err(db_error);
-        }
-        let described = self.describe(sql)?;
-        let boxed = params(&described.types, values)?;
-        let typed: Vec<(&(dyn ToSql + Sync), Type)> = boxed
-            .iter()
-            .zip(&described.types)
-            .map(|(value, kind)| (value.as_ref() as &(dyn ToSql + Sync), kind.clone()))
-            .collect();
-        // Only upgrader's own statements are kept prepared: a plugin's may meet a table a
-        // step altered meanwhile (a prepared SELECT * then fails), or want a plan for
-        // each value.
-        let how = match self.in_transaction && own {
-            true => self
-                .repeated
-                .send(&mut self.client, &described.numbered, &described.types)
-                .map_err(db_error)?,
-            false => Send::Once,
-        };
-        send(&mut self.client, how, &described.numbered, &typed).map_err(db_error)
     }
 
     /// Opens a transaction and takes the transaction-level upgrade lock in it, in one
@@ -513,7 +427,7 @@ impl Backend for Postgres {
     fn execute_own(&mut self, sql: &str, values: &[Value]) -> Result<u64, DbError> {
         self.run_typed(sql, values, true, |client, how, sql, typed| match how {
             Send::Once => client.execute_typed(sql, typed),
-            Send::Prepared(statement) => client.execute(statement, &repeated::values(typed)),
+            Send::Prepared(statement) => client.execute(statement, &statements::values(typed)),
         })
     }
 
@@ -545,16 +459,18 @@ impl Backend for Postgres {
             .map(|text| (text as &(dyn ToSql + Sync), Type::TEXT))
             .collect();
         let numbered = numbered(sql);
-        let how = match self.in_transaction {
-            true => self
-                .repeated
-                .send(&mut self.client, &numbered, &vec![Type::TEXT; typed.len()])
-                .map_err(db_error)?,
-            false => Send::Once,
-        };
+        let how = self
+            .repeated
+            .send(
+                &mut self.client,
+                self.in_transaction,
+                &numbered,
+                &vec![Type::TEXT; typed.len()],
+            )
+            .map_err(db_error)?;
         let rows = match how {
             Send::Once => self.client.query_typed(&numbered, &typed),
-            Send::Prepared(statement) => self.client.query(statement, &repeated::values(&typed)),
+            Send::Prepared(statement) => self.client.query(statement, &statements::values(&typed)),
         }
         .map_err(db_error)?;
         rows.iter()
